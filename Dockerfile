@@ -1,0 +1,23 @@
+# Multi-stage build: wheels in a builder, a slim non-root runtime running `miaoxiang serve`.
+# Not built on this project's CI machines (they have no Docker engine): see docs/deploy.md.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+COPY simulators ./simulators
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --home /app miaoxiang
+WORKDIR /app
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+COPY migrations /app/migrations
+ENV MIAOXIANG_MIGRATIONS_DIR=/app/migrations \
+    MIAOXIANG_HTTP_HOST=0.0.0.0 \
+    MIAOXIANG_DATA_DIR=/app/data
+USER miaoxiang
+EXPOSE 8080 9026
+HEALTHCHECK --interval=15s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz')"
+ENTRYPOINT ["miaoxiang"]
+CMD ["serve"]

@@ -1,0 +1,188 @@
+"""Alarm latency: from an MQTT publish on the `evt` lane to the alarm's event on the SSE stream.
+
+The whole service runs (private Mosquitto with TCP_NODELAY, fresh database, real uvicorn); an
+SSE client subscribed with the admin token timestamps every new alarm. Measured twice:
+quiet (nothing else going on) and under load (gateway `batch/` arrays of heartbeats flooding
+the `tel` lane at the same time). Also prints the service's own receipt-to-stream histogram
+(`mx_alarm_stream_latency_seconds`). Prints one JSON object.
+
+    python benchmarks/alarm_latency.py [--alarms 200] [--load-batches 60 --batch-size 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import asyncpg
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mqtt_broker import private_mosquitto  # noqa: E402
+
+from ingest.transports.mqtt import BrokerConfig  # noqa: E402
+from miaoxiang.server import serving  # noqa: E402
+from miaoxiang.settings import Settings  # noqa: E402
+
+PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+ADMIN = {"Authorization": "Bearer bench-admin"}
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    v = sorted(values)
+    if not v:
+        return {}
+
+    def at(q: float) -> float:
+        return round(v[min(len(v) - 1, int(q * len(v)))], 1)
+
+    return {"n": len(v), "p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": round(v[-1], 1)}
+
+
+async def fresh_db() -> str:
+    name = f"mxbench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(PG)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    return PG.rsplit("/", 1)[0] + "/" + name
+
+
+async def drop_db(url: str) -> None:
+    admin = await asyncpg.connect(PG)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    await admin.close()
+
+
+async def register(http: httpx.AsyncClient, alarm_devices: list[str]) -> None:
+    """One unit per alarm device (so no unit-level fire correlation mixes in) plus their devices."""
+    for i, device in enumerate(alarm_devices):
+        r = await http.post("/api/v1/units", headers=ADMIN, json={
+            "unit_id": f"U{i:04d}", "name": f"单位{i}", "region": f"江西省/赣州市/章贡区/街道{i % 10}"})
+        r.raise_for_status()
+    lines = "\n".join(json.dumps({"device_id": d, "kind": "smoke", "unit_id": f"U{i:04d}"}) for i, d in enumerate(alarm_devices))
+    r = await http.post("/api/v1/devices/import", headers={**ADMIN, "Content-Type": "application/x-ndjson"}, content=lines)
+    r.raise_for_status()
+
+
+class StreamClock:
+    """Reads the SSE stream; records when the first event of each device's alarm arrived."""
+
+    def __init__(self) -> None:
+        self.first_seen: dict[str, float] = {}
+        self.ready = asyncio.Event()
+
+    async def run(self, http: httpx.AsyncClient) -> None:
+        async with http.stream("GET", "/api/v1/alarms/stream", headers=ADMIN, timeout=None) as r:
+            self.ready.set()
+            async for line in r.aiter_lines():
+                if line.startswith("data: "):
+                    alarm = json.loads(line[6:])
+                    for d in alarm["device_ids"]:
+                        self.first_seen.setdefault(d, time.perf_counter())
+
+
+async def publish_alarms(client: aiomqtt.Client, root: str, devices: list[str], gap_s: float) -> dict[str, float]:
+    sent: dict[str, float] = {}
+    for i, device in enumerate(devices):
+        payload = json.dumps({"device_id": device, "kind": "smoke", "ts": now_ms(), "seq": i, "event": "alarm",
+                              "data": {"smoke_obscuration_pct_m": 4.2, "temperature_c": 31.5}}).encode()
+        sent[device] = time.perf_counter()
+        await client.publish(f"{root}/evt/smoke/{device}", payload, qos=1)
+        await asyncio.sleep(gap_s)
+    return sent
+
+
+async def flood(client: aiomqtt.Client, root: str, batches: int, size: int) -> None:
+    ts = now_ms()
+    for b in range(batches):
+        body = [{"device_id": f"86900{(b * size + j) % 20000:010d}", "kind": "smoke", "ts": ts + b, "event": "heartbeat",
+                 "data": {"battery_pct": 80, "rsrp_dbm": -95}} for j in range(size)]
+        await client.publish(f"{root}/batch/gw{b % 8}", json.dumps(body).encode(), qos=1)
+
+
+async def wait_all(stream: StreamClock, devices: list[str], timeout: float = 60) -> None:
+    async with asyncio.timeout(timeout):
+        while any(d not in stream.first_seen for d in devices):
+            await asyncio.sleep(0.01)
+
+
+def service_histogram(registry: Any) -> dict[str, float]:
+    name = "mx_alarm_stream_latency_seconds"
+    count = registry.get_sample_value(f"{name}_count") or 0
+    total = registry.get_sample_value(f"{name}_sum") or 0
+    buckets = sorted(
+        (float(s.labels["le"]), s.value) for m in registry.collect() if m.name == name
+        for s in m.samples if s.name == f"{name}_bucket"
+    )
+    p99_le = next((le for le, c in buckets if count and c >= 0.99 * count), float("inf"))
+    return {"n": int(count), "mean_ms": round(1000 * total / count, 2) if count else 0.0, "p99_at_most_ms": p99_le * 1000}
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--alarms", type=int, default=200)
+    ap.add_argument("--load-batches", type=int, default=60)
+    ap.add_argument("--batch-size", type=int, default=1000)
+    args = ap.parse_args()
+    quiet_devices = [f"8681203{i:08d}" for i in range(args.alarms)]
+    load_devices = [f"8681204{i:08d}" for i in range(args.alarms)]
+    prefix = f"mxbench/{uuid.uuid4().hex[:6]}"
+    root = f"{prefix}/default"
+    with private_mosquitto() as url:
+        db = await fresh_db()
+        try:
+            settings = Settings(database_url=db, mqtt_url=url, topic_prefix=prefix, http_port=0, gb26875_port=0,
+                                log_level="WARNING", data_dir=Path("/tmp"), admin_token="bench-admin",
+                                mqtt_client_id=f"bench-{uuid.uuid4().hex[:6]}")
+            async with serving(settings) as (app, base), httpx.AsyncClient(base_url=base, timeout=30) as http:
+                await register(http, quiet_devices + load_devices)
+                stream = StreamClock()
+                reader = asyncio.create_task(stream.run(http))
+                await stream.ready.wait()
+                cfg = BrokerConfig.from_url(url)
+                async with aiomqtt.Client(cfg.host, cfg.port, max_inflight_messages=1000) as client:
+                    sent = await publish_alarms(client, root, quiet_devices, 0.01)
+                    await wait_all(stream, quiet_devices)
+                    quiet = [1000 * (stream.first_seen[d] - sent[d]) for d in quiet_devices]
+                    written = app.state.pipeline.metrics.written
+                    before, started = written._value.get(), time.perf_counter()  # noqa: SLF001
+                    flooding = asyncio.create_task(flood(client, root, args.load_batches, args.batch_size))
+                    await asyncio.sleep(0.05)
+                    sent = await publish_alarms(client, root, load_devices, 0.01)
+                    await wait_all(stream, load_devices)
+                    loaded = [1000 * (stream.first_seen[d] - sent[d]) for d in load_devices]
+                    await flooding
+                    total = args.load_batches * args.batch_size
+                    async with asyncio.timeout(120):
+                        while written._value.get() - before < total:  # noqa: SLF001
+                            await asyncio.sleep(0.01)
+                    load_rate = total / (time.perf_counter() - started)
+                reader.cancel()
+                histogram = service_histogram(app.state.metrics_registry)
+        finally:
+            await drop_db(db)
+    print(json.dumps({
+        "benchmark": "alarm_latency",
+        "alarms_per_phase": args.alarms,
+        "publish_to_sse_quiet_ms": percentiles(quiet),
+        "publish_to_sse_under_load_ms": percentiles(loaded),
+        "load_readings": args.load_batches * args.batch_size,
+        "load_readings_per_s": round(load_rate),
+        "service_receipt_to_stream": histogram,
+        "goals": {"publish_to_sse_under_load_p99_ms": 1000},
+    }, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,178 @@
+"""Ingest throughput, three consumers measured in one run on the same private broker and messages.
+
+1. ceiling:  a bare aiomqtt client (MQTT 5, same Receive Maximum) that only receives and acks;
+2. pipeline: the whole service (decode, dedupe, batch, fleet, alerting, COPY, ack after commit);
+3. naive:    an aiomqtt loop doing one INSERT per message (auto-ack on receipt).
+Plus readings/s through the service from gateway `batch/` arrays.
+
+Each consumer's persistent session is created first, the messages are published while it is
+away (the broker queues them), then it connects and the clock runs until everything is
+received (ceiling) or committed (pipeline, naive). Prints one JSON object.
+
+    python benchmarks/ingest_throughput.py [--messages 30000] [--batches 200 --batch-size 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import aiomqtt
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mqtt_broker import private_mosquitto  # noqa: E402
+
+from ingest.transports.mqtt import BrokerConfig  # noqa: E402
+from miaoxiang.migrate import migrate  # noqa: E402
+from miaoxiang.server import serving  # noqa: E402
+from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR, Settings  # noqa: E402
+
+PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+TS0 = 1_795_341_600_000
+
+
+def report(i: int) -> dict:
+    return {"device_id": f"86812030{i % 5000:07d}", "kind": "smoke", "ts": TS0 + i * 10, "seq": i % 65536,
+            "event": "heartbeat", "data": {"battery_pct": 80 + i % 20, "rsrp_dbm": -90 - i % 20, "temperature_c": 21.5}}
+
+
+def _without_seq(r: dict) -> dict:
+    """Gateway batches rarely number their reports: these dedupe by content digest."""
+    return {k: v for k, v in r.items() if k != "seq"}
+
+
+async def publish_all(url: str, items: list[tuple[str, bytes]]) -> float:
+    cfg = BrokerConfig.from_url(url)
+    started = time.perf_counter()
+    async with aiomqtt.Client(cfg.host, cfg.port, max_inflight_messages=1000) as c:
+        for k in range(0, len(items), 500):
+            await asyncio.gather(*(c.publish(t, p, qos=1) for t, p in items[k : k + 500]))
+    return len(items) / (time.perf_counter() - started)
+
+
+async def fresh_db() -> str:
+    name = f"mxbench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(PG)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    url = PG.rsplit("/", 1)[0] + "/" + name
+    conn = await asyncpg.connect(url)
+    await migrate(conn, DEFAULT_MIGRATIONS_DIR)
+    await conn.execute("SELECT mx_ensure_readings_partitions('2026-11-20', 10)")
+    await conn.close()
+    return url
+
+
+async def drop_db(url: str) -> None:
+    admin = await asyncpg.connect(PG)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    await admin.close()
+
+
+async def ceiling(url: str, topic_root: str, items: list[tuple[str, bytes]]) -> float:
+    cfg = BrokerConfig.from_url(url)
+    ident = f"ceiling-{uuid.uuid4().hex[:6]}"
+    async with cfg.client(ident, persistent=True, receive_maximum=1000) as c:
+        await c.subscribe(f"{topic_root}/tel/+/+", qos=1)
+    await publish_all(url, items)
+    started = time.perf_counter()
+    n = 0
+    async with cfg.client(ident, persistent=True, receive_maximum=1000) as c:
+        c._client.manual_ack_set(True)  # noqa: SLF001
+        async for m in c.messages:
+            c._client.ack(m.mid, m.qos)  # noqa: SLF001
+            n += 1
+            if n == len(items):
+                break
+    return n / (time.perf_counter() - started)
+
+
+async def naive(url: str, topic_root: str, items: list[tuple[str, bytes]], db: str) -> float:
+    cfg = BrokerConfig.from_url(url)
+    ident = f"naive-{uuid.uuid4().hex[:6]}"
+    async with cfg.client(ident, persistent=True, receive_maximum=1000) as c:
+        await c.subscribe(f"{topic_root}/tel/+/+", qos=1)
+    await publish_all(url, items)
+    conn = await asyncpg.connect(db)
+    started = time.perf_counter()
+    n = 0
+    async with cfg.client(ident, persistent=True, receive_maximum=1000) as c:
+        async for m in c.messages:
+            r = json.loads(m.payload)  # type: ignore[arg-type]
+            await conn.execute(
+                "INSERT INTO readings (device_id, ts, received_at, seq, dedup, kind, event, metrics) "
+                "VALUES ($1, to_timestamp($2 / 1000.0), now(), $3, $3, $4, $5, $6)",
+                r["device_id"], r["ts"], r["seq"], r["kind"], r["event"], json.dumps(r["data"]),
+            )
+            n += 1
+            if n == len(items):
+                break
+    rate = n / (time.perf_counter() - started)
+    await conn.close()
+    return rate
+
+
+async def pipeline(url: str, items: list[tuple[str, bytes]], expected: int, settings: Settings) -> float:
+    async with serving(settings):
+        pass  # creates the persistent sessions
+    await publish_all(url, items)
+    started = time.perf_counter()
+    async with serving(settings) as (app, _):
+        written = app.state.pipeline.metrics.written
+        while written._value.get() < expected:  # noqa: SLF001
+            await asyncio.sleep(0.005)
+        rate = expected / (time.perf_counter() - started)
+    return rate
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=30_000)
+    ap.add_argument("--batches", type=int, default=200)
+    ap.add_argument("--batch-size", type=int, default=1000)
+    args = ap.parse_args()
+    prefix = f"mxbench/{uuid.uuid4().hex[:6]}"
+    root = f"{prefix}/default"
+    items = [(f"{root}/tel/smoke/{r['device_id']}", json.dumps(r).encode()) for r in map(report, range(args.messages))]
+    batch_items = [
+        (f"{root}/batch/gw{b % 10}", json.dumps([_without_seq(report(args.messages + b * args.batch_size + j))
+                                                for j in range(args.batch_size)]).encode())
+        for b in range(args.batches)
+    ]
+    with private_mosquitto() as url:
+        publish_rate = await publish_all(url, items[:2000])
+        dbs = [await fresh_db() for _ in range(3)]
+        try:
+            base = dict(mqtt_url=url, topic_prefix=prefix, http_port=0, gb26875_port=0, log_level="WARNING",
+                        data_dir=Path("/tmp"))
+            raw = await ceiling(url, root, items)
+            full = await pipeline(url, items, args.messages, Settings(database_url=dbs[0], mqtt_client_id="bench-p", **base))
+            slow = await naive(url, root, items, dbs[1])
+            batched = await pipeline(url, batch_items, args.batches * args.batch_size,
+                                     Settings(database_url=dbs[2], mqtt_client_id="bench-b", **base))
+        finally:
+            for db in dbs:
+                await drop_db(db)
+    print(json.dumps({
+        "benchmark": "ingest_throughput",
+        "messages": args.messages,
+        "publisher_msgs_per_s": round(publish_rate),
+        "ceiling_msgs_per_s": round(raw),
+        "pipeline_msgs_per_s": round(full),
+        "naive_msgs_per_s": round(slow),
+        "pipeline_vs_ceiling": round(full / raw, 3),
+        "pipeline_vs_naive": round(full / slow, 1),
+        "batch_readings": args.batches * args.batch_size,
+        "batch_readings_per_s": round(batched),
+        "goals": {"pipeline_vs_ceiling": 0.9, "pipeline_vs_naive": 20, "batch_readings_per_s": 100_000},
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,356 @@
+"""Single-reading rules (CONTRACT §8), vectorized per device kind.
+
+Each rule looks at one reading, the device's thresholds and, for a rate of rise, earlier
+temperature samples; it answers `Hits`: (batch row, alarm type, severity, response, rule).
+Correlation across readings, suppression and flapping are applied later by the correlator.
+
+Which readings count: threshold rules look at `heartbeat`, `report`, `alarm` and `test`
+readings (an `alarm_clear` or `fault` carrying a high value is not a new alarm). A `test`
+reading fires like an `alarm` and is suppressed later. Rule names are `RULES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from alerting.config import RuleConfig
+from alerting.core.timeline import NO_TIME, Timeline
+from alerting.model import AlarmType, Response, Severity
+from devices.batch import ReadingColumns
+from devices.fleet import Fleet
+from devices.kinds import Event, Kind
+
+RULES: tuple[str, ...] = (
+    "smoke.single", "smoke.heat", "smoke.rise", "smoke.heat_only",
+    "gas.alarm", "gas.lel_major", "gas.lel_critical",
+    "electrical.residual_current", "electrical.cable_temp", "electrical.cable_rise", "electrical.arc",
+    "electrical.overvoltage", "electrical.alarm",
+    "water.pressure_low", "water.alarm",
+    "panel.fire", "panel.fault", "device.fault", "device.tamper", "device.low_battery", "device.offline",
+    "suppressed.test", "suppressed.maintenance", "suppressed.muted", "flapping",
+    "unit.multi_detector", "unit.electrical_then_smoke", "network_outage",
+    "alarm_clear", "transient", "fault_clear", "tamper_clear", "battery_ok", "online",
+)
+RULE: dict[str, int] = {name: code for code, name in enumerate(RULES)}
+
+A = AlarmType
+#: Default (severity, response) of every alarm type; rules may raise a hit above it.
+DEFAULTS: dict[AlarmType, tuple[Severity, Response]] = {
+    A.fire: (Severity.critical, Response.immediate),
+    A.smoke: (Severity.major, Response.verify),
+    A.gas_leak: (Severity.major, Response.verify),
+    A.residual_current: (Severity.major, Response.verify),
+    A.cable_overheat: (Severity.major, Response.verify),
+    A.arc_fault: (Severity.major, Response.verify),
+    A.overvoltage: (Severity.minor, Response.verify),
+    A.water_pressure_low: (Severity.major, Response.verify),
+    A.offline: (Severity.minor, Response.none),
+    A.network_outage: (Severity.major, Response.verify),
+    A.tamper: (Severity.minor, Response.none),
+    A.low_battery: (Severity.warning, Response.none),
+    A.device_fault: (Severity.minor, Response.none),
+    A.panel_fire: (Severity.critical, Response.verify),
+    A.panel_fault: (Severity.minor, Response.none),
+}
+_DEFAULT_TABLE = np.array([DEFAULTS[t] for t in sorted(AlarmType)], np.int8)
+#: Alarm types a kind's `alarm` / `alarm_clear` events are about.
+KIND_ALARMS: dict[Kind, tuple[AlarmType, ...]] = {
+    Kind.smoke: (A.smoke,),
+    Kind.gas: (A.gas_leak,),
+    Kind.electrical: (A.residual_current, A.cable_overheat, A.arc_fault, A.overvoltage),
+    Kind.water: (A.water_pressure_low,),
+    Kind.uitd: (A.panel_fire,),
+}
+_KIND_ALARM_TABLE = np.full((max(Kind) + 1, max(map(len, KIND_ALARMS.values()))), -1, np.int8)  # kind -> types, -1 pad
+for _kind, _types in KIND_ALARMS.items():
+    _KIND_ALARM_TABLE[_kind, : len(_types)] = _types
+#: Fire-class types (correlate across detectors) and electrical types (electrical-then-smoke).
+FIRE_TYPES = (A.smoke, A.gas_leak, A.panel_fire)
+ELECTRICAL_TYPES = KIND_ALARMS[Kind.electrical]
+#: Batch columns shown in the evidence of a hit of each type.
+TYPE_METRICS: dict[AlarmType, tuple[str, ...]] = {
+    A.smoke: ("smoke_obscuration_pct_m", "temperature_c"),
+    A.gas_leak: ("gas_lel_pct",),
+    A.residual_current: ("residual_current_ma",),
+    A.cable_overheat: ("cable_temp_c",),
+    A.arc_fault: ("arc_faults",),
+    A.overvoltage: ("voltage_v",),
+    A.water_pressure_low: ("pressure_mpa", "level_m"),
+    A.low_battery: ("battery_pct",),
+}
+
+#: Events whose values the threshold rules look at.
+VALUE_EVENTS = (Event.heartbeat, Event.report, Event.alarm, Event.test)
+_IS_VALUE_EVENT = np.zeros(256, bool)
+_IS_VALUE_EVENT[list(VALUE_EVENTS)] = True
+
+
+def is_value_event(event: np.ndarray) -> np.ndarray:
+    return _IS_VALUE_EVENT[event.astype(np.uint8)]
+
+
+@dataclass(slots=True)
+class Hits:
+    """Alarm decisions about batch rows, one entry per (row, type); `rise` is the rate of rise
+    (per minute) behind the hit, NaN when none was measured."""
+
+    row: np.ndarray  # int64
+    type: np.ndarray  # int8 AlarmType
+    severity: np.ndarray  # int8 Severity
+    response: np.ndarray  # int8 Response
+    rule: np.ndarray  # int16 RULE code
+    rise: np.ndarray  # float64
+
+    def __len__(self) -> int:
+        return int(self.row.shape[0])
+
+    @classmethod
+    def of(
+        cls,
+        row: np.ndarray,
+        type_: AlarmType | np.ndarray,
+        severity: Severity | np.ndarray | None = None,
+        response: Response | np.ndarray | None = None,
+        rule: int | np.ndarray = 0,
+        rise: np.ndarray | None = None,
+    ) -> Hits:
+        """Hits on `row`; scalars are broadcast, severity and response default to the type's."""
+        n = row.shape[0]
+        if n == 0:
+            return _NO_HITS
+        types = _column(type_, n, np.int8)
+        return cls(
+            row=row.astype(np.int64),
+            type=types,
+            severity=_DEFAULT_TABLE[types, 0] if severity is None else _column(severity, n, np.int8),
+            response=_DEFAULT_TABLE[types, 1] if response is None else _column(response, n, np.int8),
+            rule=_column(rule, n, np.int16),
+            rise=np.full(n, np.nan) if rise is None else rise.astype(np.float64),
+        )
+
+    @classmethod
+    def concat(cls, parts: list[Hits]) -> Hits:
+        """One `Hits` of fresh arrays (safe to modify) from several."""
+        return cls(*(np.concatenate([getattr(p, f) for p in [_NO_HITS, *parts]]) for f in _HIT_FIELDS))
+
+    def take(self, index: np.ndarray) -> Hits:
+        return Hits(*(getattr(self, f)[index] for f in _HIT_FIELDS))
+
+
+_HIT_FIELDS = ("row", "type", "severity", "response", "rule", "rise")
+_NO_HITS = Hits(*(np.zeros(0, dt) for dt in (np.int64, np.int8, np.int8, np.int8, np.int16, np.float64)))
+
+
+def _column(value: int | np.ndarray, n: int, dtype: type) -> np.ndarray:
+    """A fresh array of n values of `dtype` from a scalar or an array of n."""
+    if isinstance(value, np.ndarray) and value.ndim:
+        return value.astype(dtype)
+    return np.full(n, value, dtype)
+
+
+class Readings:
+    """One batch seen against the fleet: columns by batch row, thresholds and rates of rise."""
+
+    def __init__(self, batch: ReadingColumns, fleet: Fleet, config: RuleConfig) -> None:
+        self.fleet = fleet
+        self.config = config
+        self.defaults = config.threshold_defaults()
+        slot = batch.slot.astype(np.intp)
+        self.valid = (slot >= 0) & (slot < fleet.size)
+        self.slot = slot if self.valid.all() else np.where(self.valid, slot, 0)  # safe to index the fleet
+        self._with_values = self.valid & is_value_event(batch.event)
+        #: rows with an event other than heartbeat and report (few): alarms, clears, faults, ...
+        self.attention = np.flatnonzero(self.valid & (batch.event > Event.report))
+        self.kind = batch.kind
+        self.event = batch.event
+        self.ts = batch.ts_ms.astype(np.int64)
+        n = len(batch)
+        self._nan = np.full(n, np.nan)
+        self.values = {name: np.asarray(v, np.float64) for name, v in batch.values.items()}
+
+    def with_event(self, event: Event) -> np.ndarray:
+        """Rows with this event (not heartbeat or report), ascending."""
+        return self.attention[self.event[self.attention] == event]
+
+    def value(self, name: str) -> np.ndarray:
+        return self.values.get(name, self._nan)
+
+    def threshold(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """The device's threshold `name` for each row (its override, else the default)."""
+        t = self.fleet.thresholds[name][self.slot[rows]].astype(np.float64)
+        t[np.isnan(t)] = self.defaults[name]
+        return t
+
+    def rows(self, kind: Kind) -> np.ndarray:
+        """Rows of this kind whose values the threshold rules look at."""
+        return np.flatnonzero(self._with_values & (self.kind == kind))
+
+    def rise_per_min(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Rate of rise of `name` per minute at each of `rows`, NaN when unknown.
+
+        Measured against the device's newest sample at least `rise_min_span_s` older: among the
+        batch's readings of that device (newest time, then the later row) and the fleet's
+        stored value (the previous state: `evaluate` runs before `Fleet.apply`), which loses ties.
+        """
+        out = np.full(rows.shape[0], np.nan)
+        if rows.shape[0] == 0:
+            return out
+        column = self.value(name)
+        slot, t = self.slot[rows], self.ts[rows]
+        target = t - int(self.config.rise_min_span_s * 1000)
+        b_ts = np.full(rows.shape[0], NO_TIME, np.int64)
+        b_val = out.copy()
+        # only devices with several samples in the batch can find an earlier one in it
+        samples = np.flatnonzero(self.valid & ~np.isnan(column))
+        by_slot = np.argsort(self.slot[samples])  # any order within a slot: only repeats are wanted
+        sorted_slots = self.slot[samples[by_slot]]
+        repeated = np.zeros(samples.shape[0], bool)
+        same = sorted_slots[1:] == sorted_slots[:-1]
+        repeated[1:] |= same
+        repeated[:-1] |= same
+        if repeated.any():
+            shared = np.sort(samples[by_slot[repeated]])  # row order: the later row wins ties
+            in_shared = np.zeros(len(column), bool)
+            in_shared[shared] = True
+            ask = np.flatnonzero(in_shared[rows])
+            line = Timeline(self.slot[shared], self.ts[shared])
+            k = line.last_at_or_before(slot[ask], target[ask])
+            found = k >= 0
+            b_ts[ask[found]] = line.ts[k[found]]
+            b_val[ask[found]] = column[shared[line.order[k[found]]]]
+        in_batch = b_ts != NO_TIME
+        f_val = self.fleet.values[name][slot].astype(np.float64)
+        f_ts = self.fleet.value_ts_ms[name][slot]
+        use_fleet = ~np.isnan(f_val) & (f_ts <= target) & (~in_batch | (f_ts > b_ts))
+        prev_ts = np.where(use_fleet, f_ts, b_ts)
+        prev_val = np.where(use_fleet, f_val, b_val)
+        known = in_batch | use_fleet
+        out[known] = (column[rows[known]] - prev_val[known]) * 60000.0 / (t[known] - prev_ts[known])
+        return out
+
+
+def _alarmish(r: Readings, rows: np.ndarray) -> np.ndarray:
+    ev = r.event[rows]
+    return (ev == Event.alarm) | (ev == Event.test)
+
+
+def smoke(r: Readings) -> list[Hits]:
+    """Smoke `alarm` -> smoke, major, verify; immediate at temperature >= 57 °C or a rise >= 8 °C/min.
+    A reading at or above the heat threshold without an alarm event is a heat alarm (verify)."""
+    rows = r.rows(Kind.smoke)
+    temp = r.value("temperature_c")[rows]
+    alarmish = _alarmish(r, rows)
+    heat = temp >= r.threshold("smoke_temp_c", rows)
+    fire = alarmish | heat
+    rows, temp, alarmish, heat = rows[fire], temp[fire], alarmish[fire], heat[fire]
+    rise = np.full(rows.shape[0], np.nan)
+    ask = alarmish & ~heat & ~np.isnan(temp)
+    rise[ask] = r.rise_per_min("temperature_c", rows[ask])
+    rising = rise >= r.threshold("smoke_rise_c_per_min", rows)
+    response = np.where(alarmish & (heat | rising), Response.immediate, Response.verify)
+    rule = np.select([alarmish & heat, alarmish & rising, alarmish], [RULE["smoke.heat"], RULE["smoke.rise"],
+                     RULE["smoke.single"]], RULE["smoke.heat_only"])
+    return [Hits.of(rows, A.smoke, Severity.major, response, rule, np.where(rising, rise, np.nan))]
+
+
+def gas(r: Readings) -> list[Hits]:
+    """Gas `alarm` or >= 10 %LEL -> gas_leak, major, verify; >= 25 %LEL -> critical, immediate."""
+    rows = r.rows(Kind.gas)
+    lel = r.value("gas_lel_pct")[rows]
+    critical = lel >= r.threshold("gas_lel_critical_pct", rows)
+    major = lel >= r.threshold("gas_lel_pct", rows)
+    fire = _alarmish(r, rows) | major | critical
+    rows, critical, major = rows[fire], critical[fire], major[fire]
+    return [Hits.of(
+        rows, A.gas_leak,
+        np.where(critical, Severity.critical, Severity.major),
+        np.where(critical, Response.immediate, Response.verify),
+        np.select([critical, major], [RULE["gas.lel_critical"], RULE["gas.lel_major"]], RULE["gas.alarm"]),
+    )]
+
+
+_ELECTRICAL = (  # (type, column, threshold, rule)
+    (A.residual_current, "residual_current_ma", "residual_current_ma", "electrical.residual_current"),
+    (A.cable_overheat, "cable_temp_c", "cable_temp_c", "electrical.cable_temp"),
+    (A.arc_fault, "arc_faults", "arc_faults", "electrical.arc"),
+    (A.overvoltage, "voltage_v", "voltage_v_max", "electrical.overvoltage"),
+)
+
+
+def electrical(r: Readings) -> list[Hits]:
+    """Residual current >= 300 mA, cable >= 70 °C or rising >= 10 °C/min, >= 14 arcs/s, voltage
+    >= 264 V: one hit per exceeded limit. An `alarm` exceeding none of them is put down to the
+    metric nearest its limit (value / threshold; residual current when none was reported)."""
+    rows = r.rows(Kind.electrical)
+    values = [r.value(column)[rows] for _, column, _, _ in _ELECTRICAL]
+    limits = [r.threshold(name, rows) for _, _, name, _ in _ELECTRICAL]
+    over = [v >= lim for v, lim in zip(values, limits)]
+    cable = values[1]
+    rise = np.full(rows.shape[0], np.nan)
+    ask = ~over[1] & ~np.isnan(cable)
+    rise[ask] = r.rise_per_min("cable_temp_c", rows[ask])
+    rising = rise >= r.threshold("cable_rise_c_per_min", rows)
+    over[1] = over[1] | rising
+    device_alarm = _alarmish(r, rows) & ~np.logical_or.reduce(over)
+    blamed = np.zeros(rows.shape[0], np.intp)
+    if device_alarm.any():
+        ratio = np.vstack([v / lim for v, lim in zip(values, limits)])
+        blamed = np.argmax(np.where(np.isnan(ratio), -np.inf, ratio), axis=0)
+    hits = []
+    for i, (type_, _, _, rule) in enumerate(_ELECTRICAL):
+        blame = device_alarm & (blamed == i)
+        fire = over[i] | blame
+        rule_code = np.where(blame, RULE["electrical.alarm"], RULE[rule])
+        if type_ is A.cable_overheat:
+            rule_code = np.where(rising & ~(values[1] >= limits[1]), RULE["electrical.cable_rise"], rule_code)
+        hits.append(Hits.of(rows[fire], type_, rule=rule_code[fire], rise=np.where(rising, rise, np.nan)[fire]))
+    return hits
+
+
+def water(r: Readings) -> list[Hits]:
+    """Pressure below 0.05 MPa, or a water `alarm` -> water_pressure_low, major, verify."""
+    rows = r.rows(Kind.water)
+    low = r.value("pressure_mpa")[rows] < r.threshold("pressure_mpa_min", rows)
+    fire = low | _alarmish(r, rows)
+    rule = np.where(low[fire], RULE["water.pressure_low"], RULE["water.alarm"])
+    return [Hits.of(rows[fire], A.water_pressure_low, rule=rule)]
+
+
+def panel(r: Readings) -> list[Hits]:
+    """A panel component's fire (`alarm`) -> panel_fire, critical, verify."""
+    rows = r.rows(Kind.uitd)
+    return [Hits.of(rows[_alarmish(r, rows)], A.panel_fire, rule=RULE["panel.fire"])]
+
+
+#: The alarm-class rules, in the order their hits are listed.
+ALARM_RULES = (smoke, gas, panel, electrical, water)
+
+
+def health(r: Readings) -> list[Hits]:
+    """`fault` -> device_fault (panel_fault for uitd), `tamper` -> tamper, `low_battery` -> low_battery."""
+    fault = r.with_event(Event.fault)
+    is_panel = r.kind[fault] == Kind.uitd
+    return [
+        Hits.of(fault, np.where(is_panel, A.panel_fault, A.device_fault),
+                rule=np.where(is_panel, RULE["panel.fault"], RULE["device.fault"])),
+        Hits.of(r.with_event(Event.tamper), A.tamper, rule=RULE["device.tamper"]),
+        Hits.of(r.with_event(Event.low_battery), A.low_battery, rule=RULE["device.low_battery"]),
+    ]
+
+
+def event_clears(r: Readings, transient: np.ndarray, clear_rows: np.ndarray) -> list[Hits]:
+    """`alarm_clear` -> a clear of every alarm type of the device's kind (rule `transient`,
+    response none when `transient[i]` for `clear_rows[i]`); `fault_clear` and `tamper_clear`."""
+    which, col = np.nonzero(_KIND_ALARM_TABLE[r.kind[clear_rows].astype(np.intp)] >= 0)
+    types = _KIND_ALARM_TABLE[r.kind[clear_rows[which]].astype(np.intp), col]
+    quick = transient[which]
+    fault = r.with_event(Event.fault_clear)
+    return [
+        Hits.of(clear_rows[which], types, _DEFAULT_TABLE[types, 0],
+                np.where(quick, Response.none, _DEFAULT_TABLE[types, 1]),
+                np.where(quick, RULE["transient"], RULE["alarm_clear"])),
+        Hits.of(fault, np.where(r.kind[fault] == Kind.uitd, A.panel_fault, A.device_fault), rule=RULE["fault_clear"]),
+        Hits.of(r.with_event(Event.tamper_clear), A.tamper, rule=RULE["tamper_clear"]),
+    ]

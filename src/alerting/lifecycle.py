@@ -1,0 +1,630 @@
+"""Alarm lifecycle: raise, fold, upgrade, clear, acknowledge, resolve and escalate (CONTRACT §5, §8).
+
+The transitions are pure functions of an `Alarm` value (top half). `AlarmLifecycle` applies
+them in PostgreSQL, one transaction per change: the alarm row, and its `alarm_events` audit row
+whose id becomes the stream event id; after the commit the change goes to the stream hub and,
+when a level is reached, to the notifier.
+
+Status machine: active_unack -ack-> active_ack; active_* -clear-> cleared_*; cleared_unack
+-repeat-> active_unack; cleared_unack -ack-> cleared_ack; anything but resolved -resolve->
+resolved. `cleared_ack` and `resolved` close the alarm: the next raise of its (key, type) is a
+new alarm. The database holds one open alarm per (key, type) (`alarms_one_open_idx`), whatever
+number of workers race.
+
+Times: `first_seen`, `last_seen` and `cleared_at` are device times of the decisions; timers
+(the 60 s verify upgrade, escalation) run on the service clock from when the alarm was raised
+here (`created_at`), since nobody could acknowledge it before that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol, get_args
+
+import asyncpg
+
+from alerting.metrics import AlarmMetrics
+from alerting.model import FIRE_CLASS, Decision, Response, Severity
+from alerting.stream import AlarmHub, RegionFilter
+from devices.fleet import FLAPPING, Fleet
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], int]
+
+OPEN_STATUSES = ("active_unack", "active_ack", "cleared_unack")
+Classification = Literal["fire", "false_alarm", "test", "fault", "other"]
+CLASSIFICATIONS: tuple[str, ...] = get_args(Classification)
+LEVEL_NAMES = ("unit_contact", "grid_worker", "micro_fire_station", "fire_brigade_dispatch")
+MAX_LEVEL = len(LEVEL_NAMES) - 1
+EVIDENCE_MAX = 50
+TRANSIENT_RULE = "transient"
+UNACKED_RULE = "unacked_60s"
+FIRE_CLASS_NAMES = tuple(sorted(t.name for t in FIRE_CLASS))
+DEFAULT_ESCALATION_S = {"immediate": 60.0, "verify": 300.0}
+#: Errors meaning "the database is unreachable right now": retried, never dropped.
+DB_DOWN = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_dt(ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def to_ms(dt: datetime) -> int:
+    return (dt - EPOCH) // timedelta(milliseconds=1)
+
+
+def rfc3339(ms: int | None) -> str | None:
+    return None if ms is None else to_dt(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def loads(value: Any) -> Any:
+    """A jsonb value as asyncpg answers it: text, unless the pool has a JSON codec."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def dumps(value: Any) -> str:
+    """JSON for jsonb columns; numpy scalars in evidence become plain numbers."""
+    return json.dumps(value, ensure_ascii=False, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+
+
+class AlarmNotFound(Exception):
+    def __init__(self, alarm_id: int) -> None:
+        super().__init__(f"alarm {alarm_id} does not exist")
+        self.alarm_id = alarm_id
+
+
+class InvalidTransition(Exception):
+    def __init__(self, alarm_id: int, status: str, action: str) -> None:
+        super().__init__(f"alarm {alarm_id} is {status}; it cannot be {action}")
+        self.alarm_id, self.status, self.action = alarm_id, status, action
+
+
+@dataclass(slots=True)
+class Alarm:
+    """One row of `alarms`, times in epoch ms."""
+
+    alarm_id: int
+    alarm_key: str
+    type: str
+    severity: str
+    response: str
+    status: str
+    device_ids: list[str]
+    unit_id: str | None
+    region: str
+    first_seen_ms: int
+    last_seen_ms: int
+    count: int
+    rule: str
+    evidence: list[dict[str, Any]]
+    escalation_level: int
+    escalated_at_ms: int | None
+    classification: str | None
+    note: str | None
+    acked_by: str | None
+    acked_at_ms: int | None
+    cleared_at_ms: int | None
+    resolved_by: str | None
+    resolved_at_ms: int | None
+    created_at_ms: int
+
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> Alarm:
+        def ms(name: str) -> int | None:
+            return None if r[name] is None else to_ms(r[name])
+
+        return cls(
+            alarm_id=r["alarm_id"], alarm_key=r["alarm_key"], type=r["type"], severity=r["severity"],
+            response=r["response"], status=r["status"], device_ids=list(r["device_ids"]), unit_id=r["unit_id"],
+            region=r["region"], first_seen_ms=to_ms(r["first_seen"]), last_seen_ms=to_ms(r["last_seen"]),
+            count=r["count"], rule=r["rule"], evidence=loads(r["evidence"]),
+            escalation_level=r["escalation_level"], escalated_at_ms=ms("escalated_at"),
+            classification=r["classification"], note=r["note"], acked_by=r["acked_by"], acked_at_ms=ms("acked_at"),
+            cleared_at_ms=ms("cleared_at"), resolved_by=r["resolved_by"], resolved_at_ms=ms("resolved_at"),
+            created_at_ms=to_ms(r["created_at"]),
+        )
+
+    @property
+    def state_ms(self) -> int:
+        """Device time of the newest decision applied: anything older is a late report."""
+        return max(self.last_seen_ms, self.cleared_at_ms or 0)
+
+    def to_json(self) -> dict[str, Any]:
+        """The alarm object of CONTRACT §5."""
+        return {
+            "alarm_id": str(self.alarm_id),
+            "type": self.type,
+            "severity": self.severity,
+            "response": self.response,
+            "status": self.status,
+            "device_ids": self.device_ids,
+            "unit_id": self.unit_id,
+            "region": self.region,
+            "first_seen": rfc3339(self.first_seen_ms),
+            "last_seen": rfc3339(self.last_seen_ms),
+            "count": self.count,
+            "rule": self.rule,
+            "evidence": self.evidence,
+            "escalation_level": self.escalation_level,
+            "classification": self.classification,
+        }
+
+
+@dataclass(slots=True)
+class Change:
+    """An alarm after one transition, with its audit action and whom to notify once committed."""
+
+    alarm: Alarm
+    action: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    actor: str = "system"
+    notify_level: int | None = None
+    folded: bool = False  # a repeat of the alarm's condition (repeated, reopened or upgraded by a raise)
+    event_id: int = 0
+
+
+# --- pure transitions -------------------------------------------------------------------------
+def _with_rule(rule: str, extra: str) -> str:
+    return rule if extra in rule.split("+") else f"{rule}+{extra}"
+
+
+def _union(a: list[str], b: list[str]) -> list[str]:
+    return a + [x for x in b if x not in a]
+
+
+def _add_evidence(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Append, keeping the first entry (what started the alarm) and the newest ones."""
+    merged = old + new
+    return merged if len(merged) <= EVIDENCE_MAX else merged[:1] + merged[-(EVIDENCE_MAX - 1):]
+
+
+def new_alarm(d: Decision, alarm_id: int, unit_id: str | None, region: str, now_ms: int) -> Alarm:
+    """The alarm a raise decision opens (as `_NEW_ALARM` inserts it)."""
+    return Alarm(
+        alarm_id=alarm_id, alarm_key=d.key, type=d.type.name, severity=d.severity.name, response=d.response.name,
+        status="active_unack", device_ids=list(d.device_ids), unit_id=unit_id, region=region, first_seen_ms=d.ts_ms,
+        last_seen_ms=d.ts_ms, count=1, rule=d.rule, evidence=json.loads(dumps(d.evidence)), escalation_level=0,
+        escalated_at_ms=now_ms, classification=None, note=None, acked_by=None, acked_at_ms=None, cleared_at_ms=None,
+        resolved_by=None, resolved_at_ms=None, created_at_ms=now_ms,
+    )
+
+
+def _raised_detail(d: Decision) -> dict[str, Any]:
+    return {"ts": rfc3339(d.ts_ms), "rule": d.rule}
+
+
+def fold(alarm: Alarm, d: Decision, now_ms: int) -> Change | None:
+    """A raise decision on the open alarm of its (key, type); None when it is a late report."""
+    if d.ts_ms < alarm.state_ms:
+        return None
+    devices = _union(alarm.device_ids, d.device_ids)
+    new = replace(alarm, count=alarm.count + 1, last_seen_ms=max(alarm.last_seen_ms, d.ts_ms), device_ids=devices)
+    detail: dict[str, Any] = {"ts": rfc3339(d.ts_ms), "rule": d.rule}
+    action = "repeated"
+    if alarm.status == "cleared_unack":
+        new.status, new.cleared_at_ms, action = "active_unack", None, "reopened"
+    severity = min(Severity[alarm.severity], d.severity)
+    response = min(Response[alarm.response], d.response)
+    notify = None
+    if severity.name != alarm.severity or response.name != alarm.response:
+        new.severity, new.response = severity.name, response.name
+        new.rule = _with_rule(alarm.rule, d.rule)
+        detail["from"] = {"severity": alarm.severity, "response": alarm.response, "rule": alarm.rule}
+        detail["to"] = {"severity": new.severity, "response": new.response, "rule": new.rule}
+        action = "upgraded"
+        if response.name != alarm.response:
+            if alarm.response == "none":
+                new.escalated_at_ms = now_ms  # escalation starts once the alarm needs a response
+            if new.status == "active_unack":
+                notify = new.escalation_level
+    if action != "repeated" or len(devices) > len(alarm.device_ids):
+        new.evidence = _add_evidence(alarm.evidence, d.evidence)
+    return Change(new, action, detail, notify_level=notify, folded=True)
+
+
+def clear(alarm: Alarm, d: Decision) -> Change | None:
+    """A clear decision: the condition ended. None when already cleared or when it is late."""
+    if d.ts_ms < alarm.last_seen_ms or alarm.status not in ("active_unack", "active_ack"):
+        return None
+    status = "cleared_unack" if alarm.status == "active_unack" else "cleared_ack"
+    new = replace(alarm, status=status, cleared_at_ms=d.ts_ms)
+    detail: dict[str, Any] = {"ts": rfc3339(d.ts_ms), "rule": d.rule}
+    if d.rule == TRANSIENT_RULE and alarm.response != "none":
+        new.response, new.rule = "none", _with_rule(alarm.rule, TRANSIENT_RULE)
+        detail["from"] = {"response": alarm.response, "rule": alarm.rule}
+        detail["to"] = {"response": "none", "rule": new.rule}
+    return Change(new, "cleared", detail)
+
+
+def ack_change(alarm: Alarm, actor: str, now_ms: int) -> Change:
+    if alarm.status == "active_unack":
+        status = "active_ack"
+    elif alarm.status == "cleared_unack":
+        status = "cleared_ack"
+    else:
+        raise InvalidTransition(alarm.alarm_id, alarm.status, "acknowledged")
+    return Change(replace(alarm, status=status, acked_by=actor, acked_at_ms=now_ms), "acked", actor=actor)
+
+
+def resolve_change(alarm: Alarm, classification: str, note: str | None, actor: str, now_ms: int) -> Change:
+    if classification not in CLASSIFICATIONS:
+        raise ValueError(f"classification must be one of {', '.join(CLASSIFICATIONS)}")
+    if alarm.status == "resolved":
+        raise InvalidTransition(alarm.alarm_id, alarm.status, "resolved")
+    new = replace(alarm, status="resolved", classification=classification, note=note, resolved_by=actor, resolved_at_ms=now_ms)
+    return Change(new, "resolved", {"classification": classification, "note": note, "from": alarm.status}, actor=actor)
+
+
+def upgrade_unacked(alarm: Alarm, now_ms: int, after_ms: int, flapping: bool) -> Change | None:
+    """CONTRACT §8: a verify fire-class alarm still unacknowledged after 60 s becomes immediate
+    (not for a flapping detector, whose single alarms stay verify)."""
+    if (
+        alarm.status != "active_unack" or alarm.response != "verify" or alarm.type not in FIRE_CLASS_NAMES
+        or flapping or now_ms - alarm.created_at_ms < after_ms
+    ):
+        return None
+    new = replace(alarm, response="immediate", rule=_with_rule(alarm.rule, UNACKED_RULE))
+    detail = {"because": UNACKED_RULE, "from": {"response": "verify", "rule": alarm.rule},
+              "to": {"response": "immediate", "rule": new.rule}}
+    return Change(new, "upgraded", detail)
+
+
+def escalate(alarm: Alarm, now_ms: int, interval_ms: dict[str, int]) -> Change | None:
+    """One level up when an unacknowledged, still active alarm has waited its interval."""
+    every = interval_ms.get(alarm.response)
+    since = alarm.escalated_at_ms if alarm.escalated_at_ms is not None else alarm.created_at_ms
+    if alarm.status != "active_unack" or every is None or alarm.escalation_level >= MAX_LEVEL or now_ms - since < every:
+        return None
+    level = alarm.escalation_level + 1
+    new = replace(alarm, escalation_level=level, escalated_at_ms=now_ms)
+    return Change(new, "escalated", {"level": level, "to": LEVEL_NAMES[level]}, notify_level=level)
+
+
+def common_region(regions: Sequence[str]) -> str:
+    """The longest common path prefix of region paths (`a/b/c`, `a/b/d` -> `a/b`)."""
+    parts = [r.split("/") for r in regions if r]
+    if not parts:
+        return ""
+    prefix = parts[0]
+    for p in parts[1:]:
+        n = 0
+        while n < min(len(prefix), len(p)) and prefix[n] == p[n]:
+            n += 1
+        prefix = prefix[:n]
+    return "/".join(prefix)
+
+
+# --- I/O: PostgreSQL, hub, notifier -----------------------------------------------------------
+class Notify(Protocol):
+    """What the lifecycle needs of a notifier: take a job without waiting."""
+
+    def enqueue(self, alarm: dict[str, Any], level: int) -> None: ...
+
+
+_NEW_ALARM = """
+INSERT INTO alarms (alarm_key, type, severity, response, status, device_ids, unit_id, region,
+                    first_seen, last_seen, count, rule, evidence, escalation_level, escalated_at, created_at)
+SELECT $1, $2, $3, $4, 'active_unack', $5, $6,
+       coalesce(nullif($7, ''), (SELECT region FROM units WHERE unit_id = $6), ''),
+       $8, $8, 1, $9, $10::jsonb, 0, $11, $11
+WHERE NOT EXISTS (  -- a report no newer than the newest closed alarm of this key raises nothing
+    SELECT 1 FROM alarms WHERE alarm_key = $1 AND type = $2 AND status IN ('cleared_ack', 'resolved')
+       AND greatest(last_seen, cleared_at) >= $8)
+ON CONFLICT (alarm_key, type) WHERE status IN ('active_unack', 'active_ack', 'cleared_unack')
+"""
+#: A raise inside a transaction: the new alarm, or the open one locked to fold into.
+_INSERT_OR_LOCK = _NEW_ALARM + """
+DO UPDATE SET alarm_key = EXCLUDED.alarm_key  -- no change: locks and answers the open alarm to fold into
+RETURNING *, (xmax = 0) AS inserted
+"""
+#: A raise in one statement, new alarm and audit row together; no row when there is an open
+#: alarm to fold into (or the report is late): then the transactional path takes over.
+_RAISE_NEW = "WITH new AS (" + _NEW_ALARM + """
+DO NOTHING RETURNING alarm_id, region)
+INSERT INTO alarm_events (alarm_id, at, action, actor, detail, snapshot)
+SELECT alarm_id, $11, 'raised', 'system', $12::jsonb,
+       $13::jsonb || jsonb_build_object('alarm_id', alarm_id::text, 'region', region)
+FROM new
+RETURNING event_id, alarm_id, snapshot ->> 'region' AS region
+"""
+_INSERT_EVENT = "INSERT INTO alarm_events (alarm_id, at, action, actor, detail, snapshot)"
+_RAISED_EVENT = _INSERT_EVENT + " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb) RETURNING event_id"
+_UPDATE_AND_EVENT = """
+WITH changed AS (
+    UPDATE alarms SET severity = $2, response = $3, status = $4, device_ids = $5, unit_id = $6, region = $7,
+           last_seen = $8, count = $9, rule = $10, evidence = $11::jsonb, escalation_level = $12, escalated_at = $13,
+           classification = $14, note = $15, acked_by = $16, acked_at = $17, cleared_at = $18, resolved_by = $19,
+           resolved_at = $20
+    WHERE alarm_id = $1)
+""" + _INSERT_EVENT + " VALUES ($1, $21, $22, $23, $24::jsonb, $25::jsonb) RETURNING event_id"
+#: Decisions written per transaction (sorted by key, so that workers never deadlock) ...
+CHUNK = 500
+#: ... unless there are at most this many: then each goes alone, a new alarm in one statement.
+FEW = 8
+
+
+def _opt_dt(ms: int | None) -> datetime | None:
+    return None if ms is None else to_dt(ms)
+
+
+class AlarmLifecycle:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        hub: AlarmHub,
+        fleet: Fleet,
+        clock: Clock,
+        *,
+        notifier: Notify | None = None,
+        metrics: AlarmMetrics | None = None,
+        escalation_s: dict[str, float] | None = None,
+        unacked_upgrade_s: float = 60.0,
+        retry_max_s: float = 5.0,
+    ) -> None:
+        self.pool = pool
+        self.hub = hub
+        self.fleet = fleet
+        self.clock = clock
+        self.notifier = notifier
+        self.metrics = metrics
+        self.escalation_ms = {k: int(v * 1000) for k, v in (escalation_s or DEFAULT_ESCALATION_S).items()}
+        self.unacked_upgrade_ms = int(unacked_upgrade_s * 1000)
+        self.retry_max_s = retry_max_s
+        # Commit and publish under one lock, so this process publishes event ids in increasing order.
+        self._writer = asyncio.Lock()
+
+    # --- decisions from the correlation core ---------------------------------------------
+    async def handle(self, decisions: Sequence[Decision], received_ms: Sequence[int | None] | None = None) -> None:
+        """Apply decisions; those of one (key, type) in their order. `received_ms[i]`, when given,
+        is when the reading behind decision i was received (receipt-to-stream latency metric).
+
+        A few decisions (the usual batch) are written one by one, a new alarm in one round trip;
+        a storm of them in transactions of up to CHUNK, sorted by (key, type) so that concurrent
+        workers lock alarms in one order. While the database is unreachable this
+        retries (after showing each raise as `alarm_pending` on the stream), so the caller feels
+        backpressure instead of losing an alarm. A decision the database rejects is logged and
+        skipped, the others still written.
+        """
+        received = list(received_ms) if received_ms is not None else [None] * len(decisions)
+        order = sorted(range(len(decisions)), key=lambda i: (decisions[i].key, decisions[i].type))
+        size = 1 if len(order) <= FEW else CHUNK
+        for start in range(0, len(order), size):
+            chunk = order[start:start + size]
+            await self._apply([decisions[i] for i in chunk], [received[i] for i in chunk])
+
+    async def _apply(self, decisions: list[Decision], received_ms: list[int | None]) -> None:
+        delay = 0.05
+        pending_shown = False
+        while True:
+            try:
+                if len(decisions) == 1 and decisions[0].action == "raise" and await self._raise_new(*decisions, *received_ms):
+                    return
+                ignored = await self._write_decisions(decisions, received_ms)
+                if self.metrics:
+                    for d in ignored:
+                        self.metrics.ignored.labels(d.action).inc()
+                return
+            except DB_DOWN as e:
+                if self.metrics:
+                    self.metrics.db_errors.inc()
+                if not pending_shown:
+                    log.error("cannot write %d alarm decisions (%s); retrying", len(decisions), e)
+                    for d in decisions:
+                        if d.action == "raise":
+                            self.hub.publish_pending(self._pending_json(d))
+                    pending_shown = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_s)
+            except asyncpg.PostgresError as e:
+                if self.metrics:
+                    self.metrics.db_errors.inc()
+                if len(decisions) > 1:  # find the culprit: one transaction per decision
+                    for d, received in zip(decisions, received_ms):
+                        await self._apply([d], [received])
+                else:
+                    d = decisions[0]
+                    log.error("alarm decision %s %s/%s rejected by the database (%s); skipped", d.action, d.key, d.type.name, e)
+                return
+
+    async def _raise_new(self, d: Decision, received_ms: int | None) -> bool:
+        """Raise a new alarm in one statement; False when an open alarm exists (or the report is late)."""
+        unit_id, region = self._place(d)
+        async with self._writer, self.pool.acquire() as conn:
+            now = self.clock()
+            alarm = new_alarm(d, 0, unit_id, region, now)
+            row = await conn.fetchrow(
+                _RAISE_NEW, d.key, d.type.name, d.severity.name, d.response.name, d.device_ids, unit_id, region,
+                to_dt(d.ts_ms), d.rule, dumps(d.evidence), to_dt(now), dumps(_raised_detail(d)), dumps(alarm.to_json()),
+            )
+            if row is None:
+                return False
+            alarm.alarm_id, alarm.region = row["alarm_id"], row["region"]
+            change = Change(alarm, "raised", _raised_detail(d), notify_level=0 if alarm.response != "none" else None,
+                            event_id=row["event_id"])
+            self._committed(change, received_ms)
+            return True
+
+    async def _write_decisions(self, decisions: list[Decision], received_ms: list[int | None]) -> list[Decision]:
+        """Write decisions in one transaction; answer those that changed nothing."""
+        ignored: list[Decision] = []
+        async with self._committing() as (conn, now, changes):
+            for d, received in zip(decisions, received_ms):
+                change = await self._decide(conn, d, now)
+                if change is None:
+                    ignored.append(d)
+                    continue
+                await self._save(conn, change, now)
+                changes.append((change, received))
+        return ignored
+
+    @contextlib.asynccontextmanager
+    async def _committing(self) -> AsyncIterator[tuple[asyncpg.Connection, int, list[tuple[Change, int | None]]]]:
+        """Under the writer lock: a transaction, the clock, and a list for its changes, which are
+        published as soon as it commits (before the connection goes back to the pool)."""
+        async with self._writer, self.pool.acquire() as conn:
+            changes: list[tuple[Change, int | None]] = []
+            async with conn.transaction():
+                yield conn, self.clock(), changes
+            for change, received in changes:
+                self._committed(change, received)
+
+    async def _decide(self, conn: asyncpg.Connection, d: Decision, now: int) -> Change | None:
+        """The change one decision makes, with its alarm row locked; None when it changes nothing."""
+        if d.action == "raise":
+            unit_id, region = self._place(d)
+            row = await conn.fetchrow(
+                _INSERT_OR_LOCK, d.key, d.type.name, d.severity.name, d.response.name, d.device_ids, unit_id,
+                region, to_dt(d.ts_ms), d.rule, dumps(d.evidence), to_dt(now),
+            )
+            if row is None:
+                return None  # older than the newest closed alarm of its key
+            if row["inserted"]:
+                alarm = Alarm.from_record(row)
+                level = 0 if alarm.response != "none" else None
+                return Change(alarm, "raised", _raised_detail(d), notify_level=level)
+            return fold(Alarm.from_record(row), d, now)
+        if d.action == "clear":
+            row = await conn.fetchrow(
+                "SELECT * FROM alarms WHERE alarm_key = $1 AND type = $2 AND status = ANY($3::text[]) FOR UPDATE",
+                d.key, d.type.name, list(OPEN_STATUSES),
+            )
+            return None if row is None else clear(Alarm.from_record(row), d)
+        raise ValueError(f"unknown decision action {d.action!r}")
+
+    def _place(self, d: Decision) -> tuple[str | None, str]:
+        """Unit and region of a decision from the fleet ('' region: look the unit up in the registry)."""
+        fleet = self.fleet
+        unit_id = d.unit_id
+        units: list[int] = []
+        if unit_id is not None:
+            units.append(fleet.units.get(unit_id))
+        else:
+            for device_id in d.device_ids:
+                slot = fleet.slot(device_id)
+                if slot >= 0 and fleet.unit[slot] >= 0:
+                    units.append(int(fleet.unit[slot]))
+            if units and all(u == units[0] for u in units):
+                unit_id = fleet.units.names[units[0]]
+        regions = [
+            fleet.regions.names[int(fleet.unit_region[u])] for u in units if u >= 0 and fleet.unit_region[u] >= 0
+        ]
+        return unit_id, common_region(regions)
+
+    def _pending_json(self, d: Decision) -> dict[str, Any]:
+        """The alarm a raise would open, without an id (shown while the database is unavailable)."""
+        return {**new_alarm(d, 0, *self._place(d), self.clock()).to_json(), "alarm_id": None}
+
+    # --- operators -----------------------------------------------------------------------
+    async def acknowledge(self, alarm_id: int, actor: str, sees: RegionFilter | None = None) -> Alarm:
+        """Acknowledge; raises AlarmNotFound (also when outside `sees`) or InvalidTransition."""
+        change = await self._operate(alarm_id, sees, lambda a, now: ack_change(a, actor, now))
+        if self.metrics:
+            self.metrics.ack_seconds.observe(max(0, (change.alarm.acked_at_ms or 0) - change.alarm.created_at_ms) / 1000)
+        return change.alarm
+
+    async def resolve(
+        self, alarm_id: int, classification: str, note: str | None, actor: str, sees: RegionFilter | None = None
+    ) -> Alarm:
+        """Resolve with a classification; raises AlarmNotFound, InvalidTransition or ValueError."""
+        change = await self._operate(alarm_id, sees, lambda a, now: resolve_change(a, classification, note, actor, now))
+        return change.alarm
+
+    async def _operate(self, alarm_id: int, sees: RegionFilter | None, transition: Callable[[Alarm, int], Change]) -> Change:
+        async with self._committing() as (conn, now, changes):
+            row = await conn.fetchrow("SELECT * FROM alarms WHERE alarm_id = $1 FOR UPDATE", alarm_id)
+            if row is None or (sees is not None and not sees(row["region"])):
+                raise AlarmNotFound(alarm_id)
+            change = transition(Alarm.from_record(row), now)
+            await self._save(conn, change, now)
+            changes.append((change, None))
+        return change
+
+    # --- timers --------------------------------------------------------------------------
+    async def tick(self, now_ms: int) -> None:
+        """Apply due timers: the 60 s upgrade of unacknowledged verify fire alarms, escalation."""
+        esc = self.escalation_ms
+        rows = await self.pool.fetch(
+            """SELECT * FROM alarms WHERE status = 'active_unack' AND (
+                   (escalation_level < $1 AND ((response = 'immediate' AND escalated_at <= $2)
+                                            OR (response = 'verify' AND escalated_at <= $3)))
+                   OR (response = 'verify' AND type = ANY($4::text[]) AND created_at <= $5))
+               ORDER BY alarm_id""",
+            MAX_LEVEL, to_dt(now_ms - esc.get("immediate", 0)), to_dt(now_ms - esc.get("verify", 0)),
+            list(FIRE_CLASS_NAMES), to_dt(now_ms - self.unacked_upgrade_ms),
+        )
+        for row in rows:
+            if self._timer_changes(Alarm.from_record(row), now_ms):
+                await self._apply_timers(row["alarm_id"], now_ms)
+
+    def _timer_changes(self, alarm: Alarm, now_ms: int) -> list[Change]:
+        changes: list[Change] = []
+        upgraded = upgrade_unacked(alarm, now_ms, self.unacked_upgrade_ms, self._flapping(alarm))
+        if upgraded is not None:
+            changes.append(upgraded)
+            alarm = upgraded.alarm
+        escalated = escalate(alarm, now_ms, self.escalation_ms)
+        if escalated is not None:
+            changes.append(escalated)
+        return changes
+
+    def _flapping(self, alarm: Alarm) -> bool:
+        if not alarm.alarm_key.startswith("device:"):
+            return False
+        slots = [self.fleet.slot(d) for d in alarm.device_ids]
+        return any(s >= 0 and int(self.fleet.flags[s]) & FLAPPING for s in slots)
+
+    async def _apply_timers(self, alarm_id: int, now_ms: int) -> None:
+        async with self._committing() as (conn, _, committed):
+            row = await conn.fetchrow("SELECT * FROM alarms WHERE alarm_id = $1 FOR UPDATE", alarm_id)
+            for change in self._timer_changes(Alarm.from_record(row), now_ms) if row is not None else []:
+                await self._save(conn, change, now_ms)
+                committed.append((change, None))
+
+    # --- shared --------------------------------------------------------------------------
+    async def _save(self, conn: asyncpg.Connection, change: Change, now_ms: int) -> None:
+        """Write the alarm and its audit row (one round trip); the row's id is the stream event id."""
+        a = change.alarm
+        event = (to_dt(now_ms), change.action, change.actor, dumps(change.detail), dumps(a.to_json()))
+        if change.action == "raised":  # the row was just inserted as it stands
+            change.event_id = await conn.fetchval(_RAISED_EVENT, a.alarm_id, *event)
+            return
+        change.event_id = await conn.fetchval(
+            _UPDATE_AND_EVENT, a.alarm_id, a.severity, a.response, a.status, a.device_ids, a.unit_id, a.region,
+            to_dt(a.last_seen_ms), a.count, a.rule, dumps(a.evidence), a.escalation_level,
+            _opt_dt(a.escalated_at_ms), a.classification, a.note, a.acked_by, _opt_dt(a.acked_at_ms),
+            _opt_dt(a.cleared_at_ms), a.resolved_by, _opt_dt(a.resolved_at_ms), *event,
+        )
+
+    def _committed(self, change: Change, received_ms: int | None) -> None:
+        alarm = change.alarm.to_json()
+        self.hub.publish(change.event_id, alarm)
+        if change.notify_level is not None and self.notifier is not None:
+            self.notifier.enqueue(alarm, change.notify_level)
+        m = self.metrics
+        if m is None:
+            return
+        m.changes.labels(change.action).inc()
+        if change.action == "raised":
+            m.raised.labels(alarm["type"], alarm["response"]).inc()
+        elif change.folded:
+            m.folded.labels(alarm["type"]).inc()
+        elif change.action == "escalated":
+            m.escalations.labels(str(change.alarm.escalation_level)).inc()
+        if received_ms is not None:
+            m.stream_latency.observe(max(0, self.clock() - received_ms) / 1000)

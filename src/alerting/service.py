@@ -1,0 +1,158 @@
+"""The alarm service: correlation, fleet state and the lifecycle composed for the pipeline.
+
+`on_batch` is the pipeline's batch handler: the correlation core sees a batch against the fleet
+state before the batch is applied, then the fleet applies it, then the lifecycle writes the
+decisions (and the clears of offline alarms of devices heard again). `run` drives the offline
+sweep, the escalation timers and the notification worker in one TaskGroup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import asyncpg
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from alerting.lifecycle import DB_DOWN, AlarmLifecycle, Clock
+from alerting.metrics import AlarmMetrics
+from alerting.model import Decision
+from alerting.notify import Notifier
+from alerting.stream import AlarmHub, db_replay
+from devices.batch import ReadingColumns
+from devices.fleet import Fleet
+from devices.reading import Reading
+
+log = logging.getLogger(__name__)
+
+#: Non-numeric metrics worth keeping in an alarm's evidence (the columns hold numbers only).
+EVIDENCE_METRICS = ("fault_code", "gas_type", "valve", "breaker", "mains_ok", "cell_id")
+
+
+class CorrelationCore(Protocol):
+    """What the service needs of `alerting.core.Correlator`."""
+
+    def evaluate(self, batch: ReadingColumns, fleet: Fleet, now_ms: int) -> list[Decision]: ...
+
+    def sweep(self, offline_slots: np.ndarray, fleet: Fleet, now_ms: int) -> list[Decision]: ...
+
+    def came_online(self, slots: np.ndarray, fleet: Fleet, now_ms: int) -> list[Decision]: ...
+
+
+def enrich(decisions: list[Decision], readings: list[Reading]) -> None:
+    """Add what the numeric columns cannot carry (fault codes, gas type, valve, cell) to the
+    evidence entries that name a reading of this batch (by `device_id` and `ts_ms`); drop the
+    core's batch row index, which means nothing once stored."""
+    by_reading = {(r.detector_id, r.ts_ms): r for r in readings}
+    for d in decisions:
+        for entry in d.evidence:
+            entry.pop("row", None)
+            r = by_reading.get((entry.get("device_id"), entry.get("ts_ms")))  # type: ignore[arg-type]
+            if r is None:
+                continue
+            for name in EVIDENCE_METRICS:
+                if name in r.metrics and name not in entry:
+                    entry[name] = r.metrics[name]
+            if r.seq is not None:
+                entry.setdefault("seq", r.seq)
+
+
+def received_times(decisions: list[Decision], readings: list[Reading]) -> list[int | None]:
+    """For each decision, when the newest reading of its devices in this batch was received."""
+    newest: dict[str, int] = {}
+    for r in readings:
+        if r.received_ms > newest.get(r.detector_id, -1):
+            newest[r.detector_id] = r.received_ms
+    return [max((newest[i] for i in d.device_ids if i in newest), default=None) for d in decisions]
+
+
+class AlarmService:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        fleet: Fleet,
+        correlator: CorrelationCore,
+        lifecycle: AlarmLifecycle,
+        hub: AlarmHub,
+        clock: Clock,
+        sweep_interval_s: float = 5.0,
+        *,
+        tick_interval_s: float = 1.0,
+        notifier: Notifier | None = None,
+    ) -> None:
+        if not 0 < sweep_interval_s <= 10:
+            raise ValueError("sweep_interval_s must be in (0, 10]: offline devices are found by a sweep at least every 10 s")
+        self.pool = pool
+        self.fleet = fleet
+        self.correlator = correlator
+        self.lifecycle = lifecycle
+        self.hub = hub
+        self.clock = clock
+        self.sweep_interval_s = sweep_interval_s
+        self.tick_interval_s = tick_interval_s
+        self.notifier = notifier
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        pool: asyncpg.Pool,
+        fleet: Fleet,
+        correlator: CorrelationCore,
+        clock: Clock,
+        registry: CollectorRegistry,
+        sweep_interval_s: float = 5.0,
+        stream_heartbeat_s: float = 15.0,
+        **lifecycle_options: Any,
+    ) -> AlarmService:
+        """The service with its hub (replaying from `alarm_events`), notifier and metrics."""
+        metrics = AlarmMetrics(registry)
+        hub = AlarmHub(db_replay(pool), heartbeat_s=stream_heartbeat_s, metrics=metrics)
+        notifier = Notifier(pool, clock, metrics=metrics)
+        lifecycle = AlarmLifecycle(pool, hub, fleet, clock, notifier=notifier, metrics=metrics, **lifecycle_options)
+        return cls(pool, fleet, correlator, lifecycle, hub, clock, sweep_interval_s, notifier=notifier)
+
+    async def on_batch(self, readings: list[Reading], columns: ReadingColumns) -> None:
+        """The pipeline's batch handler."""
+        now = self.clock()
+        decisions = self.correlator.evaluate(columns, self.fleet, now)
+        applied = self.fleet.apply(columns)
+        if len(applied.came_online):
+            decisions += self.correlator.came_online(applied.came_online, self.fleet, now)
+        if decisions:
+            enrich(decisions, readings)
+            await self.lifecycle.handle(decisions, received_times(decisions, readings))
+
+    async def sweep(self, now_ms: int) -> None:
+        """Find devices gone silent and raise their offline (or network outage) alarms."""
+        slots = self.fleet.sweep(now_ms)
+        decisions = self.correlator.sweep(slots, self.fleet, now_ms)
+        if decisions:
+            await self.lifecycle.handle(decisions)
+
+    async def run(self) -> None:
+        """The sweep loop, the timer loop and the notification worker, until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._every(self.sweep_interval_s, self.sweep, "offline sweep"))
+            tg.create_task(self._every(self.tick_interval_s, self.lifecycle.tick, "alarm timers"))
+            if self.notifier is not None:
+                tg.create_task(self.notifier.run())
+
+    async def _every(self, interval_s: float, job: Callable[[int], Awaitable[None]], name: str) -> None:
+        failing = False
+        while True:
+            try:
+                await job(self.clock())
+                if failing:
+                    log.info("%s recovered", name)
+                failing = False
+            except DB_DOWN as e:
+                if not failing:
+                    log.error("%s failed: database unavailable (%s); retrying", name, e)
+                failing = True
+            except asyncpg.PostgresError:
+                log.exception("%s failed; retrying", name)
+            await asyncio.sleep(interval_s)

@@ -1,0 +1,174 @@
+"""The alarm stream hub: every alarm change fanned out to live subscribers (SSE, WebSocket).
+
+Each subscriber has one bounded queue; `publish` never waits, and a subscriber whose queue is
+full is cut off (its stream ends, the client reconnects with its last event id) so one slow
+client can never stall the hub or the others. Recent events stay in a bounded in-memory buffer;
+a resume from an older id pages through `alarm_events` in the database first, so a client that
+reconnects with `Last-Event-ID` gets exactly the events it missed, in order.
+
+Event ids are `alarm_events.event_id`. They are gap-free for a resuming client because the
+lifecycle commits and publishes under one lock, so this process publishes ids in increasing
+order. A subscriber that asked for a resume drops live events it already got from the replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from alerting.metrics import AlarmMetrics
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One stream message. `event_id` is None only for `alarm_pending`: an alarm decided while
+    the database was unavailable, shown at once and followed by its real event once written."""
+
+    event_id: int | None
+    event: str  # "alarm" or "alarm_pending"
+    data: dict[str, Any]
+
+    @property
+    def region(self) -> str:
+        return str(self.data.get("region") or "")
+
+
+#: Events with an id greater than the first argument, in id order, at most the second argument of them.
+ReplaySource = Callable[[int, int], Awaitable[list[StreamEvent]]]
+RegionFilter = Callable[[str | None], bool]
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def db_replay(pool: asyncpg.Pool) -> ReplaySource:
+    """A replay source reading the snapshots of `alarm_events`."""
+
+    async def load(after: int, limit: int) -> list[StreamEvent]:
+        rows = await pool.fetch(
+            "SELECT event_id, snapshot FROM alarm_events WHERE event_id > $1 ORDER BY event_id LIMIT $2", after, limit
+        )
+        return [StreamEvent(r["event_id"], "alarm", _json(r["snapshot"])) for r in rows]
+
+    return load
+
+
+class Subscription:
+    """One subscriber: a bounded queue; None in it means "cut off, stop"."""
+
+    def __init__(self, sees: RegionFilter, maxsize: int) -> None:
+        self.sees = sees
+        self.queue: asyncio.Queue[StreamEvent | None] = asyncio.Queue(maxsize)
+        self.cut_off = False
+
+
+class AlarmHub:
+    def __init__(
+        self,
+        replay: ReplaySource,
+        *,
+        buffer_size: int = 10_000,
+        queue_size: int = 1_000,
+        replay_page: int = 1_000,
+        heartbeat_s: float = 15.0,
+        metrics: AlarmMetrics | None = None,
+    ) -> None:
+        self.replay_source = replay
+        self.recent: deque[StreamEvent] = deque(maxlen=buffer_size)
+        self.queue_size = queue_size
+        self.replay_page = replay_page
+        self.heartbeat_s = heartbeat_s
+        self.metrics = metrics
+        self.subscribers: set[Subscription] = set()
+
+    # --- producers -------------------------------------------------------------------------
+    def publish(self, event_id: int, alarm: dict[str, Any]) -> None:
+        """Fan out one alarm change. Never waits: a subscriber that cannot take it is cut off."""
+        event = StreamEvent(event_id, "alarm", alarm)
+        self.recent.append(event)
+        self._fan_out(event)
+
+    def publish_pending(self, data: dict[str, Any]) -> None:
+        """Show an alarm the database could not take yet (no id: it is not replayed)."""
+        self._fan_out(StreamEvent(None, "alarm_pending", data))
+
+    def _fan_out(self, event: StreamEvent) -> None:
+        for sub in list(self.subscribers):
+            if not sub.sees(event.region):
+                continue
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                self._cut_off(sub)
+
+    def _cut_off(self, sub: Subscription) -> None:
+        sub.cut_off = True
+        self.subscribers.discard(sub)
+        while not sub.queue.empty():
+            sub.queue.get_nowait()
+        sub.queue.put_nowait(None)
+        if self.metrics:
+            self.metrics.cut_off.inc()
+            self.metrics.subscribers.set(len(self.subscribers))
+
+    # --- consumers -------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def subscribe(self, sees: RegionFilter) -> AsyncIterator[Subscription]:
+        sub = Subscription(sees, self.queue_size)
+        self.subscribers.add(sub)
+        if self.metrics:
+            self.metrics.subscribers.set(len(self.subscribers))
+        try:
+            yield sub
+        finally:
+            self.subscribers.discard(sub)
+            if self.metrics:
+                self.metrics.subscribers.set(len(self.subscribers))
+
+    async def events(self, sees: RegionFilter, last_event_id: int | None = None) -> AsyncIterator[StreamEvent | None]:
+        """The events after `last_event_id` (none when it is None), then live ones, in id order.
+
+        Yields None after `heartbeat_s` without events (the caller sends a keep-alive). Ends
+        when the subscriber is cut off; the client resumes from its last event id.
+        """
+        async with self.subscribe(sees) as sub:
+            last = last_event_id
+            if last is not None:
+                async for event in self._replay(last):
+                    last = event.event_id
+                    if sees(event.region):
+                        yield event
+            while True:
+                try:
+                    async with asyncio.timeout(self.heartbeat_s):
+                        event = await sub.queue.get()
+                except TimeoutError:
+                    yield None
+                    continue
+                if event is None:
+                    return
+                if event.event_id is not None:
+                    if last is not None and event.event_id <= last:
+                        continue  # already replayed
+                    last = event.event_id
+                yield event
+
+    async def _replay(self, after: int) -> AsyncIterator[StreamEvent]:
+        if not self.recent or after < (self.recent[0].event_id or 0):
+            while True:  # older than the buffer: the database has everything committed
+                page = await self.replay_source(after, self.replay_page)
+                for event in page:
+                    after = event.event_id or after
+                    yield event
+                if len(page) < self.replay_page:
+                    break
+        for event in [e for e in self.recent if (e.event_id or 0) > after]:
+            yield event

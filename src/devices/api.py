@@ -1,0 +1,492 @@
+"""Device, unit and administration routes (CONTRACT §5, §6).
+
+Roles: viewers read; operators register devices and units, switch maintenance and send
+commands (every command, not only valves and breakers: a viewer sends none); admins manage
+push sources, tokens and read dead letters. A token scoped to regions sees only devices and
+units whose unit region lies under one of them (whole path segments): lists are filtered,
+anything else is 403.
+Bulk import needs an operator token without a region scope. Lists answer
+`{"items": [...], "next_cursor": ...}`; pass `next_cursor` back as `cursor` for the next page.
+Times are RFC 3339 (UTC).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from devices import registry
+from devices.auth import Admin, Operator, Principal, Viewer, create_token
+from devices.commands import COMMANDS, InvalidCommand
+from devices.importer import UnusableImport
+from devices.kinds import Kind
+from devices.registry import DeviceSpec, InvalidSpec, KindConflict, UnitSpec, UnknownUnit, region_scoped
+from devices.service import DeviceService
+
+router = APIRouter(prefix="/api/v1", tags=["devices"])
+
+CSV_TYPES = ("text/csv", "application/csv")
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines")
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
+
+
+def device_service(request: Request) -> DeviceService:
+    return request.app.state.devices
+
+
+Devices = Annotated[DeviceService, Depends(device_service)]
+
+
+def ms_iso(ms: int | None) -> datetime | None:
+    return datetime.fromtimestamp(ms / 1000, UTC) if ms else None
+
+
+def _instant(value: str | None, name: str) -> datetime | None:
+    """Epoch milliseconds or an RFC 3339 time."""
+    if value is None:
+        return None
+    try:
+        if value.lstrip("-").isdigit():
+            return datetime.fromtimestamp(int(value) / 1000, UTC)
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise HTTPException(422, f"{name} must be epoch milliseconds or an RFC 3339 time") from None
+
+
+def _region(raw: str | None) -> str | None:
+    try:
+        return registry.region_path(raw) or None
+    except InvalidSpec as e:
+        raise HTTPException(422, str(e)) from None
+
+
+def _page(items: list[dict[str, Any]], limit: int, cursor_of: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+    return {"items": items, "next_cursor": cursor_of(items[-1]) if len(items) == limit else None}
+
+
+# --- devices ---------------------------------------------------------------------------------
+class DeviceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {
+        "device_id": "868120301234567", "kind": "smoke", "unit_id": "U-nanwai-01", "location": "3F kitchen",
+        "heartbeat_s": 86400, "thresholds": {"smoke_temp_c": 60}, "profile": None, "cell_id": "1A2B3C"}})
+
+    device_id: str
+    kind: str = Field(description="smoke, gas, electrical, uitd or water")
+    unit_id: str | None = None
+    location: dict[str, Any] | str | None = None
+    heartbeat_s: int | None = Field(None, description="expected report interval; offline after 2.5 of them")
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    profile: str | None = None
+    cell_id: str | None = None
+
+
+def live_state(svc: DeviceService, device_id: str) -> dict[str, Any]:
+    """The fleet's live state of a device: status, times, battery, signal and last values."""
+    slot = svc.fleet.slot(device_id)
+    if slot < 0:
+        return {"status": "unknown", "last_seen": None, "values": {}, "flags": []}
+    snap = svc.fleet.snapshot(slot)
+    values = snap["values"]
+    return {
+        "status": snap["status"],
+        "last_seen": ms_iso(snap["last_seen_ms"]),
+        "last_report_ts": ms_iso(snap["last_ts_ms"]),
+        "offline_since": ms_iso(snap["offline_since_ms"]),
+        "battery_pct": snap["battery_pct"],
+        "rsrp_dbm": snap["rsrp_dbm"],
+        "sinr_db": values.get("sinr_db", {}).get("value"),
+        "values": {name: {"value": v["value"], "ts": ms_iso(v["ts_ms"])} for name, v in values.items()},
+        "flags": snap["flags"],
+        "in_maintenance": snap["maintenance"],
+        "muted_until": ms_iso(snap["muted_until_ms"]),
+    }
+
+
+async def _visible_device(svc: DeviceService, principal: Principal, device_id: str) -> dict[str, Any]:
+    device = await registry.get_device(svc.pool, device_id)
+    if device is None:
+        raise HTTPException(404, f"unknown device {device_id}")
+    if not principal.sees_region(device["region"]):
+        raise HTTPException(403, f"device {device_id} is outside your regions")
+    return device
+
+
+@router.post("/devices", status_code=201)
+async def register_device(body: DeviceIn, response: Response, principal: Operator, svc: Devices) -> dict[str, Any]:
+    """Register a device (201) or re-register it (200). 409 if it exists with another kind.
+    Registering a device that was auto-registered from its traffic ends its quarantine."""
+    try:
+        spec = DeviceSpec.parse(body.model_dump(exclude_unset=True))
+    except InvalidSpec as e:
+        raise HTTPException(422, str(e)) from None
+    if principal.regions:
+        unit = await registry.get_unit(svc.pool, spec.unit_id) if spec.unit_id else None
+        if unit is None or not principal.sees_region(unit["region"]):
+            raise HTTPException(403, "a region-scoped token registers devices only in units of its regions")
+        existing = await registry.get_device(svc.pool, spec.device_id)
+        if existing is not None and not principal.sees_region(existing["region"]):
+            raise HTTPException(403, f"device {spec.device_id} is outside your regions")
+    try:
+        outcome = await svc.register(spec)
+    except KindConflict as e:
+        raise HTTPException(409, str(e)) from None
+    except UnknownUnit as e:
+        raise HTTPException(422, str(e)) from None
+    if not outcome["created"]:
+        response.status_code = 200
+    device = await registry.get_device(svc.pool, spec.device_id)
+    return {**(device or {}), **live_state(svc, spec.device_id), "was_quarantined": outcome["was_quarantined"]}
+
+
+@router.post(
+    "/devices/import",
+    openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}},
+                                               "application/x-ndjson": {"schema": {"type": "string"}}}}},
+)
+async def import_devices(request: Request, principal: Operator, svc: Devices) -> dict[str, Any]:
+    """Bulk register from CSV (header row naming the columns) or JSON lines. Existing devices of the
+    same kind are updated. Answers counts created/updated/rejected and each rejected row's line and reason."""
+    if principal.regions:
+        raise HTTPException(403, "bulk import needs a token without a region scope")
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media in CSV_TYPES:
+        fmt: Literal["csv", "ndjson"] = "csv"
+    elif media in NDJSON_TYPES:
+        fmt = "ndjson"
+    else:
+        raise HTTPException(415, "send text/csv or application/x-ndjson")
+    try:
+        text = (await request.body()).decode("utf-8")
+        report = await svc.import_devices(text, fmt)
+    except UnicodeDecodeError:
+        raise HTTPException(422, "the body is not UTF-8") from None
+    except UnusableImport as e:
+        raise HTTPException(422, str(e)) from None
+    return report.as_dict()
+
+
+@router.get("/devices")
+async def list_devices(
+    principal: Viewer,
+    svc: Devices,
+    kind: Annotated[Literal["smoke", "gas", "electrical", "water", "uitd"] | None, Query()] = None,
+    status: Annotated[Literal["online", "offline", "alarm", "fault", "unknown"] | None, Query()] = None,
+    region: Annotated[str | None, Query(description="region path prefix")] = None,
+    unit_id: str | None = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    """Devices with their live state, in fleet order; every device appears exactly once across pages."""
+    fleet = svc.fleet
+    after = -1
+    if cursor is not None:
+        after = fleet.slot(cursor)
+        if after < 0:
+            raise HTTPException(422, "cursor is not a next_cursor of this list")
+    slots = fleet.query(
+        kind=Kind.parse(kind) if kind else None, status=status, unit_ids=[unit_id] if unit_id else None,
+        region_prefix=_region(region), scope=principal.regions or None, after_slot=after, limit=limit,
+    )
+    ids = [fleet.device_ids[s] for s in slots.tolist()]
+    found = await registry.get_devices(svc.pool, ids)
+    items = [{**found.get(d, {"device_id": d}), **live_state(svc, d)} for d in ids]
+    return _page(items, limit, lambda item: item["device_id"])
+
+
+@router.get("/devices/{device_id}")
+async def get_device(device_id: str, principal: Viewer, svc: Devices) -> dict[str, Any]:
+    """Registry data plus live state: status, last_seen, battery, signal, last values."""
+    device = await _visible_device(svc, principal, device_id)
+    return {**device, **live_state(svc, device_id)}
+
+
+@router.get("/devices/{device_id}/readings")
+async def device_readings(
+    device_id: str,
+    principal: Viewer,
+    svc: Devices,
+    from_: Annotated[str | None, Query(alias="from", description="epoch ms or RFC 3339, inclusive")] = None,
+    to: Annotated[str | None, Query(description="epoch ms or RFC 3339, exclusive")] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    """Stored readings of a device, newest first."""
+    await _visible_device(svc, principal, device_id)
+    before: tuple[datetime, int] | None = None
+    if cursor is not None:
+        try:
+            us, dedup = cursor.split(":")
+            before = (datetime.fromtimestamp(int(us) / 1_000_000, UTC), int(dedup))
+        except ValueError:
+            raise HTTPException(422, "cursor is not a next_cursor of this list") from None
+    rows = await svc.pool.fetch(
+        """SELECT ts, received_at, seq, dedup, kind, event, component, metrics, extra, source FROM readings
+           WHERE device_id = $1 AND ($2::timestamptz IS NULL OR ts >= $2) AND ($3::timestamptz IS NULL OR ts < $3)
+             AND ($4::timestamptz IS NULL OR (ts, dedup) < ($4, $5::bigint))
+           ORDER BY ts DESC, dedup DESC LIMIT $6""",
+        device_id, _instant(from_, "from"), _instant(to, "to"),
+        before[0] if before else None, before[1] if before else None, limit,
+    )
+    items = [
+        {"device_id": device_id, "ts": r["ts"], "received_at": r["received_at"], "seq": r["seq"], "kind": r["kind"],
+         "event": r["event"], "component": r["component"], "metrics": json.loads(r["metrics"]),
+         "extra": json.loads(r["extra"]) if r["extra"] else None, "source": r["source"]}
+        for r in rows
+    ]
+    last = rows[-1] if len(rows) == limit else None
+    next_cursor = f"{round(last['ts'].timestamp() * 1_000_000)}:{last['dedup']}" if last else None
+    return {"items": items, "next_cursor": next_cursor}
+
+
+class MaintenanceIn(BaseModel):
+    on: bool
+
+
+@router.post("/devices/{device_id}/maintenance")
+async def device_maintenance(device_id: str, body: MaintenanceIn, principal: Operator, svc: Devices) -> dict[str, Any]:
+    """Switch a device's maintenance mode (its alarms are kept with response `none`)."""
+    await _visible_device(svc, principal, device_id)
+    await registry.set_device_maintenance(svc.pool, device_id, body.on)
+    slot = svc.fleet.slot(device_id)
+    if slot >= 0:
+        svc.fleet.set_maintenance(slot, body.on)
+    return {"device_id": device_id, "maintenance": body.on}
+
+
+# --- commands --------------------------------------------------------------------------------
+class CommandIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cmd: str = Field(description=", ".join(COMMANDS))
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float | None = Field(None, description="seconds to wait for each attempt's answer")
+
+
+@router.post("/devices/{device_id}/commands", status_code=201)
+async def send_command(device_id: str, body: CommandIn, principal: Operator, svc: Devices) -> dict[str, Any]:
+    """Send a downlink command; answers its `cmd_id` and `state` (`sent`, or later `acked`,
+    `failed`, `timeout`: follow it with `GET /api/v1/commands/{cmd_id}`)."""
+    device = await _visible_device(svc, principal, device_id)
+    try:
+        return await svc.commands.send(
+            device_id, Kind.parse(device["kind"]), body.cmd, body.params, timeout_s=body.timeout_s, actor=principal.name
+        )
+    except InvalidCommand as e:
+        raise HTTPException(422, str(e)) from None
+
+
+@router.get("/devices/{device_id}/commands")
+async def device_commands(
+    device_id: str, principal: Viewer, svc: Devices, limit: Limit = 100, cursor: Cursor = None
+) -> dict[str, Any]:
+    """A device's commands, newest first."""
+    await _visible_device(svc, principal, device_id)
+    before: tuple[datetime, uuid.UUID] | None = None
+    if cursor is not None:
+        try:
+            us, cmd_id = cursor.split(":")
+            before = (datetime.fromtimestamp(int(us) / 1_000_000, UTC), uuid.UUID(cmd_id))
+        except ValueError:
+            raise HTTPException(422, "cursor is not a next_cursor of this list") from None
+    items = await svc.commands.list_for_device(device_id, before=before, limit=limit)
+    return _page(items, limit, lambda c: f"{round(c['created_at'].timestamp() * 1_000_000)}:{c['cmd_id']}")
+
+
+@router.get("/commands/{cmd_id}")
+async def get_command(cmd_id: uuid.UUID, principal: Viewer, svc: Devices) -> dict[str, Any]:
+    """A command with every state change."""
+    command = await svc.commands.get(cmd_id)
+    if command is None:
+        raise HTTPException(404, f"unknown command {cmd_id}")
+    device = await registry.get_device(svc.pool, command["device_id"])
+    if not principal.sees_region(device["region"] if device else ""):
+        raise HTTPException(403, "this command's device is outside your regions")
+    return command
+
+
+# --- units -----------------------------------------------------------------------------------
+class UnitIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {
+        "unit_id": "U-nanwai-01", "name": "南外街道农贸市场", "address": "章贡区南外街道1号",
+        "region": "江西省/赣州市/章贡区/南外街道", "industry": "market",
+        "contacts": [{"name": "张三", "phone": "13800000000", "role": "owner"}]}})
+
+    unit_id: str | None = Field(None, description="generated when absent")
+    name: str
+    address: str = ""
+    region: str = Field("", description="path such as 江西省/赣州市/章贡区/南外街道")
+    industry: str = "other"
+    contacts: list[dict[str, Any]] = Field(default_factory=list)
+    location: dict[str, Any] | str | None = None
+
+
+def unit_out(unit: dict[str, Any]) -> dict[str, Any]:
+    """A unit as answered: `risk_colour` is filled in by the risk assessment (null until then)."""
+    return {**unit, "risk_colour": None}
+
+
+async def _visible_unit(svc: DeviceService, principal: Principal, unit_id: str) -> dict[str, Any]:
+    unit = await registry.get_unit(svc.pool, unit_id)
+    if unit is None:
+        raise HTTPException(404, f"unknown unit {unit_id}")
+    if not principal.sees_region(unit["region"]):
+        raise HTTPException(403, f"unit {unit_id} is outside your regions")
+    return unit
+
+
+@router.post("/units", status_code=201)
+async def upsert_unit(body: UnitIn, response: Response, principal: Operator, svc: Devices) -> dict[str, Any]:
+    """Create a unit (201; `unit_id` generated when absent) or replace one (200)."""
+    try:
+        spec = UnitSpec.parse(body.model_dump(exclude_unset=True))
+    except InvalidSpec as e:
+        raise HTTPException(422, str(e)) from None
+    if principal.regions:
+        if not principal.sees_region(spec.region):
+            raise HTTPException(403, f"region {spec.region or '(none)'} is outside your regions")
+        existing = await registry.get_unit(svc.pool, spec.unit_id)
+        if existing is not None and not principal.sees_region(existing["region"]):
+            raise HTTPException(403, f"unit {spec.unit_id} is outside your regions")
+    async with svc.pool.acquire() as conn:
+        unit, created = await registry.upsert_unit(conn, spec)
+    svc.fleet.set_unit(unit["unit_id"], region=unit["region"], maintenance=unit["maintenance"])
+    if not created:
+        response.status_code = 200
+    return unit_out(unit)
+
+
+@router.get("/units")
+async def list_units(
+    principal: Viewer,
+    svc: Devices,
+    region: Annotated[str | None, Query(description="region path prefix")] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    units = await registry.list_units(
+        svc.pool, region_prefix=_region(region), scope=principal.regions, after=cursor, limit=limit
+    )
+    return _page([unit_out(u) for u in units], limit, lambda u: u["unit_id"])
+
+
+@router.get("/units/{unit_id}")
+async def get_unit(unit_id: str, principal: Viewer, svc: Devices) -> dict[str, Any]:
+    return unit_out(await _visible_unit(svc, principal, unit_id))
+
+
+@router.post("/units/{unit_id}/maintenance")
+async def unit_maintenance(unit_id: str, body: MaintenanceIn, principal: Operator, svc: Devices) -> dict[str, Any]:
+    """Switch maintenance for a whole unit (every device in it)."""
+    await _visible_unit(svc, principal, unit_id)
+    await registry.set_unit_maintenance(svc.pool, unit_id, body.on)
+    svc.fleet.set_unit_maintenance(unit_id, body.on)
+    return {"unit_id": unit_id, "maintenance": body.on}
+
+
+# --- administration --------------------------------------------------------------------------
+class PushSourceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    platform: Literal["ctwing", "onenet", "generic"]
+    secret: str | None = Field(None, description="HMAC secret (generic)")
+    token: str | None = Field(None, description="push token (onenet, ctwing)")
+    tenant: str = "default"
+    profile: str | None = None
+    rate_per_s: float = Field(1000, gt=0)
+
+
+@router.post("/push-sources", status_code=201)
+async def upsert_push_source(body: PushSourceIn, response: Response, principal: Admin, svc: Devices) -> dict[str, Any]:
+    """Configure an HTTP push source (201) or replace one (200). The secret is never answered."""
+    if body.secret is not None and body.token is not None:
+        raise HTTPException(422, "give secret or token, not both")
+    source, created = await registry.upsert_push_source(
+        svc.pool, name=body.name, platform=body.platform, secret=body.secret or body.token,
+        tenant=body.tenant, profile=body.profile, rate_per_s=body.rate_per_s,
+    )
+    if not created:
+        response.status_code = 200
+    return source
+
+
+@router.get("/push-sources")
+async def list_push_sources(principal: Admin, svc: Devices) -> dict[str, Any]:
+    return {"items": await registry.list_push_sources(svc.pool), "next_cursor": None}
+
+
+@router.get("/dead-letters")
+async def list_dead_letters(
+    principal: Admin,
+    svc: Devices,
+    transport: Annotated[str | None, Query(description="mqtt, http:<platform>, tcp")] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    """Rejected input, newest first, with the raw bytes in base64."""
+    if cursor is not None and not cursor.isdigit():
+        raise HTTPException(422, "cursor is not a next_cursor of this list")
+    rows = await registry.list_dead_letters(
+        svc.pool, transport=transport, before_id=int(cursor) if cursor else None, limit=limit
+    )
+    items = [{**dict(r), "raw": base64.b64encode(bytes(r["raw"])).decode()} for r in rows]
+    return _page(items, limit, lambda d: str(d["id"]))
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    role: Literal["admin", "operator", "viewer"]
+    regions: list[str] = Field(default_factory=list, description="region path prefixes; empty: every region")
+
+
+@router.post("/tokens", status_code=201)
+async def new_token(body: TokenIn, principal: Admin, svc: Devices) -> dict[str, Any]:
+    """Create an API token; it is answered once and only its hash is stored."""
+    try:
+        regions = sorted({registry.region_path(r) for r in body.regions} - {""})
+    except InvalidSpec as e:
+        raise HTTPException(422, str(e)) from None
+    token = await create_token(svc.pool, body.name, body.role, regions)
+    return {"name": body.name, "role": body.role, "regions": regions, "token": token}
+
+
+@router.get("/stats/overview")
+async def overview(
+    principal: Viewer,
+    svc: Devices,
+    region_depth: Annotated[int, Query(ge=1, le=6, description="region levels to count by (1: province)")] = 1,
+) -> dict[str, Any]:
+    """Counts by status, kind and region; the (up to 100) devices offline longest; active alarms."""
+    fleet = svc.fleet
+    counts = fleet.counts(scope=principal.regions or None, region_depth=region_depth)
+    offline = fleet.query(status="offline", scope=principal.regions or None, limit=fleet.size or 1)
+    longest = offline[np.argsort(fleet.offline_since_ms[offline], kind="stable")[:100]]
+    alarms = await svc.pool.fetch(
+        f"""SELECT severity, status, count(*) AS n FROM alarms
+            WHERE status IN ('active_unack', 'active_ack') AND {region_scoped(1, 2)}
+            GROUP BY severity, status""",
+        None, list(principal.regions),
+    )
+    return {
+        **counts,
+        "offline_devices": [
+            {"device_id": fleet.device_ids[s], "offline_since": ms_iso(int(fleet.offline_since_ms[s]))} for s in longest.tolist()
+        ],
+        "active_alarms": {
+            "total": sum(r["n"] for r in alarms),
+            "unacknowledged": sum(r["n"] for r in alarms if r["status"] == "active_unack"),
+            "by_severity": {sev: sum(r["n"] for r in alarms if r["severity"] == sev) for sev in ("critical", "major", "minor", "warning")},
+        },
+    }

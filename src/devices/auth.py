@@ -1,0 +1,85 @@
+"""Bearer tokens with roles and region scopes (CONTRACT §5), shared by every router.
+
+Tokens are stored as SHA-256 hashes (they are long random strings, so a slow hash adds
+nothing); the first admin token comes from settings and is compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, HTTPException, Request
+
+ROLES = ("viewer", "operator", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    name: str
+    role: str
+    regions: tuple[str, ...] = ()  # empty: every region
+
+    def may(self, role: str) -> bool:
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+    def sees_region(self, region: str | None) -> bool:
+        """Whole path segments: a `江西省/赣州` scope does not see `江西省/赣州市`."""
+        region = region or ""
+        return not self.regions or any(region == r or region.startswith(r.rstrip("/") + "/") for r in self.regions)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return "mx_" + secrets.token_urlsafe(32)
+
+
+async def create_token(pool: asyncpg.Pool, name: str, role: str, regions: list[str]) -> str:
+    """Store a new token's hash; answer the token (shown once, never stored)."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    token = new_token()
+    await pool.execute(
+        "INSERT INTO api_tokens (name, token_hash, role, regions) VALUES ($1, $2, $3, $4)",
+        name, hash_token(token), role, regions,
+    )
+    return token
+
+
+async def authenticate(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    admin = request.app.state.settings.admin_token
+    if admin is not None and hmac.compare_digest(token.encode(), admin.get_secret_value().encode()):
+        return Principal("admin", "admin")
+    row = await request.app.state.pool.fetchrow(
+        "SELECT name, role, regions FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL", hash_token(token)
+    )
+    if row is None:
+        raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
+    return Principal(row["name"], row["role"], tuple(row["regions"]))
+
+
+def require(role: str):  # noqa: ANN201 - a FastAPI dependency factory
+    """Dependency: the caller's principal, which must hold at least `role`."""
+
+    async def dep(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if not principal.may(role):
+            raise HTTPException(403, f"this needs the {role} role; your token has {principal.role}")
+        return principal
+
+    return dep
+
+
+Viewer = Annotated[Principal, Depends(require("viewer"))]
+Operator = Annotated[Principal, Depends(require("operator"))]
+Admin = Annotated[Principal, Depends(require("admin"))]

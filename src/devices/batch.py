@@ -1,0 +1,90 @@
+"""Columnar batches: many readings as numpy arrays, the unit of work of fleet state and alerting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from devices.reading import Reading
+
+
+def _scalar(name: str) -> Callable[[dict[str, Any]], float]:
+    def get(metrics: dict[str, Any]) -> float:
+        v = metrics.get(name)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
+
+    return get
+
+
+def _list_max(name: str) -> Callable[[dict[str, Any]], float]:
+    def get(metrics: dict[str, Any]) -> float:
+        v = metrics.get(name)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+        nums = [float(x) for x in v if isinstance(x, (int, float))] if isinstance(v, list) else []
+        return max(nums) if nums else np.nan
+
+    return get
+
+
+#: Numeric columns of a batch: column name -> how it is read from a reading's metrics.
+#: List metrics (per channel or phase) are reduced to their maximum. Missing values are NaN.
+NUMERIC_COLUMNS: dict[str, Callable[[dict[str, Any]], float]] = {
+    "battery_pct": _scalar("battery_pct"),
+    "rsrp_dbm": _scalar("rsrp_dbm"),
+    "sinr_db": _scalar("sinr_db"),
+    "smoke_obscuration_pct_m": _scalar("smoke_obscuration_pct_m"),
+    "temperature_c": _scalar("temperature_c"),
+    "gas_lel_pct": _scalar("gas_lel_pct"),
+    "residual_current_ma": _list_max("residual_current_ma"),
+    "cable_temp_c": _list_max("cable_temp_c"),
+    "voltage_v": _list_max("voltage_v"),
+    "arc_faults": _scalar("arc_faults"),
+    "pressure_mpa": _scalar("pressure_mpa"),
+    "level_m": _scalar("level_m"),
+}
+
+
+@dataclass(slots=True)
+class ReadingColumns:
+    """A batch of readings in columns; row i of every array is reading i.
+
+    `slot` is the fleet slot of each reading's detector (see `devices.fleet`).
+    `values` maps each name of `NUMERIC_COLUMNS` to a float64 array (NaN = not reported).
+    """
+
+    slot: np.ndarray  # int32
+    kind: np.ndarray  # int8, devices.kinds.Kind
+    event: np.ndarray  # int8, devices.kinds.Event
+    ts_ms: np.ndarray  # int64
+    received_ms: np.ndarray  # int64
+    values: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return int(self.slot.shape[0])
+
+    @classmethod
+    def from_readings(cls, readings: Sequence[Reading], slots: np.ndarray) -> ReadingColumns:
+        n = len(readings)
+        values = {name: np.fromiter((get(r.metrics) for r in readings), np.float64, n) for name, get in NUMERIC_COLUMNS.items()}
+        return cls(
+            slot=np.asarray(slots, dtype=np.int32),
+            kind=np.fromiter((r.kind for r in readings), np.int8, n),
+            event=np.fromiter((r.event for r in readings), np.int8, n),
+            ts_ms=np.fromiter((r.ts_ms for r in readings), np.int64, n),
+            received_ms=np.fromiter((r.received_ms for r in readings), np.int64, n),
+            values=values,
+        )
+
+    def take(self, index: np.ndarray) -> ReadingColumns:
+        """The rows selected by a boolean mask or an index array."""
+        return ReadingColumns(
+            slot=self.slot[index],
+            kind=self.kind[index],
+            event=self.event[index],
+            ts_ms=self.ts_ms[index],
+            received_ms=self.received_ms[index],
+            values={k: v[index] for k, v in self.values.items()},
+        )

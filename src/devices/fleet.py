@@ -1,0 +1,616 @@
+"""Live state of every device in numpy columns, one slot per device (or uitd panel component).
+
+A province has a million detectors; their state lives here so that applying a batch, an
+offline sweep or a per-unit count is one vectorized pass. Slots are dense (0..size-1) and
+never reused; arrays grow by doubling so that adding devices costs amortised O(1).
+Units, regions and NB cells are interned to small integer ids the same way.
+
+State transitions (`Fleet.apply`, `Fleet.sweep`) live here; reading the state for the API
+is `devices.fleet_query`, converting it to and from `device_state` rows `devices.checkpoint`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from devices.batch import NUMERIC_COLUMNS, ReadingColumns
+from devices.kinds import Event, Kind
+
+# Flag bits of `Fleet.flags`.
+ONLINE = 1 << 0  # heard from within 2.5 heartbeat intervals
+OFFLINE = 1 << 1  # declared offline by a sweep (exactly one transition each way)
+ALARM = 1 << 2
+FAULT = 1 << 3
+TAMPER = 1 << 4
+LOW_BATTERY = 1 << 5
+POWER_FAIL = 1 << 6
+MAINTENANCE = 1 << 7  # the device's own flag; a unit's flag is `Fleet.unit_maintenance`
+QUARANTINED = 1 << 8  # auto-registered from traffic, not yet registered by an operator
+FLAPPING = 1 << 9  # 3+ alarm/clear cycles in 10 minutes, until an operator clears it
+VALVE_CLOSED = 1 << 10
+BREAKER_TRIPPED = 1 << 11
+
+#: Flag bit -> name, as shown by the API.
+FLAG_NAMES: dict[int, str] = {
+    ONLINE: "online",
+    OFFLINE: "offline",
+    ALARM: "alarm",
+    FAULT: "fault",
+    TAMPER: "tamper",
+    LOW_BATTERY: "low_battery",
+    POWER_FAIL: "power_fail",
+    MAINTENANCE: "maintenance",
+    QUARANTINED: "quarantined",
+    FLAPPING: "flapping",
+    VALVE_CLOSED: "valve_closed",
+    BREAKER_TRIPPED: "breaker_tripped",
+}
+#: Bits owned by the registry (`upsert`, `bulk_load`, maintenance helpers), not by live traffic.
+REGISTRY_FLAGS = MAINTENANCE | QUARANTINED
+#: Reachability bits; a uitd component shows those of its transmission device.
+LIVENESS_FLAGS = ONLINE | OFFLINE
+
+#: Events that set a flag and events that clear it. `battery_pct` readings also drive LOW_BATTERY.
+EVENT_SETS: dict[Event, int] = {
+    Event.alarm: ALARM,
+    Event.fault: FAULT,
+    Event.tamper: TAMPER,
+    Event.low_battery: LOW_BATTERY,
+    Event.power_fail: POWER_FAIL,
+    Event.valve_closed: VALVE_CLOSED,
+    Event.breaker_tripped: BREAKER_TRIPPED,
+}
+EVENT_CLEARS: dict[Event, int] = {
+    Event.alarm_clear: ALARM,
+    Event.fault_clear: FAULT,
+    Event.tamper_clear: TAMPER,
+    Event.power_restore: POWER_FAIL,
+    Event.valve_opened: VALVE_CLOSED,
+    Event.breaker_closed: BREAKER_TRIPPED,
+}
+EVENT_FLAGS = ALARM | FAULT | TAMPER | LOW_BATTERY | POWER_FAIL | VALVE_CLOSED | BREAKER_TRIPPED
+
+#: Default heartbeat interval per kind (CONTRACT §8): NB-IoT smoke and gas 24 h,
+#: electrical 5 min, uitd 90 s; water follows NB-IoT practice.
+DEFAULT_HEARTBEAT_S: dict[Kind, int] = {
+    Kind.smoke: 86_400,
+    Kind.gas: 86_400,
+    Kind.electrical: 300,
+    Kind.uitd: 90,
+    Kind.water: 86_400,
+}
+OFFLINE_FACTOR = 2.5
+#: LOW_BATTERY below this `battery_pct` unless a device's `thresholds["battery_pct_min"]` says otherwise.
+DEFAULT_BATTERY_PCT_MIN = 20.0
+#: `Fleet.offline_at_ms` of a device the sweep does not watch.
+NEVER = np.iinfo(np.int64).max
+
+#: Per-device threshold names (CONTRACT §8 defaults live in alerting.core). NaN = use the default.
+THRESHOLD_NAMES = (
+    "smoke_temp_c",
+    "smoke_rise_c_per_min",
+    "gas_lel_pct",
+    "gas_lel_critical_pct",
+    "residual_current_ma",
+    "cable_temp_c",
+    "cable_rise_c_per_min",
+    "arc_faults",
+    "voltage_v_max",
+    "pressure_mpa_min",
+    "battery_pct_min",
+)
+
+_SET_BITS = np.zeros(len(Event), np.uint16)
+_CLEAR_BITS = np.zeros(len(Event), np.uint16)
+for _event, _bit in EVENT_SETS.items():
+    _SET_BITS[_event] = _bit
+for _event, _bit in EVENT_CLEARS.items():
+    _CLEAR_BITS[_event] = _bit
+_EVENT_BITS = tuple(bit for bit in FLAG_NAMES if bit & EVENT_FLAGS)
+_HEARTBEAT_MS = np.zeros(max(Kind) + 1, np.int64)
+for _kind, _seconds in DEFAULT_HEARTBEAT_S.items():
+    _HEARTBEAT_MS[_kind] = _seconds * 1000
+
+
+def _u16(bits: int) -> np.uint16:
+    return np.uint16(bits & 0xFFFF)
+
+
+def _group_last(keys: np.ndarray) -> np.ndarray:
+    """For sorted `keys`, a mask of the last row of every run of equal keys."""
+    last = np.ones(keys.shape[0], bool)
+    np.not_equal(keys[1:], keys[:-1], out=last[:-1])
+    return last
+
+
+class Interner:
+    """Strings <-> dense int ids (units, regions, cells)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.ids: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def intern(self, name: str) -> int:
+        i = self.ids.get(name)
+        if i is None:
+            i = self.ids[name] = len(self.names)
+            self.names.append(name)
+        return i
+
+    def get(self, name: str) -> int:
+        return self.ids.get(name, -1)
+
+
+@dataclass(slots=True, frozen=True)
+class AppliedBatch:
+    """What one `Fleet.apply` changed.
+
+    `slots`: every slot the batch touched, ascending (the readings' own slots and the
+    transmission devices of uitd components); `flags_before` / `flags_after`: their flags
+    around the batch; `came_online`: those that were OFFLINE before it (one report per
+    transition); `late_rows`: readings whose events were ignored as older than their device's
+    state (see `Fleet.apply`).
+    """
+
+    slots: np.ndarray
+    flags_before: np.ndarray
+    flags_after: np.ndarray
+    came_online: np.ndarray
+    late_rows: int
+
+    @classmethod
+    def empty(cls) -> AppliedBatch:
+        none = np.zeros(0, np.int32)
+        return cls(none, np.zeros(0, np.uint16), np.zeros(0, np.uint16), none, 0)
+
+
+class Fleet:
+    """Columns of live device state. Only `devices` code mutates them.
+
+    Per-slot columns (length `capacity`, valid up to `size`):
+      kind int8, unit int32 (-1 none), cell int32 (-1 none), parent int32 (-1; a uitd
+      component's transmission device), heartbeat_ms int64, last_seen_ms int64 (receive time,
+      0 never), last_ts_ms int64 (device time of the newest reading), offline_since_ms int64
+      (0 when not offline), offline_at_ms int64 (when the sweep will call the device offline:
+      last_seen_ms + 2.5 heartbeats, `NEVER` for devices never seen, already offline or uitd
+      components), mute_until_ms int64, flags uint16 (bits above), dirty bool (changed since
+      the last `take_dirty`), and `values[name]` float32 for every name of
+      `devices.batch.NUMERIC_COLUMNS` (NaN unknown) with `value_ts_ms[name]` int64 the device
+      time each was reported, `thresholds[name]` float32 for every `THRESHOLD_NAMES` entry
+      (NaN = default).
+    Per-unit columns (length >= `len(units)`): unit_region int32 (region id, -1),
+      unit_maintenance bool.
+    """
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.size = 0
+        self.device_ids: list[str] = []
+        self.index: dict[str, int] = {}
+        self.units = Interner()
+        self.regions = Interner()
+        self.cells = Interner()
+        self.unit_region = np.full(16, -1, np.int32)
+        self.unit_maintenance = np.zeros(16, bool)
+        self._alloc(capacity)
+
+    def _alloc(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.kind = np.zeros(capacity, np.int8)
+        self.unit = np.full(capacity, -1, np.int32)
+        self.cell = np.full(capacity, -1, np.int32)
+        self.parent = np.full(capacity, -1, np.int32)
+        self.heartbeat_ms = np.zeros(capacity, np.int64)
+        self.last_seen_ms = np.zeros(capacity, np.int64)
+        self.last_ts_ms = np.zeros(capacity, np.int64)
+        self.offline_since_ms = np.zeros(capacity, np.int64)
+        self.offline_at_ms = np.full(capacity, NEVER, np.int64)
+        self.mute_until_ms = np.zeros(capacity, np.int64)
+        self.flags = np.zeros(capacity, np.uint16)
+        self.dirty = np.zeros(capacity, bool)
+        self.values = {name: np.full(capacity, np.nan, np.float32) for name in NUMERIC_COLUMNS}
+        self.value_ts_ms = {name: np.zeros(capacity, np.int64) for name in NUMERIC_COLUMNS}
+        self.thresholds = {name: np.full(capacity, np.nan, np.float32) for name in THRESHOLD_NAMES}
+
+    def _columns(self) -> dict[str, Any]:
+        cols: dict[str, Any] = {
+            name: getattr(self, name)
+            for name in ("kind", "unit", "cell", "parent", "heartbeat_ms", "last_seen_ms", "last_ts_ms",
+                         "offline_since_ms", "offline_at_ms", "mute_until_ms", "flags", "dirty")
+        }
+        cols.update({f"values.{k}": v for k, v in self.values.items()})
+        cols.update({f"value_ts_ms.{k}": v for k, v in self.value_ts_ms.items()})
+        cols.update({f"thresholds.{k}": v for k, v in self.thresholds.items()})
+        return cols
+
+    def _grow(self, need: int) -> None:
+        if need <= self.capacity:
+            return
+        old = self._columns()
+        new_capacity = max(need, self.capacity * 2)
+        self._alloc(new_capacity)
+        for name, arr in self._columns().items():
+            arr[: self.size] = old[name][: self.size]
+
+    def _grow_units(self) -> None:
+        n = len(self.units)
+        if n > self.unit_region.shape[0]:
+            cap = max(n, self.unit_region.shape[0] * 2)
+            self.unit_region = np.concatenate([self.unit_region, np.full(cap - self.unit_region.shape[0], -1, np.int32)])
+            self.unit_maintenance = np.concatenate([self.unit_maintenance, np.zeros(cap - self.unit_maintenance.shape[0], bool)])
+
+    # -- registry ---------------------------------------------------------------------------
+
+    def slot(self, device_id: str) -> int:
+        """The slot of a device, or -1."""
+        return self.index.get(device_id, -1)
+
+    def slots(self, device_ids: list[str]) -> np.ndarray:
+        """Slots of many devices as int32 (-1 for unknown ones)."""
+        get = self.index.get
+        return np.fromiter((get(d, -1) for d in device_ids), np.int32, len(device_ids))
+
+    def set_unit(self, unit_id: str, region: str | None = None, maintenance: bool | None = None) -> int:
+        """Intern a unit (and its region path); answer its unit id."""
+        u = self.units.intern(unit_id)
+        self._grow_units()
+        if region is not None:
+            self.unit_region[u] = self.regions.intern(region)
+        if maintenance is not None:
+            self.unit_maintenance[u] = maintenance
+        return u
+
+    def upsert(
+        self,
+        device_id: str,
+        kind: Kind,
+        *,
+        unit_id: str | None = None,
+        cell_id: str | None = None,
+        heartbeat_s: int | None = None,
+        parent_id: str | None = None,
+        maintenance: bool = False,
+        quarantined: bool = False,
+    ) -> int:
+        """Add a device or update its registry fields; answer its slot. Live state is kept."""
+        s = self.index.get(device_id)
+        if s is None:
+            s = self.size
+            self._grow(s + 1)
+            self.size += 1
+            self.device_ids.append(device_id)
+            self.index[device_id] = s
+        self.kind[s] = kind
+        self.unit[s] = self.set_unit(unit_id) if unit_id else -1
+        self.cell[s] = self.cells.intern(cell_id) if cell_id else -1
+        self.parent[s] = self.index.get(parent_id, -1) if parent_id else -1
+        self.heartbeat_ms[s] = int((heartbeat_s or DEFAULT_HEARTBEAT_S[Kind(kind)]) * 1000)
+        old = int(self.flags[s])
+        flags = old & ~REGISTRY_FLAGS | (MAINTENANCE if maintenance else 0) | (QUARANTINED if quarantined else 0)
+        self.flags[s] = flags
+        self.dirty[s] |= flags != old
+        self.refresh_offline_at(np.array([s]))
+        return s
+
+    def bulk_load(
+        self,
+        device_ids: Sequence[str],
+        kinds: Sequence[Kind | str | int] | np.ndarray,
+        *,
+        unit_ids: Sequence[str | None] | None = None,
+        cell_ids: Sequence[str | None] | None = None,
+        heartbeat_s: Sequence[float | None] | np.ndarray | None = None,
+        parent_ids: Sequence[str | None] | None = None,
+        maintenance: Sequence[bool] | np.ndarray | None = None,
+        quarantined: Sequence[bool] | np.ndarray | None = None,
+    ) -> np.ndarray:
+        """`upsert` for many devices at once (start-up from the registry); answers their slots.
+
+        Columns are parallel sequences; kinds are `Kind`s, their names or codes; None (or NaN
+        heartbeat) means absent. Parents may appear anywhere in the same load. Where a device id
+        repeats, its last row wins. Live state of known devices is kept.
+        """
+        n = len(device_ids)
+        index, ids = self.index, self.device_ids
+        for d in device_ids:
+            if d not in index:
+                index[d] = len(ids)
+                ids.append(d)
+        self._grow(len(ids))
+        self.size = len(ids)
+        slots = np.fromiter((index[d] for d in device_ids), np.int64, n)
+        # keep the last row of every device id
+        rev_first = np.unique(slots[::-1], return_index=True)[1]
+        rows = np.sort(n - 1 - rev_first)
+        s = slots[rows]
+
+        kind = self._kind_codes(kinds)[rows]
+        self.kind[s] = kind
+        self.unit[s] = self._intern_column(self.units, unit_ids, n)[rows]
+        self._grow_units()
+        self.cell[s] = self._intern_column(self.cells, cell_ids, n)[rows]
+        if parent_ids is None:
+            self.parent[s] = -1
+        else:
+            get = index.get
+            self.parent[s] = np.fromiter((get(p, -1) if p else -1 for p in parent_ids), np.int32, n)[rows]
+        hb = np.full(n, np.nan) if heartbeat_s is None else np.array(
+            [np.nan if h is None else h for h in heartbeat_s], np.float64)
+        hb = hb[rows]
+        self.heartbeat_ms[s] = np.where(np.isnan(hb), _HEARTBEAT_MS[kind], np.nan_to_num(hb) * 1000).astype(np.int64)
+        registry = np.zeros(len(rows), np.uint16)
+        if maintenance is not None:
+            registry |= np.where(np.asarray(maintenance, bool)[rows], MAINTENANCE, 0).astype(np.uint16)
+        if quarantined is not None:
+            registry |= np.where(np.asarray(quarantined, bool)[rows], QUARANTINED, 0).astype(np.uint16)
+        old = self.flags[s]
+        new = (old & _u16(~REGISTRY_FLAGS)) | registry
+        self.flags[s] = new
+        self.dirty[s] |= new != old
+        self.refresh_offline_at(s)
+        return slots.astype(np.int32)
+
+    @staticmethod
+    def _kind_codes(kinds: Sequence[Kind | str | int] | np.ndarray) -> np.ndarray:
+        if isinstance(kinds, np.ndarray) and kinds.dtype.kind in "iu":
+            codes = kinds.astype(np.int8)
+        else:
+            codes = np.fromiter((Kind.parse(k) if isinstance(k, str) else Kind(k) for k in kinds), np.int8, len(kinds))
+        if codes.size and (codes.min() < min(Kind) or codes.max() > max(Kind)):
+            raise ValueError(f"unknown kind code in {sorted(set(codes.tolist()))}")
+        return codes
+
+    @staticmethod
+    def _intern_column(interner: Interner, names: Sequence[str | None] | None, n: int) -> np.ndarray:
+        if names is None:
+            return np.full(n, -1, np.int32)
+        intern = interner.intern
+        return np.fromiter((intern(x) if x else -1 for x in names), np.int32, n)
+
+    # -- operator state ---------------------------------------------------------------------
+
+    def unit_slots(self, unit_id: str) -> np.ndarray:
+        """Slots of a unit's devices, ascending (empty for an unknown unit)."""
+        u = self.units.get(unit_id)
+        if u < 0:
+            return np.zeros(0, np.int32)
+        return np.flatnonzero(self.unit[: self.size] == u).astype(np.int32)
+
+    def set_maintenance(self, slot: int, on: bool) -> None:
+        """Put one device in or out of maintenance (its own flag; see `in_maintenance`)."""
+        self._set_bit(slot, MAINTENANCE, on)
+
+    def set_unit_maintenance(self, unit_id: str, on: bool) -> None:
+        """Put a whole unit in or out of maintenance."""
+        self.set_unit(unit_id, maintenance=on)
+
+    def in_maintenance(self, slots: np.ndarray) -> np.ndarray:
+        """Whether each device is in maintenance, by its own flag or its unit's."""
+        slots = np.asarray(slots, np.intp)
+        unit = self.unit[slots]
+        by_unit = np.where(unit >= 0, self.unit_maintenance[np.maximum(unit, 0)], False)
+        return ((self.flags[slots] & MAINTENANCE) != 0) | by_unit
+
+    def mute(self, slot: int, until_ms: int) -> None:
+        """Mute a device (by command) until the given time; 0 unmutes."""
+        self.mute_until_ms[slot] = until_ms
+        self.dirty[slot] = True
+
+    def mark_flapping(self, slots: np.ndarray) -> None:
+        """Mark detectors as flapping (the correlation core decides when)."""
+        slots = np.asarray(slots, np.intp)
+        self.flags[slots] |= _u16(FLAPPING)
+        self.dirty[slots] = True
+
+    def clear_flapping(self, slot: int) -> None:
+        """An operator clears a detector's flapping mark."""
+        self._set_bit(slot, FLAPPING, False)
+
+    def set_thresholds(self, slot: int, thresholds: Mapping[str, float | None]) -> None:
+        """Replace a device's thresholds: names not given (or None) fall back to the defaults."""
+        unknown = set(thresholds) - set(THRESHOLD_NAMES)
+        if unknown:
+            raise ValueError(f"unknown thresholds {sorted(unknown)}; expected some of {', '.join(THRESHOLD_NAMES)}")
+        for name, col in self.thresholds.items():
+            v = thresholds.get(name)
+            col[slot] = np.nan if v is None else float(v)
+
+    def _set_bit(self, slot: int, bit: int, on: bool) -> None:
+        old = int(self.flags[slot])
+        self.flags[slot] = old | bit if on else old & ~bit
+        self.dirty[slot] |= int(self.flags[slot]) != old
+
+    # -- live state ---------------------------------------------------------------------------
+
+    def apply(self, batch: ReadingColumns) -> AppliedBatch:
+        """Fold one batch of readings into the state; rows with slot -1 are ignored.
+
+        - `last_seen_ms` / `last_ts_ms`: the maximum receive / device time, never lowered.
+        - `values[name]`: per slot, the non-NaN value with the newest device time in the batch
+          (on equal times the later row), stored only if strictly newer than the stored one.
+        - Flags: rows older (device time) than the device's `last_ts_ms` before this batch
+          are late and change no flag. Of the others, in device-time order (the later row on
+          equal times), the last event per flag wins: see `EVENT_SETS` / `EVENT_CLEARS`. A
+          `battery_pct` reading below the device's `battery_pct_min` (default 20) sets
+          LOW_BATTERY, at or above it clears it; a `low_battery` event in the same row wins.
+        - Every reading marks its device ONLINE; one from an OFFLINE device clears OFFLINE and
+          `offline_since_ms`, and the slot is reported in `came_online`. A uitd component's
+          reading also counts as heard from its transmission device (`parent`).
+        """
+        rows = batch if bool((batch.slot >= 0).all()) else batch.take(batch.slot >= 0)
+        n = len(rows)
+        if n == 0:
+            return AppliedBatch.empty()
+        if int(rows.slot.max()) >= self.size:
+            raise ValueError(f"slot {int(rows.slot.max())} is not a device (fleet size {self.size})")
+        order = np.lexsort((rows.ts_ms, rows.slot))
+        slot = rows.slot[order].astype(np.intp)
+        ts = rows.ts_ms[order]
+        last = _group_last(slot)
+        ends = np.flatnonzero(last)
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        own = slot[ends]
+        parents = self.parent[own]
+        touched = np.unique(np.concatenate([own, parents[parents >= 0]]))
+        flags_before = self.flags[touched]
+
+        prior_ts = self.last_ts_ms[own]
+        fresh = ts >= np.repeat(prior_ts, ends - starts + 1)
+        self.last_ts_ms[own] = np.maximum(prior_ts, ts[ends])
+        self._apply_values(rows.values, order, slot, ts)
+        self._apply_events(rows, order, slot, fresh)
+
+        heard = np.maximum.reduceat(rows.received_ms[order], starts)
+        has_parent = parents >= 0
+        np.maximum.at(self.last_seen_ms, np.concatenate([own, parents[has_parent]]),
+                      np.concatenate([heard, heard[has_parent]]))
+        came_online = touched[(flags_before & OFFLINE) != 0]
+        self.flags[touched] = (self.flags[touched] & _u16(~OFFLINE)) | ONLINE
+        self.offline_since_ms[touched] = 0
+        self.dirty[touched] = True
+        self.refresh_offline_at(touched)
+        return AppliedBatch(touched.astype(np.int32), flags_before, self.flags[touched],
+                            came_online.astype(np.int32), n - int(fresh.sum()))
+
+    def _apply_values(self, values: Mapping[str, np.ndarray], order: np.ndarray, slot: np.ndarray, ts: np.ndarray) -> None:
+        for name, column in values.items():
+            stored = self.values.get(name)
+            if stored is None:
+                continue
+            v = column[order]
+            rows = np.flatnonzero(~np.isnan(v))
+            if rows.size == 0:
+                continue
+            pick = rows[_group_last(slot[rows])]
+            s, t = slot[pick], ts[pick]
+            stored_ts = self.value_ts_ms[name]
+            newer = (t > stored_ts[s]) | np.isnan(stored[s])
+            s = s[newer]
+            stored[s] = v[pick[newer]]
+            stored_ts[s] = t[newer]
+
+    def _apply_events(self, rows: ReadingColumns, order: np.ndarray, slot: np.ndarray, fresh: np.ndarray) -> None:
+        event = rows.event[order]
+        sets = _SET_BITS[event]
+        clears = _CLEAR_BITS[event]
+        battery = rows.values.get("battery_pct")
+        if battery is not None:
+            pct = battery[order]
+            floor = self.thresholds["battery_pct_min"][slot].astype(np.float64)
+            floor[np.isnan(floor)] = DEFAULT_BATTERY_PCT_MIN
+            sets = sets | np.where(pct < floor, LOW_BATTERY, 0).astype(np.uint16)
+            clears = clears | np.where(pct >= floor, LOW_BATTERY, 0).astype(np.uint16)
+        # a row that both sets and clears a bit (low_battery event, good battery_pct) sets it
+        relevant = np.where(fresh, sets | clears, 0).astype(np.uint16)
+        for bit in _EVENT_BITS:
+            rows_ = np.flatnonzero(relevant & bit)
+            if rows_.size == 0:
+                continue
+            pick = rows_[_group_last(slot[rows_])]
+            s = slot[pick]
+            self.flags[s] = (self.flags[s] & _u16(~bit)) | (sets[pick] & bit)
+
+    def sweep(self, now_ms: int) -> np.ndarray:
+        """Declare offline every watched device silent for more than 2.5 heartbeats; answer their slots.
+
+        A device goes offline at the first sweep with `now_ms - last_seen_ms > 2.5 *
+        heartbeat_ms`, once per transition; `offline_since_ms` is the moment it became overdue.
+        Devices never seen stay unknown; uitd components follow their transmission device.
+        """
+        due = np.flatnonzero(self.offline_at_ms[: self.size] < now_ms)
+        if due.size:
+            self.offline_since_ms[due] = self.offline_at_ms[due]
+            self.offline_at_ms[due] = NEVER
+            self.flags[due] = (self.flags[due] & _u16(~ONLINE)) | OFFLINE
+            self.dirty[due] = True
+        return due.astype(np.int32)
+
+    def refresh_offline_at(self, slots: np.ndarray) -> None:
+        """Recompute `offline_at_ms` of these slots after their state or registry changed."""
+        seen = self.last_seen_ms[slots]
+        overdue = np.floor(self.heartbeat_ms[slots] * OFFLINE_FACTOR).astype(np.int64)
+        watched = (seen > 0) & ((self.flags[slots] & OFFLINE) == 0) & (self.parent[slots] < 0)
+        self.offline_at_ms[slots] = np.where(watched, seen + overdue, NEVER)
+
+    # -- checkpoints (rows themselves: devices.checkpoint) ---------------------------------------
+
+    def take_dirty(self) -> np.ndarray:
+        """Slots changed since the last call, and forget them (give them back with `mark_dirty`
+        if writing their checkpoint fails)."""
+        slots = np.flatnonzero(self.dirty[: self.size])
+        self.dirty[slots] = False
+        return slots.astype(np.int32)
+
+    def mark_dirty(self, slots: Iterable[int] | np.ndarray) -> None:
+        self.dirty[np.asarray(slots, np.intp)] = True
+
+    def checkpoint_rows(self, slots: np.ndarray | None = None) -> list[tuple[Any, ...]]:
+        """`device_state` rows of these slots (all devices when None); see `devices.checkpoint`."""
+        from devices import checkpoint  # imported here: that module builds on this one
+
+        return checkpoint.checkpoint_rows(self, slots)
+
+    def restore(self, rows: Iterable[Sequence[Any]]) -> int:
+        """Load `device_state` rows of registered devices; answers how many were restored."""
+        from devices import checkpoint
+
+        return checkpoint.restore(self, rows)
+
+    # -- reading the state (devices.fleet_query; imported here: it builds on this module) --------
+
+    def status_codes(self, slots: np.ndarray | None = None) -> np.ndarray:
+        """Status code per slot (all when None): an index into `devices.fleet_query.STATUS_NAMES`."""
+        from devices import fleet_query
+
+        return fleet_query.status_codes(self, slots)
+
+    def status_of(self, slots: Iterable[int] | np.ndarray) -> list[str]:
+        """Status name per slot: alarm > fault > offline > online > unknown."""
+        from devices import fleet_query
+
+        return fleet_query.status_of(self, slots)
+
+    def query(
+        self,
+        *,
+        kind: Kind | None = None,
+        status: str | None = None,
+        unit_ids: Sequence[str] | None = None,
+        region_prefix: str | None = None,
+        scope: Sequence[str] | None = None,
+        after_slot: int = -1,
+        limit: int = 100,
+    ) -> np.ndarray:
+        """Matching slots in slot order; see `devices.fleet_query.query`."""
+        from devices import fleet_query
+
+        return fleet_query.query(self, kind=kind, status=status, unit_ids=unit_ids, region_prefix=region_prefix,
+                                 scope=scope, after_slot=after_slot, limit=limit)
+
+    def counts(
+        self,
+        *,
+        kind: Kind | None = None,
+        status: str | None = None,
+        unit_ids: Sequence[str] | None = None,
+        region_prefix: str | None = None,
+        scope: Sequence[str] | None = None,
+        region_depth: int = 1,
+    ) -> dict[str, Any]:
+        """Counts by status, kind and region; see `devices.fleet_query.counts`."""
+        from devices import fleet_query
+
+        return fleet_query.counts(self, kind=kind, status=status, unit_ids=unit_ids, region_prefix=region_prefix,
+                                  scope=scope, region_depth=region_depth)
+
+    def snapshot(self, slot: int) -> dict[str, Any]:
+        """Live state of one device; see `devices.fleet_query.snapshot`."""
+        from devices import fleet_query
+
+        return fleet_query.snapshot(self, slot)

@@ -1,0 +1,421 @@
+"""The registry in PostgreSQL: regions, units, devices, push sources and dead letters.
+
+`DeviceSpec.parse` and `UnitSpec.parse` are the one validation of what an operator registers
+(the API and the bulk importer both use them); the rest is SQL. Region paths such as
+`江西省/赣州市/章贡区/南外街道` are stored with every ancestor in `regions`.
+JSON columns travel as text (asyncpg's default codec), so values are dumped and loaded here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from devices.fleet import THRESHOLD_NAMES
+from devices.kinds import DEVICE_ID_RE, Kind
+
+Db = asyncpg.Pool | asyncpg.Connection
+MAX_REGION_LEVELS = 6
+PLATFORMS = ("ctwing", "onenet", "generic")
+DEVICE_FIELDS = ("device_id", "kind", "unit_id", "location", "heartbeat_s", "thresholds", "profile", "cell_id")
+UNIT_FIELDS = ("unit_id", "name", "address", "region", "industry", "contacts", "location")
+
+
+class InvalidSpec(ValueError):
+    """A registration is malformed; the message names the field and what is wrong."""
+
+
+class KindConflict(Exception):
+    """The device is already registered with another kind."""
+
+    def __init__(self, device_id: str, registered: str, requested: str) -> None:
+        super().__init__(f"device {device_id} is registered as {registered}, not {requested}")
+        self.device_id, self.registered, self.requested = device_id, registered, requested
+
+
+class UnknownUnit(Exception):
+    def __init__(self, unit_id: str) -> None:
+        super().__init__(f"unit {unit_id} is not registered")
+        self.unit_id = unit_id
+
+
+# --- regions ---------------------------------------------------------------------------------
+def region_path(raw: str | None) -> str:
+    """A normalised region path ('' for none): parts trimmed, empty parts dropped, at most 6 levels."""
+    parts = [p.strip() for p in (raw or "").split("/") if p.strip()]
+    if len(parts) > MAX_REGION_LEVELS:
+        raise InvalidSpec(f"region {raw!r} has {len(parts)} levels; at most {MAX_REGION_LEVELS} are allowed")
+    return "/".join(parts)
+
+
+def region_chain(path: str) -> list[tuple[str, str, str | None, int]]:
+    """(path, name, parent, level) of a path and each of its ancestors, root first."""
+    parts = path.split("/") if path else []
+    return [
+        ("/".join(parts[: i + 1]), parts[i], "/".join(parts[:i]) or None, i + 1) for i in range(len(parts))
+    ]
+
+
+async def ensure_regions(db: Db, paths: Iterable[str]) -> None:
+    rows = sorted({row for p in paths for row in region_chain(p)}, key=lambda r: r[3])
+    if rows:
+        await db.executemany(
+            "INSERT INTO regions (path, name, parent, level) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING", rows
+        )
+
+
+# --- specs -----------------------------------------------------------------------------------
+def _text(fields: Mapping[str, Any], name: str, *, max_len: int = 200) -> str | None:
+    v = fields.get(name)
+    if v is None or v == "":
+        return None
+    if not isinstance(v, str):
+        raise InvalidSpec(f"{name} must be a string")
+    v = v.strip()
+    if len(v) > max_len:
+        raise InvalidSpec(f"{name} is longer than {max_len} characters")
+    return v or None
+
+
+def _identifier(fields: Mapping[str, Any], name: str) -> str | None:
+    v = _text(fields, name, max_len=1000)
+    if v is not None and not DEVICE_ID_RE.match(v):
+        raise InvalidSpec(f"{name} {v!r} must be 1 to 64 characters of A-Z a-z 0-9 _ . : -")
+    return v
+
+
+def _json_field(fields: Mapping[str, Any], name: str) -> Any:
+    """A JSON value; a string that looks like JSON (CSV cells) is parsed."""
+    v = fields.get(name)
+    if isinstance(v, str):
+        s = v.strip()
+        if not s:
+            return None
+        if s[0] in "{[":
+            try:
+                return json.loads(s)
+            except ValueError:
+                raise InvalidSpec(f"{name} is not valid JSON") from None
+        return s
+    return v
+
+
+def parse_thresholds(raw: Any) -> dict[str, float]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InvalidSpec("thresholds must be an object of threshold name -> number")
+    out: dict[str, float] = {}
+    for k, v in raw.items():
+        if k not in THRESHOLD_NAMES:
+            raise InvalidSpec(f"unknown threshold {k!r}; known: {', '.join(THRESHOLD_NAMES)}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise InvalidSpec(f"threshold {k} must be a finite number")
+        out[k] = float(v)
+    return out
+
+
+def full_thresholds(thresholds: dict[str, float]) -> dict[str, float]:
+    """Every threshold name, NaN (the default) where `thresholds` sets none: what the fleet holds."""
+    return {name: float(thresholds.get(name, math.nan)) for name in THRESHOLD_NAMES}
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    """What registering a device states about it (CONTRACT §5 `POST /api/v1/devices`)."""
+
+    device_id: str
+    kind: Kind
+    unit_id: str | None = None
+    location: Any = None
+    heartbeat_s: int | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)
+    profile: str | None = None
+    cell_id: str | None = None
+
+    @classmethod
+    def parse(cls, fields: Mapping[str, Any]) -> DeviceSpec:
+        """Validate a JSON object or a CSV row (strings); raise `InvalidSpec` naming the problem."""
+        unknown = sorted(set(fields) - set(DEVICE_FIELDS))
+        if unknown:
+            raise InvalidSpec(f"unknown field {unknown[0]!r}")
+        device_id = _identifier(fields, "device_id")
+        if device_id is None:
+            raise InvalidSpec("device_id is missing")
+        kind_name = _text(fields, "kind")
+        if kind_name is None:
+            raise InvalidSpec("kind is missing")
+        try:
+            kind = Kind.parse(kind_name.lower())
+        except ValueError as e:
+            raise InvalidSpec(str(e)) from None
+        hb = fields.get("heartbeat_s")
+        heartbeat: int | None = None
+        if hb is not None and hb != "":
+            try:
+                heartbeat = int(hb.strip()) if isinstance(hb, str) else hb if type(hb) is int else None
+            except ValueError:
+                heartbeat = None
+            if heartbeat is None or not 0 < heartbeat <= 30 * 86_400:
+                raise InvalidSpec(f"heartbeat_s must be a whole number of seconds from 1 to {30 * 86_400}, got {hb!r}")
+        location = _json_field(fields, "location")
+        if location is not None and not isinstance(location, (dict, str)):
+            raise InvalidSpec("location must be an object or a text")
+        return cls(
+            device_id=device_id,
+            kind=kind,
+            unit_id=_identifier(fields, "unit_id"),
+            location=location,
+            heartbeat_s=heartbeat,
+            thresholds=parse_thresholds(_json_field(fields, "thresholds")),
+            profile=_text(fields, "profile", max_len=100),
+            cell_id=_text(fields, "cell_id", max_len=64),
+        )
+
+    def row(self) -> tuple[Any, ...]:
+        """The spec as a `devices` row in `DEVICE_FIELDS` order (JSON dumped)."""
+        return (
+            self.device_id, self.kind.name, self.unit_id,
+            None if self.location is None else json.dumps(self.location, ensure_ascii=False),
+            self.heartbeat_s, json.dumps(self.thresholds), self.profile, self.cell_id,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UnitSpec:
+    """A place: a shop, a flat block, a factory (CONTRACT §5 `POST /api/v1/units`)."""
+
+    unit_id: str
+    name: str
+    address: str = ""
+    region: str = ""
+    industry: str = "other"
+    contacts: list[dict[str, Any]] = field(default_factory=list)
+    location: Any = None
+
+    @classmethod
+    def parse(cls, fields: Mapping[str, Any]) -> UnitSpec:
+        unknown = sorted(set(fields) - set(UNIT_FIELDS))
+        if unknown:
+            raise InvalidSpec(f"unknown field {unknown[0]!r}")
+        name = _text(fields, "name")
+        if name is None:
+            raise InvalidSpec("name is missing")
+        region = fields.get("region")
+        if region is not None and not isinstance(region, str):
+            raise InvalidSpec("region must be a path such as 江西省/赣州市/章贡区/南外街道")
+        contacts = fields.get("contacts") or []
+        if not isinstance(contacts, list) or not all(isinstance(c, dict) for c in contacts):
+            raise InvalidSpec("contacts must be a list of objects")
+        location = fields.get("location")
+        if location is not None and not isinstance(location, (dict, str)):
+            raise InvalidSpec("location must be an object or a text")
+        return cls(
+            unit_id=_identifier(fields, "unit_id") or f"U{uuid.uuid4().hex[:16]}",
+            name=name,
+            address=_text(fields, "address", max_len=500) or "",
+            region=region_path(region),
+            industry=_text(fields, "industry", max_len=64) or "other",
+            contacts=contacts,
+            location=location,
+        )
+
+
+# --- units -----------------------------------------------------------------------------------
+def unit_dict(r: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "unit_id": r["unit_id"], "name": r["name"], "address": r["address"], "region": r["region"],
+        "industry": r["industry"], "contacts": json.loads(r["contacts"]),
+        "location": None if r["location"] is None else json.loads(r["location"]),
+        "maintenance": r["maintenance"], "created_at": r["created_at"], "updated_at": r["updated_at"],
+    }
+
+
+async def upsert_unit(conn: asyncpg.Connection, spec: UnitSpec) -> tuple[dict[str, Any], bool]:
+    """Create or replace a unit (its maintenance flag is kept); answer (unit, created)."""
+    async with conn.transaction():
+        await ensure_regions(conn, [spec.region])
+        row = await conn.fetchrow(
+            """INSERT INTO units (unit_id, name, address, region, industry, contacts, location)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
+               ON CONFLICT (unit_id) DO UPDATE SET name = EXCLUDED.name, address = EXCLUDED.address,
+                   region = EXCLUDED.region, industry = EXCLUDED.industry, contacts = EXCLUDED.contacts,
+                   location = EXCLUDED.location, updated_at = now()
+               RETURNING *, (xmax = 0) AS created""",
+            spec.unit_id, spec.name, spec.address, spec.region, spec.industry,
+            json.dumps(spec.contacts, ensure_ascii=False),
+            None if spec.location is None else json.dumps(spec.location, ensure_ascii=False),
+        )
+    return unit_dict(row), bool(row["created"])
+
+
+async def get_unit(db: Db, unit_id: str) -> dict[str, Any] | None:
+    row = await db.fetchrow("SELECT * FROM units WHERE unit_id = $1", unit_id)
+    return None if row is None else unit_dict(row)
+
+
+REGION_SCOPED = """(${prefix}::text IS NULL OR region = ${prefix} OR starts_with(region, ${prefix} || '/'))
+    AND (cardinality(${scope}::text[]) = 0
+         OR EXISTS (SELECT 1 FROM unnest(${scope}::text[]) s WHERE region = s OR starts_with(region, s || '/')))"""
+
+
+def region_scoped(prefix_param: int, scope_param: int) -> str:
+    """SQL: `region` lies under the prefix parameter (NULL: any) and under one of the scope
+    parameter's paths (empty: any), by whole path segments as `devices.fleet_query` matches."""
+    return REGION_SCOPED.replace("${prefix}", f"${prefix_param}").replace("${scope}", f"${scope_param}")
+
+
+async def list_units(
+    db: Db, *, region_prefix: str | None, scope: Sequence[str], after: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """Units in unit_id order after `after`, in a region under `region_prefix` and within `scope`."""
+    rows = await db.fetch(
+        f"SELECT * FROM units WHERE ($1::text IS NULL OR unit_id > $1) AND {region_scoped(2, 3)} ORDER BY unit_id LIMIT $4",
+        after, region_prefix, list(scope), limit,
+    )
+    return [unit_dict(r) for r in rows]
+
+
+async def set_unit_maintenance(db: Db, unit_id: str, on: bool) -> bool:
+    status = await db.execute("UPDATE units SET maintenance = $2, updated_at = now() WHERE unit_id = $1", unit_id, on)
+    return status != "UPDATE 0"
+
+
+async def load_units(db: Db) -> list[asyncpg.Record]:
+    return await db.fetch("SELECT unit_id, region, maintenance FROM units ORDER BY unit_id")
+
+
+# --- devices ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """The outcome of registering one device."""
+
+    device_id: str
+    created: bool
+    was_quarantined: bool
+    maintenance: bool
+    parent_id: str | None
+
+
+UPSERT_DEVICE = """
+    INSERT INTO devices AS d (device_id, kind, unit_id, location, heartbeat_s, thresholds, profile, cell_id)
+    {source}
+    ON CONFLICT (device_id) DO UPDATE SET unit_id = EXCLUDED.unit_id, location = EXCLUDED.location,
+        heartbeat_s = EXCLUDED.heartbeat_s, thresholds = EXCLUDED.thresholds, profile = EXCLUDED.profile,
+        cell_id = EXCLUDED.cell_id, quarantined = false, updated_at = now()
+    WHERE d.kind = EXCLUDED.kind
+    RETURNING d.device_id, (d.xmax = 0) AS created, d.maintenance, d.parent_id,
+        (d.xmax <> 0 AND EXISTS (SELECT 1 FROM devices q WHERE q.device_id = d.device_id AND q.quarantined)) AS was_quarantined
+"""
+
+
+def registered_from_row(r: asyncpg.Record) -> Registered:
+    return Registered(r["device_id"], bool(r["created"]), bool(r["was_quarantined"]), r["maintenance"], r["parent_id"])
+
+
+async def register_device(conn: asyncpg.Connection, spec: DeviceSpec) -> Registered:
+    """Create or re-register a device (clearing quarantine; maintenance is kept).
+    Raises `KindConflict` or `UnknownUnit`."""
+    async with conn.transaction():
+        if spec.unit_id is not None and not await conn.fetchval("SELECT true FROM units WHERE unit_id = $1", spec.unit_id):
+            raise UnknownUnit(spec.unit_id)
+        row = await conn.fetchrow(
+            UPSERT_DEVICE.format(source="VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"), *spec.row()
+        )
+        if row is None:
+            registered = await conn.fetchval("SELECT kind FROM devices WHERE device_id = $1", spec.device_id)
+            raise KindConflict(spec.device_id, registered, spec.kind.name)
+    return registered_from_row(row)
+
+
+DEVICE_SELECT = """
+    SELECT d.*, u.region, u.name AS unit_name, u.maintenance AS unit_maintenance
+    FROM devices d LEFT JOIN units u USING (unit_id)
+"""
+
+
+def device_dict(r: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "device_id": r["device_id"], "kind": r["kind"], "unit_id": r["unit_id"], "unit_name": r["unit_name"],
+        "region": r["region"] or "",
+        "location": None if r["location"] is None else json.loads(r["location"]),
+        "heartbeat_s": r["heartbeat_s"], "thresholds": json.loads(r["thresholds"]), "profile": r["profile"],
+        "cell_id": r["cell_id"], "maintenance": r["maintenance"], "unit_maintenance": bool(r["unit_maintenance"]),
+        "quarantined": r["quarantined"], "parent_id": r["parent_id"],
+        "created_at": r["created_at"], "updated_at": r["updated_at"],
+    }
+
+
+async def get_device(db: Db, device_id: str) -> dict[str, Any] | None:
+    row = await db.fetchrow(DEVICE_SELECT + " WHERE d.device_id = $1", device_id)
+    return None if row is None else device_dict(row)
+
+
+async def get_devices(db: Db, device_ids: list[str]) -> dict[str, dict[str, Any]]:
+    rows = await db.fetch(DEVICE_SELECT + " WHERE d.device_id = ANY($1::text[])", device_ids)
+    return {r["device_id"]: device_dict(r) for r in rows}
+
+
+async def set_device_maintenance(db: Db, device_id: str, on: bool) -> bool:
+    status = await db.execute("UPDATE devices SET maintenance = $2, updated_at = now() WHERE device_id = $1", device_id, on)
+    return status != "UPDATE 0"
+
+
+async def merge_thresholds(db: Db, device_id: str, thresholds: dict[str, float]) -> dict[str, float]:
+    """Merge thresholds into a device's; answer the device's thresholds after the merge."""
+    merged = await db.fetchval(
+        "UPDATE devices SET thresholds = thresholds || $2::jsonb, updated_at = now() WHERE device_id = $1 RETURNING thresholds",
+        device_id, json.dumps(thresholds),
+    )
+    return {} if merged is None else json.loads(merged)
+
+
+async def load_devices(db: Db) -> list[asyncpg.Record]:
+    """Every device in device_id order (components after their transmission device), for the fleet."""
+    return await db.fetch(
+        """SELECT device_id, kind, unit_id, cell_id, heartbeat_s, parent_id, maintenance, quarantined, thresholds
+           FROM devices ORDER BY (parent_id IS NOT NULL), device_id"""
+    )
+
+
+# --- push sources and dead letters -------------------------------------------------------------
+def push_source_dict(r: asyncpg.Record) -> dict[str, Any]:
+    """A push source as shown to an admin: whether a secret is set, never the secret."""
+    return {
+        "name": r["name"], "platform": r["platform"], "tenant": r["tenant"], "profile": r["profile"],
+        "rate_per_s": r["rate_per_s"], "has_secret": r["secret"] is not None, "created_at": r["created_at"],
+    }
+
+
+async def upsert_push_source(
+    db: Db, *, name: str, platform: str, secret: str | None, tenant: str, profile: str | None, rate_per_s: float
+) -> tuple[dict[str, Any], bool]:
+    row = await db.fetchrow(
+        """INSERT INTO push_sources (name, platform, secret, tenant, profile, rate_per_s)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (name) DO UPDATE SET platform = EXCLUDED.platform, secret = EXCLUDED.secret,
+               tenant = EXCLUDED.tenant, profile = EXCLUDED.profile, rate_per_s = EXCLUDED.rate_per_s
+           RETURNING *, (xmax = 0) AS created""",
+        name, platform, secret, tenant, profile, rate_per_s,
+    )
+    return push_source_dict(row), bool(row["created"])
+
+
+async def list_push_sources(db: Db) -> list[dict[str, Any]]:
+    return [push_source_dict(r) for r in await db.fetch("SELECT * FROM push_sources ORDER BY name")]
+
+
+async def list_dead_letters(db: Db, *, transport: str | None, before_id: int | None, limit: int) -> list[asyncpg.Record]:
+    """Dead letters newest first."""
+    return await db.fetch(
+        """SELECT id, received_at, transport, source, reason, raw FROM dead_letters
+           WHERE ($1::text IS NULL OR transport = $1) AND ($2::bigint IS NULL OR id < $2)
+           ORDER BY id DESC LIMIT $3""",
+        transport, before_id, limit,
+    )

@@ -1,0 +1,131 @@
+"""The devices package at run time: registry -> fleet at start, checkpoints, command deadlines.
+
+`load()` runs once before ingest starts: units, then every device (`Fleet.bulk_load`), then the
+last checkpoint of live state (`device_state`, `Fleet.restore`), then commands still waiting
+for an answer. `run()` checks command deadlines every `tick_s` and writes the fleet's changed
+slots to `device_state` every `checkpoint_interval_s`, and once more when cancelled, so a
+restart resumes with last_seen, status and values instead of `unknown` everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from devices.commands import DB_ERRORS, CommandService
+from devices.fleet import Fleet
+from devices.importer import Format, ImportReport, Progress, import_devices, register_in_fleet
+from devices.registry import DeviceSpec, full_thresholds, load_devices, load_units, register_device
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], int]
+STATE_COLUMNS = ("device_id", "last_seen", "status", "battery_pct", "rsrp_dbm", "last_values", "flags", "updated_at")
+
+
+class DeviceService:
+    """Registry, fleet and commands together; what the devices API works with."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        fleet: Fleet,
+        commands: CommandService,
+        *,
+        clock: Clock,
+        checkpoint_interval_s: float = 30.0,
+        tick_s: float = 1.0,
+    ) -> None:
+        self.pool = pool
+        self.fleet = fleet
+        self.commands = commands
+        self.clock = clock
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.tick_s = tick_s
+
+    async def load(self) -> int:
+        """Fill the fleet from the registry and the last checkpoint; answer the number of devices."""
+        fleet = self.fleet
+        for u in await load_units(self.pool):
+            fleet.set_unit(u["unit_id"], region=u["region"], maintenance=u["maintenance"])
+        rows = await load_devices(self.pool)
+        fleet.bulk_load(
+            [r["device_id"] for r in rows],
+            [r["kind"] for r in rows],
+            unit_ids=[r["unit_id"] for r in rows],
+            cell_ids=[r["cell_id"] for r in rows],
+            heartbeat_s=[r["heartbeat_s"] for r in rows],
+            parent_ids=[r["parent_id"] for r in rows],
+            maintenance=[r["maintenance"] for r in rows],
+            quarantined=[r["quarantined"] for r in rows],
+        )
+        for r in rows:
+            thresholds = json.loads(r["thresholds"])
+            if thresholds:
+                fleet.set_thresholds(fleet.slot(r["device_id"]), full_thresholds(thresholds))
+        state = await self.pool.fetch(f"SELECT {', '.join(STATE_COLUMNS[:-1])} FROM device_state")
+        fleet.restore(state)
+        resumed = await self.commands.load()
+        log.info("fleet loaded: %d devices, %d with saved state, %d commands awaiting an answer", len(rows), len(state), resumed)
+        return len(rows)
+
+    async def checkpoint(self) -> int:
+        """Write the slots changed since the last checkpoint to `device_state`; answer how many."""
+        slots = self.fleet.take_dirty()
+        if not slots.size:
+            return 0
+        rows = [(*r[:5], json.dumps(r[5]), r[6]) for r in self.fleet.checkpoint_rows(slots)]
+        try:
+            await self._write_state(rows)
+        except BaseException:
+            self.fleet.mark_dirty(slots)
+            raise
+        return len(rows)
+
+    async def _write_state(self, rows: list[tuple[Any, ...]]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS device_state_stage (LIKE device_state INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+            await conn.copy_records_to_table("device_state_stage", records=rows, columns=STATE_COLUMNS[:-1])
+            await conn.execute(
+                f"""INSERT INTO device_state ({', '.join(STATE_COLUMNS)})
+                    SELECT {', '.join(STATE_COLUMNS[:-1])}, now() FROM device_state_stage
+                    ON CONFLICT (device_id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in STATE_COLUMNS[1:])}"""
+            )
+
+    async def run(self) -> None:
+        """Command deadlines every tick, checkpoints every interval, a last checkpoint on cancel."""
+        loop = asyncio.get_running_loop()
+        next_checkpoint = loop.time() + self.checkpoint_interval_s
+        try:
+            while True:
+                await asyncio.sleep(self.tick_s)
+                try:
+                    await self.commands.expire()
+                    if loop.time() >= next_checkpoint:
+                        next_checkpoint = loop.time() + self.checkpoint_interval_s
+                        await self.checkpoint()
+                except DB_ERRORS as e:
+                    log.error("device state work failed (%s); retrying next tick", e)
+        except asyncio.CancelledError:
+            try:
+                await asyncio.wait_for(self.checkpoint(), 5)
+            except (*DB_ERRORS, asyncio.CancelledError) as e:
+                log.warning("final checkpoint not written: %s", e)
+            raise
+
+    async def register(self, spec: DeviceSpec) -> dict[str, Any]:
+        """Register one device in the registry and the fleet. Raises `KindConflict`, `UnknownUnit`."""
+        async with self.pool.acquire() as conn:
+            reg = await register_device(conn, spec)
+        register_in_fleet(self.fleet, spec, reg)
+        return {"device_id": reg.device_id, "created": reg.created, "was_quarantined": reg.was_quarantined}
+
+    async def import_devices(self, text: str, fmt: Format, progress: Progress | None = None) -> ImportReport:
+        return await import_devices(self.pool, self.fleet, text, fmt, progress=progress)

@@ -1,0 +1,139 @@
+"""JSON reports (CONTRACT §2): one object per message, or an array of them on `batch/{gateway}`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from devices.kinds import ALL_METRICS, Event, Kind
+from devices.reading import Reading
+
+from .errors import BatchItemError, DecodeError
+from .jsontext import array_elements
+from .values import (
+    SEQ_LIMIT,
+    check_device_id,
+    check_extra,
+    load_json,
+    parse_event,
+    parse_kind,
+    parse_ts,
+    show,
+    storable_text,
+    validate_metric,
+)
+
+#: Most reports one batch payload may carry.
+MAX_BATCH = 10_000
+
+
+def decode_json_report(
+    payload: bytes, *, received_ms: int, topic_kind: Kind | None = None, topic_device: str | None = None
+) -> Reading:
+    """One JSON report; `device_id` and `kind` may come from the topic instead of the body."""
+    obj = load_json(payload, "the report")
+    if not isinstance(obj, dict):
+        raise DecodeError("a JSON report must be an object")
+    return reading_from_object(obj, received_ms=received_ms, topic_kind=topic_kind, topic_device=topic_device)
+
+
+def decode_json_batch(payload: bytes, *, received_ms: int) -> tuple[list[Reading], list[BatchItemError]]:
+    """A JSON array of reports; each element decodes on its own and a bad one is an error item.
+
+    DecodeError only when the payload as a whole is not a JSON array (or holds over MAX_BATCH).
+    """
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DecodeError(f"the batch is not UTF-8 text (bad byte at offset {e.start})") from None
+    elements = array_elements(text, "the batch")
+    if len(elements) > MAX_BATCH:
+        raise DecodeError(f"the batch holds {len(elements)} reports, more than {MAX_BATCH}")
+    readings: list[Reading] = []
+    errors: list[BatchItemError] = []
+    for index, (source, obj, error) in enumerate(elements):
+        try:
+            if error is not None:
+                raise error
+            if not isinstance(obj, dict):
+                raise DecodeError(f"report {index} is not a JSON object")
+            readings.append(reading_from_object(obj, received_ms=received_ms))
+        except DecodeError as e:
+            errors.append(BatchItemError(index, e.reason, source.encode("utf-8")))
+    return readings, errors
+
+
+def reading_from_object(
+    obj: dict[str, Any], *, received_ms: int, topic_kind: Kind | None = None, topic_device: str | None = None
+) -> Reading:
+    """A reading from a parsed JSON report object."""
+    device_id = _agreeing("device_id", obj.get("device_id"), topic_device)
+    kind = parse_kind(_agreeing("kind", obj.get("kind"), topic_kind.name if topic_kind is not None else None))
+    event = obj.get("event")
+    metrics, extra = split_data(obj.get("data"))
+    return Reading(
+        device_id=check_device_id(device_id),
+        kind=kind,
+        event=Event.report if event is None else parse_event(event),
+        ts_ms=parse_ts(obj.get("ts"), received_ms),
+        received_ms=received_ms,
+        seq=_seq(obj.get("seq")),
+        metrics=metrics,
+        extra=extra,
+        component=_component(obj.get("component")),
+    )
+
+
+def split_data(data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, extra) of a report's `data`: known metric names validated, the rest kept as is."""
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise DecodeError("data must be a JSON object")
+    metrics: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in ALL_METRICS:
+            metrics[key] = validate_metric(key, value)
+        else:
+            extra[key] = check_extra(key, value)
+    return metrics, extra
+
+
+def encode_json_report(r: Reading) -> bytes:
+    """The JSON report of `r` (compact UTF-8); `received_ms` is not part of a report."""
+    doc: dict[str, Any] = {"device_id": r.device_id, "kind": r.kind.name, "ts": r.ts_ms}
+    if r.seq is not None:
+        doc["seq"] = r.seq
+    doc["event"] = r.event.name
+    if r.component is not None:
+        doc["component"] = r.component
+    doc["data"] = {**r.extra, **r.metrics}
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def _agreeing(field: str, body: Any, topic: str | None) -> Any:
+    """The body's value of `field`, or the topic's when the body has none; they must agree."""
+    if body is None:
+        if topic is None:
+            raise DecodeError(f"the report has no {field} and the topic names none")
+        return topic
+    if topic is not None and body != topic:
+        raise DecodeError(f"the report says {field} {show(body)} but the topic says {show(topic)}")
+    return body
+
+
+def _seq(value: Any) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < SEQ_LIMIT:
+        raise DecodeError(f"seq must be an integer from 0 to {SEQ_LIMIT - 1}")
+    return value
+
+
+def _component(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= 64 or not storable_text(value):
+        raise DecodeError("component must be a string of 1 to 64 characters")
+    return value

@@ -1,0 +1,283 @@
+"""Readings from every transport -> dedupe -> micro-batches -> fleet/alerting -> durable writes.
+
+Two lanes: `evt` (attention events) is processed as soon as anything is there; `tel`
+(heartbeats, periodic values, gateway batches) waits up to `batch_ms` to fill a batch of
+`batch_max`. Alerting runs before storage, so alarms reach the stream even while PostgreSQL is
+slow or down. Processed readings wait in a write buffer bounded by `queue_max` readings (the
+`evt` lane has a reserve on top, so alarms still pass when telemetry has filled it); when it is
+full, `submit` blocks, the transports stop reading and the broker keeps the backlog.
+
+Every submission carries a future that resolves once its readings (or dead letters) are
+committed to PostgreSQL: transports acknowledge the message (MQTT PUBACK, HTTP 200, GB/T 26875
+confirm) only then. So the at-least-once guarantee is "durably written", not "queued".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import asyncpg
+
+from devices.batch import ReadingColumns
+from devices.fleet import Fleet
+from devices.kinds import ATTENTION_EVENTS
+from devices.reading import Reading
+from ingest.metrics import IngestMetrics
+from ingest.storage import DeadLetter, ReadingStore, dedup_key, reading_row
+
+log = logging.getLogger(__name__)
+
+Lane = Literal["evt", "tel"]
+BatchHandler = Callable[[list[Reading], ReadingColumns], Awaitable[None]]
+Clock = Callable[[], int]
+EVT_RESERVE = 10_000  # readings the evt lane may add beyond queue_max
+WRITE_CHUNK = 20_000  # readings per COPY
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def lane_for(readings: list[Reading]) -> Lane:
+    """`evt` when any reading needs attention (an alarm on `tel` is still an alarm), else `tel`."""
+    return "evt" if any(r.event in ATTENTION_EVENTS for r in readings) else "tel"
+
+
+@dataclass(slots=True)
+class Submission:
+    readings: list[Reading]
+    transport: str
+    source: str
+    done: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class Flush:
+    """What one processed batch needs written, and whose acknowledgements wait on it."""
+
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    new_devices: list[tuple[str, str]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+    def size(self) -> int:
+        return len(self.rows) + len(self.dead_letters)
+
+
+class Deduper:
+    """Remembers (detector, device time, dedup key) for at least `window_ms`, in two rotating
+    generations: the same identity as the database's unique index on readings."""
+
+    def __init__(self, window_ms: int) -> None:
+        self.window_ms = window_ms
+        self.current: set[tuple[str, int, int]] = set()
+        self.previous: set[tuple[str, int, int]] = set()
+        self.rotated_ms = 0
+
+    def seen(self, key: tuple[str, int, int], now_ms: int) -> bool:
+        if now_ms - self.rotated_ms >= self.window_ms:
+            self.previous, self.current, self.rotated_ms = self.current, set(), now_ms
+        if key in self.current or key in self.previous:
+            return True
+        self.current.add(key)
+        return False
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        fleet: Fleet,
+        store: ReadingStore,
+        on_batch: BatchHandler,
+        metrics: IngestMetrics,
+        batch_max: int = 5000,
+        batch_ms: int = 20,
+        queue_max: int = 200_000,
+        dedupe_window_s: int = 600,
+        unknown_devices: str = "quarantine",
+        clock: Clock = wall_clock_ms,
+    ) -> None:
+        self.fleet = fleet
+        self.store = store
+        self.on_batch = on_batch
+        self.metrics = metrics
+        self.batch_max = batch_max
+        self.batch_s = batch_ms / 1000
+        self.queue_max = queue_max
+        self.unknown_devices = unknown_devices
+        self.clock = clock
+        self.dedupe = Deduper(dedupe_window_s * 1000)
+        self.lanes: dict[Lane, asyncio.Queue[Submission]] = {
+            "evt": asyncio.Queue(maxsize=10_000),
+            "tel": asyncio.Queue(maxsize=max(100, queue_max // 50)),
+        }
+        self.buffer: deque[Flush] = deque()
+        self.buffered = 0
+        self.buffer_changed = asyncio.Condition()
+        self.db_up = True
+
+    # --- transports call these -------------------------------------------------------------
+    async def submit(self, readings: list[Reading], *, lane: Lane, transport: str, source: str) -> asyncio.Future[None]:
+        """Queue readings; answer a future resolved once they are durably written.
+        Waits while the lane is full: that wait is the backpressure transports feel."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.metrics.received.labels(transport, lane).inc(len(readings))
+        await self.lanes[lane].put(Submission(readings, transport, source, done))
+        self.metrics.queue_depth.labels(lane).set(self.lanes[lane].qsize())
+        return done
+
+    async def dead_letter(self, transport: str, source: str, reason: str, raw: bytes) -> asyncio.Future[None]:
+        """Keep rejected input with its reason; answer a future resolved once it is written."""
+        self.metrics.dead_letters.labels(transport).inc()
+        flush = Flush(dead_letters=[DeadLetter(transport, source, reason, raw, self.clock())])
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        flush.waiters.append(done)
+        await self._buffer(flush, lane="evt")
+        return done
+
+    # --- background work -------------------------------------------------------------------
+    async def run(self) -> None:
+        """Run both lane consumers and the writer until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._consume("evt"))
+            tg.create_task(self._consume("tel"))
+            tg.create_task(self._write_forever())
+
+    async def _consume(self, lane: Lane) -> None:
+        queue = self.lanes[lane]
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await queue.get()]
+            count = len(batch[0].readings)
+            deadline = loop.time() + (self.batch_s if lane == "tel" else 0)
+            while count < self.batch_max:
+                if queue.empty():
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        batch.append(await asyncio.wait_for(queue.get(), remaining))
+                    except TimeoutError:
+                        break
+                else:
+                    batch.append(queue.get_nowait())
+                count += len(batch[-1].readings)
+            self.metrics.queue_depth.labels(lane).set(queue.qsize())
+            await self._process(batch, lane)
+
+    async def _process(self, batch: list[Submission], lane: Lane) -> None:
+        now = self.clock()
+        flush = Flush(waiters=[s.done for s in batch])
+        accepted: list[Reading] = []
+        slots: list[int] = []
+        for sub in batch:
+            for r in sub.readings:
+                key = dedup_key(r)
+                if self.dedupe.seen((r.detector_id, r.ts_ms, key), now):
+                    self.metrics.duplicates.labels(sub.transport).inc()
+                    continue
+                slot = self._slot_for(r, sub, flush, now)
+                if slot < 0:
+                    continue
+                accepted.append(r)
+                slots.append(slot)
+                flush.rows.append(reading_row(r, sub.source))
+        if accepted:
+            self.metrics.batch_size.labels(lane).observe(len(accepted))
+            columns = ReadingColumns.from_readings(accepted, slots)  # type: ignore[arg-type]
+            await self.on_batch(accepted, columns)
+            self.metrics.processed.labels(lane).inc(len(accepted))
+        await self._buffer(flush, lane)
+
+    def _slot_for(self, r: Reading, sub: Submission, flush: Flush, now: int) -> int:
+        """The fleet slot of a reading's detector, registering what may be registered; -1 rejects."""
+        fleet = self.fleet
+        slot = fleet.slot(r.device_id)
+        if slot < 0:
+            if self.unknown_devices == "reject":
+                self._reject(flush, sub, r, f"unknown device {r.device_id}; register it first", now)
+                return -1
+            slot = fleet.upsert(r.device_id, r.kind, quarantined=True)
+            flush.new_devices.append((r.device_id, r.kind.name))
+            self.metrics.quarantined.inc()
+        if int(fleet.kind[slot]) != int(r.kind):
+            registered = type(r.kind)(int(fleet.kind[slot])).name
+            self._reject(flush, sub, r, f"device {r.device_id} is registered as {registered}, report says {r.kind.name}", now)
+            return -1
+        if r.component is None:
+            return slot
+        comp = fleet.slot(r.detector_id)
+        if comp < 0:
+            unit = int(fleet.unit[slot])
+            comp = fleet.upsert(
+                r.detector_id, r.kind, unit_id=fleet.units.names[unit] if unit >= 0 else None, parent_id=r.device_id
+            )
+        return comp
+
+    def _reject(self, flush: Flush, sub: Submission, r: Reading, reason: str, now: int) -> None:
+        self.metrics.dead_letters.labels(sub.transport).inc()
+        raw = repr((r.device_id, r.kind.name, r.event.name, r.ts_ms, r.seq, r.metrics)).encode()
+        flush.dead_letters.append(DeadLetter(sub.transport, sub.source, reason, raw, now))
+
+    async def _buffer(self, flush: Flush, lane: Lane) -> None:
+        limit = self.queue_max + (EVT_RESERVE if lane == "evt" else 0)
+        async with self.buffer_changed:
+            if self.buffered + flush.size() > limit and self.buffered > 0:
+                self.metrics.buffer_full.inc()
+                log.warning("write buffer full (%d readings waiting for PostgreSQL); ingest is paused", self.buffered)
+                await self.buffer_changed.wait_for(lambda: self.buffered + flush.size() <= limit or self.buffered == 0)
+            self.buffer.append(flush)
+            self.buffered += flush.size()
+            self.metrics.buffered.set(self.buffered)
+            self.buffer_changed.notify_all()
+
+    async def _write_forever(self) -> None:
+        backoff = 0.2
+        while True:
+            async with self.buffer_changed:
+                await self.buffer_changed.wait_for(lambda: bool(self.buffer))
+                taken: list[Flush] = []
+                size = 0
+                while self.buffer and (not taken or size + self.buffer[0].size() <= WRITE_CHUNK):
+                    taken.append(self.buffer.popleft())
+                    size += taken[-1].size()
+            merged = Flush()
+            for f in taken:
+                merged.rows += f.rows
+                merged.new_devices += f.new_devices
+                merged.dead_letters += f.dead_letters
+            started = time.perf_counter()
+            try:
+                written = await self.store.write(merged.rows, merged.new_devices, merged.dead_letters)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
+                async with self.buffer_changed:
+                    self.buffer.extendleft(reversed(taken))
+                if self.db_up:
+                    log.error("PostgreSQL write failed (%s); %d readings held in memory, retrying", e, self.buffered)
+                    self.db_up = False
+                self.metrics.write_errors.inc()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if not self.db_up:
+                log.info("PostgreSQL writes recovered")
+                self.db_up = True
+            backoff = 0.2
+            self.metrics.write_seconds.observe(time.perf_counter() - started)
+            self.metrics.written.inc(written)
+            self.metrics.duplicates.labels("storage").inc(len(merged.rows) - written)
+            async with self.buffer_changed:
+                self.buffered -= size
+                self.metrics.buffered.set(self.buffered)
+                self.buffer_changed.notify_all()
+            for f in taken:
+                for w in f.waiters:
+                    if not w.done():
+                        w.set_result(None)

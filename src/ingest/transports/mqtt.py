@@ -1,0 +1,212 @@
+"""MQTT uplink: one persistent-session client per priority lane, acknowledging after durable writes.
+
+The `evt` client subscribes to `evt/+/+` only, so an alarm never waits behind telemetry in
+the broker, in the client or in the pipeline. The `tel` client takes `tel/+/+`, gateway
+`batch/+` and command `ack/+/+`, and also publishes downlink commands.
+
+Acknowledgement: paho (under aiomqtt 2.x) would PUBACK on receipt; manual acks are switched on
+and a message is acknowledged when the pipeline's future for it resolves, i.e. once its readings
+or its dead letter are committed. The number of unacknowledged messages the broker sends us is
+bounded by the MQTT 5 Receive Maximum (`mqtt_max_inflight`), which is what bounds memory here:
+aiomqtt's own queue is left unbounded because it would drop, not block, when full. MQTT 3.1.1
+(the embedded broker) has no Receive Maximum: the broker's `max_inflight_messages` applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from devices.kinds import Kind
+from ingest.codecs.errors import DecodeError
+from ingest.codecs.json_report import decode_json_batch
+from ingest.codecs.report import decode_report
+from ingest.metrics import IngestMetrics
+from ingest.pipeline import Clock, Lane, Pipeline, lane_for
+
+log = logging.getLogger(__name__)
+
+CommandAckHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
+SESSION_EXPIRY_S = 7 * 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    tls: bool
+    protocol: str  # "5" or "3.1.1"
+
+    @classmethod
+    def from_url(cls, url: str, protocol: str = "5") -> BrokerConfig:
+        u = urlsplit(url)
+        tls = u.scheme == "mqtts"
+        return cls(
+            host=u.hostname or "127.0.0.1",
+            port=u.port or (8883 if tls else 1883),
+            username=unquote(u.username) if u.username else None,
+            password=unquote(u.password) if u.password else None,
+            tls=tls,
+            protocol=protocol,
+        )
+
+    def client(self, identifier: str, *, persistent: bool, receive_maximum: int) -> aiomqtt.Client:
+        """A client; call inside the running loop. Persistent sessions survive our restarts."""
+        kwargs: dict[str, Any] = {}
+        if self.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.ReceiveMaximum = receive_maximum
+            if persistent:
+                props.SessionExpiryInterval = SESSION_EXPIRY_S
+            kwargs.update(protocol=aiomqtt.ProtocolVersion.V5, properties=props, clean_start=not persistent)
+        else:
+            kwargs.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=not persistent)
+        return aiomqtt.Client(
+            self.host,
+            self.port,
+            identifier=identifier,
+            username=self.username,
+            password=self.password,
+            tls_context=ssl.create_default_context() if self.tls else None,
+            keepalive=30,
+            max_inflight_messages=receive_maximum,
+            **kwargs,
+        )
+
+
+class MqttTransport:
+    """Both uplink lanes plus the downlink publisher, each reconnecting with backoff."""
+
+    def __init__(
+        self,
+        broker: BrokerConfig,
+        *,
+        pipeline: Pipeline,
+        metrics: IngestMetrics,
+        topic_root: str,
+        client_id: str,
+        share_group: str | None = None,
+        max_inflight: int = 1000,
+        on_command_ack: CommandAckHandler | None = None,
+        clock: Clock,
+    ) -> None:
+        self.broker = broker
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.root = topic_root.rstrip("/")
+        self.client_id = client_id
+        self.share = f"$share/{share_group}/" if share_group else ""
+        self.max_inflight = max_inflight
+        self.on_command_ack = on_command_ack
+        self.clock = clock
+        self.connected: dict[str, bool] = {"evt": False, "tel": False}
+        self._publisher: aiomqtt.Client | None = None
+
+    @property
+    def ready(self) -> bool:
+        return all(self.connected.values())
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._lane("evt", ["evt/+/+"]))
+            tg.create_task(self._lane("tel", ["tel/+/+", "batch/+", "ack/+/+"]))
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        if self._publisher is None:
+            raise ConnectionError("MQTT broker not connected")
+        await self._publisher.publish(topic, payload, qos=qos)
+
+    async def _lane(self, name: str, filters: list[str]) -> None:
+        backoff = 0.5
+        while True:
+            client = self.broker.client(f"{self.client_id}-{name}", persistent=True, receive_maximum=self.max_inflight)
+            try:
+                async with client:
+                    client._client.manual_ack_set(True)  # noqa: SLF001 - aiomqtt 2.x exposes no other way
+                    for f in filters:
+                        await client.subscribe(f"{self.share}{self.root}/{f}", qos=1)
+                    self.connected[name] = True
+                    if name == "tel":
+                        self._publisher = client
+                    backoff = 0.5
+                    log.info("MQTT %s lane subscribed on %s:%d", name, self.broker.host, self.broker.port)
+                    async for message in client.messages:
+                        await self._handle(client, message)
+            except aiomqtt.MqttError as e:
+                log.warning("MQTT %s lane disconnected (%s); reconnecting in %.1fs", name, e, backoff)
+            finally:
+                self.connected[name] = False
+                if name == "tel":
+                    self._publisher = None
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+
+    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        topic = str(message.topic)
+        payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
+        source = f"mqtt:{topic}"
+        parts = topic[len(self.root) + 1 :].split("/") if topic.startswith(self.root + "/") else []
+        done: asyncio.Future[None] | None = None
+        try:
+            done = await self._dispatch(parts, payload, source)
+        except DecodeError as e:
+            self.metrics.decode_errors.labels("mqtt", parts[0] if parts else "?").inc()
+            done = await self.pipeline.dead_letter("mqtt", source, e.reason, payload)
+        if message.qos > 0:
+            ack = _acker(client, message.mid, message.qos)
+            if done is None:
+                ack(None)
+            else:
+                done.add_done_callback(ack)
+
+    async def _dispatch(self, parts: list[str], payload: bytes, source: str) -> asyncio.Future[None] | None:
+        now = self.clock()
+        if len(parts) == 3 and parts[0] in ("evt", "tel"):
+            try:
+                kind = Kind.parse(parts[1])
+            except ValueError as e:
+                raise DecodeError(str(e)) from None
+            reading = decode_report(payload, received_ms=now, topic_kind=kind, topic_device=parts[2])
+            lane: Lane = "evt" if parts[0] == "evt" else lane_for([reading])
+            return await self.pipeline.submit([reading], lane=lane, transport="mqtt", source=source)
+        if len(parts) == 2 and parts[0] == "batch":
+            readings, errors = decode_json_batch(payload, received_ms=now)
+            for err in errors:
+                self.metrics.decode_errors.labels("mqtt", "batch").inc()
+                await self.pipeline.dead_letter("mqtt", f"{source}#{err.index}", err.reason, err.raw)
+            if not readings:
+                return None
+            return await self.pipeline.submit(readings, lane=lane_for(readings), transport="mqtt", source=source)
+        if len(parts) == 3 and parts[0] == "ack":
+            if self.on_command_ack is not None:
+                try:
+                    body = json.loads(payload)
+                except (ValueError, UnicodeDecodeError):
+                    raise DecodeError("command answer is not JSON") from None
+                if not isinstance(body, dict) or not isinstance(body.get("cmd_id"), str):
+                    raise DecodeError("command answer needs a string cmd_id")
+                await self.on_command_ack(parts[2], body)
+            return None
+        raise DecodeError(f"topic {source[5:]} is not a Miaoxiang uplink topic")
+
+
+def _acker(client: aiomqtt.Client, mid: int, qos: int) -> Callable[[Any], None]:
+    def ack(_: Any) -> None:
+        try:
+            client._client.ack(mid, qos)  # noqa: SLF001
+        except Exception as e:  # noqa: BLE001 - a lost connection means the broker redelivers
+            log.debug("ack of mid %d not sent: %s", mid, e)
+
+    return ack

@@ -1,0 +1,141 @@
+// Region drill-down (江西省/赣州市/章贡区/...) with four-colour risk badges, and unit detail.
+
+import { get, getAll } from "./api.js";
+import { fill, fmtTime, fmtValue, h } from "./dom.js";
+import { t, term } from "./i18n.js";
+
+const COLOURS = ["red", "orange", "yellow", "green"];
+const UNITS_SHOWN = 300;
+
+let view = { onAlarm: () => {}, onDevice: () => {}, onError: () => {} };
+let region = "";
+let units = [];
+let truncated = false;
+let unit = null; // {unit, devices, alarms}
+
+const byId = (id) => document.querySelector(`[data-testid="${id}"]`);
+const colourOf = (u) => (COLOURS.includes(u.risk_colour) ? u.risk_colour : "none");
+const within = (path, prefix) => prefix === "" || path === prefix || path.startsWith(`${prefix}/`);
+
+export function initUnits(options) {
+  view = { ...view, ...options };
+}
+
+/** A four-colour risk badge (grey when the unit is not rated); the word is there, not only the colour. */
+export function riskBadge(colour) {
+  const c = COLOURS.includes(colour) ? colour : "none";
+  return h("span", { class: `badge risk risk-${c}`, testid: "risk-badge", "data-colour": c }, term("risk", c));
+}
+
+/** Show the units under `path` (a region prefix; "" for all). */
+export async function openRegion(path) {
+  const page = await getAll("units", { region: path || undefined });
+  region = path;
+  units = page.items.filter((u) => within(u.region ?? "", path));
+  truncated = page.truncated;
+  unit = null;
+  render();
+}
+
+async function openUnit(unitId) {
+  const [detail, devices, alarms] = await Promise.all([
+    get(`units/${encodeURIComponent(unitId)}`),
+    get("devices", { unit_id: unitId, limit: 200 }),
+    get("alarms", { unit_id: unitId, limit: 50 }),
+  ]);
+  unit = { unit: detail, devices: devices.items, alarms: alarms.items };
+  render();
+  byId("unit-detail").querySelector("h2")?.focus();
+}
+
+/** The next path segment below `region` of each unit, with its units' colour counts. */
+function subregions() {
+  const depth = region === "" ? 0 : region.split("/").length;
+  const groups = new Map();
+  for (const u of units) {
+    const parts = (u.region ?? "").split("/").filter(Boolean);
+    if (parts.length <= depth) continue;
+    const path = parts.slice(0, depth + 1).join("/");
+    const g = groups.get(path) ?? { path, name: parts[depth], total: 0, red: 0, orange: 0, yellow: 0, green: 0, none: 0 };
+    g.total += 1;
+    g[colourOf(u)] += 1;
+    groups.set(path, g);
+  }
+  return [...groups.values()].sort((a, b) => a.path.localeCompare(b.path, "zh-CN"));
+}
+
+function breadcrumb() {
+  const parts = region.split("/").filter(Boolean);
+  const crumbs = [h("li", {}, h("button", { type: "button", class: "link", onclick: () => go("") }, t("units.root")))];
+  parts.forEach((name, i) => {
+    const path = parts.slice(0, i + 1).join("/");
+    crumbs.push(h("li", {}, i === parts.length - 1
+      ? h("span", { "aria-current": "page" }, name)
+      : h("button", { type: "button", class: "link", onclick: () => go(path) }, name)));
+  });
+  return h("nav", { "aria-label": t("units.heading") }, h("ol", { class: "crumbs", testid: "region-crumbs" }, crumbs));
+}
+
+function go(path) {
+  openRegion(path).catch(view.onError);
+}
+
+function regionCard(g) {
+  const worst = COLOURS.find((c) => g[c] > 0) ?? "none";
+  return h("li", {},
+    h("button", { type: "button", class: `region-card risk-edge-${worst}`, testid: "region-card", "data-region": g.path, onclick: () => go(g.path) },
+      h("strong", {}, g.name),
+      h("span", { class: "muted" }, t("units.count", { n: g.total })),
+      h("span", { class: "colour-counts" }, [...COLOURS, "none"].filter((c) => g[c] > 0)
+        .map((c) => h("span", { class: `badge risk risk-${c}` }, `${term("risk", c)} ${g[c]}`)))));
+}
+
+function unitsTable() {
+  const rank = (u) => [...COLOURS, "none"].indexOf(colourOf(u));
+  const rows = [...units].sort((a, b) => rank(a) - rank(b) || a.name.localeCompare(b.name, "zh-CN")).slice(0, UNITS_SHOWN);
+  if (rows.length === 0) return h("p", { class: "muted" }, t("units.empty"));
+  return h("table", { class: "grid-table" },
+    h("thead", {}, h("tr", {}, ["units.risk", "units.name", "alarm.region", "units.address", "units.industry"]
+      .map((k) => h("th", { scope: "col" }, t(k))))),
+    h("tbody", {}, rows.map((u) => h("tr", { testid: "unit-row", "data-unit-id": u.unit_id },
+      h("td", {}, riskBadge(u.risk_colour)),
+      h("td", {}, h("button", { type: "button", class: "link", onclick: () => openUnit(u.unit_id).catch(view.onError) }, u.name)),
+      h("td", { class: "muted" }, u.region || "—"),
+      h("td", {}, u.address || "—"),
+      h("td", {}, u.industry ?? "—")))));
+}
+
+function unitDetail() {
+  const { unit: u, devices, alarms } = unit;
+  const contacts = (u.contacts ?? []).map((c) => h("div", {}, typeof c === "object" ? Object.values(c).join(" · ") : String(c)));
+  return [
+    h("div", { class: "pane-head" },
+      h("h2", { tabindex: "-1" }, u.name, " ", riskBadge(u.risk_colour)),
+      h("button", { type: "button", class: "icon", "aria-label": t("app.close"), onclick: () => { unit = null; render(); } }, "×")),
+    h("dl", { class: "facts" },
+      [["units.address", u.address || "—"], ["alarm.region", u.region || "—"], ["units.industry", u.industry ?? "—"],
+        ["units.contacts", contacts.length ? contacts : "—"]].map(([k, v]) => [h("dt", {}, t(k)), h("dd", {}, v)])),
+    h("h3", {}, t("units.devices")),
+    devices.length === 0 ? h("p", { class: "muted" }, t("devices.empty")) : h("ul", { class: "chips" }, devices.map((d) =>
+      h("li", {}, h("button", { type: "button", class: `chip devstatus-${d.status ?? "unknown"}`, onclick: () => view.onDevice(d.device_id) },
+        `${d.device_id} · ${term("kind", d.kind)} · ${term("devstatus", d.status ?? "unknown")}`)))),
+    h("h3", {}, t("units.alarms")),
+    alarms.length === 0 ? h("p", { class: "muted" }, t("board.empty")) : h("ul", { class: "plain" }, alarms.map((a) =>
+      h("li", {}, h("button", { type: "button", class: "link", onclick: () => view.onAlarm(a.alarm_id) },
+        `${fmtTime(a.last_seen)} · ${term("type", a.type)} · ${term("status", a.status)} · ×${fmtValue(a.count)}`)))),
+  ];
+}
+
+/** Redraw (after a language switch, too). */
+export function render() {
+  const groups = subregions();
+  fill(byId("units-body"),
+    breadcrumb(),
+    groups.length > 0 && [h("h3", {}, t("units.subregions")), h("ul", { class: "region-cards" }, groups.map(regionCard))],
+    h("h3", {}, t("units.units"), " ", h("span", { class: "muted" }, t("units.count", { n: units.length }))),
+    truncated && h("p", { class: "muted" }, t("units.truncated", { n: units.length })),
+    unitsTable());
+  const pane = byId("unit-detail");
+  pane.hidden = unit === null;
+  fill(pane, unit && unitDetail());
+}

@@ -1,0 +1,103 @@
+"""Service settings from `MIAOXIANG_*` environment variables or a TOML file (CONTRACT §7)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "MIAOXIANG_"
+DEFAULT_MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; the message is one plain sentence naming it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    database_url: str | None = Field(None, description="PostgreSQL URL; unset means an embedded pgserver in data_dir")
+    mqtt_url: str | None = Field(None, description="mqtt://user:pass@host:1883 or mqtts://; unset means an embedded broker")
+    tenant: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    topic_prefix: str = Field("mx/v1", description="Root of every topic; tests set a private one")
+    mqtt_client_id: str = Field("miaoxiang", description="Base of the persistent session ids (`-evt`, `-tel` appended)")
+    mqtt_share_group: str | None = Field(None, description="Subscribe through $share/<group>/ so several workers split the load")
+    mqtt_max_inflight: int = Field(1000, ge=10, le=65535)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    gb26875_enabled: bool = Field(True, description="Run the GB/T 26875.3 TCP listener")
+    gb26875_port: int = Field(9026, ge=0, le=65535, description="0 picks a free port (tests)")
+    gb26875_host: str = "0.0.0.0"
+    device_tz: str = "Asia/Shanghai"
+    admin_token: SecretStr | None = None
+    data_dir: Path = Path(".miaoxiang")
+    migrations_dir: Path = DEFAULT_MIGRATIONS_DIR
+    profiles_dir: Path | None = Field(None, description="Extra device profiles (*.json) an operator adds without a release")
+    unknown_devices: Literal["quarantine", "reject"] = "quarantine"
+    readings_retention_days: int = Field(400, ge=1)
+    batch_max: int = Field(5000, ge=1)
+    batch_ms: int = Field(20, ge=1)
+    queue_max: int = Field(200_000, ge=100, description="Readings held in memory while PostgreSQL is slow or down")
+    dedupe_window_s: int = Field(600, ge=1)
+    push_max_bytes: int = Field(1_048_576, ge=1024)
+    sweep_interval_s: float = Field(5.0, gt=0, le=10)
+    checkpoint_interval_s: float = Field(30.0, gt=0)
+    command_timeout_s: float = Field(60.0, gt=0)
+    cors_origins: list[str] = Field(default_factory=list)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _pg_scheme(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql://")
+        return v
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_scheme(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("mqtt://", "mqtts://")):
+            raise ValueError("must start with mqtt:// or mqtts://")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit arguments (the TOML file) lose to the environment, as operators expect.
+        return env_settings, init_settings
+
+    def topic(self, *parts: str) -> str:
+        return "/".join((self.topic_prefix, self.tenant, *parts))
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings, turning every validation problem into one `SettingsError` sentence."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            values = tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SettingsError(f"Config file {config_file} does not exist.") from None
+        except tomllib.TOMLDecodeError as e:
+            raise SettingsError(f"Config file {config_file} is not valid TOML: {e}.") from None
+        values = values.get("miaoxiang", values)
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        shown = "<secret>" if "token" in name or "url" in name else repr(err.get("input"))
+        raise SettingsError(
+            f"Setting {ENV_PREFIX}{name.upper()} (or `{name}` in the config file) is invalid: {err['msg']} (got {shown})."
+        ) from None

@@ -1,0 +1,227 @@
+"""Escalation on an injected clock, delivered to a real local webhook receiver (uvicorn on
+127.0.0.1), every attempt recorded in notification_attempts, failures retried."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from alerting.lifecycle import AlarmLifecycle
+from alerting.metrics import AlarmMetrics
+from alerting.model import AlarmType, Decision, Response, Severity
+from alerting.notify import Notifier
+from alerting.stream import AlarmHub, db_replay
+from devices.fleet import Fleet
+from devices.kinds import Kind
+from miaoxiang.embedded import free_port
+from miaoxiang.migrate import migrate
+from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR
+from tests.service import wait_for
+
+pytestmark = pytest.mark.integration
+T0 = 1_795_341_600_000
+REGION = "江西省/赣州市/章贡区/南外街道"
+
+
+class Clock:
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class Receiver:
+    """A webhook endpoint: /ok/* answers 200, /flaky/* 503 on the first call then 200,
+    /broken/* 500, /gone/* 404, /held/* waits until `release` is set."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.failed_once: set[str] = set()
+        self.release = asyncio.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        path = scope["path"]
+        self.calls.append((path, json.loads(body)))
+        status = 200
+        if path.startswith("/flaky") and path not in self.failed_once:
+            self.failed_once.add(path)
+            status = 503
+        elif path.startswith("/broken"):
+            status = 500
+        elif path.startswith("/gone"):
+            status = 404
+        elif path.startswith("/held"):
+            await self.release.wait()
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
+    app = Receiver()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    async with asyncio.timeout(10):
+        while not server.started:
+            await asyncio.sleep(0.01)
+    yield app, f"http://127.0.0.1:{port}"
+    app.release.set()
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await asyncpg.create_pool(database_url, min_size=1, max_size=6)
+    async with p.acquire() as conn:
+        await migrate(conn, DEFAULT_MIGRATIONS_DIR)
+    yield p
+    await p.close()
+
+
+@contextlib.asynccontextmanager
+async def escalating(pool: asyncpg.Pool, clock: Clock) -> AsyncIterator[AlarmLifecycle]:
+    """A lifecycle whose notifier worker runs for the duration."""
+    fleet = Fleet()
+    fleet.set_unit("U1", region=REGION)
+    fleet.upsert("D1", Kind.smoke, unit_id="U1")
+    fleet.upsert("E1", Kind.electrical, unit_id="U1")
+    metrics = AlarmMetrics(CollectorRegistry())
+    notifier = Notifier(pool, clock, attempts=3, backoff_s=0.02, metrics=metrics)
+    lifecycle = AlarmLifecycle(pool, AlarmHub(db_replay(pool)), fleet, clock, notifier=notifier, metrics=metrics)
+    worker = asyncio.create_task(notifier.run())
+    try:
+        yield lifecycle
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+
+
+async def add_contacts(pool: asyncpg.Pool, rows: list[tuple[str, int, str, str]]) -> None:
+    await pool.executemany("INSERT INTO region_contacts (region, level, name, webhook) VALUES ($1, $2, $3, $4)", rows)
+
+
+def decision(ts: int, device: str, type: AlarmType, response: Response, rule: str) -> Decision:
+    return Decision("raise", f"device:{device}", type, Severity.major, response, rule, ts, [device], None,
+                    [{"device_id": device, "ts_ms": ts}])
+
+
+async def level(pool: asyncpg.Pool) -> int:
+    return await pool.fetchval("SELECT escalation_level FROM alarms")
+
+
+async def attempts(pool: asyncpg.Pool) -> list[tuple[int, str, int, bool]]:
+    rows = await pool.fetch("SELECT level, target, attempt, ok FROM notification_attempts ORDER BY level, target, attempt")
+    return [(r["level"], r["target"], r["attempt"], r["ok"]) for r in rows]
+
+
+async def test_immediate_alarm_climbs_a_level_a_minute_and_notifies_matching_contacts(
+    pool: asyncpg.Pool, receiver: tuple[Receiver, str]
+) -> None:
+    rx, url = receiver
+    await add_contacts(pool, [
+        ("江西省", 0, "unit-desk", f"{url}/ok/unit"),
+        ("江西省/赣州市", 1, "grid", f"{url}/flaky/grid"),
+        ("江西省", 1, "gone", f"{url}/gone/1"),
+        ("江西省/赣州市/章贡区", 2, "station", f"{url}/ok/station"),
+        ("江西省", 2, "broken", f"{url}/broken/2"),
+        ("", 3, "119", f"{url}/ok/dispatch"),
+        ("浙江省", 0, "elsewhere", f"{url}/ok/elsewhere"),
+        ("江西省/南昌市", 1, "other-city", f"{url}/ok/other-city"),
+    ])
+    clock = Clock(T0)
+    async with escalating(pool, clock) as lc:
+        await lc.handle([decision(T0, "D1", AlarmType.smoke, Response.immediate, "smoke_temp_57c")])
+        for now, expected in ((59_999, 0), (60_000, 1), (119_999, 1), (120_000, 2), (180_000, 3), (600_000, 3)):
+            clock.now = T0 + now
+            await lc.tick(clock.now)
+            assert await level(pool) == expected
+        await wait_for(lambda: len(rx.calls) >= 9)
+        await wait_for(lambda: _count(pool, 9))
+    assert await attempts(pool) == [
+        (0, f"{url}/ok/unit", 1, True),
+        (1, f"{url}/flaky/grid", 1, False), (1, f"{url}/flaky/grid", 2, True),  # 503, retried
+        (1, f"{url}/gone/1", 1, False),  # 404: not retried
+        (2, f"{url}/broken/2", 1, False), (2, f"{url}/broken/2", 2, False), (2, f"{url}/broken/2", 3, False),
+        (2, f"{url}/ok/station", 1, True),
+        (3, f"{url}/ok/dispatch", 1, True),
+    ]
+    assert not any("elsewhere" in p or "other-city" in p for p, _ in rx.calls)
+    path, body = next(c for c in rx.calls if c[0] == "/ok/dispatch")
+    assert (body["level"], body["level_name"], body["contact"]) == (3, "fire_brigade_dispatch", "119")
+    assert body["alarm"]["escalation_level"] == 3 and body["alarm"]["region"] == REGION
+    timeline = await pool.fetch("SELECT action, detail FROM alarm_events ORDER BY event_id")
+    assert [(e["action"], json.loads(e["detail"]).get("to")) for e in timeline] == [
+        ("raised", None), ("escalated", "grid_worker"), ("escalated", "micro_fire_station"),
+        ("escalated", "fire_brigade_dispatch")]
+
+
+async def _count(pool: asyncpg.Pool, n: int) -> bool:
+    return await pool.fetchval("SELECT count(*) FROM notification_attempts") >= n
+
+
+async def test_verify_alarm_climbs_every_five_minutes_until_acknowledged(
+    pool: asyncpg.Pool, receiver: tuple[Receiver, str]
+) -> None:
+    rx, url = receiver
+    await add_contacts(pool, [("江西省", lvl, f"c{lvl}", f"{url}/ok/{lvl}") for lvl in range(4)])
+    clock = Clock(T0)
+    async with escalating(pool, clock) as lc:
+        await lc.handle([decision(T0, "E1", AlarmType.residual_current, Response.verify, "residual_current_300ma")])
+        for now, expected in ((60_000, 0), (299_999, 0), (300_000, 1), (599_999, 1), (600_000, 2)):
+            clock.now = T0 + now
+            await lc.tick(clock.now)
+            assert await level(pool) == expected
+        await lc.acknowledge(await pool.fetchval("SELECT alarm_id FROM alarms"), "op")
+        clock.now = T0 + 3_600_000
+        await lc.tick(clock.now)
+        assert await level(pool) == 2
+        await wait_for(lambda: _count(pool, 3))
+    assert sorted(p for p, _ in rx.calls) == ["/ok/0", "/ok/1", "/ok/2"]
+
+
+async def test_response_none_never_notifies_or_escalates(pool: asyncpg.Pool, receiver: tuple[Receiver, str]) -> None:
+    rx, url = receiver
+    await add_contacts(pool, [("", lvl, f"c{lvl}", f"{url}/ok/{lvl}") for lvl in range(4)])
+    clock = Clock(T0)
+    async with escalating(pool, clock) as lc:
+        await lc.handle([decision(T0, "D1", AlarmType.smoke, Response.none, "test_event")])
+        clock.now = T0 + 36_000_000
+        await lc.tick(clock.now)
+        await asyncio.sleep(0.1)
+    assert await level(pool) == 0 and rx.calls == [] and await attempts(pool) == []
+
+
+async def test_slow_webhook_does_not_hold_up_the_tick(pool: asyncpg.Pool, receiver: tuple[Receiver, str]) -> None:
+    rx, url = receiver
+    await add_contacts(pool, [("江西省", 1, "held", f"{url}/held/1"), ("江西省", 2, "ok", f"{url}/ok/2")])
+    clock = Clock(T0)
+    async with escalating(pool, clock) as lc:
+        await lc.handle([decision(T0, "D1", AlarmType.smoke, Response.immediate, "multi_detector_120s")])
+        clock.now = T0 + 60_000
+        await lc.tick(clock.now)
+        await wait_for(lambda: any(p == "/held/1" for p, _ in rx.calls))  # the level-1 call hangs ...
+        clock.now = T0 + 120_000
+        await lc.tick(clock.now)  # ... and the next level still goes out
+        await wait_for(lambda: _count(pool, 1))
+        assert await attempts(pool) == [(2, f"{url}/ok/2", 1, True)]
+        rx.release.set()
+        await wait_for(lambda: _count(pool, 2))
+    assert await attempts(pool) == [(1, f"{url}/held/1", 1, True), (2, f"{url}/ok/2", 1, True)]

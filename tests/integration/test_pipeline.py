@@ -1,0 +1,158 @@
+"""The ingest pipeline against real PostgreSQL (no broker: transports are tested elsewhere)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from prometheus_client import CollectorRegistry
+
+from devices.batch import ReadingColumns
+from devices.fleet import Fleet
+from devices.kinds import Event, Kind
+from devices.reading import Reading
+from ingest.metrics import IngestMetrics
+from ingest.pipeline import Pipeline
+from ingest.storage import ReadingStore
+from miaoxiang.migrate import migrate
+from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR
+
+pytestmark = pytest.mark.integration
+T0 = 1_795_341_600_000
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    async with p.acquire() as conn:
+        await migrate(conn, DEFAULT_MIGRATIONS_DIR)
+    yield p
+    await p.close()
+
+
+class Recorder:
+    """The batch handler: records what alerting would have seen, in order."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[list[Reading], ReadingColumns]] = []
+
+    async def __call__(self, readings: list[Reading], columns: ReadingColumns) -> None:
+        self.batches.append((readings, columns))
+
+
+def reading(device: str, seq: int | None, event: Event = Event.heartbeat, kind: Kind = Kind.smoke, ts: int = T0) -> Reading:
+    return Reading(device, kind, event, ts + (seq or 0), ts, seq, {"battery_pct": 90.0})
+
+
+async def run_pipeline(pipeline: Pipeline) -> asyncio.Task[None]:
+    return asyncio.create_task(pipeline.run())
+
+
+def make(pool: asyncpg.Pool, **kw: object) -> tuple[Pipeline, Recorder, Fleet]:
+    rec = Recorder()
+    fleet = Fleet()
+    p = Pipeline(fleet=fleet, store=ReadingStore(pool), on_batch=rec, metrics=IngestMetrics(CollectorRegistry()),
+                 batch_ms=5, clock=lambda: T0, **kw)  # type: ignore[arg-type]
+    return p, rec, fleet
+
+
+async def test_duplicates_are_dropped_and_acks_wait_for_the_commit(pool: asyncpg.Pool) -> None:
+    p, rec, fleet = make(pool)
+    task = await run_pipeline(p)
+    try:
+        futs = [await p.submit([reading("dev1", s)], lane="tel", transport="mqtt", source="t") for s in (1, 2, 2, 3)]
+        futs.append(await p.submit([reading("dev1", 1)], lane="evt", transport="mqtt", source="t"))
+        await asyncio.wait_for(asyncio.gather(*futs), 10)
+        rows = await pool.fetch("SELECT seq FROM readings ORDER BY seq")
+        assert [r["seq"] for r in rows] == [1, 2, 3]
+        seen = [r.seq for batch, _ in rec.batches for r in batch]
+        assert sorted(seen) == [1, 2, 3]
+        assert await pool.fetchval("SELECT quarantined FROM devices WHERE device_id = 'dev1'") is True
+        assert fleet.slot("dev1") >= 0
+    finally:
+        task.cancel()
+
+
+async def test_database_dedupes_what_memory_forgot(pool: asyncpg.Pool) -> None:
+    # A restart empties the in-memory window; the unique index must still refuse the replay.
+    for _ in range(2):
+        p, _, _ = make(pool)
+        task = await run_pipeline(p)
+        fut = await p.submit([reading("dev2", 7), reading("dev2", None)], lane="tel", transport="mqtt", source="t")
+        await asyncio.wait_for(fut, 10)
+        task.cancel()
+    assert await pool.fetchval("SELECT count(*) FROM readings WHERE device_id = 'dev2'") == 2
+
+
+async def test_unknown_devices_rejected_by_setting_and_kind_mismatch_dead_lettered(pool: asyncpg.Pool) -> None:
+    p, rec, fleet = make(pool, unknown_devices="reject")
+    fleet.upsert("gas1", Kind.gas)
+    task = await run_pipeline(p)
+    try:
+        fut = await p.submit(
+            [reading("stranger", 1), reading("gas1", 1, kind=Kind.smoke), reading("gas1", 2, kind=Kind.gas)],
+            lane="tel", transport="http:generic", source="push:x",
+        )
+        await asyncio.wait_for(fut, 10)
+        reasons = sorted(r["reason"] for r in await pool.fetch("SELECT reason FROM dead_letters"))
+        assert reasons == [
+            "device gas1 is registered as gas, report says smoke",
+            "unknown device stranger; register it first",
+        ]
+        assert [r["device_id"] for r in await pool.fetch("SELECT device_id FROM readings")] == ["gas1"]
+    finally:
+        task.cancel()
+
+
+async def test_evt_lane_is_not_delayed_by_a_telemetry_backlog(pool: asyncpg.Pool) -> None:
+    p, rec, _ = make(pool, batch_max=500)
+    slow_handler_calls: list[str] = []
+    original = rec.__call__
+
+    async def handler(readings: list[Reading], columns: ReadingColumns) -> None:
+        slow_handler_calls.append("evt" if readings[0].event == Event.alarm else "tel")
+        await original(readings, columns)
+
+    p.on_batch = handler
+    for i in range(20):  # 20 tel batches are queued before the alarm
+        await p.submit([reading(f"t{i}-{j}", j) for j in range(500)], lane="tel", transport="mqtt", source="t")
+    await p.submit([reading("fire", 1, Event.alarm)], lane="evt", transport="mqtt", source="t")
+    task = await run_pipeline(p)
+    try:
+        async with asyncio.timeout(20):
+            while "evt" not in slow_handler_calls:
+                await asyncio.sleep(0.01)
+        assert slow_handler_calls.index("evt") <= 1
+    finally:
+        task.cancel()
+
+
+async def test_uitd_components_become_detectors_of_their_device(pool: asyncpg.Pool) -> None:
+    p, rec, fleet = make(pool)
+    fleet.upsert("uitd-42", Kind.uitd, unit_id="unit-a")
+    task = await run_pipeline(p)
+    try:
+        r = Reading("uitd-42", Kind.uitd, Event.alarm, T0, T0, 9, {}, component="1:1:17")
+        await asyncio.wait_for(await p.submit([r], lane="evt", transport="tcp", source="t"), 10)
+        slot = fleet.slot("uitd-42:1:1:17")
+        assert slot >= 0 and int(fleet.parent[slot]) == fleet.slot("uitd-42")
+        assert fleet.units.names[int(fleet.unit[slot])] == "unit-a"
+        assert int(rec.batches[0][1].slot[0]) == slot
+        assert await pool.fetchval("SELECT component FROM readings") == "1:1:17"
+    finally:
+        task.cancel()
+
+
+async def test_unnumbered_reports_at_other_times_are_not_duplicates(pool: asyncpg.Pool) -> None:
+    # Panels and gateways send no seq: an identical heartbeat 30 s later is a new report.
+    p, rec, _ = make(pool)
+    task = await run_pipeline(p)
+    try:
+        same = [Reading("uitd-7", Kind.uitd, Event.heartbeat, T0 + k * 30_000, T0, None, {}) for k in (0, 1, 1)]
+        await asyncio.wait_for(await p.submit(same, lane="tel", transport="tcp", source="t"), 10)
+        assert await pool.fetchval("SELECT count(*) FROM readings WHERE device_id = 'uitd-7'") == 2
+        assert sum(len(b) for b, _ in rec.batches) == 2
+    finally:
+        task.cancel()

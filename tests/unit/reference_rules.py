@@ -1,0 +1,395 @@
+"""A plain scalar reference of the correlation rules (CONTRACT §8), for property tests.
+
+Same rules as `alerting.core`, written the obvious way: Python loops over readings in order,
+dicts for per-detector state, pairwise comparisons for the unit windows. It shares nothing with
+the core but the vocabulary (enums, rule names, defaults tables) and `RuleConfig`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from alerting.config import RuleConfig
+from alerting.core.rules import DEFAULTS, KIND_ALARMS
+from alerting.model import AlarmType, Decision, Response, Severity
+from devices.batch import ReadingColumns
+from devices.fleet import FLAPPING, LOW_BATTERY, MAINTENANCE, Fleet
+from devices.kinds import Event, Kind
+from devices.reading import Reading
+
+A = AlarmType
+FIRE = {A.smoke, A.gas_leak, A.panel_fire}
+ELECTRICAL = set(KIND_ALARMS[Kind.electrical])
+HEALTH = {A.device_fault, A.panel_fault, A.tamper, A.low_battery}
+VALUE_EVENTS = {Event.heartbeat, Event.report, Event.alarm, Event.test}
+
+
+@dataclass
+class Hit:
+    row: int
+    type: AlarmType
+    severity: Severity
+    response: Response
+    rule: str
+
+
+@dataclass
+class Remembered:
+    slot: int
+    unit: int
+    ts: int
+    classes: set[str]
+    seen: int
+    index: int  # order of remembrance (ties of equal times go to the later one)
+
+
+@dataclass
+class ReferenceCorrelator:
+    config: RuleConfig = field(default_factory=RuleConfig)
+    started: dict[int, int] = field(default_factory=dict)  # open episode start per slot
+    cycles: dict[int, list[int]] = field(default_factory=dict)  # completed cycle times, newest first
+    last_mute: dict[int, int] = field(default_factory=dict)  # device time of the latest mute event per slot
+    log: list[Remembered] = field(default_factory=list)
+    offline_mode: dict[int, str] = field(default_factory=dict)  # "own" | "outage"
+    outage_cell: dict[int, int] = field(default_factory=dict)
+    outage_members: dict[int, int] = field(default_factory=dict)
+    counter: int = 0
+
+    # --- helpers --------------------------------------------------------------------------
+    def th(self, fleet: Fleet, slot: int, name: str) -> float:
+        v = float(fleet.thresholds[name][slot])
+        return getattr(self.config, name) if math.isnan(v) else v
+
+    def rise(self, b: ReadingColumns, fleet: Fleet, row: int, name: str) -> float:
+        slot, t = int(b.slot[row]), int(b.ts_ms[row])
+        target = t - int(self.config.rise_min_span_s * 1000)
+        best: tuple[int, int] | None = None
+        for i in range(len(b)):
+            v = float(b.values[name][i])
+            if int(b.slot[i]) == slot and not math.isnan(v) and int(b.ts_ms[i]) <= target:
+                if best is None or (int(b.ts_ms[i]), i) > best:
+                    best = (int(b.ts_ms[i]), i)
+        prev: tuple[int, float] | None = None if best is None else (best[0], float(b.values[name][best[1]]))
+        fv, fts = float(fleet.values[name][slot]), int(fleet.value_ts_ms[name][slot])
+        if not math.isnan(fv) and fts <= target and (prev is None or fts > prev[0]):
+            prev = (fts, fv)
+        if prev is None:
+            return math.nan
+        return (float(b.values[name][row]) - prev[1]) * 60000.0 / (t - prev[0])
+
+    # --- single readings ------------------------------------------------------------------
+    def alarm_hits(self, b: ReadingColumns, fleet: Fleet, i: int) -> list[Hit]:
+        kind, ev = Kind(int(b.kind[i])), Event(int(b.event[i]))
+        if ev not in VALUE_EVENTS:
+            return []
+        slot = int(b.slot[i])
+        alarmish = ev in (Event.alarm, Event.test)
+        val = {k: float(v[i]) for k, v in b.values.items()}
+        hits: list[Hit] = []
+        if kind == Kind.smoke:
+            heat = val["temperature_c"] >= self.th(fleet, slot, "smoke_temp_c")
+            if alarmish or heat:
+                rising = False
+                if alarmish and not heat and not math.isnan(val["temperature_c"]):
+                    rising = self.rise(b, fleet, i, "temperature_c") >= self.th(fleet, slot, "smoke_rise_c_per_min")
+                if alarmish and heat:
+                    rule = "smoke.heat"
+                elif alarmish and rising:
+                    rule = "smoke.rise"
+                elif alarmish:
+                    rule = "smoke.single"
+                else:
+                    rule = "smoke.heat_only"
+                immediate = alarmish and (heat or rising)
+                hits.append(Hit(i, A.smoke, Severity.major, Response.immediate if immediate else Response.verify, rule))
+        elif kind == Kind.gas:
+            lel = val["gas_lel_pct"]
+            if lel >= self.th(fleet, slot, "gas_lel_critical_pct"):
+                hits.append(Hit(i, A.gas_leak, Severity.critical, Response.immediate, "gas.lel_critical"))
+            elif lel >= self.th(fleet, slot, "gas_lel_pct"):
+                hits.append(Hit(i, A.gas_leak, Severity.major, Response.verify, "gas.lel_major"))
+            elif alarmish:
+                hits.append(Hit(i, A.gas_leak, Severity.major, Response.verify, "gas.alarm"))
+        elif kind == Kind.electrical:
+            spec = [(A.residual_current, "residual_current_ma", "residual_current_ma", "electrical.residual_current"),
+                    (A.cable_overheat, "cable_temp_c", "cable_temp_c", "electrical.cable_temp"),
+                    (A.arc_fault, "arc_faults", "arc_faults", "electrical.arc"),
+                    (A.overvoltage, "voltage_v", "voltage_v_max", "electrical.overvoltage")]
+            limits = [self.th(fleet, slot, t) for _, _, t, _ in spec]
+            over = [val[col] >= lim for (_, col, _, _), lim in zip(spec, limits)]
+            rules = [r for _, _, _, r in spec]
+            if not over[1] and not math.isnan(val["cable_temp_c"]):
+                if self.rise(b, fleet, i, "cable_temp_c") >= self.th(fleet, slot, "cable_rise_c_per_min"):
+                    over[1], rules[1] = True, "electrical.cable_rise"
+            if alarmish and not any(over):
+                ratios = [-math.inf if math.isnan(val[col] / lim) else val[col] / lim
+                          for (_, col, _, _), lim in zip(spec, limits)]
+                k = max(range(4), key=lambda j: ratios[j])
+                over[k], rules[k] = True, "electrical.alarm"
+            for (type_, _, _, _), fired, rule in zip(spec, over, rules):
+                if fired:
+                    hits.append(Hit(i, type_, *DEFAULTS[type_], rule))
+        elif kind == Kind.water:
+            if val["pressure_mpa"] < self.th(fleet, slot, "pressure_mpa_min"):
+                hits.append(Hit(i, A.water_pressure_low, *DEFAULTS[A.water_pressure_low], "water.pressure_low"))
+            elif alarmish:
+                hits.append(Hit(i, A.water_pressure_low, *DEFAULTS[A.water_pressure_low], "water.alarm"))
+        elif kind == Kind.uitd and alarmish:
+            hits.append(Hit(i, A.panel_fire, *DEFAULTS[A.panel_fire], "panel.fire"))
+        return hits
+
+    def muted_by_event(self, b: ReadingColumns, i: int) -> bool:
+        slot, t = int(b.slot[i]), int(b.ts_ms[i])
+        mutes = [int(b.ts_ms[j]) for j in range(len(b)) if int(b.slot[j]) == slot and int(b.event[j]) == Event.mute]
+        mutes.append(self.last_mute.get(slot, t + 1))
+        before = [m for m in mutes if m <= t]
+        return bool(before) and t - max(before) < self.config.mute_s * 1000
+
+    def suppression(self, b: ReadingColumns, fleet: Fleet, i: int, health: bool) -> str | None:
+        slot = int(b.slot[i])
+        unit = int(fleet.unit[slot])
+        maintenance = bool(int(fleet.flags[slot]) & MAINTENANCE) or (unit >= 0 and bool(fleet.unit_maintenance[unit]))
+        if health:
+            return "suppressed.maintenance" if maintenance else None
+        if int(b.event[i]) == Event.test:
+            return "suppressed.test"
+        if maintenance:
+            return "suppressed.maintenance"
+        if int(fleet.mute_until_ms[slot]) > int(b.ts_ms[i]) or self.muted_by_event(b, i):
+            return "suppressed.muted"
+        return None
+
+    # --- a batch --------------------------------------------------------------------------
+    def evaluate(self, b: ReadingColumns, fleet: Fleet, now_ms: int) -> list[Decision]:
+        cfg = self.config
+        rows = [i for i in range(len(b)) if 0 <= int(b.slot[i]) < fleet.size]
+        ids = fleet.device_ids
+
+        def unit_name(slot: int) -> str | None:
+            u = int(fleet.unit[slot])
+            return fleet.units.names[u] if u >= 0 else None
+
+        raises: list[Hit] = []
+        raised_rows: set[int] = set()
+        for i in rows:
+            for h in self.alarm_hits(b, fleet, i):
+                why = self.suppression(b, fleet, i, health=False)
+                if why:
+                    h.response, h.rule = Response.none, why
+                else:
+                    raised_rows.add(i)
+                raises.append(h)
+        for i in rows:
+            if int(b.event[i]) == Event.mute:
+                s = int(b.slot[i])
+                self.last_mute[s] = max(self.last_mute.get(s, int(b.ts_ms[i])), int(b.ts_ms[i]))
+
+        # episodes, in device-time order per detector
+        transient: dict[int, bool] = {}
+        flapping_rows: set[int] = set()
+        flagged = {s: bool(int(fleet.flags[s]) & FLAPPING) for s in range(fleet.size)}
+        history = cfg.flapping_cycles - 1
+        newly: set[int] = set()
+        seq = sorted((i for i in rows if i in raised_rows or int(b.event[i]) == Event.alarm_clear),
+                     key=lambda i: (int(b.slot[i]), int(b.ts_ms[i]), i))
+        for i in seq:
+            s, t = int(b.slot[i]), int(b.ts_ms[i])
+            if i in raised_rows:
+                self.started.setdefault(s, t)
+                if flagged[s]:
+                    flapping_rows.add(i)
+                continue
+            start = self.started.pop(s, None)
+            transient[i] = start is not None and 0 <= t - start <= cfg.transient_s * 1000
+            if start is not None:
+                past = self.cycles.get(s, [])
+                if len(past) >= history and t - past[history - 1] <= cfg.flapping_window_s * 1000:
+                    flagged[s] = True
+                    newly.add(s)
+                self.cycles[s] = ([t] + past)[:history]
+        for s in sorted(newly):
+            fleet.flags[s] |= FLAPPING
+        for h in raises:
+            if h.row in flapping_rows and not h.rule.startswith("suppressed."):
+                h.response, h.rule = max(h.response, Response.verify), "flapping"
+
+        # health and battery
+        faults: list[Hit] = []
+        clears: list[Hit] = []
+        for i in rows:
+            ev, kind = int(b.event[i]), int(b.kind[i])
+            panel = kind == Kind.uitd
+            if ev == Event.fault:
+                t = A.panel_fault if panel else A.device_fault
+                faults.append(Hit(i, t, *DEFAULTS[t], "panel.fault" if panel else "device.fault"))
+            elif ev == Event.tamper:
+                faults.append(Hit(i, A.tamper, *DEFAULTS[A.tamper], "device.tamper"))
+            elif ev == Event.low_battery:
+                faults.append(Hit(i, A.low_battery, *DEFAULTS[A.low_battery], "device.low_battery"))
+            elif ev == Event.alarm_clear:
+                quick = transient[i]
+                for t in KIND_ALARMS[Kind(kind)]:
+                    clears.append(Hit(i, t, DEFAULTS[t][0], Response.none if quick else DEFAULTS[t][1],
+                                      "transient" if quick else "alarm_clear"))
+            elif ev == Event.fault_clear:
+                t = A.panel_fault if panel else A.device_fault
+                clears.append(Hit(i, t, *DEFAULTS[t], "fault_clear"))
+            elif ev == Event.tamper_clear:
+                clears.append(Hit(i, A.tamper, *DEFAULTS[A.tamper], "tamper_clear"))
+        low_state: dict[int, bool] = {}
+        for i in sorted(rows, key=lambda i: (int(b.slot[i]), int(b.ts_ms[i]), i)):
+            s = int(b.slot[i])
+            pct = float(b.values["battery_pct"][i])
+            event_low = int(b.event[i]) == Event.low_battery
+            if int(b.ts_ms[i]) < int(fleet.last_ts_ms[s]) or not (event_low or not math.isnan(pct)):
+                continue
+            before = low_state.get(s, bool(int(fleet.flags[s]) & LOW_BATTERY))
+            now_low = event_low or pct < self.th(fleet, s, "battery_pct_min")
+            if now_low and not before and not event_low:
+                faults.append(Hit(i, A.low_battery, *DEFAULTS[A.low_battery], "device.low_battery"))
+            if before and not now_low:
+                clears.append(Hit(i, A.low_battery, *DEFAULTS[A.low_battery], "battery_ok"))
+            low_state[s] = now_low
+        for h in faults:
+            why = self.suppression(b, fleet, h.row, health=True)
+            if why:
+                h.response, h.rule = Response.none, why
+
+        out = [Decision("raise", f"device:{ids[int(b.slot[h.row])]}", h.type, h.severity, h.response, h.rule,
+                        int(b.ts_ms[h.row]), [ids[int(b.slot[h.row])]], unit_name(int(b.slot[h.row])))
+               for h in raises + faults]
+        out += [Decision("clear", f"device:{ids[int(b.slot[h.row])]}", h.type, h.severity, h.response, h.rule,
+                         int(b.ts_ms[h.row]), [ids[int(b.slot[h.row])]], unit_name(int(b.slot[h.row])))
+                for h in clears]
+        out += self.units(b, fleet, now_ms, raises)
+        return out
+
+    def units(self, b: ReadingColumns, fleet: Fleet, now_ms: int, raises: list[Hit]) -> list[Decision]:
+        cfg = self.config
+        self.log = [m for m in self.log if m.seen >= now_ms - cfg.correlation_memory_s * 1000]
+        fresh: dict[int, Remembered] = {}
+        for h in raises:
+            if h.rule.startswith("suppressed."):
+                continue
+            slot = int(b.slot[h.row])
+            unit = int(fleet.unit[slot])
+            classes = ({"fire"} if h.type in FIRE else set()) | ({"smoke"} if h.type == A.smoke else set()) \
+                | ({"electrical"} if h.type in ELECTRICAL else set())
+            if unit < 0 or not classes:
+                continue
+            if h.row not in fresh:
+                fresh[h.row] = Remembered(slot, unit, int(b.ts_ms[h.row]), set(), now_ms, 0)
+            fresh[h.row].classes |= classes
+        batch = [fresh[r] for r in sorted(fresh)]
+        for m in batch:
+            self.counter += 1
+            m.index = self.counter
+        everything = self.log + batch
+        multi_w, elec_w = cfg.multi_detector_window_s * 1000, cfg.electrical_smoke_window_s * 1000
+
+        triggered: dict[int, dict] = {}
+        for q in batch:
+            found: list[tuple[str, list[Remembered]]] = []
+            if "fire" in q.classes:
+                near = [m for m in everything if "fire" in m.classes and m.unit == q.unit and abs(m.ts - q.ts) <= multi_w]
+                if any(m.slot != q.slot for m in near):
+                    found.append(("multi", near))
+            for mine, theirs in (("electrical", "smoke"), ("smoke", "electrical")):
+                if mine in q.classes:
+                    near = [m for m in everything if theirs in m.classes and m.unit == q.unit and abs(m.ts - q.ts) <= elec_w]
+                    if near:
+                        found.append(("elec", near + [q]))
+            for kind, near in found:
+                t = triggered.setdefault(q.unit, {"multi": False, "ts": q.ts, "involved": []})
+                t["multi"] |= kind == "multi"
+                t["ts"] = max(t["ts"], q.ts)
+                t["involved"] += near
+        self.log += batch
+
+        out = []
+        for unit, t in triggered.items():
+            newest: dict[int, Remembered] = {}
+            for m in t["involved"]:
+                if m.slot not in newest or (m.ts, m.index) > (newest[m.slot].ts, newest[m.slot].index):
+                    newest[m.slot] = m
+            name = fleet.units.names[unit]
+            out.append(Decision("raise", f"unit:{name}", A.fire, Severity.critical, Response.immediate,
+                                "unit.multi_detector" if t["multi"] else "unit.electrical_then_smoke", t["ts"],
+                                [fleet.device_ids[s] for s in newest], name))
+        return out
+
+    # --- offline --------------------------------------------------------------------------
+    def sweep(self, offline_slots: list[int], fleet: Fleet, now_ms: int) -> list[Decision]:
+        cfg = self.config
+        ids = fleet.device_ids
+        new = sorted({int(s) for s in offline_slots if 0 <= int(s) < fleet.size and int(fleet.offline_since_ms[int(s)]) > 0})
+        members: set[int] = set()
+        for q in new:
+            cell = int(fleet.cell[q])
+            if cell < 0:
+                continue
+            since = int(fleet.offline_since_ms[q])
+            near = [s for s in range(fleet.size) if int(fleet.cell[s]) == cell and int(fleet.offline_since_ms[s]) > 0
+                    and 0 <= since - int(fleet.offline_since_ms[s]) <= cfg.outage_window_s * 1000]
+            if len(near) >= cfg.outage_devices:
+                members |= {s for s in near if self.offline_mode.get(s) != "outage"}
+        out = []
+        for s in new:
+            if s in members:
+                continue
+            self.offline_mode[s] = "own"
+            verify = Kind(int(fleet.kind[s])) in cfg.offline_verify_kinds
+            sev, resp = (Severity.major, Response.verify) if verify else (Severity.minor, Response.none)
+            out.append(Decision("raise", f"device:{ids[s]}", A.offline, sev, resp, "device.offline",
+                                int(fleet.offline_since_ms[s]), [ids[s]]))
+        by_cell: dict[int, list[int]] = {}
+        for s in sorted(members):
+            cell = int(fleet.cell[s])
+            if s not in new:
+                out.append(Decision("clear", f"device:{ids[s]}", A.offline, Severity.minor, Response.none,
+                                    "network_outage", now_ms, [ids[s]]))
+            self.offline_mode[s], self.outage_cell[s] = "outage", cell
+            self.outage_members[cell] = self.outage_members.get(cell, 0) + 1
+            by_cell.setdefault(cell, []).append(s)
+        for cell, slots in by_cell.items():
+            out.append(Decision("raise", f"cell:{fleet.cells.names[cell]}", A.network_outage, Severity.major,
+                                Response.verify, "network_outage", max(int(fleet.offline_since_ms[s]) for s in slots),
+                                [ids[s] for s in slots]))
+        return out
+
+    def came_online(self, slots: list[int], fleet: Fleet, now_ms: int) -> list[Decision]:
+        ids = fleet.device_ids
+        out = []
+        heard: dict[int, int] = {}
+        for s in sorted({int(s) for s in slots if 0 <= int(s) < fleet.size}):
+            seen = int(fleet.last_seen_ms[s]) or now_ms
+            if self.offline_mode.pop(s, None) == "outage":
+                cell = self.outage_cell.pop(s)
+                self.outage_members[cell] -= 1
+                heard[cell] = max(heard.get(cell, 0), seen)
+            else:
+                out.append(Decision("clear", f"device:{ids[s]}", A.offline, Severity.minor, Response.none, "online", seen, [ids[s]]))
+        for cell, seen in heard.items():
+            if self.outage_members[cell] <= 0:
+                out.append(Decision("clear", f"cell:{fleet.cells.names[cell]}", A.network_outage, Severity.major,
+                                    Response.verify, "online", seen, []))
+        return out
+
+
+# --- test inputs ----------------------------------------------------------------------------
+T0 = 1_795_341_600_000  # 2026-11-21T00:00:00Z
+
+
+def reading(device_id: str, kind: Kind, event: Event | str, ts_ms: int, **metrics: object) -> Reading:
+    """A reading received when it was sent."""
+    return Reading(device_id, kind, Event[event] if isinstance(event, str) else event, ts_ms, ts_ms, metrics=dict(metrics))
+
+
+def columns(fleet: Fleet, readings: list[Reading]) -> ReadingColumns:
+    return ReadingColumns.from_readings(readings, fleet.slots([r.detector_id for r in readings]))
+
+
+def decision_key(d: Decision) -> tuple:
+    """What the property tests compare: everything but the evidence and the order of device ids."""
+    return (d.action, d.key, d.type.name, d.severity.name, d.response.name, d.rule, d.ts_ms, tuple(sorted(d.device_ids)))
