@@ -88,6 +88,14 @@ class AlarmHub:
         self.heartbeat_s = heartbeat_s
         self.metrics = metrics
         self.subscribers: set[Subscription] = set()
+        self.closed = False
+
+    def close(self) -> None:
+        """End every live stream and refuse new ones: the server is shutting down, and open
+        streams would otherwise hold its graceful shutdown forever. Clients resume elsewhere."""
+        self.closed = True
+        for sub in list(self.subscribers):
+            self._cut_off(sub, slow=False)
 
     # --- producers -------------------------------------------------------------------------
     def publish(self, event_id: int, alarm: dict[str, Any]) -> None:
@@ -109,21 +117,25 @@ class AlarmHub:
             except asyncio.QueueFull:
                 self._cut_off(sub)
 
-    def _cut_off(self, sub: Subscription) -> None:
+    def _cut_off(self, sub: Subscription, *, slow: bool = True) -> None:
         sub.cut_off = True
         self.subscribers.discard(sub)
         while not sub.queue.empty():
             sub.queue.get_nowait()
         sub.queue.put_nowait(None)
         if self.metrics:
-            self.metrics.cut_off.inc()
+            if slow:
+                self.metrics.cut_off.inc()
             self.metrics.subscribers.set(len(self.subscribers))
 
     # --- consumers -------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def subscribe(self, sees: RegionFilter) -> AsyncIterator[Subscription]:
         sub = Subscription(sees, self.queue_size)
-        self.subscribers.add(sub)
+        if self.closed:
+            sub.queue.put_nowait(None)
+        else:
+            self.subscribers.add(sub)
         if self.metrics:
             self.metrics.subscribers.set(len(self.subscribers))
         try:

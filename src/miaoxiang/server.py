@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,15 +15,35 @@ from miaoxiang.app import create_app
 from miaoxiang.embedded import free_port
 from miaoxiang.settings import Settings
 
+#: How long requests in flight may take to finish once shutdown begins; then they are cancelled.
+GRACEFUL_SHUTDOWN_S = 5
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, ending the live alarm streams first when it shuts down: its graceful shutdown
+    waits for every open connection, and an SSE or WebSocket stream never ends by itself."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.fastapi_app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        alarms = getattr(self.fastapi_app.state, "alarms", None)
+        if alarms is not None:
+            alarms.hub.close()
+        await super().shutdown(sockets)
+
 
 @contextlib.asynccontextmanager
 async def serving(settings: Settings, *, ready_timeout: float = 60, **app_kwargs: Any) -> AsyncIterator[tuple[FastAPI, str]]:
     """Serve until the context ends; yield (app, base URL) once HTTP answers and MQTT is subscribed."""
     port = settings.http_port or free_port()
     app = create_app(settings, **app_kwargs)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=settings.http_host, port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app, host=settings.http_host, port=port, log_level="warning", lifespan="on",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
+    server = _Server(config, app)
     task = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(ready_timeout):

@@ -53,3 +53,27 @@ async def test_mqtt_report_is_stored_and_acknowledged(settings: Settings) -> Non
         finally:
             await conn.close()
         assert svc.app.state.fleet.slot(device) >= 0
+
+
+
+async def test_shutdown_ends_open_alarm_streams(settings: Settings) -> None:
+    """A console left open must not hold a restart: the server ends its SSE stream and stops
+    well before uvicorn's graceful-shutdown backstop would cancel it."""
+    import asyncio
+    import time
+
+    import httpx
+
+    from miaoxiang.server import GRACEFUL_SHUTDOWN_S, serving
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        async with serving(settings) as (app, base):
+            headers = {"Authorization": "Bearer test-admin-token"}
+            stream = await client.send(client.build_request("GET", f"{base}/api/v1/alarms/stream", headers=headers), stream=True)
+            assert stream.status_code == 200
+            await wait_for(lambda: app.state.alarms.hub.subscribers)
+            body = asyncio.create_task(stream.aread())
+            started = time.monotonic()
+        took = time.monotonic() - started
+        assert (await asyncio.wait_for(body, 1)).startswith(b"retry:")  # the stream ended cleanly
+        assert took < GRACEFUL_SHUTDOWN_S - 1

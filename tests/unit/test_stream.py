@@ -177,3 +177,18 @@ async def test_unsubscribed_when_consumer_is_cancelled(last: int | None) -> None
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not hub.subscribers
+
+
+async def test_close_ends_live_streams_and_refuses_new_ones() -> None:
+    log = EventLog()
+    hub = AlarmHub(log.load, heartbeat_s=5)
+    live = hub.events(everywhere)
+    pending = asyncio.ensure_future(anext(live))
+    await asyncio.sleep(0.01)
+    hub.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(pending, 1)
+    late = hub.events(everywhere)
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(late), 1)
+    assert not hub.subscribers
