@@ -107,8 +107,8 @@ async def naive(url: str, topic_root: str, items: list[tuple[str, bytes]], db: s
             r = json.loads(m.payload)  # type: ignore[arg-type]
             await conn.execute(
                 "INSERT INTO readings (device_id, ts, received_at, seq, dedup, kind, event, metrics) "
-                "VALUES ($1, to_timestamp($2 / 1000.0), now(), $3, $3, $4, $5, $6)",
-                r["device_id"], r["ts"], r["seq"], r["kind"], r["event"], json.dumps(r["data"]),
+                "VALUES ($1, to_timestamp($2 / 1000.0), now(), $3, $4, $5, $6, $7)",
+                r["device_id"], r["ts"], r["seq"], r["seq"], r["kind"], r["event"], json.dumps(r["data"]),
             )
             n += 1
             if n == len(items):

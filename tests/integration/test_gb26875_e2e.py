@@ -1,0 +1,67 @@
+"""GB/T 26875.3 end to end: the simulated transmission device talks to the real service's TCP
+listener; readings land in PostgreSQL, a panel fire reaches the SSE alarm stream, a frame split
+over three writes is reassembled and confirmed, and a bad checksum is denied and dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from ingest.codecs.gb26875 import Command, encode_frame
+from miaoxiang.settings import Settings
+from simulators.uitd import FIRE, UitdSimulator
+from tests.integration.test_alarm_api import read_sse
+from tests.service import running_service, wait_for
+
+pytestmark = pytest.mark.integration
+
+ADDRESS = 360702001  # a uitd address; its device_id is uitd-{address}
+DEVICE = f"uitd-{ADDRESS}"
+REGION = "江西省/赣州市/章贡区/南外街道"
+
+
+async def test_panel_fire_over_tcp_reaches_postgres_and_the_alarm_stream(settings: Settings) -> None:
+    async with running_service(settings) as svc:
+        unit = {"unit_id": "U-gb", "name": "章贡区人民医院", "address": "南外街道 8 号", "region": REGION}
+        assert (await svc.http.post("/api/v1/units", json=unit, headers=svc.auth())).status_code in (200, 201)
+        device = {"device_id": DEVICE, "kind": "uitd", "unit_id": "U-gb"}
+        assert (await svc.http.post("/api/v1/devices", json=device, headers=svc.auth())).status_code in (200, 201)
+        port = svc.app.state.gb26875.port
+
+        async with svc.http.stream("GET", "/api/v1/alarms/stream", headers=svc.auth()) as stream:
+            await wait_for(lambda: svc.app.state.alarms.hub.subscribers)
+            async with UitdSimulator("127.0.0.1", port, ADDRESS, seed=3) as sim:
+                assert (await sim.heartbeat()).command == Command.confirm
+
+                fire = await sim.send(sim.panel.change(0, sim.now(), set_bits=FIRE), pieces=3)  # split frame
+                assert (fire.command, fire.dest) == (Command.confirm, ADDRESS)
+                component = sim.panel.components[0].id
+                [event] = await read_sse(stream, 1)
+                assert event.data["type"] == "panel_fire" and event.data["severity"] == "critical"
+                assert event.data["device_ids"] == [f"{DEVICE}:{component}"]  # the component is its own detector
+
+                bad = sim.next_frame(sim.panel.change(1, sim.now(), set_bits=FIRE))
+                raw = bytearray(encode_frame(bad))
+                raw[-3] ^= 0x55  # the checksum byte
+                answer = sim.expect_answer(bad.serial)
+                await sim.write(bytes(raw))
+                deny = await asyncio.wait_for(answer, 3)
+                assert (deny.command, deny.serial) == (Command.deny, bad.serial)
+                assert (await sim.heartbeat()).command == Command.confirm  # the session stays in sync
+
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT event, component FROM readings WHERE device_id = $1 ORDER BY received_at, event", DEVICE
+            )
+            dead = await conn.fetch("SELECT transport, reason, raw FROM dead_letters")
+        finally:
+            await conn.close()
+    events = [(r["event"], r["component"]) for r in rows]
+    assert ("alarm", component) in events
+    assert ("heartbeat", None) in events  # heartbeats within one second fold into one (no seq: docs/gb26875.md)
+    assert ("alarm", sim.panel.components[1].id) not in events  # the denied frame stored nothing
+    [letter] = dead
+    assert letter["transport"] == "tcp" and "checksum" in letter["reason"] and bytes(letter["raw"]) == bytes(raw)
