@@ -142,7 +142,7 @@ class Scenario:
             found = [a for a in alarms if e.matches(a)]
             if e.must_fire:
                 late_after = e.deadline_ms + slack_s * 1000
-                on_time = [a for a in found if (seen := _first_seen_ms(a)) is None or seen <= late_after]
+                on_time = [a for a in found if (seen := first_seen_ms(a)) is None or seen <= late_after]
                 ok = bool(on_time)
                 detail = f"{len(found)} matching, {len(on_time)} in time" if found else "no matching alarm"
             else:
@@ -156,7 +156,7 @@ def _name(v: Any) -> str | None:
     return getattr(v, "name", v) if v is not None else None
 
 
-def _first_seen_ms(alarm: Mapping[str, Any]) -> int | None:
+def first_seen_ms(alarm: Mapping[str, Any]) -> int | None:
     v = alarm.get("first_seen")
     if isinstance(v, (int, float)):
         return int(v)

@@ -1,0 +1,243 @@
+"""Play a simulated fleet against a running service and score it (`miaoxiang simulate`, demo, e2e).
+
+`run_session(target, plan)`: register the fleet's units and devices through the HTTP API,
+configure the push sources its NB-IoT platforms use, play the chosen scenarios (all cast onto
+one fleet, so they run at once) merged with background telemetry, wait out their deadlines,
+fetch every alarm and score each scenario with its ground truth (`simulators.score`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from devices.kinds import Kind
+from ingest.transports.mqtt import BrokerConfig
+from simulators.background import background, merge_steps
+from simulators.clock import SimClock
+from simulators.fleet import SimFleet, build_fleet
+from simulators.publish import (
+    ONENET_PROFILES,
+    HttpPushPublisher,
+    MqttPublisher,
+    PlayStats,
+    PushTarget,
+    Sink,
+    TokenBucket,
+    play,
+    route_by_transport,
+    stderr_progress,
+)
+from simulators.scenarios import SCENARIOS, Scenario, ScenarioUnavailable, Step
+from simulators.score import ScoreRow, score
+from simulators.uitd_sink import UitdSink
+
+Route = Callable[[Step], Sink | None]
+#: Background telemetry keeps going this long after the last scenario message (scenario seconds).
+BACKGROUND_AFTER_S = 60.0
+
+
+def say(message: str) -> None:
+    """One progress line on stderr."""
+    print(f"sim: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the service listens: HTTP API, MQTT broker and topic root, GB/T 26875 port (None: no tcp)."""
+
+    base_url: str
+    token: str
+    mqtt_url: str
+    topic_root: str = "mx/v1/default"
+    gb26875: tuple[str, int] | None = None
+    device_tz: str = "Asia/Shanghai"
+    mqtt_protocol: str = "3.1.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to play. `rate`: messages per real second at most. `compression`: scenario seconds
+    per real second. `idle_compression`: once every message is out, run the clock this fast to
+    the last deadline (only meaningful when the service runs on the same `SimClock`).
+    `sweep_slack_s`: how late (scenario seconds) alarms of the offline sweep may be."""
+
+    devices: int = 300
+    seed: int = 7
+    scenarios: tuple[str, ...] = tuple(SCENARIOS)
+    rate: float = 500.0
+    compression: float = 1.0
+    idle_compression: float | None = None
+    background: bool = True
+    sweep_slack_s: float = 10.0
+
+
+@dataclass
+class SessionResult:
+    rows: list[ScoreRow]
+    stats: PlayStats
+    unavailable: list[str] = field(default_factory=list)
+    alarms: int = 0
+
+
+def scenario_names(given: Sequence[str]) -> tuple[str, ...]:
+    """Scenario names from CLI arguments (`all` for the library); ValueError naming an unknown one."""
+    if not given or "all" in given:
+        return tuple(SCENARIOS)
+    unknown = [n for n in given if n not in SCENARIOS]
+    if unknown:
+        raise ValueError(f"unknown scenario {unknown[0]!r}; choose from all, {', '.join(SCENARIOS)}")
+    return tuple(dict.fromkeys(given))
+
+
+def build_scenarios(fleet: SimFleet, seed: int, names: Sequence[str], start_ms: int) -> tuple[list[Scenario], list[str]]:
+    """The named scenarios cast onto `fleet`, and the names this fleet cannot play (with why)."""
+    played, unavailable = [], []
+    for name in names:
+        try:
+            played.append(SCENARIOS[name](fleet, seed, start_ms))
+        except ScenarioUnavailable as e:
+            unavailable.append(str(e))
+    return played, unavailable
+
+
+async def _check(answer: httpx.Response) -> dict[str, Any]:
+    if answer.status_code >= 300:
+        raise RuntimeError(f"{answer.request.method} {answer.request.url.path}: HTTP {answer.status_code} {answer.text[:300]}")
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+async def register_fleet(http: httpx.AsyncClient, fleet: SimFleet, *, parallel: int = 16) -> None:
+    """Units one by one (`POST /api/v1/units`, a few at a time), devices in one bulk import."""
+    rows = fleet.registry_rows()
+    gate = asyncio.Semaphore(parallel)
+
+    async def unit(body: dict[str, Any]) -> None:
+        async with gate:
+            await _check(await http.post("/api/v1/units", json=body))
+
+    await asyncio.gather(*(unit(u) for u in rows.units))
+    lines = "\n".join(json.dumps(d, ensure_ascii=False) for d in rows.devices)
+    report = await _check(await http.post(
+        "/api/v1/devices/import", content=lines.encode(), headers={"Content-Type": "application/x-ndjson"}
+    ))
+    if report["rejected"]:
+        raise RuntimeError(f"the service rejected {report['rejected']} devices: {report['errors'][:3]}")
+
+
+async def configure_push_sources(http: httpx.AsyncClient, run_id: str) -> dict[str, PushTarget]:
+    """One push source per platform (fresh secrets); the targets `HttpPushPublisher` needs."""
+    targets = {}
+    for platform in ("generic", "ctwing", "onenet"):
+        target = PushTarget(f"sim-{platform}-{run_id}", platform, secrets.token_hex(16))  # type: ignore[arg-type]
+        body: dict[str, Any] = {"name": target.source, "platform": platform, "rate_per_s": 100_000}
+        body["secret" if platform == "generic" else "token"] = target.secret
+        if platform == "onenet":  # only smoke detectors report through OneNET
+            body["profile"] = ONENET_PROFILES[Kind.smoke]
+        await _check(await http.post("/api/v1/push-sources", json=body))
+        targets[platform] = target
+    return targets
+
+
+@contextlib.asynccontextmanager
+async def publishers(target: Target, fleet: SimFleet, http: httpx.AsyncClient, targets: dict[str, PushTarget]) -> AsyncIterator[Route]:
+    """A route sending each step through its device's transport: MQTT, HTTP push or GB/T 26875."""
+    broker = BrokerConfig.from_url(target.mqtt_url, target.mqtt_protocol)
+    mqtt = broker.client(f"mxsim-{uuid.uuid4().hex[:8]}", persistent=False, receive_maximum=1000)
+    async with mqtt, contextlib.AsyncExitStack() as stack:
+        tcp = None
+        if target.gb26875 is not None:
+            tcp = await stack.enter_async_context(UitdSink(fleet, *target.gb26875, tz=target.device_tz))
+        yield route_by_transport(
+            mqtt=MqttPublisher(mqtt, fleet, topic_root=target.topic_root),
+            http=HttpPushPublisher(http, fleet, targets),
+            tcp=tcp,
+        )
+
+
+async def fetch_alarms(http: httpx.AsyncClient) -> list[dict[str, Any]]:
+    """Every alarm, following `next_cursor`."""
+    alarms: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 1000} | ({"cursor": cursor} if cursor is not None else {})
+        page = await _check(await http.get("/api/v1/alarms", params=params))
+        alarms.extend(page["items"])
+        if page["next_cursor"] is None:
+            return alarms
+        cursor = str(page["next_cursor"])
+
+
+async def fast_forward(clock: SimClock, until_ms: int, compression: float, tick_s: float = 0.02) -> None:
+    """Run `clock` at `compression` (faster than its own) until it reaches `until_ms`."""
+    extra_ms = max(0.0, compression - clock.compression) * tick_s * 1000
+    while (left := until_ms - clock.now_ms()) > 0:
+        await asyncio.sleep(tick_s)
+        clock.advance(max(0, min(round(extra_ms), left)))
+
+
+def steps_of(fleet: SimFleet, plan: Plan, played: Sequence[Scenario], start_ms: int) -> Any:
+    """Scenario steps merged with background telemetry, which lasts until a minute after the
+    last scenario message (each device on its own schedule, honouring the scenarios' silences)."""
+    streams: list[Any] = [s.steps for s in played]
+    if plan.background:
+        last = max((m.at_ms for s in played for m in s.messages()), default=start_ms)
+        silences = [x for s in played for x in s.silences()]
+        streams.append(background(fleet, plan.seed, start_ms, last + round(BACKGROUND_AFTER_S * 1000), silences=silences))
+    return merge_steps(*streams)
+
+
+async def settle(http: httpx.AsyncClient, *, quiet_s: float = 1.0, timeout_s: float = 15.0) -> None:
+    """Wait (real time) until the number of alarms has not changed for `quiet_s`."""
+    deadline = time.monotonic() + timeout_s
+    last = -1
+    while time.monotonic() < deadline:
+        page = await _check(await http.get("/api/v1/alarms", params={"limit": 1}))
+        newest = page["items"][0]["alarm_id"] if page["items"] else 0
+        if newest == last:
+            return
+        last = newest
+        await asyncio.sleep(quiet_s)
+
+
+async def run_session(target: Target, plan: Plan, *, clock: SimClock | None = None) -> SessionResult:
+    """Register, play, wait for the deadlines, score. `clock`: the service's own `SimClock` when
+    it runs on one (tests, demo); by default a live clock at `plan.compression`."""
+    clock = clock or SimClock.live(plan.compression)
+    fleet = build_fleet(plan.devices, plan.seed)
+    async with httpx.AsyncClient(base_url=target.base_url, timeout=30,
+                                 headers={"Authorization": f"Bearer {target.token}"}) as http:
+        t0 = time.monotonic()
+        await register_fleet(http, fleet)
+        targets = await configure_push_sources(http, uuid.uuid4().hex[:6])
+        say(f"registered {len(fleet.units)} units and {len(fleet.devices)} devices in {time.monotonic() - t0:.1f} s")
+        start_ms = clock.now_ms()
+        played, unavailable = build_scenarios(fleet, plan.seed, plan.scenarios, start_ms)
+        for why in unavailable:
+            say(f"skipped: {why}")
+        say(f"playing {', '.join(s.name for s in played) or 'nothing'} at compression {plan.compression:g}")
+        async with publishers(target, fleet, http, targets) as route:
+            stats = await play(steps_of(fleet, plan, played, start_ms), route, clock=clock,
+                               limiter=TokenBucket.on_clock(clock, plan.rate), progress=stderr_progress, progress_every=500)
+        end_ms = max((s.end_ms for s in played), default=start_ms) + round(plan.sweep_slack_s * 1000)
+        if plan.idle_compression:
+            say(f"fast-forwarding {(end_ms - clock.now_ms()) / 3.6e6:.1f} scenario hours at {plan.idle_compression:g}x")
+            await fast_forward(clock, end_ms, plan.idle_compression)
+        else:
+            say(f"waiting {clock.real_seconds(max(0, end_ms - clock.now_ms())):.0f} s for the last deadlines")
+            await clock.sleep_until(end_ms)
+        await settle(http)
+        alarms = await fetch_alarms(http)
+    rows = [row for s in played for row in score(s, alarms, sweep_slack_s=plan.sweep_slack_s)]
+    return SessionResult(rows, stats, unavailable, len(alarms))
