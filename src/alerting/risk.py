@@ -1,95 +1,94 @@
-"""Four-colour (四色) risk grading of units and trend warnings per region or industry (pure numpy).
+"""Four-colour (四色) risk grading of units: a pure numpy core, one vectorized pass over all units.
 
-Unit score, 0-100, the sum of four capped parts (weights below, all per unit):
-  active alarms  critical 40, major 20, minor 8, warning 3 each; capped at 60
-  history (90 d) confirmed fires 15 each, false alarms 2 each; capped at 30
-  device health  25 x offline share + 15 x fault share + 10 x low-battery share + 10 per unresolved tamper; capped at 40
-  coverage       40 when the unit has no working (online, not faulty) detector
-Colour: red when an active fire-class alarm needs an immediate response or score >= 60; orange >= 35;
-yellow >= 15; green otherwise. Every unit is recomputed in one vectorized pass.
+The score of a unit is 0-100, the sum of four capped parts (docs/risk.md explains the choice):
 
-Trends: per group (region path or industry) weekly alarm counts; the current week's count k is
-compared with the group's own baseline mean λ of the previous weeks; a Poisson upper tail
-P(X >= k | λ) below `p_max` (with at least `min_count` alarms) raises a `warning` trend alert.
+  alarms    open alarms: critical 40, major 20, minor 8, warning 3 each            cap 60
+  history   last 90 days: confirmed fires 15 each, false alarms 2 each             cap 30
+  health    25 x offline share + 15 x fault share + 10 x low-battery share
+            + 10 per device with unresolved tamper                                 cap 40
+  coverage  40 when the unit has no working fire detector                          (40 or 0)
+
+score = min(alarms + history + health + coverage, 100).
+Colour: red when an open fire-class alarm needs an immediate response (秒响应) or score >= 60;
+orange when score >= 35; yellow when score >= 15; green otherwise.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 COLOURS = ("green", "yellow", "orange", "red")
-SEVERITY_WEIGHTS = np.array([40.0, 20.0, 8.0, 3.0])  # alerting.model.Severity order
+GREEN, YELLOW, ORANGE, RED = range(4)
+#: Open-alarm weights in `alerting.model.Severity` order (critical, major, minor, warning).
+SEVERITY_WEIGHTS = np.array([40.0, 20.0, 8.0, 3.0])
+ALARMS_CAP = 60.0
+FIRE_WEIGHT, FALSE_ALARM_WEIGHT, HISTORY_CAP = 15.0, 2.0, 30.0
+OFFLINE_WEIGHT, FAULT_WEIGHT, LOW_BATTERY_WEIGHT, TAMPER_WEIGHT, HEALTH_CAP = 25.0, 15.0, 10.0, 10.0, 40.0
+NO_COVERAGE = 40.0
+#: Lower score bounds of yellow, orange and red.
+THRESHOLDS = (15.0, 35.0, 60.0)
+PARTS = ("alarms", "history", "health", "coverage")
 
 
 @dataclass(slots=True)
 class UnitInputs:
-    """Per-unit arrays, all of one length (the number of units)."""
+    """Per-unit float64 arrays, all of one length (the number of units)."""
 
-    active_by_severity: np.ndarray  # (units, 4) counts of active alarms per Severity
-    active_immediate_fire: np.ndarray  # (units,) active fire-class alarms with response immediate
-    fires_90d: np.ndarray
-    false_alarms_90d: np.ndarray
-    devices: np.ndarray  # detectors registered
+    active_by_severity: np.ndarray  # (units, 4) open alarms per Severity
+    active_immediate_fire: np.ndarray  # open fire-class alarms with response immediate
+    fires_90d: np.ndarray  # alarms classified `fire` in the last 90 days
+    false_alarms_90d: np.ndarray  # alarms classified `false_alarm` in the last 90 days
+    devices: np.ndarray  # registered devices
     offline: np.ndarray
     faulty: np.ndarray
     low_battery: np.ndarray
     tamper_open: np.ndarray
-    working: np.ndarray  # online and not faulty
+    working: np.ndarray  # fire detectors online and not faulty
 
+    @classmethod
+    def zeros(cls, n: int) -> UnitInputs:
+        return cls(np.zeros((n, 4)), *(np.zeros(n) for _ in range(len(fields(cls)) - 1)))
 
-def unit_scores(x: UnitInputs) -> tuple[np.ndarray, np.ndarray]:
-    """Answer (score float64, colour index into COLOURS int8) for every unit."""
-    alarms = np.minimum(x.active_by_severity @ SEVERITY_WEIGHTS, 60.0)
-    history = np.minimum(15.0 * x.fires_90d + 2.0 * x.false_alarms_90d, 30.0)
-    n = np.maximum(x.devices, 1).astype(np.float64)
-    health = np.minimum(
-        25.0 * x.offline / n + 15.0 * x.faulty / n + 10.0 * x.low_battery / n + 10.0 * x.tamper_open, 40.0
-    )
-    coverage = np.where(x.working <= 0, 40.0, 0.0)
-    score = np.minimum(alarms + history + health + coverage, 100.0)
-    colour = np.select([(x.active_immediate_fire > 0) | (score >= 60), score >= 35, score >= 15], [3, 2, 1], 0)
-    return score, colour.astype(np.int8)
+    def __len__(self) -> int:
+        return int(self.devices.shape[0])
 
+    def take(self, index: np.ndarray) -> UnitInputs:
+        """The rows `index` (a copy)."""
+        return UnitInputs(*(getattr(self, f.name)[index].copy() for f in fields(self)))
 
-def poisson_upper_tail(k: np.ndarray, lam: np.ndarray) -> np.ndarray:
-    """P(X >= k) for X ~ Poisson(lam), elementwise; k are non-negative integers."""
-    k = np.asarray(k, np.int64)
-    lam = np.maximum(np.asarray(lam, np.float64), 1e-9)
-    kmax = int(k.max(initial=0))
-    if kmax == 0:
-        return np.ones(k.shape)
-    i = np.arange(kmax)
-    # log pmf for i < kmax, per element: -lam + i log lam - log i!
-    log_fact = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, kmax)))]) if kmax > 1 else np.zeros(1)
-    log_pmf = -lam[..., None] + i * np.log(lam)[..., None] - log_fact
-    below = np.where(i < k[..., None], np.exp(log_pmf), 0.0).sum(axis=-1)
-    return np.clip(1.0 - below, 0.0, 1.0)
+    def put(self, index: np.ndarray, rows: UnitInputs) -> None:
+        """Overwrite the rows `index` with `rows` (in place)."""
+        for f in fields(self):
+            getattr(self, f.name)[index] = getattr(rows, f.name)
 
 
 @dataclass(slots=True)
-class TrendAlert:
-    group: str
-    count: int
-    baseline: float
-    p_value: float
-    why: str
+class Scores:
+    score: np.ndarray  # float64, 0-100
+    colour: np.ndarray  # int8 index into COLOURS
+    parts: np.ndarray  # (units, 4) float64, the PARTS before the 100 cap
 
 
-def trend_alerts(groups: list[str], weekly: np.ndarray, *, p_max: float = 0.001, min_count: int = 3) -> list[TrendAlert]:
-    """`weekly` is (groups, weeks) alarm counts, the last column the current week."""
-    if weekly.shape[1] < 2:
-        return []
-    baseline = weekly[:, :-1].mean(axis=1)
-    current = weekly[:, -1].astype(np.int64)
-    p = poisson_upper_tail(current, baseline)
-    hits = np.flatnonzero((p < p_max) & (current >= min_count))
-    return [
-        TrendAlert(
-            groups[g], int(current[g]), float(baseline[g]), float(p[g]),
-            f"{int(current[g])} alarms this week against a baseline of {baseline[g]:.1f}/week "
-            f"over {weekly.shape[1] - 1} weeks (Poisson P(X>={int(current[g])}) = {p[g]:.2g})",
-        )
-        for g in hits
-    ]
+def colour_of(score: np.ndarray, immediate_fire: np.ndarray) -> np.ndarray:
+    """Colour index per unit from its score and its open 秒响应 fire alarms."""
+    yellow, orange, red = THRESHOLDS
+    return np.select([(immediate_fire > 0) | (score >= red), score >= orange, score >= yellow], [RED, ORANGE, YELLOW],
+                     GREEN).astype(np.int8)
+
+
+def unit_scores(x: UnitInputs) -> Scores:
+    """Score, colour and parts of every unit."""
+    alarms = np.minimum(x.active_by_severity @ SEVERITY_WEIGHTS, ALARMS_CAP)
+    history = np.minimum(FIRE_WEIGHT * x.fires_90d + FALSE_ALARM_WEIGHT * x.false_alarms_90d, HISTORY_CAP)
+    n = np.maximum(x.devices, 1.0)
+    health = np.minimum(
+        (OFFLINE_WEIGHT * x.offline + FAULT_WEIGHT * x.faulty + LOW_BATTERY_WEIGHT * x.low_battery) / n
+        + TAMPER_WEIGHT * x.tamper_open,
+        HEALTH_CAP,
+    )
+    coverage = np.where(x.working <= 0, NO_COVERAGE, 0.0)
+    parts = np.stack([alarms, history, health, coverage], axis=1)
+    score = np.minimum(parts.sum(axis=1), 100.0)
+    return Scores(score, colour_of(score, x.active_immediate_fire), parts)

@@ -1,18 +1,30 @@
-"""Risk colours, aggregates, trend warnings and per-region reports (issue: 四色 grading)."""
+"""Risk colours, scores, aggregates, trend warnings and per-region reports (docs/risk.md).
+
+Every route reads the `RiskService` of the app's lifespan and honours the token's region scope:
+units outside it are left out, and a trend or report of a region outside it is 403.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
+import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from alerting.risk import COLOURS
-from alerting.risk_service import RiskService, report_csv, report_html
-from devices.auth import Viewer
+from alerting.risk_report import report_csv, report_html
+from alerting.risk_service import RiskService
+from alerting.risk_trend import TrendAlert, aggregate, region_prefix
+from devices.auth import Principal, Viewer
+from devices.registry import InvalidSpec, region_path
 
 router = APIRouter(prefix="/api/v1/risk", tags=["risk"])
+Colour = Literal["red", "orange", "yellow", "green"]
+Depth = Annotated[int, Query(ge=1, le=6, description="region levels a group spans (1 province .. 4 street)")]
+Weeks = Annotated[int, Query(ge=2, le=104, description="weeks, the current one included")]
 
 
 def risk_service(request: Request) -> RiskService:
@@ -22,66 +34,100 @@ def risk_service(request: Request) -> RiskService:
 Risk = Annotated[RiskService, Depends(risk_service)]
 
 
+def _region(raw: str | None) -> str:
+    try:
+        return region_path(raw)
+    except InvalidSpec as e:
+        raise HTTPException(422, str(e)) from None
+
+
+def _under(region: str, prefix: str) -> bool:
+    return prefix == "" or region == prefix or region.startswith(prefix + "/")
+
+
+def _visible(principal: Principal, regions: list[str], prefix: str) -> np.ndarray:
+    return np.fromiter((principal.sees_region(r) and _under(r, prefix) for r in regions), bool, len(regions))
+
+
 @router.get("/units")
 async def unit_colours(
-    principal: Viewer,
-    risk: Risk,
-    colour: Literal["red", "orange", "yellow", "green"] | None = None,
-    region: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    principal: Viewer, risk: Risk, colour: Colour | None = None, region: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None,
 ) -> dict[str, Any]:
-    """Units with score and colour, ordered by unit_id; `cursor` is the last unit_id seen."""
+    """Units with score and colour in unit_id order; `cursor` is the previous page's `next_cursor`."""
     t = await risk.table()
-    items = []
-    for i, unit_id in enumerate(t.unit_ids):
-        if cursor is not None and unit_id <= cursor:
-            continue
-        if not principal.sees_region(t.regions[i]) or (region and not t.regions[i].startswith(region)):
-            continue
-        if colour and COLOURS[int(t.colour[i])] != colour:
-            continue
-        items.append(t.row(i))
-        if len(items) == limit:
-            break
-    return {"items": items, "next_cursor": items[-1]["unit_id"] if len(items) == limit else None}
+    keep = _visible(principal, t.regions, _region(region))
+    if colour is not None:
+        keep &= t.scores.colour == COLOURS.index(colour)
+    rows = [i for i in np.flatnonzero(keep) if cursor is None or t.units[i].unit_id > cursor][:limit]
+    items = [t.row(int(i)) for i in rows]
+    return {"items": items, "next_cursor": items[-1]["unit_id"] if len(items) == limit else None,
+            "computed_at": datetime.fromtimestamp(t.computed_ms / 1000, UTC)}
+
+
+@router.get("/units/{unit_id}")
+async def unit_risk(unit_id: str, principal: Viewer, risk: Risk) -> dict[str, Any]:
+    """One unit's score with its four parts and the inputs behind them."""
+    t = await risk.table()
+    i = t.index.get(unit_id)
+    if i is None:
+        raise HTTPException(404, f"unknown unit {unit_id}")
+    if not principal.sees_region(t.units[i].region):
+        raise HTTPException(403, f"unit {unit_id} is outside your regions")
+    return {**t.row(i, detail=True), "computed_at": datetime.fromtimestamp(t.computed_ms / 1000, UTC)}
 
 
 @router.get("/aggregates")
-async def aggregates(principal: Viewer, risk: Risk, by: Literal["region", "industry"] = "region",
-                     depth: Annotated[int, Query(ge=1, le=6)] = 3) -> dict[str, Any]:
-    """Per region prefix (first `depth` levels) or industry: units per colour and mean score."""
+async def aggregates(principal: Viewer, risk: Risk, by: Literal["region", "industry"] = "region", depth: Depth = 3,
+                     region: str | None = None) -> dict[str, Any]:
+    """Per region prefix (first `depth` levels) or industry: units per colour, mean and max score."""
     t = await risk.table()
-    groups: dict[str, dict[str, Any]] = defaultdict(lambda: {"units": 0, "score_sum": 0.0, **{c: 0 for c in COLOURS}})
-    for i in range(len(t.unit_ids)):
-        if not principal.sees_region(t.regions[i]):
-            continue
-        key = "/".join(t.regions[i].split("/")[:depth]) if by == "region" else t.industries[i]
-        g = groups[key]
-        g["units"] += 1
-        g["score_sum"] += float(t.score[i])
-        g[COLOURS[int(t.colour[i])]] += 1
-    items = [{"group": k, **{c: v[c] for c in COLOURS}, "units": v["units"],
-              "mean_score": round(v["score_sum"] / v["units"], 1)} for k, v in sorted(groups.items())]
+    rows = np.flatnonzero(_visible(principal, t.regions, _region(region)))
+    keys = region_prefix([t.units[i].region for i in rows], depth) if by == "region" else [t.units[i].industry for i in rows]
+    groups = aggregate(keys, t.scores.score[rows], t.scores.colour[rows])
+    items = [{"group": g.group, "units": g.units, **dict(zip(COLOURS, g.by_colour, strict=True)),
+              "mean_score": round(g.mean_score, 1), "max_score": round(g.max_score, 1)} for g in groups]
     return {"items": items, "next_cursor": None}
 
 
+def _alert_out(a: TrendAlert) -> dict[str, Any]:
+    return {"group": a.group, "severity": a.severity, "count": a.count, "baseline": round(a.baseline, 2),
+            "weeks": a.weeks, "p_value": a.p_value, "why": a.why}
+
+
 @router.get("/trends")
-async def trends(principal: Viewer, risk: Risk, by: Literal["region", "industry"] = "region") -> dict[str, Any]:
-    """Groups whose alarms this week are far above their own baseline (severity `warning`)."""
-    alerts = [a for a in await risk.trends(by) if by != "region" or principal.sees_region(a.group)]
-    return {"items": [{"group": a.group, "severity": "warning", "count": a.count, "baseline": round(a.baseline, 2),
-                       "p_value": a.p_value, "why": a.why} for a in alerts], "next_cursor": None}
+async def trends(principal: Viewer, risk: Risk, by: Literal["region", "industry"] = "region", depth: Depth = 3,
+                 weeks: Weeks = 13, region: str | None = None) -> dict[str, Any]:
+    """Groups whose alarms in the last 7 days are far above their own weekly baseline: one
+    `warning` each, saying why. Region groups outside the token's scope are left out; industry
+    groups count only alarms within it. `region` limits either to one region prefix."""
+    prefix = _region(region)
+    if prefix and not principal.sees_region(prefix):
+        raise HTTPException(403, "region outside your token's scope")
+    scope = [prefix] if prefix else list(principal.regions)
+    alerts = await risk.trends(by, depth=depth, weeks=weeks, scope=scope)
+    if by == "region":
+        alerts = [a for a in alerts if principal.sees_region(a.group) and _under(a.group, prefix)]
+    return {"items": [_alert_out(a) for a in alerts], "next_cursor": None}
 
 
 @router.get("/report", response_model=None)
-async def region_report(principal: Viewer, risk: Risk, region: str,
-                        format: Literal["csv", "html"] = "csv") -> Response:
-    """Weekly alarms, false-alarm rate and offline share for a region: CSV, or HTML with a chart."""
-    if not principal.sees_region(region):
+async def region_report(principal: Viewer, risk: Risk, region: str = "", format: Literal["csv", "html"] = "csv",
+                        weeks: Weeks = 13) -> Response:
+    """Weekly alarms, false-alarm rate and offline share of a region: CSV, or HTML with charts."""
+    path = _region(region)
+    if not principal.sees_region(path):
         raise HTTPException(403, "region outside your token's scope")
-    rows = await risk.region_report(region)
+    rows = await risk.region_report(path, weeks)
+    stem = "risk-report-" + (path.replace("/", "-") or "all")
     if format == "html":
-        return HTMLResponse(report_html(region, rows))
-    return PlainTextResponse(report_csv(rows), media_type="text/csv",
-                             headers={"Content-Disposition": 'attachment; filename="risk-report.csv"'})
+        page = report_html(path, rows, risk.wall().strftime("%Y-%m-%d %H:%M UTC"))
+        return HTMLResponse(page, headers={"Content-Disposition": _disposition(stem + ".html", inline=True)})
+    return PlainTextResponse(report_csv(rows), media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": _disposition(stem + ".csv")})
+
+
+def _disposition(name: str, *, inline: bool = False) -> str:
+    """An ASCII fallback name and the real (UTF-8, RFC 5987) one."""
+    kind = "inline" if inline else "attachment"
+    return f"{kind}; filename=\"risk-report.{name.rsplit('.', 1)[1]}\"; filename*=UTF-8''{quote(name)}"

@@ -1,186 +1,244 @@
-"""Gathers the inputs of `alerting.risk` from the fleet and the alarms table, and renders reports."""
+"""Risk grading at the I/O edge: gathers the inputs of `alerting.risk` from PostgreSQL and the
+fleet, incrementally, and answers trends and region reports (docs/risk.md).
+
+A refresh reads only what changed since the last one:
+- units: reloaded only when `units` changed (count or newest `updated_at`);
+- alarm inputs: only for units with an `alarm_events` row newer than the watermark (every
+  alarm change writes one, under the lifecycle's lock, so ids grow in commit order), plus new units;
+- device health: one bincount pass over the in-memory fleet (no database);
+then the score is one vectorized pass over all units. Every `full_every_s` (default one hour) a
+full pass re-reads every unit's alarms, which also ages alarms out of the 90-day history.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
+import asyncio
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
 
 import asyncpg
 import numpy as np
 
-from alerting.model import FIRE_CLASS, Severity
-from alerting.risk import COLOURS, TrendAlert, UnitInputs, trend_alerts, unit_scores
-from devices.fleet import FAULT, LOW_BATTERY, OFFLINE, ONLINE, TAMPER, Fleet
+from alerting.model import FIRE_CLASS, AlarmType, Severity
+from alerting.risk import UnitInputs
+from alerting.risk_report import ReportRow, report_rows
+from alerting.risk_table import RiskTable, UnitRow
+from alerting.risk_trend import MIN_BASELINE, MIN_COUNT, P_MAX, TrendAlert, group_index, region_prefix, trend_alerts
+from alerting.risk_trend import weekly_matrix
+from devices.fleet import FAULT, LOW_BATTERY, OFFLINE, ONLINE, QUARANTINED, TAMPER, Fleet
 from devices.fleet_query import live_flags
+from devices.kinds import Kind
+from devices.registry import region_scoped
 
+#: Open alarms (the database's "one open alarm per key and type"): not yet closed.
 OPEN = ("active_unack", "active_ack", "cleared_unack")
-FIRE_TYPES = [t.name for t in FIRE_CLASS]
-SEVERITY_INDEX = {s.name: int(s) for s in Severity}
+FIRE_TYPES = sorted(t.name for t in FIRE_CLASS)
+#: Alarm types about the health of devices, not about a hazard: left out of trends and report counts.
+HEALTH_TYPES = ("offline", "network_outage", "low_battery", "tamper", "device_fault", "panel_fault")
+HAZARD_TYPES = sorted(t.name for t in AlarmType if t.name not in HEALTH_TYPES)
+#: Kinds that detect a fire (panels relay their detectors); electrical and water monitors do not.
+DETECTOR_KINDS = np.array([Kind.smoke, Kind.gas, Kind.uitd], np.int8)
+HISTORY_DAYS = 90
+WEEK = timedelta(days=7)
+
+_ALARM_INPUTS_SQL = """
+SELECT unit_id,
+       count(*) FILTER (WHERE status = ANY($1::text[]) AND severity = 'critical') AS critical,
+       count(*) FILTER (WHERE status = ANY($1::text[]) AND severity = 'major') AS major,
+       count(*) FILTER (WHERE status = ANY($1::text[]) AND severity = 'minor') AS minor,
+       count(*) FILTER (WHERE status = ANY($1::text[]) AND severity = 'warning') AS warning,
+       count(*) FILTER (WHERE status = ANY($1::text[]) AND response = 'immediate' AND type = ANY($2::text[])) AS immediate,
+       count(*) FILTER (WHERE classification = 'fire' AND first_seen > $3) AS fires,
+       count(*) FILTER (WHERE classification = 'false_alarm' AND first_seen > $3) AS false_alarms
+FROM alarms
+WHERE unit_id IS NOT NULL AND ($4::text[] IS NULL OR unit_id = ANY($4::text[]))
+  AND (status = ANY($1::text[]) OR (classification IN ('fire', 'false_alarm') AND first_seen > $3))
+GROUP BY unit_id"""
+
+_CHANGED_UNITS_SQL = """
+SELECT DISTINCT a.unit_id FROM alarm_events e JOIN alarms a ON a.alarm_id = e.alarm_id
+WHERE e.event_id > $1 AND e.event_id <= $2 AND a.unit_id IS NOT NULL"""
+
+# Alarms per (region, industry, age in whole weeks before $1), hazards only, tests left out.
+_TREND_SQL = f"""
+SELECT region, industry, floor(extract(epoch FROM $1 - first_seen) / 604800)::int AS age, count(*) AS c
+FROM (SELECT a.region, coalesce(u.industry, '') AS industry, a.first_seen, a.type, a.classification
+      FROM alarms a LEFT JOIN units u ON u.unit_id = a.unit_id) x
+WHERE first_seen > $1 - make_interval(weeks => $2) AND first_seen <= $1 AND type = ANY($3::text[])
+  AND classification IS DISTINCT FROM 'test' AND {region_scoped(4, 5)}
+GROUP BY 1, 2, 3"""
+
+# A region and everything under it, by whole path segments ('' is everything).
+_UNDER = "($1 = '' OR {col} = $1 OR starts_with({col}, $1 || '/'))"
+_REPORT_SQL = f"""
+WITH w AS (SELECT generate_series(date_trunc('week', $2 AT TIME ZONE 'UTC') - make_interval(weeks => $3 - 1),
+                                  date_trunc('week', $2 AT TIME ZONE 'UTC'), interval '1 week') AS week),
+a AS (SELECT date_trunc('week', first_seen AT TIME ZONE 'UTC') AS week, count(*) AS alarms,
+             count(*) FILTER (WHERE classification = 'false_alarm') AS false_alarms,
+             count(*) FILTER (WHERE classification IS NOT NULL) AS classified
+      FROM alarms
+      WHERE {_UNDER.format(col="region")} AND type = ANY($4::text[]) AND classification IS DISTINCT FROM 'test'
+        AND first_seen >= (SELECT min(week) FROM w) AT TIME ZONE 'UTC'
+      GROUP BY 1)
+SELECT w.week, coalesce(a.alarms, 0) AS alarms, coalesce(a.false_alarms, 0) AS false_alarms,
+       coalesce(a.classified, 0) AS classified,
+       (SELECT count(DISTINCT d) FROM alarms o CROSS JOIN LATERAL unnest(o.device_ids) d
+        WHERE o.type IN ('offline', 'network_outage') AND {_UNDER.format(col="o.region")}
+          AND o.first_seen < (w.week + interval '7 days') AT TIME ZONE 'UTC'
+          AND coalesce(o.cleared_at, o.resolved_at, 'infinity') >= w.week AT TIME ZONE 'UTC') AS offline_devices,
+       (SELECT count(*) FROM devices d JOIN units u ON u.unit_id = d.unit_id
+        WHERE {_UNDER.format(col="u.region")} AND NOT d.quarantined
+          AND d.created_at < (w.week + interval '7 days') AT TIME ZONE 'UTC') AS devices
+FROM w LEFT JOIN a ON a.week = w.week ORDER BY w.week"""
 
 
-@dataclass(slots=True)
-class RiskTable:
-    unit_ids: list[str]
-    regions: list[str]
-    industries: list[str]
-    score: np.ndarray
-    colour: np.ndarray
-    computed_ms: int
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """What one refresh did: `full` or incremental, units whose alarm inputs were re-read,
+    units whose colour changed, and how long it took."""
 
-    def row(self, i: int) -> dict[str, Any]:
-        return {"unit_id": self.unit_ids[i], "region": self.regions[i], "industry": self.industries[i],
-                "score": round(float(self.score[i]), 1), "colour": COLOURS[int(self.colour[i])]}
+    full: bool
+    reread: int
+    changed: int
+    ms: float
 
 
 class RiskService:
-    """Recomputes every unit's grade in one vectorized pass, at most every `ttl_s` seconds."""
+    """Keeps every unit's grade; `table()` refreshes it at most every `ttl_s` seconds."""
 
-    def __init__(self, pool: asyncpg.Pool, fleet: Fleet, ttl_s: float = 10.0) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, fleet: Fleet, ttl_s: float = 10.0, *, full_every_s: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic, wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.pool = pool
         self.fleet = fleet
         self.ttl_s = ttl_s
-        self._table: RiskTable | None = None
-        self._at = 0.0
+        self.full_every_s = full_every_s
+        self.clock = clock
+        self.wall = wall
+        self._table = RiskTable()
+        self._lock = asyncio.Lock()
+        self._at: float | None = None
+        self._full_at: float | None = None
+        self._watermark = 0
+        self._units_sig: tuple[Any, ...] | None = None
+        self.last: Refresh | None = None
 
     async def table(self) -> RiskTable:
-        if self._table is None or time.monotonic() - self._at > self.ttl_s:
-            self._table = await self._compute()
-            self._at = time.monotonic()
-        return self._table
+        async with self._lock:
+            if self._at is None or self.clock() - self._at >= self.ttl_s:
+                await self._refresh(full=False)
+            return self._table
 
-    async def _compute(self) -> RiskTable:
-        units = await self.pool.fetch("SELECT unit_id, region, industry FROM units ORDER BY unit_id")
-        index = {r["unit_id"]: i for i, r in enumerate(units)}
-        n = len(units)
-        active = np.zeros((n, 4))
-        immediate_fire = np.zeros(n)
-        fires = np.zeros(n)
-        false = np.zeros(n)
-        for r in await self.pool.fetch(
-            """SELECT unit_id, severity, count(*) AS c,
-                      count(*) FILTER (WHERE response = 'immediate' AND type = ANY($2::text[])) AS imm
-               FROM alarms WHERE status = ANY($1::text[]) AND unit_id IS NOT NULL GROUP BY unit_id, severity""",
-            list(OPEN), FIRE_TYPES,
-        ):
-            if (i := index.get(r["unit_id"])) is not None:
-                active[i, SEVERITY_INDEX[r["severity"]]] += r["c"]
-                immediate_fire[i] += r["imm"]
-        for r in await self.pool.fetch(
-            """SELECT unit_id, count(*) FILTER (WHERE classification = 'fire') AS fires,
-                      count(*) FILTER (WHERE classification = 'false_alarm') AS false_alarms
-               FROM alarms WHERE first_seen > now() - interval '90 days' AND unit_id IS NOT NULL GROUP BY unit_id"""
-        ):
-            if (i := index.get(r["unit_id"])) is not None:
-                fires[i], false[i] = r["fires"], r["false_alarms"]
-        health = self._device_health(units)
-        score, colour = unit_scores(UnitInputs(active, immediate_fire, fires, false, **health))
-        return RiskTable([r["unit_id"] for r in units], [r["region"] for r in units], [r["industry"] for r in units],
-                         score, colour, int(time.time() * 1000))
+    async def refresh(self, *, full: bool = False) -> Refresh:
+        """Refresh now (incrementally unless `full`)."""
+        async with self._lock:
+            return await self._refresh(full=full)
 
-    def _device_health(self, units: list[asyncpg.Record]) -> dict[str, np.ndarray]:
-        """Per registry unit: counts of detectors by state, one bincount per state over the fleet."""
-        f = self.fleet
-        fleet_unit = f.unit[: f.size]
-        flags = live_flags(f, slice(0, f.size))  # panel components share their device's liveness
-        has_unit = fleet_unit >= 0
-        m = max(len(f.units), 1)
+    async def colours(self, unit_ids: Sequence[str]) -> dict[str, str]:
+        """Colour of each known unit (for `GET /api/v1/units`; see `devices.api.UnitRisk`)."""
+        t = await self.table()
+        return {u: t.colour(i) for u in unit_ids if (i := t.index.get(u)) is not None}
 
-        def per_unit(mask: np.ndarray) -> np.ndarray:
-            return np.bincount(fleet_unit[has_unit & mask], minlength=m).astype(np.float64)
+    async def _refresh(self, *, full: bool) -> Refresh:
+        started = time.perf_counter()
+        now = self.clock()
+        full = full or self._full_at is None or now - self._full_at >= self.full_every_s
+        t = self._table
+        async with self.pool.acquire() as conn:
+            sig = tuple(await conn.fetchrow("SELECT count(*), max(updated_at) FROM units"))
+            new_units: list[str] = []
+            if sig != self._units_sig:
+                rows = await conn.fetch("SELECT unit_id, region, industry FROM units ORDER BY unit_id")
+                new_units = t.reindex([UnitRow(r["unit_id"], r["region"], r["industry"]) for r in rows])
+                self._units_sig = sig
+            mark = await conn.fetchval("SELECT coalesce(max(event_id), 0) FROM alarm_events")
+            if full:
+                dirty = None
+            else:
+                changed = await conn.fetch(_CHANGED_UNITS_SQL, self._watermark, mark)
+                dirty = sorted({r["unit_id"] for r in changed if r["unit_id"] in t.index} | set(new_units))
+            if dirty is None or dirty:
+                await self._read_alarm_inputs(conn, dirty)
+        self._watermark = mark
+        t.set_health(self._device_health())
+        changed_rows = t.rescore(int(self.wall().timestamp() * 1000))
+        self._at = now
+        if full:
+            self._full_at = now
+        reread = len(t) if dirty is None else len(dirty)
+        self.last = Refresh(full, reread, int(changed_rows.size), (time.perf_counter() - started) * 1000)
+        return self.last
 
-        counts = {
-            "devices": per_unit(np.ones(f.size, bool)),
-            "offline": per_unit((flags & OFFLINE) != 0),
-            "faulty": per_unit((flags & FAULT) != 0),
-            "low_battery": per_unit((flags & LOW_BATTERY) != 0),
-            "tamper_open": per_unit((flags & TAMPER) != 0),
-            "working": per_unit(((flags & ONLINE) != 0) & ((flags & FAULT) == 0)),
-        }
-        to_fleet = np.array([f.units.get(r["unit_id"]) for r in units], np.int64)
-        known = to_fleet >= 0
-        out = {}
-        for name, c in counts.items():
-            col = np.zeros(len(units))
-            col[known] = c[to_fleet[known]]
-            out[name] = col
-        return out
-
-    async def trends(self, by: str, weeks: int = 13) -> list[TrendAlert]:
-        """Trend warnings per region (`by="region"`, its first three levels) or per industry."""
-        group = "array_to_string((string_to_array(a.region, '/'))[1:3], '/')" if by == "region" else "u.industry"
-        rows = await self.pool.fetch(
-            f"""SELECT {group} AS g, floor(extract(epoch FROM now() - a.first_seen) / 604800)::int AS age, count(*) AS c
-                FROM alarms a LEFT JOIN units u ON u.unit_id = a.unit_id
-                WHERE a.first_seen > now() - make_interval(weeks => $1) AND a.type NOT IN ('offline', 'low_battery')
-                GROUP BY 1, 2""",
-            weeks,
-        )
-        groups = sorted({r["g"] or "" for r in rows})
-        gi = {g: i for i, g in enumerate(groups)}
-        weekly = np.zeros((len(groups), weeks))
+    async def _read_alarm_inputs(self, conn: asyncpg.Connection, units: list[str] | None) -> None:
+        """Replace the alarm inputs of `units` (all units when None)."""
+        t = self._table
+        since = self.wall() - timedelta(days=HISTORY_DAYS)
+        rows = await conn.fetch(_ALARM_INPUTS_SQL, list(OPEN), FIRE_TYPES, since, units)
+        target = np.arange(len(t)) if units is None else np.array([t.index[u] for u in units], np.int64)
+        values = UnitInputs.zeros(len(t))  # indexed by table row; rows without alarms stay zero
+        severities = [s.name for s in Severity]
         for r in rows:
-            if 0 <= r["age"] < weeks:
-                weekly[gi[r["g"] or ""], weeks - 1 - r["age"]] += r["c"]
-        return trend_alerts(groups, weekly)
+            if (i := t.index.get(r["unit_id"])) is not None:
+                values.active_by_severity[i] = [r[s] for s in severities]
+                values.active_immediate_fire[i] = r["immediate"]
+                values.fires_90d[i] = r["fires"]
+                values.false_alarms_90d[i] = r["false_alarms"]
+        t.set_alarm_inputs(target, values.take(target))
 
-    async def region_report(self, region: str, weeks: int = 13) -> list[dict[str, Any]]:
-        """Weekly alarms, false-alarm rate and offline alarms per device for one region prefix."""
-        rows = await self.pool.fetch(
-            """SELECT date_trunc('week', first_seen) AS week, count(*) FILTER (WHERE type <> 'offline') AS alarms,
-                      count(*) FILTER (WHERE classification = 'false_alarm') AS false_alarms,
-                      count(*) FILTER (WHERE classification IS NOT NULL) AS classified,
-                      count(*) FILTER (WHERE type = 'offline') AS offline_alarms
-               FROM alarms WHERE region LIKE $1 || '%' AND first_seen > now() - make_interval(weeks => $2)
-               GROUP BY 1 ORDER BY 1""",
-            region, weeks,
-        )
-        devices = await self.pool.fetchval(
-            "SELECT count(*) FROM devices d JOIN units u ON u.unit_id = d.unit_id WHERE u.region LIKE $1 || '%'", region
-        )
-        return [
-            {"week": r["week"].date().isoformat(), "alarms": r["alarms"],
-             "false_alarm_rate": round(r["false_alarms"] / r["classified"], 3) if r["classified"] else 0.0,
-             "offline_share": round(r["offline_alarms"] / devices, 4) if devices else 0.0}
-            for r in rows
-        ]
+    def _device_health(self) -> dict[str, np.ndarray]:
+        """Per table row: devices, offline, faulty, low-battery and tampered ones, working detectors."""
+        f, t = self.fleet, self._table
+        n = len(t)
+        unit_row = np.array([t.index.get(name, -1) for name in f.units.names], np.int64)
+        flags = live_flags(f, slice(0, f.size))  # panel components share their device's liveness
+        slot_unit = f.unit[: f.size]
+        row = np.where(slot_unit >= 0, unit_row[np.maximum(slot_unit, 0)] if unit_row.size else -1, -1)
+        counted = (row >= 0) & ((flags & QUARANTINED) == 0)
 
+        def per_row(mask: np.ndarray) -> np.ndarray:
+            return np.bincount(row[counted & mask], minlength=n).astype(np.float64)[:n]
 
-def report_csv(rows: list[dict[str, Any]]) -> str:
-    out = io.StringIO()
-    w = csv.DictWriter(out, fieldnames=["week", "alarms", "false_alarm_rate", "offline_share"])
-    w.writeheader()
-    w.writerows(rows)
-    return out.getvalue()
+        detector = np.isin(f.kind[: f.size], DETECTOR_KINDS)
+        return {
+            "devices": per_row(np.ones(f.size, bool)),
+            "offline": per_row((flags & OFFLINE) != 0),
+            "faulty": per_row((flags & FAULT) != 0),
+            "low_battery": per_row((flags & LOW_BATTERY) != 0),
+            "tamper_open": per_row((flags & TAMPER) != 0),
+            "working": per_row(detector & ((flags & ONLINE) != 0) & ((flags & FAULT) == 0)),
+        }
 
+    async def trends(
+        self, by: Literal["region", "industry"], *, depth: int = 3, weeks: int = 13, scope: Sequence[str] = (),
+        p_max: float = P_MAX, min_count: int = MIN_COUNT, min_baseline: float = MIN_BASELINE,
+    ) -> list[TrendAlert]:
+        """Trend warnings per region prefix (its first `depth` levels) or per industry, over
+        alarms in `scope` (region paths; empty: all); `weeks` includes the current one."""
+        rows = await self.pool.fetch(_TREND_SQL, self.wall(), weeks, HAZARD_TYPES, None, list(scope))
+        if by == "region":
+            keys = region_prefix([r["region"] or "" for r in rows], depth)
+        else:
+            keys = [r["industry"] or "" for r in rows]
+        if not keys:
+            return []
+        names, g = group_index(keys)
+        ages = np.array([r["age"] for r in rows], np.int64)
+        counts = np.array([r["c"] for r in rows], np.float64)
+        weekly = weekly_matrix(g, ages, counts, len(names), weeks)
+        alerts = trend_alerts(names, weekly, p_max=p_max, min_count=min_count, min_baseline=min_baseline)
+        return [a for a in alerts if a.group]  # alarms without a region or unit form no group
 
-def report_html(region: str, rows: list[dict[str, Any]]) -> str:
-    """A self-contained page with an inline SVG chart (no script, prints as it shows)."""
-    width, height, pad = 720, 260, 40
-    n = max(len(rows), 1)
-    peak = max([r["alarms"] for r in rows] + [1])
-    step = (width - 2 * pad) / n
-    bars = "".join(
-        f'<rect x="{pad + i * step + 2:.1f}" y="{height - pad - (r["alarms"] / peak) * (height - 2 * pad):.1f}" '
-        f'width="{step - 4:.1f}" height="{(r["alarms"] / peak) * (height - 2 * pad):.1f}" fill="#c0392b">'
-        f'<title>{r["week"]}: {r["alarms"]}</title></rect>'
-        for i, r in enumerate(rows)
-    )
-    line = " ".join(
-        f'{pad + (i + 0.5) * step:.1f},{height - pad - r["false_alarm_rate"] * (height - 2 * pad):.1f}' for i, r in enumerate(rows)
-    )
-    table = "".join(
-        f"<tr><td>{r['week']}</td><td>{r['alarms']}</td><td>{r['false_alarm_rate']:.1%}</td><td>{r['offline_share']:.2%}</td></tr>"
-        for r in rows
-    )
-    esc = region.replace("&", "&amp;").replace("<", "&lt;")
-    return (
-        f"<!doctype html><meta charset=utf-8><title>{esc} 火灾风险周报</title>"
-        f"<h1>{esc}: alarms per week (bars) and false-alarm rate (line)</h1>"
-        f'<svg width="{width}" height="{height}" role="img" aria-label="weekly alarms">'
-        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#333"/>{bars}'
-        f'<polyline points="{line}" fill="none" stroke="#2c3e50" stroke-width="2"/></svg>'
-        f"<table border=1 cellpadding=4><tr><th>week</th><th>alarms</th><th>false-alarm rate</th><th>offline share</th></tr>{table}</table>"
-    )
+    async def region_report(self, region: str, weeks: int = 13) -> list[ReportRow]:
+        """Calendar weeks (Monday, UTC), oldest first, the current one last."""
+        rows = await self.pool.fetch(_REPORT_SQL, region, self.wall(), weeks, HAZARD_TYPES)
+
+        def col(name: str) -> np.ndarray:
+            return np.array([r[name] for r in rows], np.float64)
+
+        week_days: list[date] = [r["week"].date() for r in rows]
+        return report_rows(week_days, col("alarms"), col("false_alarms"), col("classified"), col("offline_devices"),
+                           col("devices"))

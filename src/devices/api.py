@@ -15,9 +15,9 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -330,9 +330,22 @@ class UnitIn(BaseModel):
     location: dict[str, Any] | str | None = None
 
 
-def unit_out(unit: dict[str, Any]) -> dict[str, Any]:
-    """A unit as answered: `risk_colour` is filled in by the risk assessment (null until then)."""
-    return {**unit, "risk_colour": None}
+class UnitRisk(Protocol):
+    """The four-colour risk grading (`alerting.risk_service.RiskService`, in `app.state.risk`).
+    A protocol so that `devices` needs nothing from `alerting`."""
+
+    async def colours(self, unit_ids: Sequence[str]) -> Mapping[str, str]: ...
+
+
+async def _colours(request: Request, unit_ids: Sequence[str]) -> Mapping[str, str]:
+    """Risk colour per unit; empty when the app has no risk grading (a unit not yet rated is absent)."""
+    risk: UnitRisk | None = getattr(request.app.state, "risk", None)
+    return await risk.colours(unit_ids) if risk is not None and unit_ids else {}
+
+
+def unit_out(unit: dict[str, Any], colours: Mapping[str, str]) -> dict[str, Any]:
+    """A unit as answered, with its `risk_colour` (`red`, `orange`, `yellow`, `green`; null until rated)."""
+    return {**unit, "risk_colour": colours.get(unit["unit_id"])}
 
 
 async def _visible_unit(svc: DeviceService, principal: Principal, unit_id: str) -> dict[str, Any]:
@@ -345,7 +358,9 @@ async def _visible_unit(svc: DeviceService, principal: Principal, unit_id: str) 
 
 
 @router.post("/units", status_code=201)
-async def upsert_unit(body: UnitIn, response: Response, principal: Operator, svc: Devices) -> dict[str, Any]:
+async def upsert_unit(
+    body: UnitIn, request: Request, response: Response, principal: Operator, svc: Devices
+) -> dict[str, Any]:
     """Create a unit (201; `unit_id` generated when absent) or replace one (200)."""
     try:
         spec = UnitSpec.parse(body.model_dump(exclude_unset=True))
@@ -362,11 +377,12 @@ async def upsert_unit(body: UnitIn, response: Response, principal: Operator, svc
     svc.fleet.set_unit(unit["unit_id"], region=unit["region"], maintenance=unit["maintenance"])
     if not created:
         response.status_code = 200
-    return unit_out(unit)
+    return unit_out(unit, await _colours(request, [unit["unit_id"]]))
 
 
 @router.get("/units")
 async def list_units(
+    request: Request,
     principal: Viewer,
     svc: Devices,
     region: Annotated[str | None, Query(description="region path prefix")] = None,
@@ -376,12 +392,14 @@ async def list_units(
     units = await registry.list_units(
         svc.pool, region_prefix=_region(region), scope=principal.regions, after=cursor, limit=limit
     )
-    return _page([unit_out(u) for u in units], limit, lambda u: u["unit_id"])
+    colours = await _colours(request, [u["unit_id"] for u in units])
+    return _page([unit_out(u, colours) for u in units], limit, lambda u: u["unit_id"])
 
 
 @router.get("/units/{unit_id}")
-async def get_unit(unit_id: str, principal: Viewer, svc: Devices) -> dict[str, Any]:
-    return unit_out(await _visible_unit(svc, principal, unit_id))
+async def get_unit(unit_id: str, request: Request, principal: Viewer, svc: Devices) -> dict[str, Any]:
+    unit = await _visible_unit(svc, principal, unit_id)
+    return unit_out(unit, await _colours(request, [unit_id]))
 
 
 @router.post("/units/{unit_id}/maintenance")

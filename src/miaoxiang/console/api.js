@@ -96,3 +96,25 @@ export async function roleOf(token) {
 export function alarmStream(lastEventId) {
   return new EventSource(apiUrl("alarms/stream", { token: savedToken(), last_event_id: lastEventId }));
 }
+
+/** Download a file route (a report) under the name the server suggests: fetch with the token,
+ *  then save the answer through a temporary object URL. */
+export async function download(path, query = {}, fallbackName = "download") {
+  const token = savedToken();
+  const res = await fetch(apiUrl(path, query), { headers: { Authorization: `Bearer ${token}` } });
+  if (!res.ok) {
+    const data = res.headers.get("content-type")?.includes("json") ? await res.json() : null;
+    if (res.status === 401 && token === savedToken()) onUnauthorized();
+    throw new ApiError(res.status, data?.detail ?? res.statusText);
+  }
+  const disposition = res.headers.get("content-disposition") ?? "";
+  const utf8 = /filename\*=UTF-8''([^;]+)/i.exec(disposition);
+  const name = utf8 ? decodeURIComponent(utf8[1]) : fallbackName;
+  const url = URL.createObjectURL(await res.blob());
+  const link = Object.assign(document.createElement("a"), { href: url, download: name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  return name;
+}

@@ -1,6 +1,7 @@
-// Region drill-down (江西省/赣州市/章贡区/...) with four-colour risk badges, and unit detail.
+// Region drill-down (江西省/赣州市/章贡区/...) with four-colour risk badges, the region's trend
+// warnings and report export, and unit detail with its risk score (docs/risk.md).
 
-import { get, getAll } from "./api.js";
+import { download, get, getAll } from "./api.js";
 import { fill, fmtTime, fmtValue, h } from "./dom.js";
 import { t, term } from "./i18n.js";
 
@@ -11,7 +12,10 @@ let view = { onAlarm: () => {}, onDevice: () => {}, onError: () => {} };
 let region = "";
 let units = [];
 let truncated = false;
-let unit = null; // {unit, devices, alarms}
+let unit = null; // {unit, devices, alarms, risk}
+let trends = { region: [], industry: [] }; // trend warnings under the open region
+const PARTS = ["alarms", "history", "health", "coverage"];
+const MAX_DEPTH = 6;
 
 const byId = (id) => document.querySelector(`[data-testid="${id}"]`);
 const colourOf = (u) => (COLOURS.includes(u.risk_colour) ? u.risk_colour : "none");
@@ -29,21 +33,29 @@ export function riskBadge(colour) {
 
 /** Show the units under `path` (a region prefix; "" for all). */
 export async function openRegion(path) {
-  const page = await getAll("units", { region: path || undefined });
+  const depth = path === "" ? 1 : Math.min(path.split("/").length + 1, MAX_DEPTH);
+  const none = () => ({ items: [] }); // trends are extra: the units still show without them
+  const [page, byRegion, byIndustry] = await Promise.all([
+    getAll("units", { region: path || undefined }),
+    get("risk/trends", { by: "region", region: path || undefined, depth }).catch(none),
+    get("risk/trends", { by: "industry", region: path || undefined }).catch(none),
+  ]);
   region = path;
   units = page.items.filter((u) => within(u.region ?? "", path));
   truncated = page.truncated;
+  trends = { region: byRegion.items, industry: byIndustry.items };
   unit = null;
   render();
 }
 
 async function openUnit(unitId) {
-  const [detail, devices, alarms] = await Promise.all([
+  const [detail, devices, alarms, risk] = await Promise.all([
     get(`units/${encodeURIComponent(unitId)}`),
     get("devices", { unit_id: unitId, limit: 200 }),
     get("alarms", { unit_id: unitId, limit: 50 }),
+    get(`risk/units/${encodeURIComponent(unitId)}`).catch(() => null),
   ]);
-  unit = { unit: detail, devices: devices.items, alarms: alarms.items };
+  unit = { unit: detail, devices: devices.items, alarms: alarms.items, risk };
   render();
   byId("unit-detail").querySelector("h2")?.focus();
 }
@@ -90,6 +102,47 @@ function regionCard(g) {
         .map((c) => h("span", { class: `badge risk risk-${c}` }, `${term("risk", c)} ${g[c]}`)))));
 }
 
+/** One `warning` trend alert: the group, and why in words. */
+function trendItem(a, by) {
+  const relative = region !== "" && a.group.startsWith(`${region}/`) ? a.group.slice(region.length + 1) : a.group.split("/").pop();
+  const name = by === "region" ? relative : a.group;
+  return h("li", { class: "trend", testid: "trend-alert", "data-group": a.group, "data-by": by },
+    h("span", { class: "badge severity-warning" }, term("severity", a.severity)), " ",
+    h("strong", {}, name), " ",
+    h("span", { class: "muted" }, t("risk.trendWhy", {
+      count: a.count, baseline: Number(a.baseline).toFixed(1), weeks: a.weeks, p: Number(a.p_value).toPrecision(2),
+    })));
+}
+
+function trendSection() {
+  const items = [...trends.region.map((a) => trendItem(a, "region")), ...trends.industry.map((a) => trendItem(a, "industry"))];
+  return [
+    h("h3", {}, t("risk.trends")),
+    items.length === 0 ? h("p", { class: "muted", testid: "trends-empty" }, t("risk.trendsNone"))
+      : h("ul", { class: "plain trends", testid: "trends" }, items),
+  ];
+}
+
+function exportBar() {
+  const save = (format) => () => {
+    download("risk/report", { region: region || undefined, format }, `risk-report.${format}`).catch(view.onError);
+  };
+  return h("div", { class: "toolbar export" },
+    h("span", {}, t("risk.export")),
+    h("button", { type: "button", testid: "report-csv", onclick: save("csv") }, t("risk.exportCsv")),
+    h("button", { type: "button", testid: "report-html", onclick: save("html") }, t("risk.exportChart")));
+}
+
+/** The unit's score and its four parts, as the risk API explains them. */
+function riskFacts(risk) {
+  if (!risk) return null;
+  return [
+    h("h3", {}, t("risk.score"), " ", h("span", { testid: "risk-score" }, fmtValue(risk.score))),
+    h("dl", { class: "facts", testid: "risk-parts" },
+      PARTS.map((p) => [h("dt", {}, term("risk.part", p)), h("dd", {}, fmtValue(risk.parts?.[p] ?? 0))])),
+  ];
+}
+
 function unitsTable() {
   const rank = (u) => [...COLOURS, "none"].indexOf(colourOf(u));
   const rows = [...units].sort((a, b) => rank(a) - rank(b) || a.name.localeCompare(b.name, "zh-CN")).slice(0, UNITS_SHOWN);
@@ -115,6 +168,7 @@ function unitDetail() {
     h("dl", { class: "facts" },
       [["units.address", u.address || "—"], ["alarm.region", u.region || "—"], ["units.industry", u.industry ?? "—"],
         ["units.contacts", contacts.length ? contacts : "—"]].map(([k, v]) => [h("dt", {}, t(k)), h("dd", {}, v)])),
+    riskFacts(unit.risk),
     h("h3", {}, t("units.devices")),
     devices.length === 0 ? h("p", { class: "muted" }, t("devices.empty")) : h("ul", { class: "chips" }, devices.map((d) =>
       h("li", {}, h("button", { type: "button", class: `chip devstatus-${d.status ?? "unknown"}`, onclick: () => view.onDevice(d.device_id) },
@@ -131,6 +185,8 @@ export function render() {
   const groups = subregions();
   fill(byId("units-body"),
     breadcrumb(),
+    exportBar(),
+    trendSection(),
     groups.length > 0 && [h("h3", {}, t("units.subregions")), h("ul", { class: "region-cards" }, groups.map(regionCard))],
     h("h3", {}, t("units.units"), " ", h("span", { class: "muted" }, t("units.count", { n: units.length }))),
     truncated && h("p", { class: "muted" }, t("units.truncated", { n: units.length })),
