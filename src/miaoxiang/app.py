@@ -146,6 +146,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
                 stack.push_async_callback(gb26875.close)
                 log.info("GB/T 26875.3 listener on %s:%d", settings.gb26875_host, gb26875.port)
             app.state.pool = pool
+            app.state.mqtt_url, app.state.mqtt_protocol = mqtt_url, protocol  # the broker actually used
             app.state.fleet = fleet
             app.state.pipeline = pipeline
             app.state.mqtt = mqtt

@@ -35,6 +35,37 @@ async def _serve(settings: Settings) -> int:
     return 0
 
 
+async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    """Play a fleet against a running service; print the score table; 1 when an expectation missed."""
+    from urllib.parse import urlsplit
+
+    from simulators.score import all_met, format_table
+    from simulators.session import Plan, Target, run_session, scenario_names, say
+
+    token = args.token or (settings.admin_token.get_secret_value() if settings.admin_token else None)
+    mqtt_url = args.mqtt_url or settings.mqtt_url
+    if token is None or mqtt_url is None:
+        print("miaoxiang: simulate needs --token (or MIAOXIANG_ADMIN_TOKEN) and --mqtt-url (or MIAOXIANG_MQTT_URL)",
+              file=sys.stderr)
+        return 2
+    try:
+        names = scenario_names(args.scenario)
+    except ValueError as e:
+        print(f"miaoxiang: {e}", file=sys.stderr)
+        return 2
+    host = urlsplit(args.url).hostname or "127.0.0.1"
+    gb_port = settings.gb26875_port if args.gb26875_port is None else args.gb26875_port
+    target = Target(args.url.rstrip("/"), token, mqtt_url, settings.topic(), (host, gb_port) if gb_port else None,
+                    settings.device_tz)
+    if args.compression != 1:
+        say("the service runs on real time: offline, outage and 60 s upgrade checks hold only at --compression 1")
+    plan = Plan(devices=args.devices, seed=args.seed, scenarios=names, rate=args.rate, compression=args.compression,
+                background=not args.no_background, sweep_slack_s=settings.sweep_interval_s * args.compression)
+    result = await run_session(target, plan)
+    print(format_table(result.rows))
+    return 0 if all_met(result.rows) and not result.unavailable else 1
+
+
 async def _migrate(settings: Settings) -> list[str]:
     url = settings.database_url or await asyncio.to_thread(embedded_postgres_url, settings.data_dir)
     conn = await asyncpg.connect(url)
@@ -53,6 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="service + embedded services + simulated fleet + console")
     demo.add_argument("--devices", type=int, default=2000)
     demo.add_argument("--seed", type=int, default=7)
+    sim = sub.add_parser("simulate", help="play a simulated fleet and scenarios against a running service; score it")
+    sim.add_argument("--devices", type=int, default=300, help="fleet size (every scenario needs 300 or more)")
+    sim.add_argument("--scenario", action="append", default=[], help="scenario name, repeatable, or 'all' (default)")
+    sim.add_argument("--rate", type=float, default=500.0, help="at most this many messages per second")
+    sim.add_argument("--compression", type=float, default=1.0, help="scenario seconds per real second")
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--url", default="http://127.0.0.1:8080", help="the service's base URL")
+    sim.add_argument("--token", help="admin token (default MIAOXIANG_ADMIN_TOKEN)")
+    sim.add_argument("--mqtt-url", help="broker the service listens to (default MIAOXIANG_MQTT_URL)")
+    sim.add_argument("--gb26875-port", type=int, help="GB/T 26875 port on the URL's host (default MIAOXIANG_GB26875_PORT; 0: none)")
+    sim.add_argument("--no-background", action="store_true", help="scenario messages only, no routine telemetry")
     bench = sub.add_parser("bench", help="run benchmarks/*.py; write JSON and a Markdown report")
     bench.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
@@ -72,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             from miaoxiang.demo import run_demo
 
             asyncio.run(run_demo(settings, devices=args.devices, seed=args.seed))
+        elif args.command == "simulate":
+            return asyncio.run(_simulate(settings, args))
         elif args.command == "bench":
             from miaoxiang.bench import run_all
 
