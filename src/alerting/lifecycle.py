@@ -2,8 +2,9 @@
 
 The transitions are pure functions of an `Alarm` value (top half). `AlarmLifecycle` applies
 them in PostgreSQL, one transaction per change: the alarm row, and its `alarm_events` audit row
-whose id becomes the stream event id; after the commit the change goes to the stream hub and,
-when a level is reached, to the notifier.
+whose id becomes the stream event id and, when a level is reached, its notifications in
+`notification_outbox`; after the commit the change goes to the stream hub and the notifier
+is woken.
 
 Status machine: active_unack -ack-> active_ack; active_* -clear-> cleared_*; cleared_unack
 -repeat-> active_unack; cleared_unack -ack-> cleared_ack; anything but resolved -resolve->
@@ -57,6 +58,10 @@ DB_DOWN = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
 )
+
+#: pg_advisory_xact_lock key every alarm-writing transaction takes first (migrations/0004): event
+#: ids then commit in increasing order across processes, which gap-free streams rely on.
+ALARM_WRITE_LOCK = 0x6D78616C61726D
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -312,9 +317,9 @@ def common_region(regions: Sequence[str]) -> str:
 
 # --- I/O: PostgreSQL, hub, notifier -----------------------------------------------------------
 class Notify(Protocol):
-    """What the lifecycle needs of a notifier: take a job without waiting."""
+    """What the lifecycle needs of a notifier: a nudge that the outbox has new rows (never waits)."""
 
-    def enqueue(self, alarm: dict[str, Any], level: int) -> None: ...
+    def wake(self) -> None: ...
 
 
 _NEW_ALARM = """
@@ -337,11 +342,23 @@ RETURNING *, (xmax = 0) AS inserted
 #: alarm to fold into (or the report is late): then the transactional path takes over.
 _RAISE_NEW = "WITH new AS (" + _NEW_ALARM + """
 DO NOTHING RETURNING alarm_id, region)
+, event AS (
 INSERT INTO alarm_events (alarm_id, at, action, actor, detail, snapshot)
 SELECT alarm_id, $11, 'raised', 'system', $12::jsonb,
        $13::jsonb || jsonb_build_object('alarm_id', alarm_id::text, 'region', region)
 FROM new
-RETURNING event_id, alarm_id, snapshot ->> 'region' AS region
+RETURNING event_id, alarm_id, snapshot ->> 'region' AS region), outbox AS (
+INSERT INTO notification_outbox (alarm_id, event_id, level, contact, target)
+SELECT e.alarm_id, e.event_id, 0, c.name, c.webhook FROM event e, mx_escalation_contacts(e.region, $6, 0) c
+WHERE $4 <> 'none'
+ON CONFLICT (event_id, target) DO NOTHING)
+SELECT event_id, alarm_id, region FROM event
+"""
+#: The notifications of a change that reached a level, one per contact (`alerting.notify` delivers them).
+_OUTBOX = """
+INSERT INTO notification_outbox (alarm_id, event_id, level, contact, target)
+SELECT $1, $2, $3, c.name, c.webhook FROM mx_escalation_contacts($4, $5, $3) c
+ON CONFLICT (event_id, target) DO NOTHING
 """
 _INSERT_EVENT = "INSERT INTO alarm_events (alarm_id, at, action, actor, detail, snapshot)"
 _RAISED_EVENT = _INSERT_EVENT + " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb) RETURNING event_id"
@@ -480,6 +497,7 @@ class AlarmLifecycle:
         async with self._writer, self.pool.acquire() as conn:
             changes: list[tuple[Change, int | None]] = []
             async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", ALARM_WRITE_LOCK)
                 yield conn, self.clock(), changes
             for change, received in changes:
                 self._committed(change, received)
@@ -603,8 +621,14 @@ class AlarmLifecycle:
         event = (to_dt(now_ms), change.action, change.actor, dumps(change.detail), dumps(a.to_json()))
         if change.action == "raised":  # the row was just inserted as it stands
             change.event_id = await conn.fetchval(_RAISED_EVENT, a.alarm_id, *event)
-            return
-        change.event_id = await conn.fetchval(
+        else:
+            change.event_id = await self._update(conn, a, event)
+        if change.notify_level is not None:
+            await conn.execute(_OUTBOX, a.alarm_id, change.event_id, change.notify_level, a.region, a.unit_id)
+
+    @staticmethod
+    async def _update(conn: asyncpg.Connection, a: Alarm, event: tuple[Any, ...]) -> int:
+        return await conn.fetchval(
             _UPDATE_AND_EVENT, a.alarm_id, a.severity, a.response, a.status, a.device_ids, a.unit_id, a.region,
             to_dt(a.last_seen_ms), a.count, a.rule, dumps(a.evidence), a.escalation_level,
             _opt_dt(a.escalated_at_ms), a.classification, a.note, a.acked_by, _opt_dt(a.acked_at_ms),
@@ -615,7 +639,7 @@ class AlarmLifecycle:
         alarm = change.alarm.to_json()
         self.hub.publish(change.event_id, alarm)
         if change.notify_level is not None and self.notifier is not None:
-            self.notifier.enqueue(alarm, change.notify_level)
+            self.notifier.wake()
         m = self.metrics
         if m is None:
             return

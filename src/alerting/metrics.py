@@ -29,7 +29,10 @@ class AlarmMetrics:
         self.notify_attempts = Counter(
             "mx_alarm_notification_attempts_total", "Webhook deliveries attempted", ["ok"], registry=registry
         )
-        self.notify_queue = Gauge("mx_alarm_notification_queue_depth", "Notifications waiting for delivery", registry=registry)
-        self.notify_dropped = Counter(
-            "mx_alarm_notifications_dropped_total", "Notifications dropped because the queue was full", registry=registry
+        self.notify_pending = Gauge(
+            "mx_alarm_notification_outbox_pending", "Notifications in the outbox waiting for delivery or a retry",
+            registry=registry,
+        )
+        self.notify_failed = Counter(
+            "mx_alarm_notifications_failed_total", "Notifications given up after their last attempt", registry=registry
         )

@@ -1,14 +1,19 @@
 """Escalation notifications: a JSON webhook POST to each contact of an alarm's region and level.
 
-`enqueue` never waits (the lifecycle calls it after a commit, the tick must not block); a
-worker delivers jobs concurrently (bounded), retrying a failed delivery with exponential
-backoff, and records every attempt in `notification_attempts`. Contacts are the rows of
-`region_contacts` whose region is a prefix of the alarm's region ('' matches every region).
+The lifecycle writes one `notification_outbox` row per (alarm change reaching a level, contact)
+in the transaction of the change (contacts: `mx_escalation_contacts`, see docs/escalation.md)
+and then calls `wake`. The worker claims due rows with `FOR UPDATE SKIP LOCKED` (so several
+processes share one outbox), leasing each for longer than a request can take, and delivers them
+concurrently (bounded). Every attempt is recorded in `notification_attempts`; a failure worth
+retrying (connection error, 5xx, 408/425/429) is due again after an exponential backoff, until
+`attempts` are spent. A row whose worker died mid-delivery is due again when its lease ends, so a
+notification is delivered at least once: receivers dedupe on `notification_id`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +21,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from alerting.lifecycle import LEVEL_NAMES, Clock, to_dt
+from alerting.lifecycle import DB_DOWN, LEVEL_NAMES, Clock, loads, to_dt
 from alerting.metrics import AlarmMetrics
 
 log = logging.getLogger(__name__)
@@ -24,11 +29,41 @@ log = logging.getLogger(__name__)
 #: HTTP answers worth another attempt; any other 4xx will not get better by retrying.
 RETRY_STATUSES = frozenset({408, 425, 429})
 
+_CLAIM = """
+UPDATE notification_outbox o SET attempts = o.attempts + 1, next_at = clock_timestamp() + make_interval(secs => $2)
+FROM (SELECT id FROM notification_outbox WHERE state = 'pending' AND next_at <= clock_timestamp()
+      ORDER BY next_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) due
+WHERE o.id = due.id
+RETURNING o.id, o.alarm_id, o.level, o.contact, o.target, o.attempts,
+          (SELECT snapshot FROM alarm_events e WHERE e.event_id = o.event_id) AS snapshot
+"""
+_DONE = "UPDATE notification_outbox SET state = $2, done_at = clock_timestamp() WHERE id = $1"
+_RETRY = "UPDATE notification_outbox SET next_at = clock_timestamp() + make_interval(secs => $2) WHERE id = $1"
+_RELEASE = """UPDATE notification_outbox SET next_at = clock_timestamp(), attempts = attempts - 1
+              WHERE id = $1 AND state = 'pending'"""
+_RECORD = """INSERT INTO notification_attempts (alarm_id, level, target, attempt, at, ok, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)"""
+
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    alarm: dict[str, Any]
+    """One claimed outbox row; `attempt` counts this one."""
+
+    id: int
+    alarm_id: int
     level: int
+    contact: str
+    target: str
+    attempt: int
+    alarm: dict[str, Any]
+
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> Job:
+        return cls(r["id"], r["alarm_id"], r["level"], r["contact"], r["target"], r["attempts"], loads(r["snapshot"]))
+
+    def payload(self) -> dict[str, Any]:
+        return {"notification_id": str(self.id), "alarm": self.alarm, "level": self.level,
+                "level_name": LEVEL_NAMES[self.level], "contact": self.contact}
 
 
 class Notifier:
@@ -37,10 +72,11 @@ class Notifier:
         pool: asyncpg.Pool,
         clock: Clock,
         *,
-        attempts: int = 3,
+        attempts: int = 5,
         backoff_s: float = 1.0,
+        backoff_max_s: float = 300.0,
         timeout_s: float = 5.0,
-        queue_max: int = 10_000,
+        poll_s: float = 1.0,
         concurrency: int = 16,
         metrics: AlarmMetrics | None = None,
     ) -> None:
@@ -48,79 +84,84 @@ class Notifier:
         self.clock = clock
         self.attempts = attempts
         self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
         self.timeout_s = timeout_s
+        self.poll_s = poll_s
+        self.concurrency = concurrency
+        self.lease_s = timeout_s + 10.0
         self.metrics = metrics
-        self.queue: asyncio.Queue[Job] = asyncio.Queue(queue_max)
-        self._slots = asyncio.Semaphore(concurrency)
-        self._unreached: set[tuple[str, int]] = set()
+        self._wake = asyncio.Event()
+        self._busy = 0
 
-    def enqueue(self, alarm: dict[str, Any], level: int) -> None:
-        """Queue the notification of `level` for an alarm; when the queue is full it is dropped and counted."""
-        try:
-            self.queue.put_nowait(Job(alarm, level))
-        except asyncio.QueueFull:
-            log.error("notification queue full: level %d of alarm %s not sent", level, alarm["alarm_id"])
-            if self.metrics:
-                self.metrics.notify_dropped.inc()
-        if self.metrics:
-            self.metrics.notify_queue.set(self.queue.qsize())
+    def wake(self) -> None:
+        """New rows are in the outbox: look now instead of at the next poll."""
+        self._wake.set()
 
     async def run(self) -> None:
-        """Deliver queued jobs until cancelled."""
+        """Deliver due outbox rows until cancelled."""
         headers = {"User-Agent": "miaoxiang-notifier/1"}
         async with httpx.AsyncClient(timeout=self.timeout_s, headers=headers) as http, asyncio.TaskGroup() as tg:
             while True:
-                job = await self.queue.get()
-                if self.metrics:
-                    self.metrics.notify_queue.set(self.queue.qsize())
-                await self._slots.acquire()
-                tg.create_task(self._deliver(http, job))
+                self._wake.clear()
+                jobs: list[Job] = []
+                free = self.concurrency - self._busy
+                if free > 0:
+                    try:
+                        jobs = await self._claim(free)
+                    except (*DB_DOWN, asyncpg.PostgresError) as e:
+                        log.error("cannot read the notification outbox (%s); retrying", e)
+                for job in jobs:
+                    self._busy += 1
+                    tg.create_task(self._deliver(http, job))
+                if len(jobs) < free or free <= 0:  # nothing more due now (or no free slot)
+                    try:
+                        async with asyncio.timeout(self.poll_s):
+                            await self._wake.wait()
+                    except TimeoutError:
+                        pass
 
-    async def contacts(self, region: str, level: int) -> list[tuple[str, str]]:
-        rows = await self.pool.fetch(
-            "SELECT name, webhook FROM region_contacts WHERE level = $2 AND starts_with($1, region) ORDER BY region, name",
-            region, level,
-        )
-        return [(r["name"], r["webhook"]) for r in rows]
+    async def _claim(self, limit: int) -> list[Job]:
+        rows = await self.pool.fetch(_CLAIM, limit, self.lease_s)
+        if self.metrics:
+            self.metrics.notify_pending.set(
+                await self.pool.fetchval("SELECT count(*) FROM notification_outbox WHERE state = 'pending'"))
+        return [Job.from_record(r) for r in rows]
 
     async def _deliver(self, http: httpx.AsyncClient, job: Job) -> None:
         try:
-            contacts = await self.contacts(job.alarm["region"] or "", job.level)
-            if not contacts and (job.alarm["region"], job.level) not in self._unreached:
-                self._unreached.add((job.alarm["region"], job.level))
-                log.warning("no level %d contact configured for region %r (said once per region and level)",
-                            job.level, job.alarm["region"])
-            async with asyncio.TaskGroup() as tg:
-                for name, url in contacts:
-                    tg.create_task(self._post(http, job, name, url))
-        except Exception:  # one failed job must not stop the worker
-            log.exception("notification of alarm %s level %d failed", job.alarm["alarm_id"], job.level)
-        finally:
-            self._slots.release()
-
-    async def _post(self, http: httpx.AsyncClient, job: Job, name: str, url: str) -> None:
-        payload = {"alarm": job.alarm, "level": job.level, "level_name": LEVEL_NAMES[job.level], "contact": name}
-        for attempt in range(1, self.attempts + 1):
             try:
-                resp = await http.post(url, json=payload)
+                resp = await http.post(job.target, json=job.payload())
                 ok = resp.is_success
                 retry = not ok and (resp.status_code >= 500 or resp.status_code in RETRY_STATUSES)
                 detail = f"HTTP {resp.status_code}"
             except httpx.HTTPError as e:
                 ok, retry, detail = False, True, f"{type(e).__name__}: {e}"
-            await self._record(job, url, attempt, ok, f"{name}: {detail}")
-            if ok or not retry or attempt == self.attempts:
-                return
-            await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+            await self._record(job, ok, retry and job.attempt < self.attempts, f"{job.contact}: {detail}")
+        except asyncio.CancelledError:
+            await self._release(job)
+            raise
+        except Exception:  # one failed job must not stop the worker; its lease makes it due again
+            log.exception("notification %d of alarm %d (level %d) failed", job.id, job.alarm_id, job.level)
+        finally:
+            self._busy -= 1
+            self._wake.set()
 
-    async def _record(self, job: Job, target: str, attempt: int, ok: bool, detail: str) -> None:
+    async def _release(self, job: Job) -> None:
+        """Give a claimed row back at once, its attempt uncounted (shutting down mid-delivery)."""
+        with contextlib.suppress(*DB_DOWN, asyncpg.PostgresError):
+            async with asyncio.timeout(2):
+                await self.pool.execute(_RELEASE, job.id)
+
+    async def _record(self, job: Job, ok: bool, again: bool, detail: str) -> None:
+        """The attempt and what becomes of the row, in one transaction."""
         if self.metrics:
             self.metrics.notify_attempts.labels(str(ok).lower()).inc()
-        try:
-            await self.pool.execute(
-                """INSERT INTO notification_attempts (alarm_id, level, target, attempt, at, ok, detail)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-                int(job.alarm["alarm_id"]), job.level, target, attempt, to_dt(self.clock()), ok, detail,
-            )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-            log.error("could not record notification attempt %d to %s for alarm %s: %s", attempt, target, job.alarm["alarm_id"], e)
+            if not ok and not again:
+                self.metrics.notify_failed.inc()
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(_RECORD, job.alarm_id, job.level, job.target, job.attempt, to_dt(self.clock()), ok, detail)
+            if again:
+                delay = min(self.backoff_s * 2 ** (job.attempt - 1), self.backoff_max_s)
+                await conn.execute(_RETRY, job.id, delay)
+            else:
+                await conn.execute(_DONE, job.id, "delivered" if ok else "failed")

@@ -9,6 +9,7 @@ sweep, the escalation timers and the notification worker in one TaskGroup.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -23,7 +24,7 @@ from alerting.model import Decision
 from alerting.notify import Notifier
 from alerting.stream import AlarmHub, db_replay
 from devices.batch import ReadingColumns
-from devices.fleet import Fleet
+from devices.fleet import FLAPPING, Fleet
 from devices.reading import Reading
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,14 @@ class CorrelationCore(Protocol):
     def sweep(self, offline_slots: np.ndarray, fleet: Fleet, now_ms: int) -> list[Decision]: ...
 
     def came_online(self, slots: np.ndarray, fleet: Fleet, now_ms: int) -> list[Decision]: ...
+
+    def clear_flapping(self, slot: int, fleet: Fleet) -> None: ...
+
+
+class UnknownDevice(Exception):
+    def __init__(self, device_id: str) -> None:
+        super().__init__(f"unknown device {device_id}")
+        self.device_id = device_id
 
 
 def enrich(decisions: list[Decision], readings: list[Reading]) -> None:
@@ -132,6 +141,27 @@ class AlarmService:
         decisions = self.correlator.sweep(slots, self.fleet, now_ms)
         if decisions:
             await self.lifecycle.handle(decisions)
+
+    async def clear_flapping(self, device_id: str, actor: str, note: str | None = None) -> bool:
+        """Lift a detector's flapping mark (CONTRACT §8); answer whether it was marked. The audit
+        row (`device_audit`) and the checkpointed flag are written in one transaction first, so
+        the cleared mark survives a restart; raises UnknownDevice."""
+        slot = self.fleet.slot(device_id)
+        if slot < 0:
+            raise UnknownDevice(device_id)
+        if not int(self.fleet.flags[slot]) & FLAPPING:
+            return False
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO device_audit (device_id, action, actor, detail) VALUES ($1, 'flapping_cleared', $2, $3::jsonb)",
+                device_id, actor, json.dumps({"note": note}, ensure_ascii=False),
+            )
+            await conn.execute(
+                "UPDATE device_state SET flags = flags & ~$2::integer, updated_at = now() WHERE device_id = $1",
+                device_id, FLAPPING,
+            )
+        self.correlator.clear_flapping(slot, self.fleet)
+        return True
 
     async def run(self) -> None:
         """The sweep loop, the timer loop and the notification worker, until cancelled."""

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from alerting.admin_api import router as alarm_settings_router
 from alerting.api import router as alarms_router
 from alerting.config import RuleConfig
 from alerting.core.correlator import Correlator
@@ -181,6 +182,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
 
     app.include_router(devices_router)
     app.include_router(alarms_router)
+    app.include_router(alarm_settings_router)
     app.include_router(risk_router)
     app.include_router(push_router)
     app.include_router(console_router())

@@ -225,3 +225,82 @@ async def test_slow_webhook_does_not_hold_up_the_tick(pool: asyncpg.Pool, receiv
         rx.release.set()
         await wait_for(lambda: _count(pool, 2))
     assert await attempts(pool) == [(1, f"{url}/held/1", 1, True), (2, f"{url}/ok/2", 1, True)]
+
+
+@contextlib.asynccontextmanager
+async def notifier_running(pool: asyncpg.Pool, clock: Clock, **options: Any) -> AsyncIterator[Notifier]:
+    notifier = Notifier(pool, clock, backoff_s=0.02, poll_s=0.05, **options)
+    worker = asyncio.create_task(notifier.run())
+    try:
+        yield notifier
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+
+
+async def outbox(pool: asyncpg.Pool) -> list[tuple[int, str, int]]:
+    rows = await pool.fetch("SELECT level, state, attempts FROM notification_outbox ORDER BY level")
+    return [(r["level"], r["state"], r["attempts"]) for r in rows]
+
+
+async def test_notifications_written_with_the_escalation_survive_a_restart(
+    pool: asyncpg.Pool, database_url: str, receiver: tuple[Receiver, str]
+) -> None:
+    rx, url = receiver
+    await add_contacts(pool, [("江西省", 0, "unit", f"{url}/ok/0"), ("江西省/赣州市", 1, "grid", f"{url}/ok/1")])
+    clock = Clock(T0)
+    fleet = Fleet()
+    fleet.set_unit("U1", region=REGION)
+    fleet.upsert("D1", Kind.smoke, unit_id="U1")
+    # the first process raises and escalates, then dies before its notifier delivers anything
+    lifecycle = AlarmLifecycle(pool, AlarmHub(db_replay(pool)), fleet, clock, notifier=Notifier(pool, clock))
+    await lifecycle.handle([decision(T0, "D1", AlarmType.smoke, Response.immediate, "smoke.heat")])
+    clock.now = T0 + 60_000
+    await lifecycle.tick(clock.now)
+    assert await level(pool) == 1
+    assert await outbox(pool) == [(0, "pending", 0), (1, "pending", 0)]
+    assert rx.calls == []
+    # the restarted process (its own pool) delivers what the outbox holds
+    restarted = await asyncpg.create_pool(database_url, min_size=1, max_size=3)
+    try:
+        async with notifier_running(restarted, clock):
+            await wait_for(lambda: _count(pool, 2))
+    finally:
+        await restarted.close()
+    assert sorted((p, b["level"], b["alarm"]["escalation_level"]) for p, b in rx.calls) == [("/ok/0", 0, 0), ("/ok/1", 1, 1)]
+    assert len({b["notification_id"] for _, b in rx.calls}) == 2
+    assert await outbox(pool) == [(0, "delivered", 1), (1, "delivered", 1)]
+    assert await attempts(pool) == [(0, f"{url}/ok/0", 1, True), (1, f"{url}/ok/1", 1, True)]
+
+
+async def test_a_webhook_down_across_a_restart_still_gets_the_notification(pool: asyncpg.Pool) -> None:
+    port = free_port()
+    await add_contacts(pool, [("", 0, "unit", f"http://127.0.0.1:{port}/ok/0")])
+    clock = Clock(T0)
+    fleet = Fleet()
+    fleet.upsert("D1", Kind.smoke)
+    async with notifier_running(pool, clock, attempts=20) as notifier:
+        lifecycle = AlarmLifecycle(pool, AlarmHub(db_replay(pool)), fleet, clock, notifier=notifier)
+        await lifecycle.handle([decision(T0, "D1", AlarmType.smoke, Response.verify, "smoke.single")])
+        await wait_for(lambda: _count(pool, 1))  # refused: nothing listens yet; retried with backoff
+    [(_, state, tried)] = await outbox(pool)
+    assert state == "pending" and tried >= 1
+    rx = Receiver()
+    server = uvicorn.Server(uvicorn.Config(rx, host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with notifier_running(pool, clock, attempts=20):  # the restarted notifier
+            await wait_for(lambda: _ok(pool))
+    finally:
+        server.should_exit = True
+        await serving
+    assert [p for p, _ in rx.calls] == ["/ok/0"]
+    history = await attempts(pool)
+    assert [ok for *_, ok in history] == [False] * (len(history) - 1) + [True]
+    assert [a for _, _, a, _ in history] == list(range(1, len(history) + 1))
+    assert (await outbox(pool))[0][1] == "delivered"
+
+
+async def _ok(pool: asyncpg.Pool) -> bool:
+    return await pool.fetchval("SELECT count(*) FROM notification_attempts WHERE ok") >= 1

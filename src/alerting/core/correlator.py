@@ -44,8 +44,8 @@ class Correlator:
 
     State: the open alarm episode, the last completed alarm/clear cycles and the latest `mute`
     event of every slot (for transients, flapping, mutes), recent unit alarms (for multi-detector and electrical-then-smoke
-    correlation) and how each offline device was reported. The one write to the fleet is
-    `Fleet.mark_flapping`; an operator lifts the mark with `Fleet.clear_flapping`.
+    correlation) and how each offline device was reported. Its writes to the fleet are
+    `Fleet.mark_flapping` and, when an operator lifts the mark, `Fleet.clear_flapping` (`clear_flapping`).
     """
 
     def __init__(self, config: RuleConfig | None = None) -> None:
@@ -53,6 +53,13 @@ class Correlator:
         self._detectors = DetectorState.empty(0, c.flapping_cycles - 1)
         self._offline = offline.OfflineState.empty(0)
         self._log = AlarmLog(int(c.correlation_memory_s * 1000))
+
+    def clear_flapping(self, slot: int, fleet: Fleet) -> None:
+        """An operator lifts a detector's flapping mark: the fleet flag and the cycles that made it,
+        so that only `flapping_cycles` new cycles mark it again."""
+        fleet.clear_flapping(slot)
+        if slot < self._detectors.cycles.shape[0]:
+            self._detectors.cycles[slot] = NO_TIME
 
     # --- readings --------------------------------------------------------------------------
     def evaluate(self, batch: ReadingColumns, fleet: Fleet, now_ms: int) -> list[Decision]:
