@@ -3,7 +3,8 @@
 `on_batch` is the pipeline's batch handler: the correlation core sees a batch against the fleet
 state before the batch is applied, then the fleet applies it, then the lifecycle writes the
 decisions (and the clears of offline alarms of devices heard again). `run` drives the offline
-sweep, the escalation timers and the notification worker in one TaskGroup.
+sweep, the escalation timers, the notification worker and (given `listen_dsn`) the LISTEN
+connection that brings other processes' alarm events to this hub, in one TaskGroup.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from alerting.lifecycle import DB_DOWN, AlarmLifecycle, Clock
+from alerting.listen import follow
 from alerting.metrics import AlarmMetrics
 from alerting.model import Decision
 from alerting.notify import Notifier
@@ -91,6 +93,7 @@ class AlarmService:
         *,
         tick_interval_s: float = 1.0,
         notifier: Notifier | None = None,
+        listen_dsn: str | None = None,
     ) -> None:
         if not 0 < sweep_interval_s <= 10:
             raise ValueError("sweep_interval_s must be in (0, 10]: offline devices are found by a sweep at least every 10 s")
@@ -103,6 +106,7 @@ class AlarmService:
         self.sweep_interval_s = sweep_interval_s
         self.tick_interval_s = tick_interval_s
         self.notifier = notifier
+        self.listen_dsn = listen_dsn
 
     @classmethod
     def create(
@@ -115,14 +119,16 @@ class AlarmService:
         registry: CollectorRegistry,
         sweep_interval_s: float = 5.0,
         stream_heartbeat_s: float = 15.0,
+        listen_dsn: str | None = None,
         **lifecycle_options: Any,
     ) -> AlarmService:
-        """The service with its hub (replaying from `alarm_events`), notifier and metrics."""
+        """The service with its hub (replaying from `alarm_events` and, given `listen_dsn`,
+        following the events other processes commit), notifier and metrics."""
         metrics = AlarmMetrics(registry)
         hub = AlarmHub(db_replay(pool), heartbeat_s=stream_heartbeat_s, metrics=metrics)
         notifier = Notifier(pool, clock, metrics=metrics)
         lifecycle = AlarmLifecycle(pool, hub, fleet, clock, notifier=notifier, metrics=metrics, **lifecycle_options)
-        return cls(pool, fleet, correlator, lifecycle, hub, clock, sweep_interval_s, notifier=notifier)
+        return cls(pool, fleet, correlator, lifecycle, hub, clock, sweep_interval_s, notifier=notifier, listen_dsn=listen_dsn)
 
     async def on_batch(self, readings: list[Reading], columns: ReadingColumns) -> None:
         """The pipeline's batch handler."""
@@ -164,12 +170,14 @@ class AlarmService:
         return True
 
     async def run(self) -> None:
-        """The sweep loop, the timer loop and the notification worker, until cancelled."""
+        """The sweep loop, the timer loop, the notification worker and the event listener, until cancelled."""
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._every(self.sweep_interval_s, self.sweep, "offline sweep"))
             tg.create_task(self._every(self.tick_interval_s, self.lifecycle.tick, "alarm timers"))
             if self.notifier is not None:
                 tg.create_task(self.notifier.run())
+            if self.listen_dsn is not None:
+                tg.create_task(follow(self.hub, self.listen_dsn))
 
     async def _every(self, interval_s: float, job: Callable[[int], Awaitable[None]], name: str) -> None:
         failing = False

@@ -6,9 +6,15 @@ client can never stall the hub or the others. Recent events stay in a bounded in
 a resume from an older id pages through `alarm_events` in the database first, so a client that
 reconnects with `Last-Event-ID` gets exactly the events it missed, in order.
 
-Event ids are `alarm_events.event_id`. They are gap-free for a resuming client because the
-lifecycle commits and publishes under one lock, so this process publishes ids in increasing
-order. A subscriber that asked for a resume drops live events it already got from the replay.
+Event ids are `alarm_events.event_id`, fanned out in strictly increasing order. Every alarm
+writer, in any process, takes one advisory lock before writing (migrations/0004), so ids commit
+in increasing order: once id N is committed, every smaller id that will ever exist is too. A hub
+that follows the database (`alerting.listen.follow`: LISTEN on a dedicated connection) also
+publishes the events of other processes: a NOTIFY, or a commit of its own that skips ids, makes
+it fetch every event after the last one it published from `alarm_events`, in id order; what it
+already published is skipped. A hub that does not follow publishes its own commits as they come
+(one process: the lifecycle commits and publishes under one lock). A subscriber that asked for a
+resume drops live events it already got from the replay.
 """
 
 from __future__ import annotations
@@ -89,6 +95,11 @@ class AlarmHub:
         self.metrics = metrics
         self.subscribers: set[Subscription] = set()
         self.closed = False
+        #: Id of the newest event fanned out (None: none yet).
+        self.last_id: int | None = None
+        self.following = False
+        self._newest_committed = 0
+        self._behind = asyncio.Event()
 
     def close(self) -> None:
         """End every live stream and refuse new ones: the server is shutting down, and open
@@ -99,8 +110,50 @@ class AlarmHub:
 
     # --- producers -------------------------------------------------------------------------
     def publish(self, event_id: int, alarm: dict[str, Any]) -> None:
-        """Fan out one alarm change. Never waits: a subscriber that cannot take it is cut off."""
-        event = StreamEvent(event_id, "alarm", alarm)
+        """Fan out one alarm change committed by this process. Never waits: a subscriber that
+        cannot take it is cut off. When following and ids were skipped (another process's
+        events, or a rolled-back write), the change is fetched in order with the missing ones."""
+        last = self.last_id
+        if last is not None and event_id <= last:
+            return  # already published from the database
+        if self.following and last is not None and event_id != last + 1:
+            self.committed(event_id)
+            return
+        self._emit(StreamEvent(event_id, "alarm", alarm))
+
+    def committed(self, event_id: int) -> None:
+        """Events up to `event_id` are committed (a NOTIFY, or a commit of this process)."""
+        if self.last_id is None or event_id > self.last_id:
+            self._newest_committed = max(self._newest_committed, event_id)
+            self._behind.set()
+
+    def start_following(self, newest_committed: int) -> None:
+        """From now on events of other processes count; older ones are history (replayed on resume)."""
+        if self.last_id is None:
+            self.last_id = newest_committed
+        self.following = True
+        self.committed(newest_committed)
+
+    async def catch_up(self) -> None:
+        """Wait until behind the database, then publish every committed event after `last_id`
+        in id order; repeat until cancelled. A failed read raises (call again to retry)."""
+        while True:
+            await self._behind.wait()
+            self._behind.clear()
+            while self.last_id is not None and self.last_id < self._newest_committed:
+                try:
+                    page = await self.replay_source(self.last_id, self.replay_page)
+                except BaseException:
+                    self._behind.set()  # still behind: the next call looks again
+                    raise
+                for event in page:
+                    if event.event_id is not None and event.event_id > (self.last_id or 0):
+                        self._emit(event)
+                if len(page) < self.replay_page:
+                    break
+
+    def _emit(self, event: StreamEvent) -> None:
+        self.last_id = event.event_id
         self.recent.append(event)
         self._fan_out(event)
 

@@ -126,7 +126,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
             log.info("fleet state loaded: %d devices", loaded)
             alarms = AlarmService.create(
                 pool=pool, fleet=fleet, correlator=Correlator(RuleConfig()), clock=clock, registry=registry,
-                sweep_interval_s=settings.sweep_interval_s,
+                sweep_interval_s=settings.sweep_interval_s, listen_dsn=db_url,
             )
             store = ReadingStore(pool)
             metrics = IngestMetrics(registry)
