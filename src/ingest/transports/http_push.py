@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -27,6 +28,7 @@ from ingest.metrics import IngestMetrics
 from ingest.pipeline import Pipeline, lane_for
 
 router = APIRouter(prefix="/api/v1/ingest", tags=["ingest"])
+SOURCE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # the push_sources.name check
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,8 @@ def push_context(request: Request) -> PushContext:
 
 
 async def _source(request: Request, name: str) -> PushSource:
+    if not SOURCE_NAME.fullmatch(name):  # e.g. a NUL byte, which PostgreSQL would refuse with an error
+        raise HTTPException(404, "unknown push source")
     row = await request.app.state.pool.fetchrow(
         "SELECT name, platform, secret, tenant, profile, rate_per_s FROM push_sources WHERE name = $1", name
     )
@@ -138,6 +142,8 @@ async def push(source: str, request: Request, ctx: Annotated[PushContext, Depend
     if result.readings:
         waits.append(await ctx.pipeline.submit(result.readings, lane=lane_for(result.readings), transport=transport, source=origin))
     if not result.readings and not result.notices:
+        if not result.errors:  # e.g. an empty array: still kept, with its reason
+            waits.append(await ctx.pipeline.dead_letter(transport, origin, "nothing in the body is a report", body))
         await asyncio.gather(*waits)
         raise HTTPException(422, "nothing in the body is a report")
     await asyncio.gather(*waits)

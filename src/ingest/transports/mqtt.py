@@ -132,9 +132,10 @@ class MqttTransport:
         backoff = 0.5
         while True:
             client = self.broker.client(f"{self.client_id}-{name}", persistent=True, receive_maximum=self.max_inflight)
+            # Before connecting: a persistent session's backlog may arrive right after CONNACK.
+            client._client.manual_ack_set(True)  # noqa: SLF001 - aiomqtt 2.x exposes no other way
             try:
                 async with client:
-                    client._client.manual_ack_set(True)  # noqa: SLF001 - aiomqtt 2.x exposes no other way
                     for f in filters:
                         await client.subscribe(f"{self.share}{self.root}/{f}", qos=1)
                     self.connected[name] = True
@@ -158,7 +159,7 @@ class MqttTransport:
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
         source = f"mqtt:{topic}"
         parts = topic[len(self.root) + 1 :].split("/") if topic.startswith(self.root + "/") else []
-        done: asyncio.Future[None] | None = None
+        done: asyncio.Future[Any] | None = None
         try:
             done = await self._dispatch(parts, payload, source)
         except DecodeError as e:
@@ -171,7 +172,7 @@ class MqttTransport:
             else:
                 done.add_done_callback(ack)
 
-    async def _dispatch(self, parts: list[str], payload: bytes, source: str) -> asyncio.Future[None] | None:
+    async def _dispatch(self, parts: list[str], payload: bytes, source: str) -> asyncio.Future[Any] | None:
         now = self.clock()
         if len(parts) == 3 and parts[0] in ("evt", "tel"):
             try:
@@ -183,12 +184,14 @@ class MqttTransport:
             return await self.pipeline.submit([reading], lane=lane, transport="mqtt", source=source)
         if len(parts) == 2 and parts[0] == "batch":
             readings, errors = decode_json_batch(payload, received_ms=now)
+            waits: list[asyncio.Future[None]] = []
             for err in errors:
                 self.metrics.decode_errors.labels("mqtt", "batch").inc()
-                await self.pipeline.dead_letter("mqtt", f"{source}#{err.index}", err.reason, err.raw)
-            if not readings:
-                return None
-            return await self.pipeline.submit(readings, lane=lane_for(readings), transport="mqtt", source=source)
+                waits.append(await self.pipeline.dead_letter("mqtt", f"{source}#{err.index}", err.reason, err.raw))
+            if readings:
+                waits.append(await self.pipeline.submit(readings, lane=lane_for(readings), transport="mqtt", source=source))
+            # acknowledged once the readings and the dead letters of every bad item are written
+            return asyncio.gather(*waits) if waits else None
         if len(parts) == 3 and parts[0] == "ack":
             if self.on_command_ack is not None:
                 try:
