@@ -47,12 +47,29 @@ NUMERIC_COLUMNS: dict[str, Callable[[dict[str, Any]], float]] = {
 }
 
 
+#: Device-reported alarm codes (`Reading.extra["alarm_code"]`, as device profiles such as
+#: ctwing-electrical-fire set them) that a batch carries in `ReadingColumns.alarm_code`: an index
+#: into this tuple, 0 for none or a code not listed here. What each means is alerting's business.
+ALARM_CODES: tuple[str, ...] = (
+    "", "residual_current", "leakage", "over_temperature", "overload", "short_circuit", "overvoltage",
+    "undervoltage", "arc_fault", "arc",
+)
+_ALARM_CODE_IDS = {code: i for i, code in enumerate(ALARM_CODES) if code}
+
+
+def alarm_code_id(extra: dict[str, Any]) -> int:
+    """The `ALARM_CODES` index of a reading's `extra["alarm_code"]` (0: none or unknown)."""
+    code = extra.get("alarm_code")
+    return _ALARM_CODE_IDS.get(code, 0) if isinstance(code, str) else 0
+
+
 @dataclass(slots=True)
 class ReadingColumns:
     """A batch of readings in columns; row i of every array is reading i.
 
     `slot` is the fleet slot of each reading's detector (see `devices.fleet`).
     `values` maps each name of `NUMERIC_COLUMNS` to a float64 array (NaN = not reported).
+    `alarm_code` is each reading's `ALARM_CODES` index; None means no reading carried one.
     """
 
     slot: np.ndarray  # int32
@@ -61,6 +78,7 @@ class ReadingColumns:
     ts_ms: np.ndarray  # int64
     received_ms: np.ndarray  # int64
     values: dict[str, np.ndarray]
+    alarm_code: np.ndarray | None = None  # int8
 
     def __len__(self) -> int:
         return int(self.slot.shape[0])
@@ -76,6 +94,7 @@ class ReadingColumns:
             ts_ms=np.fromiter((r.ts_ms for r in readings), np.int64, n),
             received_ms=np.fromiter((r.received_ms for r in readings), np.int64, n),
             values=values,
+            alarm_code=np.fromiter((alarm_code_id(r.extra) for r in readings), np.int8, n),
         )
 
     def take(self, index: np.ndarray) -> ReadingColumns:
@@ -87,4 +106,5 @@ class ReadingColumns:
             ts_ms=self.ts_ms[index],
             received_ms=self.received_ms[index],
             values={k: v[index] for k, v in self.values.items()},
+            alarm_code=None if self.alarm_code is None else self.alarm_code[index],
         )

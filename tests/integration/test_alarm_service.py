@@ -135,3 +135,22 @@ async def test_run_drives_sweeps_and_timers_until_cancelled(pool: asyncpg.Pool) 
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert task.cancelled()
+
+
+async def test_an_electrical_fire_monitor_alarm_code_decides_the_alarm_type(pool: asyncpg.Pool) -> None:
+    """A CTWing electrical-fire monitor's alarm_type 1 (leakage) below every limit: residual_current, with
+    the device's code in the evidence, not a type guessed from the nearest metric."""
+    from ingest.codecs.ctwing import decode_ctwing
+    from ingest.codecs.profiles import ProfileRegistry
+
+    body = {"timestamp": T0, "messageType": "dataReport", "IMEI": "E1", "deviceId": "15017088E1", "productId": "15017088",
+            "payload": {"serviceData": {"alarm_type": 1, "residual_current": 120, "temp_a": 61, "voltage_a": 221}}}
+    result = decode_ctwing(json.dumps(body).encode(), received_ms=T0 + 100, profiles=ProfileRegistry.load(),
+                           profile="ctwing-electrical-fire")
+    [r] = result.readings
+    clock = Clock(T0 + 200)
+    service, _ = make_service(pool, clock)
+    await feed(service, r)
+    [a] = (await alarms(pool)).values()
+    assert (a["type"], a["rule"], a["device_ids"]) == ("residual_current", "electrical.alarm_code", ["E1"])
+    assert json.loads(a["evidence"])[0]["alarm_code"] == "residual_current"

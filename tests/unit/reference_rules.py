@@ -11,9 +11,9 @@ import math
 from dataclasses import dataclass, field
 
 from alerting.config import RuleConfig
-from alerting.core.rules import DEFAULTS, KIND_ALARMS
+from alerting.core.rules import CODE_TYPES, DEFAULTS, KIND_ALARMS
 from alerting.model import AlarmType, Decision, Response, Severity
-from devices.batch import ReadingColumns
+from devices.batch import ALARM_CODES, ReadingColumns
 from devices.fleet import FLAPPING, LOW_BATTERY, MAINTENANCE, Fleet
 from devices.kinds import Event, Kind
 from devices.reading import Reading
@@ -122,7 +122,13 @@ class ReferenceCorrelator:
             if not over[1] and not math.isnan(val["cable_temp_c"]):
                 if self.rise(b, fleet, i, "cable_temp_c") >= self.th(fleet, slot, "cable_rise_c_per_min"):
                     over[1], rules[1] = True, "electrical.cable_rise"
-            if alarmish and not any(over):
+            code = ALARM_CODES[int(b.alarm_code[i])] if b.alarm_code is not None else ""
+            coded = CODE_TYPES.get(code) if alarmish else None
+            if coded is not None:
+                k = [t for t, _, _, _ in spec].index(coded)
+                if not over[k]:
+                    over[k], rules[k] = True, "electrical.alarm_code"
+            elif alarmish and not any(over):
                 ratios = [-math.inf if math.isnan(val[col] / lim) else val[col] / lim
                           for (_, col, _, _), lim in zip(spec, limits)]
                 k = max(range(4), key=lambda j: ratios[j])
@@ -381,9 +387,12 @@ class ReferenceCorrelator:
 T0 = 1_795_341_600_000  # 2026-11-21T00:00:00Z
 
 
-def reading(device_id: str, kind: Kind, event: Event | str, ts_ms: int, **metrics: object) -> Reading:
-    """A reading received when it was sent."""
-    return Reading(device_id, kind, Event[event] if isinstance(event, str) else event, ts_ms, ts_ms, metrics=dict(metrics))
+def reading(device_id: str, kind: Kind, event: Event | str, ts_ms: int, alarm_code: str | None = None,
+            **metrics: object) -> Reading:
+    """A reading received when it was sent; `alarm_code` goes to its extra, as device profiles put it."""
+    extra = {} if alarm_code is None else {"alarm_code": alarm_code}
+    return Reading(device_id, kind, Event[event] if isinstance(event, str) else event, ts_ms, ts_ms,
+                   metrics=dict(metrics), extra=extra)
 
 
 def columns(fleet: Fleet, readings: list[Reading]) -> ReadingColumns:

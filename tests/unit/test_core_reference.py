@@ -25,6 +25,9 @@ METRICS: dict[Kind, dict[str, list[float]]] = {
     Kind.uitd: {},
 }
 LIST_METRICS = {"residual_current_ma", "cable_temp_c", "voltage_v"}
+#: Device-reported alarm codes of electrical readings (None: none; "E42": a vendor code not known).
+ALARM_CODES = [None, None, None, "residual_current", "leakage", "over_temperature", "overload", "short_circuit",
+               "overvoltage", "undervoltage", "arc_fault", "E42"]
 EVENTS = [Event.heartbeat, Event.report, Event.report, Event.alarm, Event.alarm, Event.alarm, Event.alarm_clear,
           Event.alarm_clear, Event.test, Event.fault, Event.fault_clear, Event.tamper, Event.tamper_clear, Event.low_battery,
           Event.mute]
@@ -70,7 +73,8 @@ def batches(draw: st.DrawFn, kinds: list[Kind]) -> list:
                 v = draw(st.sampled_from(choices))
                 if v == v:
                     metrics[name] = [v] if name in LIST_METRICS else v
-            rows.append((d, draw(st.sampled_from(EVENTS)), draw(st.integers(0, 40)) * 5, metrics))
+            code = draw(st.sampled_from(ALARM_CODES)) if kinds[d] == Kind.electrical else None
+            rows.append((d, draw(st.sampled_from(EVENTS)), draw(st.integers(0, 40)) * 5, code, metrics))
         out.append((draw(st.integers(0, 5)) * 130, rows))  # (service time step s, rows with device time offsets s)
     return out
 
@@ -88,7 +92,7 @@ def test_core_and_reference_agree_across_batches(data: st.DataObject) -> None:
     now = T0
     for step_s, rows in plan:
         now += step_s * 1000
-        readings = [reading(f"d{d}", kinds[d], ev, now - 300_000 + dt * 1000, **m) for d, ev, dt, m in rows]
+        readings = [reading(f"d{d}", kinds[d], ev, now - 300_000 + dt * 1000, code, **m) for d, ev, dt, code, m in rows]
         got = sorted(map(decision_key, core.evaluate(columns(fleet_a, readings), fleet_a, now)))
         want = sorted(map(decision_key, ref.evaluate(columns(fleet_b, readings), fleet_b, now)))
         assert got == want

@@ -8,6 +8,7 @@ import pytest
 
 from alerting.config import RuleConfig
 from alerting.core import Correlator
+from alerting.core.rules import DEFAULTS
 from alerting.model import AlarmType, Decision, Response, Severity
 from devices.fleet import THRESHOLD_NAMES, Fleet
 from devices.kinds import Kind
@@ -148,6 +149,32 @@ def test_cable_rising_fast_overheats() -> None:
     d = only(evaluate(fleet, reading("e1", Kind.electrical, "report", T0, cable_temp_c=[50.0])))  # 10 °C/min
     assert (d.type, d.rule) == (AlarmType.cable_overheat, "electrical.cable_rise")
     assert evaluate(fleet, reading("e1", Kind.electrical, "report", T0, cable_temp_c=[49.0])) == []
+
+
+@pytest.mark.parametrize(("code", "type_"), [
+    ("residual_current", "residual_current"), ("leakage", "residual_current"), ("over_temperature", "cable_overheat"),
+    ("overload", "cable_overheat"), ("short_circuit", "arc_fault"), ("arc_fault", "arc_fault"),
+    ("overvoltage", "overvoltage"), ("undervoltage", "overvoltage"),
+])
+def test_a_device_reported_alarm_code_decides_the_type(code: str, type_: str) -> None:
+    fleet = fleet_of(("e1", Kind.electrical))
+    # without a code this would be put down to the cable temperature (63/70 is the nearest limit)
+    d = only(evaluate(fleet, reading("e1", Kind.electrical, "alarm", T0, code, residual_current_ma=[150], cable_temp_c=[63.0])))
+    assert (d.type.name, d.severity, d.response, d.rule) == (type_, *DEFAULTS[AlarmType[type_]], "electrical.alarm_code")
+
+
+def test_an_alarm_code_adds_to_exceeded_limits_and_needs_an_alarm_event() -> None:
+    fleet = fleet_of(("e1", Kind.electrical))
+    got = evaluate(fleet, reading("e1", Kind.electrical, "alarm", T0, "over_temperature", residual_current_ma=[400]))
+    assert sorted((d.type.name, d.rule) for d in got) == [
+        ("cable_overheat", "electrical.alarm_code"), ("residual_current", "electrical.residual_current")]
+    d = only(evaluate(fleet, reading("e1", Kind.electrical, "alarm", T0, "leakage", residual_current_ma=[400])))
+    assert d.rule == "electrical.residual_current"  # the limit says it already
+    assert evaluate(fleet, reading("e1", Kind.electrical, "report", T0, "leakage", residual_current_ma=[100])) == []
+    d = only(evaluate(fleet, reading("e1", Kind.electrical, "alarm", T0, "E42", cable_temp_c=[63.0])))
+    assert (d.type, d.rule) == (AlarmType.cable_overheat, "electrical.alarm")  # an unknown code: the nearest metric
+    d = only(evaluate(fleet, reading("e1", Kind.electrical, "test", T0, "short_circuit")))
+    assert (d.type, d.response, d.rule) == (AlarmType.arc_fault, Response.none, "suppressed.test")
 
 
 def test_electrical_alarm_below_every_limit_is_put_down_to_the_nearest_metric() -> None:

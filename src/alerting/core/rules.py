@@ -18,7 +18,7 @@ import numpy as np
 from alerting.config import RuleConfig
 from alerting.core.timeline import NO_TIME, Timeline
 from alerting.model import AlarmType, Response, Severity
-from devices.batch import ReadingColumns
+from devices.batch import ALARM_CODES, ReadingColumns
 from devices.fleet import Fleet
 from devices.kinds import Event, Kind
 
@@ -26,7 +26,7 @@ RULES: tuple[str, ...] = (
     "smoke.single", "smoke.heat", "smoke.rise", "smoke.heat_only",
     "gas.alarm", "gas.lel_major", "gas.lel_critical",
     "electrical.residual_current", "electrical.cable_temp", "electrical.cable_rise", "electrical.arc",
-    "electrical.overvoltage", "electrical.alarm",
+    "electrical.overvoltage", "electrical.alarm", "electrical.alarm_code",
     "water.pressure_low", "water.alarm",
     "panel.fire", "panel.fault", "device.fault", "device.tamper", "device.low_battery", "device.offline",
     "suppressed.test", "suppressed.maintenance", "suppressed.muted", "flapping",
@@ -80,6 +80,19 @@ TYPE_METRICS: dict[AlarmType, tuple[str, ...]] = {
     A.water_pressure_low: ("pressure_mpa", "level_m"),
     A.low_battery: ("battery_pct",),
 }
+
+#: The alarm type an electrical `alarm` with a device-reported `alarm_code` is (docs/escalation.md,
+#: "Electrical alarm codes"). CONTRACT §5 has no type of its own for two codes: an overload is an
+#: overcurrent whose danger is the conductor heating (cable_overheat); a short circuit is a fault
+#: current at one point, which is where arcing starts (arc_fault). Undervoltage shares overvoltage:
+#: the supply voltage is out of range.
+CODE_TYPES: dict[str, AlarmType] = {
+    "residual_current": A.residual_current, "leakage": A.residual_current,
+    "over_temperature": A.cable_overheat, "overload": A.cable_overheat,
+    "short_circuit": A.arc_fault, "arc_fault": A.arc_fault, "arc": A.arc_fault,
+    "overvoltage": A.overvoltage, "undervoltage": A.overvoltage,
+}
+_CODE_TYPE = np.array([CODE_TYPES.get(code, -1) for code in ALARM_CODES], np.int8)  # ALARM_CODES index -> type
 
 #: Events whose values the threshold rules look at.
 VALUE_EVENTS = (Event.heartbeat, Event.report, Event.alarm, Event.test)
@@ -169,6 +182,8 @@ class Readings:
         n = len(batch)
         self._nan = np.full(n, np.nan)
         self.values = {name: np.asarray(v, np.float64) for name, v in batch.values.items()}
+        codes = batch.alarm_code
+        self.alarm_code = np.zeros(n, np.int8) if codes is None else codes.astype(np.int8)
 
     def with_event(self, event: Event) -> np.ndarray:
         """Rows with this event (not heartbeat or report), ascending."""
@@ -281,8 +296,10 @@ _ELECTRICAL = (  # (type, column, threshold, rule)
 
 def electrical(r: Readings) -> list[Hits]:
     """Residual current >= 300 mA, cable >= 70 °C or rising >= 10 °C/min, >= 14 arcs/s, voltage
-    >= 264 V: one hit per exceeded limit. An `alarm` exceeding none of them is put down to the
-    metric nearest its limit (value / threshold; residual current when none was reported)."""
+    >= 264 V: one hit per exceeded limit. An `alarm` whose device reported an alarm code of
+    `CODE_TYPES` is also that type (rule `electrical.alarm_code`, unless a limit of that type is
+    exceeded too). An `alarm` without such a code exceeding no limit is put down to the metric
+    nearest its limit (value / threshold; residual current when none was reported)."""
     rows = r.rows(Kind.electrical)
     values = [r.value(column)[rows] for _, column, _, _ in _ELECTRICAL]
     limits = [r.threshold(name, rows) for _, _, name, _ in _ELECTRICAL]
@@ -293,7 +310,10 @@ def electrical(r: Readings) -> list[Hits]:
     rise[ask] = r.rise_per_min("cable_temp_c", rows[ask])
     rising = rise >= r.threshold("cable_rise_c_per_min", rows)
     over[1] = over[1] | rising
-    device_alarm = _alarmish(r, rows) & ~np.logical_or.reduce(over)
+    alarmish = _alarmish(r, rows)
+    code_type = _CODE_TYPE[r.alarm_code[rows].astype(np.intp)]
+    coded = alarmish & (code_type >= 0)
+    device_alarm = alarmish & ~coded & ~np.logical_or.reduce(over)
     blamed = np.zeros(rows.shape[0], np.intp)
     if device_alarm.any():
         ratio = np.vstack([v / lim for v, lim in zip(values, limits)])
@@ -301,8 +321,9 @@ def electrical(r: Readings) -> list[Hits]:
     hits = []
     for i, (type_, _, _, rule) in enumerate(_ELECTRICAL):
         blame = device_alarm & (blamed == i)
-        fire = over[i] | blame
-        rule_code = np.where(blame, RULE["electrical.alarm"], RULE[rule])
+        by_code = coded & (code_type == type_) & ~over[i]
+        fire = over[i] | blame | by_code
+        rule_code = np.select([blame, by_code], [RULE["electrical.alarm"], RULE["electrical.alarm_code"]], RULE[rule])
         if type_ is A.cable_overheat:
             rule_code = np.where(rising & ~(values[1] >= limits[1]), RULE["electrical.cable_rise"], rule_code)
         hits.append(Hits.of(rows[fire], type_, rule=rule_code[fire], rise=np.where(rising, rise, np.nan)[fire]))
