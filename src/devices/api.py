@@ -421,7 +421,7 @@ class PushSourceIn(BaseModel):
     token: str | None = Field(None, description="push token (onenet, ctwing)")
     tenant: str = "default"
     profile: str | None = None
-    rate_per_s: float = Field(1000, gt=0)
+    rate_per_s: float = Field(1000, ge=0.01, le=1_000_000, description="requests per second allowed")
 
 
 @router.post("/push-sources", status_code=201)

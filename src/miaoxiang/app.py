@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -179,6 +180,13 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
     app.state.background_error = None
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"])
+
+    @app.exception_handler(asyncpg.DataError)
+    async def refused_by_postgres(request: Request, exc: asyncpg.DataError) -> JSONResponse:
+        """Input PostgreSQL cannot store (a NUL character in text, a number out of its column's
+        range) is the caller's error: 422 with the reason, never a 500."""
+        reason = "text must not contain NUL characters" if "0x00" in str(exc) else str(exc).splitlines()[0]
+        return JSONResponse({"detail": f"not storable: {reason}"}, status_code=422)
 
     app.include_router(devices_router)
     app.include_router(alarms_router)

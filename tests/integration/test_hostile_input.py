@@ -219,10 +219,18 @@ async def test_schemathesis_finds_no_server_error(hostile_settings: Settings) ->
     print("\nSCHEMATHESIS:", json.dumps({"operations": len(calls), "calls": sum(calls.values()), "5xx": len(failures),
                                          "seconds": round(time.monotonic() - started, 1)}))
     assert len(calls) >= 20
-    # Found by this test, in routers this task does not own (src/devices/api.py): a NUL byte in a
-    # text field, or a rate_per_s beyond float32, reaches PostgreSQL and answers 500, not 422.
-    known = ("POST /api/v1/push-sources ", "POST /api/v1/tokens ", "POST /api/v1/units ")
-    unknown = [f for f in failures if not f.startswith(known)]
-    assert not unknown, "\n".join(unknown[:20])
-    if failures:
-        pytest.xfail(f"known 500s (NUL bytes / float32 overflow reach PostgreSQL): {failures[:3]}")
+    assert not failures, "\n".join(failures[:20])
+
+
+async def test_unstorable_values_are_refused_with_422(hostile_settings: Settings) -> None:
+    """What PostgreSQL cannot store (NUL in text) or would store wrongly (a rate beyond real's
+    range, or one that rounds to 0 and blocks the source for good) is the caller's error."""
+    async with running_service(hostile_settings) as svc:
+        unit = await svc.http.post("/api/v1/units", json={"name": "单位\x00名"}, headers=svc.auth())
+        assert unit.status_code == 422 and "NUL" in unit.json()["detail"]
+        for rate in (1e300, 1e-300, 0):
+            source = {"name": "rated", "platform": "generic", "secret": "s", "rate_per_s": rate}
+            assert (await svc.http.post("/api/v1/push-sources", json=source, headers=svc.auth())).status_code == 422
+        token = await svc.http.post("/api/v1/tokens", json={"name": "a\x00b", "role": "viewer"}, headers=svc.auth())
+        assert token.status_code == 422
+        assert (await svc.http.get("/readyz")).status_code == 200
