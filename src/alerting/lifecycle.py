@@ -13,8 +13,9 @@ new alarm. The database holds one open alarm per (key, type) (`alarms_one_open_i
 number of workers race.
 
 Times: `first_seen`, `last_seen` and `cleared_at` are device times of the decisions; timers
-(the 60 s verify upgrade, escalation) run on the service clock from when the alarm was raised
-here (`created_at`), since nobody could acknowledge it before that.
+run on the service clock from when the alarm became active here, since nobody could
+acknowledge it before that: the 60 s verify upgrade from `active_since` (the raise, or the
+latest reopening), escalation from `escalated_at` (likewise, then each level reached).
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ class Alarm:
     resolved_by: str | None
     resolved_at_ms: int | None
     created_at_ms: int
+    active_since_ms: int
 
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> Alarm:
@@ -142,7 +144,7 @@ class Alarm:
             escalation_level=r["escalation_level"], escalated_at_ms=ms("escalated_at"),
             classification=r["classification"], note=r["note"], acked_by=r["acked_by"], acked_at_ms=ms("acked_at"),
             cleared_at_ms=ms("cleared_at"), resolved_by=r["resolved_by"], resolved_at_ms=ms("resolved_at"),
-            created_at_ms=to_ms(r["created_at"]),
+            created_at_ms=to_ms(r["created_at"]), active_since_ms=to_ms(r["active_since"]),
         )
 
     @property
@@ -206,7 +208,7 @@ def new_alarm(d: Decision, alarm_id: int, unit_id: str | None, region: str, now_
         status="active_unack", device_ids=list(d.device_ids), unit_id=unit_id, region=region, first_seen_ms=d.ts_ms,
         last_seen_ms=d.ts_ms, count=1, rule=d.rule, evidence=json.loads(dumps(d.evidence)), escalation_level=0,
         escalated_at_ms=now_ms, classification=None, note=None, acked_by=None, acked_at_ms=None, cleared_at_ms=None,
-        resolved_by=None, resolved_at_ms=None, created_at_ms=now_ms,
+        resolved_by=None, resolved_at_ms=None, created_at_ms=now_ms, active_since_ms=now_ms,
     )
 
 
@@ -224,6 +226,7 @@ def fold(alarm: Alarm, d: Decision, now_ms: int) -> Change | None:
     action = "repeated"
     if alarm.status == "cleared_unack":
         new.status, new.cleared_at_ms, action = "active_unack", None, "reopened"
+        new.active_since_ms = new.escalated_at_ms = now_ms  # a new wait for an answer begins
     severity = min(Severity[alarm.severity], d.severity)
     response = min(Response[alarm.response], d.response)
     notify = None
@@ -281,7 +284,7 @@ def upgrade_unacked(alarm: Alarm, now_ms: int, after_ms: int, flapping: bool) ->
     (not for a flapping detector, whose single alarms stay verify)."""
     if (
         alarm.status != "active_unack" or alarm.response != "verify" or alarm.type not in FIRE_CLASS_NAMES
-        or flapping or now_ms - alarm.created_at_ms < after_ms
+        or flapping or now_ms - alarm.active_since_ms < after_ms
     ):
         return None
     new = replace(alarm, response="immediate", rule=_with_rule(alarm.rule, UNACKED_RULE))
@@ -324,10 +327,11 @@ class Notify(Protocol):
 
 _NEW_ALARM = """
 INSERT INTO alarms (alarm_key, type, severity, response, status, device_ids, unit_id, region,
-                    first_seen, last_seen, count, rule, evidence, escalation_level, escalated_at, created_at)
+                    first_seen, last_seen, count, rule, evidence, escalation_level, escalated_at, created_at,
+                    active_since)
 SELECT $1, $2, $3, $4, 'active_unack', $5, $6,
        coalesce(nullif($7, ''), (SELECT region FROM units WHERE unit_id = $6), ''),
-       $8, $8, 1, $9, $10::jsonb, 0, $11, $11
+       $8, $8, 1, $9, $10::jsonb, 0, $11, $11, $11
 WHERE NOT EXISTS (  -- a report no newer than the newest closed alarm of this key raises nothing
     SELECT 1 FROM alarms WHERE alarm_key = $1 AND type = $2 AND status IN ('cleared_ack', 'resolved')
        AND greatest(last_seen, cleared_at) >= $8)
@@ -367,7 +371,7 @@ WITH changed AS (
     UPDATE alarms SET severity = $2, response = $3, status = $4, device_ids = $5, unit_id = $6, region = $7,
            last_seen = $8, count = $9, rule = $10, evidence = $11::jsonb, escalation_level = $12, escalated_at = $13,
            classification = $14, note = $15, acked_by = $16, acked_at = $17, cleared_at = $18, resolved_by = $19,
-           resolved_at = $20
+           resolved_at = $20, active_since = $26
     WHERE alarm_id = $1)
 """ + _INSERT_EVENT + " VALUES ($1, $21, $22, $23, $24::jsonb, $25::jsonb) RETURNING event_id"
 #: Decisions written per transaction (sorted by key, so that workers never deadlock) ...
@@ -581,7 +585,7 @@ class AlarmLifecycle:
             """SELECT * FROM alarms WHERE status = 'active_unack' AND (
                    (escalation_level < $1 AND ((response = 'immediate' AND escalated_at <= $2)
                                             OR (response = 'verify' AND escalated_at <= $3)))
-                   OR (response = 'verify' AND type = ANY($4::text[]) AND created_at <= $5))
+                   OR (response = 'verify' AND type = ANY($4::text[]) AND active_since <= $5))
                ORDER BY alarm_id""",
             MAX_LEVEL, to_dt(now_ms - esc.get("immediate", 0)), to_dt(now_ms - esc.get("verify", 0)),
             list(FIRE_CLASS_NAMES), to_dt(now_ms - self.unacked_upgrade_ms),
@@ -632,7 +636,7 @@ class AlarmLifecycle:
             _UPDATE_AND_EVENT, a.alarm_id, a.severity, a.response, a.status, a.device_ids, a.unit_id, a.region,
             to_dt(a.last_seen_ms), a.count, a.rule, dumps(a.evidence), a.escalation_level,
             _opt_dt(a.escalated_at_ms), a.classification, a.note, a.acked_by, _opt_dt(a.acked_at_ms),
-            _opt_dt(a.cleared_at_ms), a.resolved_by, _opt_dt(a.resolved_at_ms), *event,
+            _opt_dt(a.cleared_at_ms), a.resolved_by, _opt_dt(a.resolved_at_ms), *event, to_dt(a.active_since_ms),
         )
 
     def _committed(self, change: Change, received_ms: int | None) -> None:

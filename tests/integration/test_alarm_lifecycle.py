@@ -262,6 +262,25 @@ async def test_unacknowledged_verify_fire_alarm_becomes_immediate_after_60s(pool
     assert d1 == ["raised", "upgraded", "escalated"]
 
 
+async def test_the_60s_wait_restarts_when_a_cleared_alarm_reopens(pool: asyncpg.Pool) -> None:
+    """A detector that alarms again two minutes after its first alarm cleared has been waiting
+    for an answer for seconds, not minutes: no upgrade until 60 s after the reopening."""
+    clock = Clock(T0)
+    w = Worker(pool, clock)
+    await w.lifecycle.handle([smoke(T0), smoke(T0 + 25_000, "clear", rule="alarm_clear")])
+    clock.now = T0 + 120_000
+    await w.lifecycle.handle([smoke(T0 + 120_000)])  # reopened
+    [a] = await alarms(pool)
+    assert (a["status"], a["count"]) == ("active_unack", 2)
+    await w.lifecycle.tick(T0 + 121_000)
+    assert (await alarms(pool))[0]["response"] == "verify"
+    await w.lifecycle.tick(T0 + 179_999)
+    assert (await alarms(pool))[0]["response"] == "verify"
+    await w.lifecycle.tick(T0 + 180_000)
+    [a] = await alarms(pool)
+    assert (a["response"], a["rule"]) == ("immediate", "smoke_alarm+unacked_60s")
+
+
 async def test_region_comes_from_the_registry_when_the_fleet_lacks_the_unit(pool: asyncpg.Pool) -> None:
     await pool.execute("INSERT INTO units (unit_id, name, region) VALUES ('U9', '某商场', '浙江省/杭州市/西湖区')")
     w = Worker(pool, Clock(T0))
