@@ -21,7 +21,6 @@ from alerting.config import RuleConfig
 from alerting.core.correlator import Correlator
 from alerting.risk_api import router as risk_router
 from alerting.risk_service import RiskService
-from alerting.service import AlarmService
 from devices.api import router as devices_router
 from devices.commands import CommandService
 from devices.fleet import Fleet
@@ -38,6 +37,7 @@ from ingest.transports.mqtt import BrokerConfig, MqttTransport
 from miaoxiang.console_router import console_router
 from miaoxiang.embedded import embedded_broker, embedded_postgres_url
 from miaoxiang.migrate import migrate
+from miaoxiang.scaleout import ScaleOut, alarm_service_class, scale_out
 from miaoxiang.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -114,8 +114,11 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
             fleet = Fleet()
             registry = app.state.metrics_registry
             mqtt: MqttTransport | None = None
+            links: ScaleOut | None = None  # partitions > 1 (miaoxiang.scaleout)
 
             async def publish(topic: str, payload: bytes) -> None:
+                if links is not None:
+                    return await links.publish(topic, payload)
                 assert mqtt is not None
                 await mqtt.publish(topic, payload)
 
@@ -125,23 +128,29 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
             devices = DeviceService(pool, fleet, commands, clock=clock, checkpoint_interval_s=settings.checkpoint_interval_s)
             loaded = await devices.load()
             log.info("fleet state loaded: %d devices", loaded)
-            alarms = AlarmService.create(
+            alarms = alarm_service_class(settings).create(
                 pool=pool, fleet=fleet, correlator=Correlator(RuleConfig()), clock=clock, registry=registry,
                 sweep_interval_s=settings.sweep_interval_s, listen_dsn=db_url,
             )
+            if settings.partitions > 1:
+                links = scale_out(settings, BrokerConfig.from_url(mqtt_url, protocol), fleet=fleet, alarms=alarms,
+                                  commands=commands, clock=clock)
             store = ReadingStore(pool)
             metrics = IngestMetrics(registry)
             pipeline = Pipeline(
-                fleet=fleet, store=store, on_batch=alarms.on_batch, metrics=metrics,
+                fleet=fleet, store=store, on_batch=alarms.on_batch if links is None else links.partitioner.on_batch,
+                metrics=metrics,
                 batch_max=settings.batch_max, batch_ms=settings.batch_ms, queue_max=settings.queue_max,
                 dedupe_window_s=settings.dedupe_window_s, unknown_devices=settings.unknown_devices, clock=clock,
             )
             mqtt = MqttTransport(
                 BrokerConfig.from_url(mqtt_url, protocol), pipeline=pipeline, metrics=metrics,
-                topic_root=settings.topic(), client_id=f"{settings.mqtt_client_id}-{settings.tenant}",
+                topic_root=settings.topic(), client_id=settings.session_id(),
                 share_group=settings.mqtt_share_group, max_inflight=settings.mqtt_max_inflight,
-                on_command_ack=commands.on_ack, clock=clock,
+                on_command_ack=commands.on_ack if links is None else links.forward_command_ack, clock=clock,
             )
+            if links is not None and settings.role == "worker":
+                links.uplink = mqtt
             gb26875 = _gb26875_server(settings, pipeline, clock)
             if gb26875 is not None:
                 await gb26875.start()
@@ -151,7 +160,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
             app.state.mqtt_url, app.state.mqtt_protocol = mqtt_url, protocol  # the broker actually used
             app.state.fleet = fleet
             app.state.pipeline = pipeline
-            app.state.mqtt = mqtt
+            app.state.mqtt = mqtt if links is None else links
             app.state.clock = clock
             app.state.devices = devices
             app.state.alarms = alarms
@@ -163,6 +172,8 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
             )
             background = asyncio.create_task(_run_background(
                 pipeline.run(), mqtt.run(), alarms.run(), devices.run(), _maintain_partitions(store, settings)
+            ) if links is None else _run_background(
+                *links.jobs(pipeline, alarms, devices, pool, _maintain_partitions(store, settings))
             ))
             background.add_done_callback(lambda t: _record_failure(app, t))
             try:
@@ -172,7 +183,8 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await background
                 with contextlib.suppress(Exception):
-                    await devices.checkpoint()  # live state survives a clean restart
+                    if settings.role != "worker":  # a worker's fleet holds one partition's live state
+                        await devices.checkpoint()  # live state survives a clean restart
 
     app = FastAPI(title="Miaoxiang 秒响", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings

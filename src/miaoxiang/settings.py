@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "MIAOXIANG_"
@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     command_timeout_s: float = Field(60.0, gt=0)
     cors_origins: list[str] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    partitions: int = Field(1, ge=1, le=256, description="Correlation partitions; 1 = one process does everything")
+    role: Literal["all", "worker", "api"] = Field(
+        "all", description="With partitions > 1: `worker` (ingest + correlate one partition) or `api` (fleet state, sweeps, API)"
+    )
+    partition_index: int = Field(0, ge=0, description="The partition a `worker` correlates, 0..partitions-1")
+    registry_refresh_s: float = Field(5.0, gt=0, description="How often a worker reloads devices and units changed elsewhere")
 
     @field_validator("database_url")
     @classmethod
@@ -63,6 +69,23 @@ class Settings(BaseSettings):
         if v is not None and not v.startswith(("mqtt://", "mqtts://")):
             raise ValueError("must start with mqtt:// or mqtts://")
         return v
+
+    @model_validator(mode="after")
+    def _scale_out(self) -> Settings:
+        if self.partitions == 1 and self.role != "all":
+            raise ValueError("role must be `all` when partitions is 1")
+        if self.partitions > 1 and self.role == "all":
+            raise ValueError("with partitions > 1 each process is a `worker` or the `api`")
+        if self.role == "worker" and self.partition_index >= self.partitions:
+            raise ValueError(f"partition_index must be below partitions ({self.partitions})")
+        if self.role == "worker" and not self.mqtt_share_group:
+            raise ValueError("workers must share the uplink: set mqtt_share_group")
+        return self
+
+    def session_id(self) -> str:
+        """Base of this process's MQTT session ids; workers of one deployment differ by partition."""
+        base = f"{self.mqtt_client_id}-{self.tenant}"
+        return {"all": base, "worker": f"{base}-w{self.partition_index}", "api": f"{base}-api"}[self.role]
 
     @classmethod
     def settings_customise_sources(
@@ -96,7 +119,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return Settings(**values)
     except ValidationError as e:
         err = e.errors()[0]
-        name = str(err["loc"][0]) if err["loc"] else "?"
+        if not err["loc"]:  # a check across settings (scale-out); its input would show every value
+            raise SettingsError(f"Settings do not fit together: {err['msg'].removeprefix('Value error, ')}.") from None
+        name = str(err["loc"][0])
         shown = "<secret>" if "token" in name or "url" in name else repr(err.get("input"))
         raise SettingsError(
             f"Setting {ENV_PREFIX}{name.upper()} (or `{name}` in the config file) is invalid: {err['msg']} (got {shown})."
