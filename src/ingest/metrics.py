@@ -9,6 +9,11 @@ class IngestMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.received = Counter("mx_ingest_received_total", "Readings handed to the pipeline", ["transport", "lane"], registry=registry)
         self.decode_errors = Counter("mx_ingest_decode_errors_total", "Payloads that failed to decode", ["transport", "codec"], registry=registry)
+        # Per transport AND codec (json, json_batch, mx1, ctwing, onenet, generic, gb26875; "unknown"
+        # for a payload no codec claims): payloads received, readings decoded, dead letters.
+        self.codec_received = Counter("mx_ingest_payloads_total", "Payloads received (messages, push bodies, frames)", ["transport", "codec"], registry=registry)
+        self.codec_decoded = Counter("mx_ingest_decoded_total", "Readings decoded and handed to the pipeline", ["transport", "codec"], registry=registry)
+        self.codec_dead_letters = Counter("mx_ingest_codec_dead_letters_total", "Dead letters (decode errors and rejected readings)", ["transport", "codec"], registry=registry)
         self.duplicates = Counter("mx_ingest_duplicates_total", "Readings dropped as duplicates (in memory or by the database)", ["transport"], registry=registry)
         self.dead_letters = Counter("mx_ingest_dead_letters_total", "Inputs kept as dead letters", ["transport"], registry=registry)
         self.quarantined = Counter("mx_ingest_quarantined_devices_total", "Unknown devices auto-registered as quarantined", registry=registry)

@@ -29,13 +29,16 @@ from devices.fleet import Fleet
 from devices.kinds import ATTENTION_EVENTS
 from devices.reading import Reading
 from ingest.metrics import IngestMetrics
-from ingest.storage import DeadLetter, ReadingStore, dedup_key, reading_row
+from ingest.storage import DeadLetter, ReadingStore, prepare
 
 log = logging.getLogger(__name__)
 
 Lane = Literal["evt", "tel"]
 BatchHandler = Callable[[list[Reading], ReadingColumns], Awaitable[None]]
 Clock = Callable[[], int]
+#: The bytes each reading of a submission came from, by the reading's index: the payload as
+#: received for a single report, the element's own text for a batch element.
+RawOf = Callable[[int], bytes]
 EVT_RESERVE = 10_000  # readings the evt lane may add beyond queue_max
 WRITE_CHUNK = 20_000  # readings per COPY
 
@@ -49,12 +52,25 @@ def lane_for(readings: list[Reading]) -> Lane:
     return "evt" if any(r.event in ATTENTION_EVENTS for r in readings) else "tel"
 
 
+def default_codec(transport: str) -> str:
+    """The codec of a submission whose transport did not name one (GB/T 26875 frames over TCP)."""
+    return "gb26875" if transport == "tcp" else "unknown"
+
+
 @dataclass(slots=True)
 class Submission:
     readings: list[Reading]
     transport: str
     source: str
     done: asyncio.Future[None]
+    codec: str = "unknown"
+    raw: bytes | RawOf | None = None
+
+    def raw_of(self, index: int) -> bytes | None:
+        """The bytes reading `index` came from, as received; None if the transport did not say."""
+        if self.raw is None or isinstance(self.raw, bytes):
+            return self.raw
+        return self.raw(index)
 
 
 @dataclass(slots=True)
@@ -72,7 +88,8 @@ class Flush:
 
 class Deduper:
     """Remembers (detector, device time, dedup key) for at least `window_ms`, in two rotating
-    generations: the same identity as the database's unique index on readings."""
+    generations: the same identity as the database's unique index on readings. An untimed
+    report (a seq, no device time) has -1 for its time: its copies meet on (detector, seq)."""
 
     def __init__(self, window_ms: int) -> None:
         self.window_ms = window_ms
@@ -114,6 +131,7 @@ class Pipeline:
         self.unknown_devices = unknown_devices
         self.clock = clock
         self.dedupe = Deduper(dedupe_window_s * 1000)
+        store.untimed_window_ms = dedupe_window_s * 1000  # one dedupe window, in memory and in the database
         self.lanes: dict[Lane, asyncio.Queue[Submission]] = {
             "evt": asyncio.Queue(maxsize=10_000),
             "tel": asyncio.Queue(maxsize=max(100, queue_max // 50)),
@@ -124,18 +142,39 @@ class Pipeline:
         self.db_up = True
 
     # --- transports call these -------------------------------------------------------------
-    async def submit(self, readings: list[Reading], *, lane: Lane, transport: str, source: str) -> asyncio.Future[None]:
+    async def submit(
+        self,
+        readings: list[Reading],
+        *,
+        lane: Lane,
+        transport: str,
+        source: str,
+        codec: str | None = None,
+        raw: bytes | RawOf | None = None,
+    ) -> asyncio.Future[None]:
         """Queue readings; answer a future resolved once they are durably written.
-        Waits while the lane is full: that wait is the backpressure transports feel."""
+        Waits while the lane is full: that wait is the backpressure transports feel.
+
+        `codec` names the decoder that produced them (counted per transport and codec); a caller
+        that names none (GB/T 26875 over TCP) also has its payload counted as received here.
+        `raw` is what a rejected reading is dead-lettered with: the payload as received, or a
+        function from reading index to the bytes of its batch element."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.metrics.received.labels(transport, lane).inc(len(readings))
-        await self.lanes[lane].put(Submission(readings, transport, source, done))
+        if codec is None:
+            codec = default_codec(transport)
+            self.metrics.codec_received.labels(transport, codec).inc()
+        self.metrics.codec_decoded.labels(transport, codec).inc(len(readings))
+        await self.lanes[lane].put(Submission(readings, transport, source, done, codec, raw))
         self.metrics.queue_depth.labels(lane).set(self.lanes[lane].qsize())
         return done
 
-    async def dead_letter(self, transport: str, source: str, reason: str, raw: bytes) -> asyncio.Future[None]:
+    async def dead_letter(
+        self, transport: str, source: str, reason: str, raw: bytes, *, codec: str | None = None
+    ) -> asyncio.Future[None]:
         """Keep rejected input with its reason; answer a future resolved once it is written."""
         self.metrics.dead_letters.labels(transport).inc()
+        self.metrics.codec_dead_letters.labels(transport, codec or default_codec(transport)).inc()
         flush = Flush(dead_letters=[DeadLetter(transport, source, reason, raw, self.clock())])
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         flush.waiters.append(done)
@@ -177,18 +216,24 @@ class Pipeline:
         flush = Flush(waiters=[s.done for s in batch])
         accepted: list[Reading] = []
         slots: list[int] = []
+        rows = flush.rows
+        seen = self.dedupe.seen
         for sub in batch:
-            for r in sub.readings:
-                key = dedup_key(r)
-                if self.dedupe.seen((r.detector_id, r.ts_ms, key), now):
-                    self.metrics.duplicates.labels(sub.transport).inc()
+            source = sub.source
+            duplicates = 0
+            for index, r in enumerate(sub.readings):
+                key, row = prepare(r, source)  # identity and metrics JSON, once per reading
+                if seen(key, now):
+                    duplicates += 1
                     continue
-                slot = self._slot_for(r, sub, flush, now)
+                slot = self._slot_for(r, sub, index, flush, now)
                 if slot < 0:
                     continue
                 accepted.append(r)
                 slots.append(slot)
-                flush.rows.append(reading_row(r, sub.source))
+                rows.append(row)
+            if duplicates:
+                self.metrics.duplicates.labels(sub.transport).inc(duplicates)
         if accepted:
             self.metrics.batch_size.labels(lane).observe(len(accepted))
             columns = ReadingColumns.from_readings(accepted, slots)  # type: ignore[arg-type]
@@ -196,20 +241,20 @@ class Pipeline:
             self.metrics.processed.labels(lane).inc(len(accepted))
         await self._buffer(flush, lane)
 
-    def _slot_for(self, r: Reading, sub: Submission, flush: Flush, now: int) -> int:
+    def _slot_for(self, r: Reading, sub: Submission, index: int, flush: Flush, now: int) -> int:
         """The fleet slot of a reading's detector, registering what may be registered; -1 rejects."""
         fleet = self.fleet
         slot = fleet.slot(r.device_id)
         if slot < 0:
             if self.unknown_devices == "reject":
-                self._reject(flush, sub, r, f"unknown device {r.device_id}; register it first", now)
+                self._reject(flush, sub, index, f"unknown device {r.device_id}; register it first", now)
                 return -1
             slot = fleet.upsert(r.device_id, r.kind, quarantined=True)
             flush.new_devices.append((r.device_id, r.kind.name))
             self.metrics.quarantined.inc()
         if int(fleet.kind[slot]) != int(r.kind):
             registered = type(r.kind)(int(fleet.kind[slot])).name
-            self._reject(flush, sub, r, f"device {r.device_id} is registered as {registered}, report says {r.kind.name}", now)
+            self._reject(flush, sub, index, f"device {r.device_id} is registered as {registered}, report says {r.kind.name}", now)
             return -1
         if r.component is None:
             return slot
@@ -221,9 +266,14 @@ class Pipeline:
             )
         return comp
 
-    def _reject(self, flush: Flush, sub: Submission, r: Reading, reason: str, now: int) -> None:
+    def _reject(self, flush: Flush, sub: Submission, index: int, reason: str, now: int) -> None:
+        """Dead-letter reading `index` of `sub` with the bytes it came from."""
         self.metrics.dead_letters.labels(sub.transport).inc()
-        raw = repr((r.device_id, r.kind.name, r.event.name, r.ts_ms, r.seq, r.metrics)).encode()
+        self.metrics.codec_dead_letters.labels(sub.transport, sub.codec).inc()
+        raw = sub.raw_of(index)
+        if raw is None:  # a caller that kept no bytes: a description of the reading instead
+            r = sub.readings[index]
+            raw = repr((r.device_id, r.kind.name, r.event.name, r.ts_ms, r.seq, r.metrics)).encode()
         flush.dead_letters.append(DeadLetter(sub.transport, sub.source, reason, raw, now))
 
     async def _buffer(self, flush: Flush, lane: Lane) -> None:

@@ -16,7 +16,7 @@ from devices.kinds import FAULT_CODES, Event, Kind
 from devices.reading import Reading
 
 from .errors import DecodeError
-from .values import METRIC_TYPES, RANGES, is_number, validate_metric
+from .values import METRIC_TYPES, RANGES, is_number, receive_time, validate_metric
 
 MAGIC = 0xA5
 VERSION = 0x01
@@ -128,7 +128,7 @@ def decode_mx1(frame: bytes, *, received_ms: int) -> Reading:
         kind=_MX1_KINDS[kind_code - 1],
         event=Event(event_code),
         ts_ms=ts_s * 1000 if ts_s else received_ms,
-        received_ms=received_ms,
+        received_ms=receive_time(ts_s * 1000, received_ms, ts_s != 0),
         seq=seq,
         metrics=metrics,
         extra={UNKNOWN_TAGS: unknown} if unknown else {},

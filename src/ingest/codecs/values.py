@@ -16,8 +16,9 @@ from .errors import DecodeError
 MAX_EXTRA_DEPTH = 16
 #: Latest accepted time: 9999-12-31T23:59:59.999Z.
 MAX_TS_MS = 253_402_300_799_999
-#: Largest accepted `seq` + 1.
-SEQ_LIMIT = 2**32
+#: Largest accepted `seq` + 1: what `readings.seq` (PostgreSQL integer) holds. A larger one used to
+#: be accepted and then failed every write of its batch, stalling ingest behind it.
+SEQ_LIMIT = 2**31
 
 #: Metric name -> python type of its value (`devices.kinds` plus `fault_code`).
 METRIC_TYPES: dict[str, type] = {**NB_METRICS, **{k: t for m in KIND_METRICS.values() for k, t in m.items()}, "fault_code": str}
@@ -151,6 +152,22 @@ def parse_ts(value: Any, received_ms: int) -> int:
     if f is None or f != int(f):
         raise DecodeError(f"ts must be epoch milliseconds or an RFC 3339 string, got {show(value)}")
     return check_ts_ms(value if isinstance(value, int) else int(f))
+
+
+def receive_time(ts_ms: int, received_ms: int, timed: bool) -> int:
+    """The receive time to store with a report of device time `ts_ms`.
+
+    A report without a time of its own takes its receive time as `ts_ms`, and the pipeline
+    recognises such an *untimed* report by `ts_ms == received_ms` (docs/ingest.md, "Duplicates").
+    So a *timed* report whose device time happens to equal its receive time to the millisecond
+    is given a receive time one millisecond later, which keeps that test exact.
+    """
+    return received_ms + 1 if timed and ts_ms == received_ms else received_ms
+
+
+def is_untimed(ts_ms: int, received_ms: int) -> bool:
+    """True for a reading whose report carried no device time (see `receive_time`)."""
+    return ts_ms == received_ms
 
 
 def rfc3339_ms(text: str) -> int:

@@ -20,12 +20,12 @@ from fastapi.responses import PlainTextResponse
 from ingest.codecs.ctwing import decode_ctwing
 from ingest.codecs.errors import DecodeError
 from ingest.codecs.generic import verify_generic
-from ingest.codecs.json_report import decode_json_batch, decode_json_report
+from ingest.codecs.json_report import decode_json_batch_indexed, decode_json_report
 from ingest.codecs.onenet import decode_onenet, verify_onenet, verify_onenet_url
 from ingest.codecs.platform import PlatformResult
 from ingest.codecs.profiles import ProfileRegistry
 from ingest.metrics import IngestMetrics
-from ingest.pipeline import Pipeline, lane_for
+from ingest.pipeline import Pipeline, RawOf, lane_for
 
 router = APIRouter(prefix="/api/v1/ingest", tags=["ingest"])
 SOURCE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # the push_sources.name check
@@ -95,12 +95,14 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _decode_generic(body: bytes, received_ms: int) -> PlatformResult:
+def _decode_generic(body: bytes, received_ms: int) -> tuple[PlatformResult, bytes | RawOf]:
+    """The readings of a generic push, and what a rejected one is dead-lettered with: the body,
+    or for an array the element's own text."""
     stripped = body.lstrip()
     if stripped.startswith(b"["):
-        readings, errors = decode_json_batch(body, received_ms=received_ms)
-        return PlatformResult(readings=readings, errors=errors, notices=[])
-    return PlatformResult(readings=[decode_json_report(body, received_ms=received_ms)], errors=[], notices=[])
+        batch = decode_json_batch_indexed(body, received_ms=received_ms)
+        return PlatformResult(readings=batch.readings, errors=batch.errors, notices=[]), batch.element
+    return PlatformResult(readings=[decode_json_report(body, received_ms=received_ms)], errors=[], notices=[]), body
 
 
 @router.post("/push/{source}")
@@ -124,26 +126,31 @@ async def push(source: str, request: Request, ctx: Annotated[PushContext, Depend
             raise HTTPException(401, "bad or missing CTWing push token")
     transport = f"http:{src.platform}"
     origin = f"http:{src.name}"
+    codec = src.platform  # generic, onenet or ctwing (device profiles are part of the last two)
+    ctx.metrics.codec_received.labels("http", codec).inc()
+    raw: bytes | RawOf = body  # a platform push is dead-lettered as sent
     try:
         if src.platform == "generic":
-            result = _decode_generic(body, received_ms)
+            result, raw = _decode_generic(body, received_ms)
         elif src.platform == "onenet":
             result = decode_onenet(body, received_ms=received_ms, profiles=ctx.profiles, profile=src.profile)
         else:
             result = decode_ctwing(body, received_ms=received_ms, profiles=ctx.profiles, profile=src.profile)
     except DecodeError as e:
-        ctx.metrics.decode_errors.labels("http", src.platform).inc()
-        await (await ctx.pipeline.dead_letter(transport, origin, e.reason, body))
+        ctx.metrics.decode_errors.labels("http", codec).inc()
+        await (await ctx.pipeline.dead_letter(transport, origin, e.reason, body, codec=codec))
         raise HTTPException(422, f"nothing in the body is a report: {e.reason}") from None
     waits: list[asyncio.Future[None]] = []
     for err in result.errors:
-        ctx.metrics.decode_errors.labels("http", src.platform).inc()
-        waits.append(await ctx.pipeline.dead_letter(transport, f"{origin}#{err.index}", err.reason, err.raw))
+        ctx.metrics.decode_errors.labels("http", codec).inc()
+        waits.append(await ctx.pipeline.dead_letter(transport, f"{origin}#{err.index}", err.reason, err.raw, codec=codec))
     if result.readings:
-        waits.append(await ctx.pipeline.submit(result.readings, lane=lane_for(result.readings), transport=transport, source=origin))
+        waits.append(await ctx.pipeline.submit(
+            result.readings, lane=lane_for(result.readings), transport=transport, source=origin, codec=codec, raw=raw
+        ))
     if not result.readings and not result.notices:
         if not result.errors:  # e.g. an empty array: still kept, with its reason
-            waits.append(await ctx.pipeline.dead_letter(transport, origin, "nothing in the body is a report", body))
+            waits.append(await ctx.pipeline.dead_letter(transport, origin, "nothing in the body is a report", body, codec=codec))
         await asyncio.gather(*waits)
         raise HTTPException(422, "nothing in the body is a report")
     await asyncio.gather(*waits)

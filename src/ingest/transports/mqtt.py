@@ -29,7 +29,8 @@ from paho.mqtt.properties import Properties
 
 from devices.kinds import Kind
 from ingest.codecs.errors import DecodeError
-from ingest.codecs.json_report import decode_json_batch
+from ingest.codecs.json_report import decode_json_batch_indexed
+from ingest.codecs.mx1 import MAGIC
 from ingest.codecs.report import decode_report
 from ingest.metrics import IngestMetrics
 from ingest.pipeline import Clock, Lane, Pipeline, lane_for
@@ -159,12 +160,14 @@ class MqttTransport:
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
         source = f"mqtt:{topic}"
         parts = topic[len(self.root) + 1 :].split("/") if topic.startswith(self.root + "/") else []
+        codec = payload_codec(parts, payload)
+        self.metrics.codec_received.labels("mqtt", codec).inc()
         done: asyncio.Future[Any] | None = None
         try:
-            done = await self._dispatch(parts, payload, source)
+            done = await self._dispatch(parts, payload, source, codec)
         except DecodeError as e:
-            self.metrics.decode_errors.labels("mqtt", parts[0] if parts else "?").inc()
-            done = await self.pipeline.dead_letter("mqtt", source, e.reason, payload)
+            self.metrics.decode_errors.labels("mqtt", codec).inc()
+            done = await self.pipeline.dead_letter("mqtt", source, e.reason, payload, codec=codec)
         if message.qos > 0:
             ack = _acker(client, message.mid, message.qos)
             if done is None:
@@ -172,7 +175,7 @@ class MqttTransport:
             else:
                 done.add_done_callback(ack)
 
-    async def _dispatch(self, parts: list[str], payload: bytes, source: str) -> asyncio.Future[Any] | None:
+    async def _dispatch(self, parts: list[str], payload: bytes, source: str, codec: str) -> asyncio.Future[Any] | None:
         now = self.clock()
         if len(parts) == 3 and parts[0] in ("evt", "tel"):
             try:
@@ -181,15 +184,18 @@ class MqttTransport:
                 raise DecodeError(str(e)) from None
             reading = decode_report(payload, received_ms=now, topic_kind=kind, topic_device=parts[2])
             lane: Lane = "evt" if parts[0] == "evt" else lane_for([reading])
-            return await self.pipeline.submit([reading], lane=lane, transport="mqtt", source=source)
+            return await self.pipeline.submit([reading], lane=lane, transport="mqtt", source=source, codec=codec, raw=payload)
         if len(parts) == 2 and parts[0] == "batch":
-            readings, errors = decode_json_batch(payload, received_ms=now)
+            batch = decode_json_batch_indexed(payload, received_ms=now)
+            readings = batch.readings
             waits: list[asyncio.Future[None]] = []
-            for err in errors:
-                self.metrics.decode_errors.labels("mqtt", "batch").inc()
-                waits.append(await self.pipeline.dead_letter("mqtt", f"{source}#{err.index}", err.reason, err.raw))
+            for err in batch.errors:
+                self.metrics.decode_errors.labels("mqtt", codec).inc()
+                waits.append(await self.pipeline.dead_letter("mqtt", f"{source}#{err.index}", err.reason, err.raw, codec=codec))
             if readings:
-                waits.append(await self.pipeline.submit(readings, lane=lane_for(readings), transport="mqtt", source=source))
+                waits.append(await self.pipeline.submit(
+                    readings, lane=lane_for(readings), transport="mqtt", source=source, codec=codec, raw=batch.element
+                ))
             # acknowledged once the readings and the dead letters of every bad item are written
             return asyncio.gather(*waits) if waits else None
         if len(parts) == 3 and parts[0] == "ack":
@@ -203,6 +209,22 @@ class MqttTransport:
                 await self.on_command_ack(parts[2], body)
             return None
         raise DecodeError(f"topic {source[5:]} is not a Miaoxiang uplink topic")
+
+
+def payload_codec(parts: list[str], payload: bytes) -> str:
+    """The codec label of an uplink payload: `json_batch` on `batch/`, else by its first byte
+    (`json`, `mx1`); `unknown` for anything else (it will be a decode error)."""
+    if len(parts) == 2 and parts[0] == "batch":
+        return "json_batch"
+    if len(parts) == 3 and parts[0] in ("evt", "tel"):
+        first = payload[:1]
+        if first == b"{":
+            return "json"
+        if first == bytes((MAGIC,)):
+            return "mx1"
+    if len(parts) == 3 and parts[0] == "ack":
+        return "command_ack"
+    return "unknown"
 
 
 def _acker(client: aiomqtt.Client, mid: int, qos: int) -> Callable[[Any], None]:
