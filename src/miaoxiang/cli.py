@@ -17,8 +17,15 @@ from miaoxiang.settings import Settings, SettingsError, load_settings
 log = logging.getLogger("miaoxiang")
 
 
+#: Libraries whose INFO lines are per request or per internal state change: noise for operators.
+QUIET_LOGGERS = ("httpx", "transitions", "amqtt", "pgserver")
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if logging.getLogger().isEnabledFor(logging.INFO) and not logging.getLogger().isEnabledFor(logging.DEBUG):
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 async def _serve(settings: Settings) -> int:

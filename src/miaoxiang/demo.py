@@ -64,8 +64,8 @@ async def run_demo(settings: Settings, *, devices: int, seed: int) -> None:
     token = settings.admin_token.get_secret_value() if settings.admin_token else secrets.token_urlsafe(18)
     settings = settings.model_copy(update={"admin_token": SecretStr(token)})
     async with serving(settings) as (app, base):
-        print(f"\n秒响 Miaoxiang demo\n  console:     {base}/\n  admin token: {token}\n"
-              f"  (paste the token into the console's sign-in box; Ctrl-C stops the demo)\n", file=sys.stderr, flush=True)
+        print(f"\n秒响 Miaoxiang demo\n  console:     {base}/#token={token}\n  admin token: {token}\n"
+              f"  (the link signs you in; Ctrl-C stops the demo)\n", file=sys.stderr, flush=True)
         gb = app.state.gb26875
         target = Target(
             base_url=base, token=token, mqtt_url=app.state.mqtt_url, topic_root=settings.topic(),

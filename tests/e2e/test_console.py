@@ -220,3 +220,15 @@ async def test_immediate_alarm_flashes_and_sounds(settings: Settings, page, arti
 
         await row.get_by_test_id("ack-button").click()
         await expect(banner).to_be_hidden()
+
+
+@pytest.mark.browser
+@pytest.mark.integration
+async def test_a_token_in_the_address_fragment_signs_in_and_is_wiped(settings: Settings, page) -> None:  # noqa: ANN001
+    """`miaoxiang demo` prints `/#token=...`: the link signs in, and the token leaves the address bar."""
+    from playwright.async_api import expect
+
+    async with running_service(settings) as svc:
+        await page.goto(f"{svc.base_url}/#token={ADMIN}")
+        await expect(page.get_by_test_id("role")).to_have_attribute("data-role", "admin")
+        assert ADMIN not in page.url

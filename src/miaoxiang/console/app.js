@@ -158,9 +158,19 @@ function wire() {
   units.initUnits({ onAlarm: openAlarm, onDevice: openDevice, onError: showError });
 }
 
+/** A token handed over in the address's fragment (`/#token=...`, as `miaoxiang demo` prints it):
+ * fragments never reach the server or its logs; it is saved and wiped from the address bar. */
+function takeTokenFromFragment() {
+  const given = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (!given) return;
+  saveToken(given);
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
 async function main() {
   setLang(lang());
   wire();
+  takeTokenFromFragment();
   const token = savedToken();
   if (!token) return byId("token-input").focus();
   try {
