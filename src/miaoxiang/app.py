@@ -27,6 +27,7 @@ from devices.fleet import Fleet
 from devices.reading import Reading
 from devices.service import DeviceService
 from ingest.codecs.profiles import ProfileRegistry
+from ingest.gb26875_api import router as gb26875_router
 from ingest.transports.gb26875_tcp import GB26875Server
 from ingest.transports.http_push import PushContext, RateLimiter
 from ingest.transports.http_push import router as push_router
@@ -205,6 +206,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
     app.include_router(alarm_settings_router)
     app.include_router(risk_router)
     app.include_router(push_router)
+    app.include_router(gb26875_router)
     app.include_router(console_router())
 
     @app.get("/healthz", tags=["health"])

@@ -65,3 +65,32 @@ async def test_panel_fire_over_tcp_reaches_postgres_and_the_alarm_stream(setting
     assert ("alarm", sim.panel.components[1].id) not in events  # the denied frame stored nothing
     [letter] = dead
     assert letter["transport"] == "tcp" and "checksum" in letter["reason"] and bytes(letter["raw"]) == bytes(raw)
+
+
+async def test_operators_run_duty_checks_and_reads_on_a_connected_device(settings: Settings) -> None:
+    """CONTRACT §4's centre-initiated requests from the API: duty check (查岗), read status,
+    clock sync; 404 for a device with no session; viewers may not send requests."""
+    async with running_service(settings) as svc:
+        unit = {"unit_id": "U-duty", "name": "章贡区第一中学", "region": REGION}
+        assert (await svc.http.post("/api/v1/units", json=unit, headers=svc.auth())).status_code in (200, 201)
+        device = {"device_id": DEVICE, "kind": "uitd", "unit_id": "U-duty"}
+        assert (await svc.http.post("/api/v1/devices", json=device, headers=svc.auth())).status_code in (200, 201)
+        url = f"/api/v1/uitd/{DEVICE}/requests"
+        assert (await svc.http.post(url, json={"request": "duty_check"}, headers=svc.auth())).status_code == 404
+
+        async with UitdSimulator("127.0.0.1", svc.app.state.gb26875.port, ADDRESS, seed=3) as sim:
+            assert (await sim.heartbeat()).command == Command.confirm  # the session exists from here
+            duty = await svc.http.post(url, json={"request": "duty_check", "duty_minutes": 10}, headers=svc.auth())
+            assert duty.status_code == 200 and duty.json()["answer"]["command"] == "confirm"
+            status = await svc.http.post(url, json={"request": "read_status"}, headers=svc.auth())
+            answer = status.json()["answer"]
+            assert status.status_code == 200 and answer["command"] == "response" and answer["app_type"] == 21
+            assert answer["objects"][0]["object"] == "UitdStatus"
+            sync = await svc.http.post(url, json={"request": "sync_clock"}, headers=svc.auth())
+            assert sync.status_code == 200 and sync.json()["answer"]["command"] == "confirm"
+            [check] = [f for f in sim.centre_frames if f.data[:1] == b"\x5b"]  # type 91, 10 minutes
+            assert check.data == b"\x5b\x01\x0a"
+
+            token = await svc.http.post("/api/v1/tokens", json={"name": "v", "role": "viewer"}, headers=svc.auth())
+            viewer = {"Authorization": f"Bearer {token.json()['token']}"}
+            assert (await svc.http.post(url, json={"request": "read_status"}, headers=viewer)).status_code == 403
