@@ -78,6 +78,8 @@ class Settings(BaseSettings):
             raise ValueError("with partitions > 1 each process is a `worker` or the `api`")
         if self.role == "worker" and self.partition_index >= self.partitions:
             raise ValueError(f"partition_index must be below partitions ({self.partitions})")
+        if self.partitions > 1 and self.mqtt_url is None:
+            raise ValueError("scale-out needs a real broker with shared subscriptions: set mqtt_url")
         if self.role == "worker" and not self.mqtt_share_group:
             raise ValueError("workers must share the uplink: set mqtt_share_group")
         return self
