@@ -57,6 +57,11 @@ def default_codec(transport: str) -> str:
     return "gb26875" if transport == "tcp" else "unknown"
 
 
+def _family(transport: str) -> str:
+    """The transport label of the per-codec counters: `http` for `http:onenet` (the codec says which)."""
+    return transport.partition(":")[0]
+
+
 @dataclass(slots=True)
 class Submission:
     readings: list[Reading]
@@ -163,8 +168,8 @@ class Pipeline:
         self.metrics.received.labels(transport, lane).inc(len(readings))
         if codec is None:
             codec = default_codec(transport)
-            self.metrics.codec_received.labels(transport, codec).inc()
-        self.metrics.codec_decoded.labels(transport, codec).inc(len(readings))
+            self.metrics.codec_received.labels(_family(transport), codec).inc()
+        self.metrics.codec_decoded.labels(_family(transport), codec).inc(len(readings))
         await self.lanes[lane].put(Submission(readings, transport, source, done, codec, raw))
         self.metrics.queue_depth.labels(lane).set(self.lanes[lane].qsize())
         return done
@@ -174,7 +179,7 @@ class Pipeline:
     ) -> asyncio.Future[None]:
         """Keep rejected input with its reason; answer a future resolved once it is written."""
         self.metrics.dead_letters.labels(transport).inc()
-        self.metrics.codec_dead_letters.labels(transport, codec or default_codec(transport)).inc()
+        self.metrics.codec_dead_letters.labels(_family(transport), codec or default_codec(transport)).inc()
         flush = Flush(dead_letters=[DeadLetter(transport, source, reason, raw, self.clock())])
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         flush.waiters.append(done)
@@ -269,7 +274,7 @@ class Pipeline:
     def _reject(self, flush: Flush, sub: Submission, index: int, reason: str, now: int) -> None:
         """Dead-letter reading `index` of `sub` with the bytes it came from."""
         self.metrics.dead_letters.labels(sub.transport).inc()
-        self.metrics.codec_dead_letters.labels(sub.transport, sub.codec).inc()
+        self.metrics.codec_dead_letters.labels(_family(sub.transport), sub.codec).inc()
         raw = sub.raw_of(index)
         if raw is None:  # a caller that kept no bytes: a description of the reading instead
             r = sub.readings[index]
