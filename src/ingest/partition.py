@@ -28,10 +28,12 @@ from devices.batch import ReadingColumns
 from devices.fleet import Fleet
 from devices.kinds import Event, Kind
 from devices.reading import Reading
-from ingest.pipeline import BatchHandler, Clock, Deduper, lane_for
+from ingest.pipeline import Clock, Deduper, lane_for
 from ingest.storage import dedup_key
 
 Publish = Callable[[str, bytes], Awaitable[None]]
+#: The alarm service's batch handler; it may answer a future of its alarm writes, awaited too.
+FeedHandler = Callable[[list[Reading], ReadingColumns], Awaitable[object]]
 WIRE_VERSION = 1
 MESSAGE_MAX = 2000  # readings per internal message (~0.5 MB): far below broker message limits
 
@@ -108,7 +110,7 @@ class PartitionFeed:
     in the local fleet, quarantined, a device this process does not know yet, as the pipeline does.
     """
 
-    def __init__(self, fleet: Fleet, on_batch: BatchHandler, *, clock: Clock, dedupe_window_s: int) -> None:
+    def __init__(self, fleet: Fleet, on_batch: FeedHandler, *, clock: Clock, dedupe_window_s: int) -> None:
         self.fleet = fleet
         self.on_batch = on_batch
         self.clock = clock
@@ -127,7 +129,9 @@ class PartitionFeed:
             fresh.append(r)
             slots.append(self._slot(r))
         if fresh:
-            await self.on_batch(fresh, ReadingColumns.from_readings(fresh, slots))  # type: ignore[arg-type]
+            written = await self.on_batch(fresh, ReadingColumns.from_readings(fresh, slots))  # type: ignore[arg-type]
+            if isinstance(written, asyncio.Future):
+                await written  # the internal message is acknowledged once its alarms are committed
         return len(fresh)
 
     def _slot(self, r: Reading) -> int:
