@@ -409,34 +409,51 @@ class AlarmLifecycle:
         self.retry_max_s = retry_max_s
         # Commit and publish under one lock, so this process publishes event ids in increasing order.
         self._writer = asyncio.Lock()
+        #: True from a failed write until the next one succeeds (raises are then shown as pending).
+        self.db_down = False
 
     # --- decisions from the correlation core ---------------------------------------------
-    async def handle(self, decisions: Sequence[Decision], received_ms: Sequence[int | None] | None = None) -> None:
+    async def handle(
+        self, decisions: Sequence[Decision], received_ms: Sequence[int | None] | None = None, *, shown: bool = False
+    ) -> None:
         """Apply decisions; those of one (key, type) in their order. `received_ms[i]`, when given,
         is when the reading behind decision i was received (receipt-to-stream latency metric).
 
         A few decisions (the usual batch) are written one by one, a new alarm in one round trip;
         a storm of them in transactions of up to CHUNK, sorted by (key, type) so that concurrent
         workers lock alarms in one order. While the database is unreachable this
-        retries (after showing each raise as `alarm_pending` on the stream), so the caller feels
-        backpressure instead of losing an alarm. A decision the database rejects is logged and
-        skipped, the others still written.
+        retries (after showing each raise as `alarm_pending` on the stream, unless the caller
+        already did: `shown`), so the caller feels backpressure instead of losing an alarm. A
+        decision the database rejects is logged and skipped, the others still written.
         """
         received = list(received_ms) if received_ms is not None else [None] * len(decisions)
         order = sorted(range(len(decisions)), key=lambda i: (decisions[i].key, decisions[i].type))
         size = 1 if len(order) <= FEW else CHUNK
+        unshown = [] if shown else list(decisions)
+        if self.db_down:
+            self.show_pending(unshown)
         for start in range(0, len(order), size):
             chunk = order[start:start + size]
-            await self._apply([decisions[i] for i in chunk], [received[i] for i in chunk])
+            await self._apply([decisions[i] for i in chunk], [received[i] for i in chunk], unshown)
 
-    async def _apply(self, decisions: list[Decision], received_ms: list[int | None]) -> None:
+    def show_pending(self, decisions: list[Decision]) -> None:
+        """Show raises the database cannot take yet on the stream at once (each only once)."""
+        for d in decisions:
+            if d.action == "raise":
+                self.hub.publish_pending(self._pending_json(d))
+        decisions.clear()
+
+    async def _apply(self, decisions: list[Decision], received_ms: list[int | None], unshown: list[Decision]) -> None:
+        """Write decisions, retrying while the database is unreachable; on the first failure,
+        every raise of the caller's batch not yet shown (`unshown`) goes to the stream as pending."""
         delay = 0.05
-        pending_shown = False
         while True:
             try:
                 if len(decisions) == 1 and decisions[0].action == "raise" and await self._raise_new(*decisions, *received_ms):
+                    self.db_down = False
                     return
                 ignored = await self._write_decisions(decisions, received_ms)
+                self.db_down = False
                 if self.metrics:
                     for d in ignored:
                         self.metrics.ignored.labels(d.action).inc()
@@ -444,12 +461,10 @@ class AlarmLifecycle:
             except DB_DOWN as e:
                 if self.metrics:
                     self.metrics.db_errors.inc()
-                if not pending_shown:
+                if not self.db_down:
                     log.error("cannot write %d alarm decisions (%s); retrying", len(decisions), e)
-                    for d in decisions:
-                        if d.action == "raise":
-                            self.hub.publish_pending(self._pending_json(d))
-                    pending_shown = True
+                self.db_down = True
+                self.show_pending(unshown)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max_s)
             except asyncpg.PostgresError as e:
@@ -457,7 +472,7 @@ class AlarmLifecycle:
                     self.metrics.db_errors.inc()
                 if len(decisions) > 1:  # find the culprit: one transaction per decision
                     for d, received in zip(decisions, received_ms):
-                        await self._apply([d], [received])
+                        await self._apply([d], [received], unshown)
                 else:
                     d = decisions[0]
                     log.error("alarm decision %s %s/%s rejected by the database (%s); skipped", d.action, d.key, d.type.name, e)

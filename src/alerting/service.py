@@ -25,6 +25,7 @@ from alerting.metrics import AlarmMetrics
 from alerting.model import Decision
 from alerting.notify import Notifier
 from alerting.stream import AlarmHub, db_replay
+from alerting.writer import DecisionWriter
 from devices.batch import ReadingColumns
 from devices.fleet import FLAPPING, Fleet
 from devices.reading import Reading
@@ -110,6 +111,7 @@ class AlarmService:
         self.tick_interval_s = tick_interval_s
         self.notifier = notifier
         self.listen_dsn = listen_dsn
+        self.writer = DecisionWriter(lifecycle)
 
     @classmethod
     def create(
@@ -133,16 +135,18 @@ class AlarmService:
         lifecycle = AlarmLifecycle(pool, hub, fleet, clock, notifier=notifier, metrics=metrics, **lifecycle_options)
         return cls(pool, fleet, correlator, lifecycle, hub, clock, sweep_interval_s, notifier=notifier, listen_dsn=listen_dsn)
 
-    async def on_batch(self, readings: list[Reading], columns: ReadingColumns) -> None:
-        """The pipeline's batch handler."""
+    async def on_batch(self, readings: list[Reading], columns: ReadingColumns) -> asyncio.Future[None] | None:
+        """The pipeline's batch handler: correlate and apply now, queue the decisions for the
+        writer; the answer (None when nothing was decided) resolves once they are committed."""
         now = self.clock()
         decisions = self.correlator.evaluate(columns, self.fleet, now)
         applied = self.fleet.apply(columns)
         if len(applied.came_online):
             decisions += self.correlator.came_online(applied.came_online, self.fleet, now)
-        if decisions:
-            enrich(decisions, readings)
-            await self.lifecycle.handle(decisions, received_times(decisions, readings))
+        if not decisions:
+            return None
+        enrich(decisions, readings)
+        return await self.writer.submit(decisions, received_times(decisions, readings))
 
     async def sweep(self, now_ms: int) -> None:
         """Find devices gone silent and raise their offline (or network outage) alarms."""
@@ -173,8 +177,10 @@ class AlarmService:
         return True
 
     async def run(self) -> None:
-        """The sweep loop, the timer loop, the notification worker and the event listener, until cancelled."""
+        """The decision writer, the sweep loop, the timer loop, the notification worker and the
+        event listener, until cancelled."""
         async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.writer.run())
             tg.create_task(self._every(self.sweep_interval_s, self.sweep, "offline sweep"))
             tg.create_task(self._every(self.tick_interval_s, self.lifecycle.tick, "alarm timers"))
             if self.notifier is not None:

@@ -8,8 +8,10 @@ slow or down. Processed readings wait in a write buffer bounded by `queue_max` r
 full, `submit` blocks, the transports stop reading and the broker keeps the backlog.
 
 Every submission carries a future that resolves once its readings (or dead letters) are
-committed to PostgreSQL: transports acknowledge the message (MQTT PUBACK, HTTP 200, GB/T 26875
-confirm) only then. So the at-least-once guarantee is "durably written", not "queued".
+committed to PostgreSQL, and so are the alarm decisions taken on them when the batch handler
+answers a future of those (it may queue them rather than wait, so that the evt lane keeps
+deciding while PostgreSQL is down): transports acknowledge the message (MQTT PUBACK, HTTP 200,
+GB/T 26875 confirm) only then. So the at-least-once guarantee is "durably written", not "queued".
 """
 
 from __future__ import annotations
@@ -34,13 +36,23 @@ from ingest.storage import DeadLetter, ReadingStore, prepare
 log = logging.getLogger(__name__)
 
 Lane = Literal["evt", "tel"]
-BatchHandler = Callable[[list[Reading], ReadingColumns], Awaitable[None]]
+#: Answers None, or a future that resolves once what it decided on the batch is committed.
+BatchHandler = Callable[[list[Reading], ReadingColumns], Awaitable["asyncio.Future[None] | None"]]
 Clock = Callable[[], int]
 #: The bytes each reading of a submission came from, by the reading's index: the payload as
 #: received for a single report, the element's own text for a batch element.
 RawOf = Callable[[int], bytes]
 EVT_RESERVE = 10_000  # readings the evt lane may add beyond queue_max
 WRITE_CHUNK = 20_000  # readings per COPY
+
+
+def _release(waiters: list[asyncio.Future[None]], decided: asyncio.Future[None] | None) -> None:
+    """Acknowledge a written flush, unless its decisions were never committed (shutdown)."""
+    if decided is not None and (decided.cancelled() or decided.exception() is not None):
+        return
+    for w in waiters:
+        if not w.done():
+            w.set_result(None)
 
 
 def wall_clock_ms() -> int:
@@ -86,6 +98,8 @@ class Flush:
     new_devices: list[tuple[str, str]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    #: the batch handler's decisions on these readings, when it wrote them asynchronously
+    decided: asyncio.Future[None] | None = None
 
     def size(self) -> int:
         return len(self.rows) + len(self.dead_letters)
@@ -242,7 +256,7 @@ class Pipeline:
         if accepted:
             self.metrics.batch_size.labels(lane).observe(len(accepted))
             columns = ReadingColumns.from_readings(accepted, slots)  # type: ignore[arg-type]
-            await self.on_batch(accepted, columns)
+            flush.decided = await self.on_batch(accepted, columns)
             self.metrics.processed.labels(lane).inc(len(accepted))
         await self._buffer(flush, lane)
 
@@ -333,6 +347,7 @@ class Pipeline:
                 self.metrics.buffered.set(self.buffered)
                 self.buffer_changed.notify_all()
             for f in taken:
-                for w in f.waiters:
-                    if not w.done():
-                        w.set_result(None)
+                if f.decided is None or f.decided.done():
+                    _release(f.waiters, f.decided)
+                else:
+                    f.decided.add_done_callback(lambda decided, ws=f.waiters: _release(ws, decided))

@@ -57,8 +57,17 @@ def make_service(pool: asyncpg.Pool, clock: Clock, **kwargs: float) -> tuple[Ala
 
 
 async def feed(service: AlarmService, *readings: Reading) -> None:
+    """What the pipeline does with one batch, until its decisions are committed by the writer."""
     rs = list(readings)
-    await service.on_batch(rs, ReadingColumns.from_readings(rs, service.fleet.slots([r.device_id for r in rs])))
+    committed = await service.on_batch(rs, ReadingColumns.from_readings(rs, service.fleet.slots([r.device_id for r in rs])))
+    if committed is not None:
+        writer = asyncio.create_task(service.writer.run())
+        try:
+            await committed
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
 
 
 def reading(device: str, kind: Kind, event: Event, ts: int, **metrics: object) -> Reading:
