@@ -28,6 +28,7 @@ from devices.reading import Reading
 from devices.service import DeviceService
 from ingest.codecs.profiles import ProfileRegistry
 from ingest.gb26875_api import router as gb26875_router
+from ingest.gb26875_metrics import GB26875Collector
 from ingest.transports.gb26875_tcp import GB26875Server
 from ingest.transports.http_push import PushContext, RateLimiter
 from ingest.transports.http_push import router as push_router
@@ -83,6 +84,7 @@ def _gb26875_server(settings: Settings, pipeline: Pipeline, clock: Clock) -> GB2
 
     return GB26875Server(
         submit, dead_letter, host=settings.gb26875_host, port=settings.gb26875_port, tz=settings.device_tz,
+        under_test=settings.gb26875_under_test,
         clock=lambda: clock() / 1000,
     )
 
@@ -156,6 +158,9 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
             if gb26875 is not None:
                 await gb26875.start()
                 stack.push_async_callback(gb26875.close)
+                collector = GB26875Collector(gb26875)
+                registry.register(collector)
+                stack.callback(registry.unregister, collector)
                 log.info("GB/T 26875.3 listener on %s:%d", settings.gb26875_host, gb26875.port)
             app.state.pool = pool
             app.state.mqtt_url, app.state.mqtt_protocol = mqtt_url, protocol  # the broker actually used

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     gb26875_enabled: bool = Field(True, description="Run the GB/T 26875.3 TCP listener")
     gb26875_port: int = Field(9026, ge=0, le=65535, description="0 picks a free port (tests)")
     gb26875_host: str = "0.0.0.0"
+    gb26875_under_test: list[int] = Field(
+        default_factory=list, description="Transmission device addresses under test: their fire bits raise no fire"
+    )
     device_tz: str = "Asia/Shanghai"
     admin_token: SecretStr | None = None
     data_dir: Path = Path(".miaoxiang")

@@ -94,3 +94,19 @@ async def test_operators_run_duty_checks_and_reads_on_a_connected_device(setting
             token = await svc.http.post("/api/v1/tokens", json={"name": "v", "role": "viewer"}, headers=svc.auth())
             viewer = {"Authorization": f"Bearer {token.json()['token']}"}
             assert (await svc.http.post(url, json={"request": "read_status"}, headers=viewer)).status_code == 403
+
+
+async def test_a_device_under_test_raises_no_fire_and_the_listener_counts_on_metrics(settings: Settings) -> None:
+    """MIAOXIANG_GB26875_UNDER_TEST: a panel being commissioned sends fire bits that are tests
+    (CONTRACT §4); the listener's counters are on /metrics."""
+    settings = settings.model_copy(update={"gb26875_under_test": [ADDRESS]})
+    async with running_service(settings) as svc:
+        device = {"device_id": DEVICE, "kind": "uitd"}
+        assert (await svc.http.post("/api/v1/devices", json=device, headers=svc.auth())).status_code in (200, 201)
+        async with UitdSimulator("127.0.0.1", svc.app.state.gb26875.port, ADDRESS, seed=3) as sim:
+            assert (await sim.send(sim.panel.change(0, sim.now(), set_bits=FIRE))).command == Command.confirm
+        await asyncio.sleep(0.3)
+        alarms = (await svc.http.get("/api/v1/alarms", headers=svc.auth())).json()["items"]
+        assert [a for a in alarms if a["response"] != "none"] == []  # kept, but nobody is sent out
+        metrics = (await svc.http.get("/metrics")).text
+    assert "mx_gb26875_confirmed_total 1.0" in metrics and "mx_gb26875_sessions" in metrics
