@@ -22,36 +22,54 @@ class Settings(BaseSettings):
 
     database_url: str | None = Field(None, description="PostgreSQL URL; unset means an embedded pgserver in data_dir")
     mqtt_url: str | None = Field(None, description="mqtt://user:pass@host:1883 or mqtts://; unset means an embedded broker")
-    tenant: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    tenant: str = Field(
+        "default", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Deployment tenant in every topic (`mx/v1/{tenant}/...`)",
+    )
     topic_prefix: str = Field("mx/v1", description="Root of every topic; tests set a private one")
     mqtt_client_id: str = Field("miaoxiang", description="Base of the persistent session ids (`-evt`, `-tel` appended)")
     mqtt_share_group: str | None = Field(None, description="Subscribe through $share/<group>/ so several workers split the load")
-    mqtt_max_inflight: int = Field(1000, ge=10, le=65535)
-    http_host: str = "127.0.0.1"
-    http_port: int = Field(8080, ge=0, le=65535)
+    mqtt_max_inflight: int = Field(
+        1000, ge=10, le=65535,
+        description="MQTT 5 Receive Maximum per session: messages handed over but not yet acknowledged",
+    )
+    http_host: str = Field("127.0.0.1", description="HTTP listen address")
+    http_port: int = Field(8080, ge=0, le=65535, description="HTTP port (API, console, /metrics); 0 picks a free port")
     gb26875_enabled: bool = Field(True, description="Run the GB/T 26875.3 TCP listener")
     gb26875_port: int = Field(9026, ge=0, le=65535, description="0 picks a free port (tests)")
-    gb26875_host: str = "0.0.0.0"
+    gb26875_host: str = Field("0.0.0.0", description="GB/T 26875.3 listen address")
     gb26875_under_test: list[int] = Field(
         default_factory=list, description="Transmission device addresses under test: their fire bits raise no fire"
     )
-    device_tz: str = "Asia/Shanghai"
-    admin_token: SecretStr | None = None
-    data_dir: Path = Path(".miaoxiang")
-    migrations_dir: Path = DEFAULT_MIGRATIONS_DIR
+    device_tz: str = Field("Asia/Shanghai", description="Time zone of GB/T 26875 device clocks")
+    admin_token: SecretStr | None = Field(None, description="The first admin token (Bearer); never logged")
+    data_dir: Path = Field(Path(".miaoxiang"), description="Where the embedded PostgreSQL keeps its data")
+    migrations_dir: Path = Field(DEFAULT_MIGRATIONS_DIR, description="Plain-SQL migrations applied at start, in order")
     profiles_dir: Path | None = Field(None, description="Extra device profiles (*.json) an operator adds without a release")
-    unknown_devices: Literal["quarantine", "reject"] = "quarantine"
-    readings_retention_days: int = Field(400, ge=1)
-    batch_max: int = Field(5000, ge=1)
-    batch_ms: int = Field(20, ge=1)
+    unknown_devices: Literal["quarantine", "reject"] = Field(
+        "quarantine",
+        description="Reports of unregistered devices: `quarantine` (auto-register, flagged) or `reject` (dead letter)",
+    )
+    readings_retention_days: int = Field(400, ge=1, description="Daily readings partitions older than this are dropped")
+    batch_max: int = Field(5000, ge=1, description="Most readings in one micro-batch")
+    batch_ms: int = Field(20, ge=1, description="Longest wait to fill a telemetry micro-batch (alarms never wait)")
     queue_max: int = Field(200_000, ge=100, description="Readings held in memory while PostgreSQL is slow or down")
-    dedupe_window_s: int = Field(600, ge=1)
-    push_max_bytes: int = Field(1_048_576, ge=1024)
-    sweep_interval_s: float = Field(5.0, gt=0, le=10)
-    checkpoint_interval_s: float = Field(30.0, gt=0)
-    command_timeout_s: float = Field(60.0, gt=0)
-    cors_origins: list[str] = Field(default_factory=list)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    dedupe_window_s: int = Field(
+        600, ge=1,
+        description="Redelivered reports within this window are recognised in memory (PostgreSQL dedupes beyond)",
+    )
+    push_max_bytes: int = Field(1_048_576, ge=1024, description="Largest HTTP push body (413 above)")
+    sweep_interval_s: float = Field(5.0, gt=0, le=10, description="Offline sweep period (at most 10 s)")
+    checkpoint_interval_s: float = Field(
+        30.0, gt=0,
+        description="How often changed live state is written to `device_state`",
+    )
+    command_timeout_s: float = Field(60.0, gt=0, description="Default wait for a device's answer to a downlink command")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed by CORS (JSON list); none by default",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     partitions: int = Field(1, ge=1, le=256, description="Correlation partitions; 1 = one process does everything")
     role: Literal["all", "worker", "api"] = Field(
         "all", description="With partitions > 1: `worker` (ingest + correlate one partition) or `api` (fleet state, sweeps, API)"
