@@ -20,14 +20,15 @@ def free_port() -> int:
 def embedded_postgres_url(data_dir: Path) -> str:
     """Start (or reuse) a private PostgreSQL in `data_dir/pg` and answer its URL.
 
-    The server keeps running after this process exits so the next start is fast; pgserver
-    shares one server per directory between processes.
+    pgserver shares one server per directory between processes and stops it when the last of
+    them exits, so Ctrl-C on `miaoxiang demo` leaves nothing running; the data stays for the
+    next start (`make clean` removes it).
     """
     import pgserver  # imported here: only machines without a PostgreSQL need it
 
     pgdata = (data_dir / "pg").resolve()
     pgdata.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
     log.info("using embedded PostgreSQL in %s", pgdata)
     return str(server.get_uri())
 
