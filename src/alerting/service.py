@@ -112,6 +112,8 @@ class AlarmService:
         self.notifier = notifier
         self.listen_dsn = listen_dsn
         self.writer = DecisionWriter(lifecycle)
+        #: told the device_id of every flapping mark an operator cleared (scale-out: to the workers)
+        self.on_flapping_cleared: Callable[[str], None] | None = None
 
     @classmethod
     def create(
@@ -174,6 +176,8 @@ class AlarmService:
                 device_id, FLAPPING,
             )
         self.correlator.clear_flapping(slot, self.fleet)
+        if self.on_flapping_cleared is not None:
+            self.on_flapping_cleared(device_id)
         return True
 
     async def run(self) -> None:

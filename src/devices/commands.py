@@ -138,6 +138,8 @@ class CommandService:
         self.timeout_s = timeout_s
         self.retries = retries
         self.pending: dict[uuid.UUID, Pending] = {}
+        #: told (device_id, until_ms) of every confirmed mute; scale-out passes it to the workers
+        self.on_muted: Callable[[str, int], None] | None = None
 
     async def load(self) -> int:
         """Resume following commands still `sent` (after a restart); answer how many."""
@@ -291,6 +293,9 @@ class CommandService:
         if slot < 0:
             return
         if cmd == "mute":
-            self.fleet.mute(slot, now + int(params.get("duration_s", MUTE_DEFAULT_S)) * 1000)
+            until = now + int(params.get("duration_s", MUTE_DEFAULT_S)) * 1000
+            self.fleet.mute(slot, until)
+            if self.on_muted is not None:
+                self.on_muted(device_id, until)
         elif thresholds is not None:
             self.fleet.set_thresholds(slot, full_thresholds(thresholds))

@@ -183,3 +183,58 @@ async def wait_for_count(conn: asyncpg.Connection, n: int, timeout: float = 30) 
         if time.monotonic() > deadline:
             raise AssertionError(f"only {await conn.fetchval('SELECT count(*) FROM readings')} of {n} readings stored")
         await asyncio.sleep(0.2)
+
+
+async def test_a_mute_confirmed_through_the_api_process_suppresses_in_the_owning_worker(
+    database_url: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """The API process sends commands and applies their answers; the worker that correlates the
+    device must learn of the mute too (internal/ctl), or the muted detector's alarm goes out."""
+    import paho.mqtt.client as paho
+
+    device, unit = "868120309900007", "unit-scale-out-mute"
+    base = service_env(database_url=database_url, mqtt_url="", topic_prefix=topic_prefix, client_id=f"so-{uuid.uuid4().hex[:8]}",
+                       partitions="2", registry_refresh_s="0.3")
+    with mosquitto() as broker:
+        env = {**base, "MIAOXIANG_MQTT_URL": broker.url}
+        api = Service({**env, "MIAOXIANG_ROLE": "api"}, tmp_path / "api.log")
+        workers = [Service({**env, "MIAOXIANG_ROLE": "worker", "MIAOXIANG_PARTITION_INDEX": str(i),
+                            "MIAOXIANG_MQTT_SHARE_GROUP": "ingest"}, tmp_path / f"worker{i}.log") for i in range(2)]
+        answering = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"dev-{device}")
+
+        def answer(_c: object, _u: object, msg: paho.MQTTMessage) -> None:  # the detector confirms every command
+            cmd = json.loads(msg.payload)
+            answering.publish(f"{topic_prefix}/default/ack/smoke/{device}", json.dumps({"cmd_id": cmd["cmd_id"], "ok": True}), qos=1)
+
+        answering.on_message = answer
+        conn = await asyncpg.connect(database_url)
+        pub: Publisher | None = None
+        try:
+            api.start()
+            for w in workers:
+                w.start()
+            answering.connect("127.0.0.1", broker.port)
+            answering.subscribe(f"{topic_prefix}/default/down/smoke/{device}", qos=1)
+            answering.loop_start()
+            http = httpx.Client(base_url=api.base, headers=AUTH, timeout=10)
+            assert http.post("/api/v1/units", json={"unit_id": unit, "name": "住宅楼"}).status_code in (200, 201)
+            assert http.post("/api/v1/devices", json={"device_id": device, "kind": "smoke", "unit_id": unit}).status_code in (200, 201)
+            time.sleep(1.0)  # the workers' registry refresh
+            sent = http.post(f"/api/v1/devices/{device}/commands", json={"cmd": "mute", "params": {"duration_s": 600}})
+            assert sent.status_code == 201, sent.text
+            wait_until(lambda: http.get(f"/api/v1/commands/{sent.json()['cmd_id']}").json()["state"] == "acked", 15,
+                       "the mute to be confirmed")
+            time.sleep(0.5)  # the control message to reach the workers
+            pub = Publisher(broker.port)
+            pub.send([smoke_alarm(topic_prefix, device, 21, int(time.time() * 1000))])
+            [alarm] = await wait_for_rows(conn, "SELECT * FROM alarms WHERE alarm_key = $1", f"device:{device}")
+            assert (alarm["type"], alarm["response"]) == ("smoke", "none"), dict(alarm)
+            assert alarm["rule"].startswith("suppressed"), alarm["rule"]
+        finally:
+            answering.loop_stop()
+            answering.disconnect()
+            if pub is not None:
+                pub.close()
+            await conn.close()
+            for svc in (*workers, api):
+                svc.stop()
