@@ -180,6 +180,9 @@ async def test_mqtt_alarm_reaches_the_board_and_is_acknowledged_and_resolved(
         await expect(detail.get_by_test_id("timeline-event")).to_have_count(len(alarm["timeline"]))
         await page.screenshot(path=artifacts / "console-3-alarm-detail.png")
 
+        await detail.get_by_test_id("resolve-submit").click()  # no classification chosen: nothing is closed
+        await expect(detail.get_by_test_id("detail-status")).not_to_have_attribute("data-status", "resolved")
+        assert (await svc.http.get(f"/api/v1/alarms/{alarm_id}", headers=svc.auth())).json()["status"] == "active_ack"
         await detail.get_by_label("定性").select_option("false_alarm")
         await detail.get_by_label("备注").fill("烹饪油烟，已电话核实")
         await detail.get_by_test_id("resolve-submit").click()

@@ -78,7 +78,9 @@ function actions(a) {
   const ack = (a.status === "active_unack" || a.status === "cleared_unack") &&
     h("button", { type: "button", class: "primary", testid: "detail-ack", onclick: (e) => act(e.currentTarget, () => acknowledge(a.alarm_id)) },
       t("alarm.ack"));
+  // No classification is preselected: closing an alarm as a real fire (or a false one) must be a choice.
   const select = h("select", { id: "resolve-class", required: true, testid: "resolve-classification" },
+    h("option", { value: "", disabled: true, selected: true }, t("alarm.choose_classification")),
     CLASSIFICATIONS.map((c) => h("option", { value: c }, term("classification", c))));
   const note = h("textarea", { id: "resolve-note", rows: 2, maxlength: 4000, testid: "resolve-note" });
   const form = h("form", { class: "resolve", testid: "resolve-form", onsubmit: (e) => {

@@ -73,6 +73,7 @@ const STRINGS = {
   "alarm.acking": ["确认中…", "Acknowledging…"],
   "alarm.resolve": ["处置完毕", "Resolve"],
   "alarm.classification": ["定性", "Classification"],
+  "alarm.choose_classification": ["请选择定性", "Choose a classification"],
   "alarm.note": ["备注", "Note"],
   "alarm.heading": ["告警 #{id}", "Alarm #{id}"],
   "alarm.unit": ["单位", "Unit"],
