@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -11,44 +13,38 @@ from typing import Any
 import asyncpg
 import orjson
 
+from devices.kinds import Event, Kind
 from devices.reading import Reading
 
 READING_COLUMNS = (
     "device_id", "ts", "received_at", "seq", "dedup", "kind", "event", "component", "metrics", "extra", "source",
 )
-#: Columns of a row as the pipeline hands it to `ReadingStore.write`: times as epoch ms (PostgreSQL
-#: turns them into timestamptz, exactly, so no datetime is built per reading in Python), and
-#: `untimed`: the report carried no device time of its own (see `identity`).
-ROW_COLUMNS = (
-    "device_id", "ts_ms", "received_ms", "seq", "dedup", "kind", "event", "component", "metrics", "extra", "source",
-    "untimed",
-)
-_STAGE = "readings_stage_ms"
+#: Columns of a row as the pipeline hands it to `ReadingStore.write`: those of `readings`, the two
+#: times as PostgreSQL's own binary timestamptz value (microseconds since 2000-01-01 UTC, see
+#: `pg_time`), which COPY sends as they are: no datetime is built per reading, in Python or SQL.
+ROW_COLUMNS = READING_COLUMNS
+#: 1970-01-01 in microseconds since 2000-01-01, PostgreSQL's epoch for timestamps.
+_PG_EPOCH_US = -946_684_800_000_000
+_I64 = struct.Struct(">q")
+_STAGE = "readings_stage"
 _CREATE_STAGE = f"""CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
-    device_id text, ts_ms bigint, received_ms bigint, seq bigint, dedup bigint, kind text, event text, component text,
-    metrics jsonb, extra jsonb, source text, untimed boolean) ON COMMIT DELETE ROWS"""
-
-
-def _ts(col: str) -> str:
-    """SQL for the timestamptz of epoch-ms column `col`; exact (whole seconds and the milliseconds are
-    scaled separately, each product exact in float8 for every time up to 9999-12-31)."""
-    return f"(timestamptz 'epoch' + ({col} / 1000) * interval '1 second' + ({col} % 1000) * interval '1 millisecond')"
-
-
-_SELECT = (
-    f"SELECT s.device_id, {_ts('s.ts_ms')}, {_ts('s.received_ms')}, s.seq, s.dedup, s.kind, s.event, s.component, "
-    f"s.metrics, s.extra, s.source FROM {_STAGE} s"
-)
-_INSERT = f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) "
+    device_id text, ts timestamptz, received_at timestamptz, seq bigint, dedup bigint, kind text, event text,
+    component text, metrics jsonb, extra jsonb, source text) ON COMMIT DELETE ROWS"""
+#: An untimed row (a `seq`, no device time: `ts` is its receive time; see `identity`).
+_UNTIMED = "(s.seq IS NOT NULL AND s.ts = s.received_at)"
+_INSERT = f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) SELECT {', '.join('s.' + c for c in READING_COLUMNS)} FROM {_STAGE} s"
 #: Timed rows: the unique index (device_id, ts, dedup) is the identity.
-INSERT_TIMED = _INSERT + _SELECT + " WHERE NOT s.untimed ON CONFLICT DO NOTHING"
-#: Untimed rows (a `seq` but no device time): their `ts` is a receive time, different for every
-#: delivery, so a copy is also recognised by (device_id, dedup) within +-$1 ms of it.
-INSERT_UNTIMED = _INSERT + _SELECT + (
-    " WHERE s.untimed AND NOT EXISTS (SELECT 1 FROM readings r WHERE r.device_id = s.device_id AND r.dedup = s.dedup"
-    f" AND r.ts BETWEEN {_ts('s.ts_ms')} - $1 * interval '1 millisecond' AND {_ts('s.ts_ms')} + $1 * interval '1 millisecond')"
+INSERT_TIMED = _INSERT + f" WHERE NOT {_UNTIMED} ON CONFLICT DO NOTHING"
+#: Untimed rows: their `ts` is a receive time, different for every delivery, so a copy is also
+#: recognised by (device_id, dedup) within +-$1 ms of it.
+INSERT_UNTIMED = _INSERT + (
+    f" WHERE {_UNTIMED} AND NOT EXISTS (SELECT 1 FROM readings r WHERE r.device_id = s.device_id"
+    " AND r.dedup = s.dedup AND r.ts BETWEEN s.ts - $1 * interval '1 millisecond' AND s.ts + $1 * interval '1 millisecond')"
     " ON CONFLICT DO NOTHING"
 )
+#: Writes that take the staging path after a direct COPY met a row already stored (a redelivery
+#: after a restart usually brings many: they are not each tried directly first).
+STAGED_AFTER_CONFLICT = 20
 _SORTED = orjson.OPT_SORT_KEYS
 MemoryKey = tuple[str, int, int]
 
@@ -107,15 +103,25 @@ def dedup_key(r: Reading) -> int:
     return identity(r)[1]
 
 
+def pg_time(ms: int) -> int:
+    """PostgreSQL's binary timestamptz (microseconds since 2000-01-01 UTC) of epoch ms; exact."""
+    return ms * 1000 + _PG_EPOCH_US
+
+
+def is_untimed_row(row: tuple[Any, ...]) -> bool:
+    """True for the row of an untimed reading (a `seq`, `ts` its receive time: see `identity`)."""
+    return row[3] is not None and row[1] == row[2]
+
+
 def prepare(r: Reading, source: str) -> tuple[MemoryKey, tuple[Any, ...]]:
     """(in-memory dedupe key, row in ROW_COLUMNS order) of one reading: its identity and its metrics
     JSON computed once each."""
     metrics_json = canonical_json(r.metrics)
-    mem, key, untimed = identity(r, metrics_json)
+    mem, key, _untimed = identity(r, metrics_json)
     return mem, (
         r.device_id,
-        r.ts_ms,
-        r.received_ms,
+        pg_time(r.ts_ms),
+        pg_time(r.received_ms),
         r.seq,
         key,
         r.kind.name,
@@ -124,8 +130,55 @@ def prepare(r: Reading, source: str) -> tuple[MemoryKey, tuple[Any, ...]]:
         metrics_json.decode(),
         canonical_json(r.extra).decode() if r.extra else None,
         source,
-        untimed,
     )
+
+
+_KIND_NAMES = {k: k.name for k in Kind}
+_EVENT_NAMES = {e: e.name for e in Event}
+#: identity's digest bases, with component None: b"c|None|{event}|" + metrics JSON (no seq),
+#: b"s|{seq}|None|{event}" (seq and a device time), b"u|{seq}|None|{event}" (seq, untimed).
+_CONTENT_BASIS = {e: f"c|None|{int(e)}|".encode() for e in Event}
+_SEQ_SUFFIX = {e: f"|None|{int(e)}".encode() for e in Event}
+_BLAKE2B_8 = hashlib.blake2b(digest_size=8)
+_U64 = struct.Struct(">Q").unpack
+
+
+def prepare_many(readings: Sequence[Reading], source: str) -> tuple[list[MemoryKey], list[tuple[Any, ...]]]:
+    """`prepare` of each reading: (in-memory dedupe keys, rows), the same values computed with
+    fewer Python operations (digest bases from precomputed parts, one blake2b state copied per
+    reading, names from dicts); property-tested against `prepare`."""
+    keys: list[MemoryKey] = []
+    rows: list[tuple[Any, ...]] = []
+    dumps, sort = orjson.dumps, _SORTED
+    copy, u64, epoch = _BLAKE2B_8.copy, _U64, _PG_EPOCH_US
+    content_basis, seq_suffix, kind_names, event_names = _CONTENT_BASIS, _SEQ_SUFFIX, _KIND_NAMES, _EVENT_NAMES
+    for r in readings:
+        try:
+            metrics_json = dumps(r.metrics, option=sort)
+        except TypeError:
+            metrics_json = canonical_json(r.metrics)
+        component, seq, event, ts_ms = r.component, r.seq, r.event, r.ts_ms
+        if component is not None or (seq is not None and type(seq) is not int):
+            mem, key, untimed = identity(r, metrics_json)
+        else:
+            untimed = False
+            if seq is None:
+                basis = content_basis[event] + metrics_json
+            else:
+                untimed = ts_ms == r.received_ms
+                basis = (b"u|%d" if untimed else b"s|%d") % seq + seq_suffix[event]
+            h = copy()
+            h.update(basis)
+            key = u64(h.digest())[0] >> 1
+            mem = (r.device_id, -1 if untimed else ts_ms, key)
+        extra = r.extra
+        keys.append(mem)
+        rows.append((
+            r.device_id, ts_ms * 1000 + epoch, r.received_ms * 1000 + epoch, seq, key, kind_names[r.kind],
+            event_names[event], component, metrics_json.decode(), canonical_json(extra).decode() if extra else None,
+            source,
+        ))
+    return keys, rows
 
 
 def reading_row(r: Reading, source: str) -> tuple[Any, ...]:
@@ -134,12 +187,21 @@ def reading_row(r: Reading, source: str) -> tuple[Any, ...]:
 
 
 class ReadingStore:
-    """Writes batches idempotently: COPY into a session-local staging table, then INSERT ... ON
-    CONFLICT DO NOTHING, so COPY's speed survives redelivered duplicates."""
+    """Writes batches idempotently, in one transaction each.
+
+    Timed rows are COPY'd straight into `readings` (in a savepoint); when one is already stored (a
+    redelivery the in-memory window no longer knew, or another worker's copy), the savepoint is
+    rolled back and they take the staging path: COPY into a session-local staging table, then
+    INSERT ... ON CONFLICT DO NOTHING. Untimed rows always take it (their copies are found by
+    (device, dedup) within a window, which no unique index expresses). The same rows are stored
+    either way; the direct COPY saves PostgreSQL the second pass (about 40% of its work per row).
+    Times go as binary timestamptz values (`pg_time`), through a codec set on the connection for
+    the COPYs only."""
 
     def __init__(self, pool: asyncpg.Pool, *, untimed_window_ms: int = 600_000) -> None:
         self.pool = pool
         self.untimed_window_ms = untimed_window_ms
+        self._staged_writes = 0  # writes left that take the staging path after a conflict
 
     async def write(
         self,
@@ -162,14 +224,34 @@ class ReadingStore:
                 )
             if not rows:
                 return 0
-            await conn.execute(_CREATE_STAGE)
-            await conn.copy_records_to_table(_STAGE, records=rows, columns=ROW_COLUMNS)
-            written = 0
-            if not all(row[11] for row in rows):
-                written += _count(await conn.execute(INSERT_TIMED))
-            if any(row[11] for row in rows):
-                written += _count(await conn.execute(INSERT_UNTIMED, self.untimed_window_ms))
+            untimed = [row for row in rows if is_untimed_row(row)]
+            timed = rows if not untimed else [row for row in rows if not is_untimed_row(row)]
+            async with _BinaryTimes(conn):
+                return await self._write_rows(conn, timed, untimed)
+
+    async def _write_rows(
+        self, conn: asyncpg.Connection, timed: list[tuple[Any, ...]], untimed: list[tuple[Any, ...]]
+    ) -> int:
+        written = 0
+        if timed and self._staged_writes == 0:
+            try:
+                async with conn.transaction():  # a savepoint
+                    await conn.copy_records_to_table("readings", records=timed, columns=READING_COLUMNS)
+                written, timed = len(timed), []
+            except asyncpg.UniqueViolationError:
+                self._staged_writes = STAGED_AFTER_CONFLICT
+        elif timed:
+            self._staged_writes -= 1
+        staged = timed + untimed
+        if not staged:
             return written
+        await conn.execute(_CREATE_STAGE)
+        await conn.copy_records_to_table(_STAGE, records=staged, columns=READING_COLUMNS)
+        if timed:
+            written += _count(await conn.execute(INSERT_TIMED))
+        if untimed:
+            written += _count(await conn.execute(INSERT_UNTIMED, self.untimed_window_ms))
+        return written
 
     async def maintain_partitions(self, today: date, ahead_days: int, retention_days: int) -> tuple[int, int]:
         """Create the coming days' partitions and drop those past retention; answer (made, dropped)."""
@@ -181,3 +263,27 @@ class ReadingStore:
 
 def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
+
+
+class _BinaryTimes:
+    """timestamptz on `conn` encoded from (and decoded to) PostgreSQL's binary value, an int, while
+    inside; the connection goes back to the pool with the standard codec, or is closed."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def __aenter__(self) -> None:
+        await self.conn.set_type_codec(
+            "timestamptz", schema="pg_catalog", format="binary", encoder=_I64.pack, decoder=_decode_i64
+        )
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self.conn.reset_type_codec("timestamptz", schema="pg_catalog")
+        except BaseException:
+            self.conn.terminate()  # never hand a connection with this codec to anyone else
+            raise
+
+
+def _decode_i64(data: bytes) -> int:
+    return int(_I64.unpack(data)[0])

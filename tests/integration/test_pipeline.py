@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -15,7 +16,7 @@ from devices.kinds import Event, Kind
 from devices.reading import Reading
 from ingest.metrics import IngestMetrics
 from ingest.pipeline import Pipeline
-from ingest.storage import ReadingStore
+from ingest.storage import STAGED_AFTER_CONFLICT, ReadingStore, is_untimed_row, prepare, prepare_many
 from miaoxiang.migrate import migrate
 from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR
 
@@ -249,3 +250,40 @@ async def test_the_largest_accepted_seq_is_stored(pool: asyncpg.Pool) -> None:
     finally:
         task.cancel()
     assert await pool.fetchval("SELECT seq FROM readings WHERE device_id = 'big'") == SEQ_LIMIT - 1
+
+
+async def test_store_copies_timed_rows_directly_and_falls_back_on_stored_copies(pool: asyncpg.Pool) -> None:
+    """Timed rows go straight into `readings`; a write holding a row already stored (memory forgot
+    it) is rolled back to its savepoint and staged, so it stores exactly the new rows; times are
+    exact to the millisecond at both ends of the range; the pool's connections decode timestamptz
+    as datetimes again afterwards."""
+    store = ReadingStore(pool)
+    edge = [Reading("edge", Kind.smoke, Event.report, ts, T0, None, {"battery_pct": float(k)})
+            for k, ts in enumerate((0, 1, 253_402_300_799_999, T0 + 999))]
+    first = [reading("st1", s) for s in (1, 2, 3)] + edge
+    assert await store.write(prepare_many(first, "t")[1], [], []) == 7
+    assert store._staged_writes == 0  # noqa: SLF001 - the direct COPY took them
+    got = {r["dedup"]: (r["ts"], r["received_at"]) for r in await pool.fetch("SELECT dedup, ts, received_at FROM readings")}
+    for r in first:
+        key = prepare(r, "t")[1][4]
+        assert got[key] == (datetime.fromtimestamp(0, UTC) + timedelta(milliseconds=r.ts_ms),
+                            datetime.fromtimestamp(0, UTC) + timedelta(milliseconds=r.received_ms))
+    again = [reading("st1", s) for s in (2, 3, 4)]  # 2 and 3 are stored already
+    assert await store.write(prepare_many(again, "t")[1], [], []) == 1
+    assert store._staged_writes == STAGED_AFTER_CONFLICT  # noqa: SLF001
+    assert await store.write(prepare_many([reading("st1", 5)], "t")[1], [], []) == 1  # staged: one less to go
+    assert store._staged_writes == STAGED_AFTER_CONFLICT - 1  # noqa: SLF001
+    rows = await pool.fetch("SELECT seq FROM readings WHERE device_id = 'st1' ORDER BY seq")
+    assert [r["seq"] for r in rows] == [1, 2, 3, 4, 5]
+    assert isinstance(await pool.fetchval("SELECT max(ts) FROM readings"), datetime)
+
+
+async def test_store_mixes_timed_and_untimed_rows(pool: asyncpg.Pool) -> None:
+    store = ReadingStore(pool, untimed_window_ms=60_000)
+    untimed_r = Reading("mx1", Kind.smoke, Event.heartbeat, T0, T0, 8, {})
+    rows = prepare_many([reading("mx1", 1), untimed_r, reading("mx1", None)], "t")[1]
+    assert [is_untimed_row(row) for row in rows] == [False, True, False]
+    assert await store.write(rows, [], []) == 3
+    resent = Reading("mx1", Kind.smoke, Event.heartbeat, T0 + 5000, T0 + 5000, 8, {})  # received again 5 s later
+    assert await store.write(prepare_many([resent, reading("mx1", 2)], "t")[1], [], []) == 1
+    assert await pool.fetchval("SELECT count(*) FROM readings WHERE device_id = 'mx1'") == 4

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +12,7 @@ from devices.kinds import ALL_METRICS, Event, Kind
 from devices.reading import Reading
 
 from .errors import BatchItemError, DecodeError
+from .json_columns import readings_from_elements
 from .jsontext import array_elements
 from .values import (
     SEQ_LIMIT,
@@ -87,29 +87,35 @@ def decode_json_batch_indexed(payload: bytes, *, received_ms: int) -> JsonBatch:
 
 
 _REPORT_KEYS = frozenset(("device_id", "kind", "ts", "seq", "event", "data", "component"))
-_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+#: Every byte mapped to b"0" if it is an ASCII digit, else to b"x": a run of 19 digits in a payload
+#: is then one `bytes.find` (a regular expression such as [0-9]{19} took ~2 µs per report).
+_DIGITS_TO_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x78 for b in range(256))
+_LONG_NUMBER = b"0" * 19
 
 
 def _fast_batch(payload: bytes, received_ms: int) -> list[Reading] | None:
-    """The readings of a batch every element of which decodes, or None to take the slow path."""
-    if _LONG_NUMBER.search(payload) is not None:
+    """The readings of a batch every element of which decodes, or None to take the slow path.
+
+    No number of 19 or more digits (orjson makes an integer beyond 64 bits a float, and only such
+    a literal can be one), orjson parses it, every element is an object with report keys only,
+    and the columnar validator (`json_columns`) accepts every element.
+    """
+    if payload.translate(_DIGITS_TO_ZERO).find(_LONG_NUMBER) >= 0:
         return None
     try:
         elements = orjson.loads(payload)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(elements, list) or not elements or len(elements) > MAX_BATCH:
+    if type(elements) is not list or not elements or len(elements) > MAX_BATCH:
         return None
-    readings: list[Reading] = []
     keys = _REPORT_KEYS
+    for obj in elements:
+        if type(obj) is not dict or not obj.keys() <= keys:
+            return None
     try:
-        for obj in elements:
-            if type(obj) is not dict or not obj.keys() <= keys:
-                return None
-            readings.append(reading_from_object(obj, received_ms=received_ms))
+        return readings_from_elements(elements, received_ms)
     except DecodeError:
         return None
-    return readings
 
 
 def _slow_batch(payload: bytes, received_ms: int) -> JsonBatch:

@@ -1,0 +1,179 @@
+"""Columnar validation of a gateway batch whose elements orjson has parsed: the fast path of
+`json_report.decode_json_batch_indexed`.
+
+It validates exactly what `json_report.reading_from_object` validates, field by field across
+the whole batch instead of element by element: every device id with one regular expression
+over the joined ids, kinds and events by one dict look-up each, integer times and seqs by type
+and range, each metric's values as one column (types, then one numpy pass for finiteness and
+range). What is unusual but may be valid (an RFC 3339 time, a list metric, an unknown `data`
+key kept as extra, a component) is checked element by element with the slow path's own
+functions. Anything invalid raises DecodeError, and the caller then decodes the batch element
+by element, which gives each failing element its reason and its bytes.
+
+Property-tested against the slow path (`tests/unit/test_ingest_fastpath.py`), malformed and
+mixed batches included.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from devices.kinds import ALL_METRICS, Event, Kind
+from devices.reading import Reading
+
+from .errors import DecodeError
+from .values import (
+    _ENUMS,
+    _MAX_TEXT,
+    MAX_TS_MS,
+    METRIC_TYPES,
+    RANGES,
+    SEQ_LIMIT,
+    check_extra,
+    parse_ts,
+    storable_text,
+    validate_metric,
+)
+
+_ID_CHARS = "[A-Za-z0-9_.:-]{1,64}"
+#: The ids of a batch joined by "\n" (a character no id may hold): `devices.kinds.DEVICE_ID_RE` for each.
+_JOINED_IDS = re.compile(f"{_ID_CHARS}(?:\n{_ID_CHARS})*")
+_KINDS: dict[Any, Kind] = dict(Kind.__members__)
+_EVENTS: dict[Any, Event] = {**Event.__members__, None: Event.report}
+_NUMBER_TYPES = frozenset((int, float))
+_BAD = DecodeError("a batch element does not validate")  # the caller only needs to know it failed
+
+
+class _Invalid(Exception):
+    """Raised inside: some element is invalid (the caller takes the slow path for its reason)."""
+
+
+def readings_from_elements(elements: list[dict[str, Any]], received_ms: int) -> list[Reading]:
+    """The readings of `elements` (each a dict with report keys only, parsed by orjson from a
+    payload without numbers of 19 or more digits), exactly as `reading_from_object` makes them
+    one by one; DecodeError if any element is invalid."""
+    try:
+        return _readings(elements, received_ms)
+    except (_Invalid, DecodeError, TypeError, KeyError, ValueError, OverflowError):
+        raise _BAD from None
+
+
+def _readings(elements: list[dict[str, Any]], received_ms: int) -> list[Reading]:
+    n = len(elements)
+    ids = [o.get("device_id") for o in elements]
+    joined = "\n".join(ids)  # TypeError unless every id is a str
+    if _JOINED_IDS.fullmatch(joined) is None or joined.count("\n") != n - 1:
+        raise _Invalid
+    kinds = [_KINDS[o.get("kind")] for o in elements]  # KeyError (or TypeError) for anything else
+    events = [_EVENTS[o.get("event")] for o in elements]
+    ts_ms, received = _times([o.get("ts") for o in elements], received_ms)
+    seqs = [o.get("seq") for o in elements]
+    if seqs.count(None) != n:
+        for s in seqs:
+            if s is not None and (type(s) is not int or not 0 <= s < SEQ_LIMIT):
+                raise _Invalid
+    components = [o.get("component") for o in elements]
+    if components.count(None) != n:
+        for c in components:
+            if c is not None and (type(c) is not str or not 1 <= len(c) <= 64 or not storable_text(c)):
+                raise _Invalid
+    metrics, extras = _data([o.get("data") for o in elements])
+    return list(map(Reading, ids, kinds, events, ts_ms, received, seqs, metrics, extras, components))
+
+
+def _times(tss: list[Any], received_ms: int) -> tuple[list[int], list[int]]:
+    """(ts_ms, received_ms) of each element: `parse_ts` and `receive_time` of the slow path."""
+    n = len(tss)
+    if tss.count(None) == n:
+        return [received_ms] * n, [received_ms] * n
+    ts_ms = [t if type(t) is int and 0 <= t <= MAX_TS_MS else parse_ts(t, received_ms) for t in tss]
+    received = [received_ms] * n
+    if received_ms in ts_ms:  # a timed report at its receive time gets received_ms + 1 (values.receive_time)
+        for i, (raw, t) in enumerate(zip(tss, ts_ms)):
+            if t == received_ms and raw is not None:
+                received[i] = received_ms + 1
+    return ts_ms, received
+
+
+def _data(datas: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(metrics, extra) of each element's `data`, as `split_data` gives them."""
+    n = len(datas)
+    if datas.count(None) == n:
+        return [{} for _ in range(n)], [{} for _ in range(n)]
+    dicts: list[dict[str, Any]] = []
+    for d in datas:
+        if d is None:
+            dicts.append({})
+        elif type(d) is dict:
+            dicts.append(d)
+        else:
+            raise _Invalid
+    names = set().union(*dicts)
+    for name in names & ALL_METRICS:
+        _validate_column(name, [d for d in dicts if name in d])
+    unknown = names - ALL_METRICS
+    if not unknown:
+        return dicts, [{} for _ in range(n)]
+    metrics: list[dict[str, Any]] = []
+    extras: list[dict[str, Any]] = []
+    for d in dicts:
+        if d.keys().isdisjoint(unknown):
+            metrics.append(d)
+            extras.append({})
+            continue
+        m: dict[str, Any] = {}
+        x: dict[str, Any] = {}
+        for key, value in d.items():
+            if key in ALL_METRICS:
+                m[key] = value
+            else:
+                x[key] = check_extra(key, value)
+        metrics.append(m)
+        extras.append(x)
+    return metrics, extras
+
+
+def _validate_column(name: str, holders: list[dict[str, Any]]) -> None:
+    """Validate metric `name` in every dict holding it and store its canonical value in place
+    (what `validate_metric` answers: an int given for a float metric becomes a float, ...)."""
+    kind = METRIC_TYPES[name]
+    values = [d[name] for d in holders]
+    types = set(map(type, values))
+    if kind is float or kind is int:
+        if not types <= _NUMBER_TYPES:
+            raise _Invalid
+        column = np.array(values, dtype=np.float64)  # OverflowError for an int beyond a float
+        if not np.isfinite(column).all():
+            raise _Invalid
+        lo, hi = RANGES.get(name, (-np.inf, np.inf))
+        if column.min() < lo or column.max() > hi:
+            raise _Invalid
+        if kind is float:
+            if int in types:  # float(v) of each value, as validate_metric answers
+                for d, v in zip(holders, column.tolist()):
+                    d[name] = v
+            return
+        if not (column == np.floor(column)).all():
+            raise _Invalid
+        if float in types:  # int(v) of each value (every int metric's range fits in 2**31)
+            for d, v in zip(holders, column.astype(np.int64).tolist()):
+                d[name] = v
+        return
+    if kind is bool:
+        if types != {bool}:
+            raise _Invalid
+        return
+    if kind is str:
+        if types != {str} or min(map(len, values)) < 1 or max(map(len, values)) > _MAX_TEXT:
+            raise _Invalid
+        if not storable_text("".join(values)):
+            raise _Invalid
+        allowed = _ENUMS.get(name)
+        if allowed is not None and not set(values) <= set(allowed):
+            raise _Invalid
+        return
+    for d in holders:  # lists (one value per channel or phase): element by element
+        d[name] = validate_metric(name, d[name])
