@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -130,7 +131,43 @@ async def naive(url: str, topic_root: str, items: list[tuple[str, bytes]], db: s
     return rate
 
 
-async def pipeline(url: str, items: list[tuple[str, bytes]], expected: int, settings: Settings) -> float:
+def _cpu_ticks(names: tuple[str, ...]) -> int:
+    """CPU time (clock ticks, user + system) of the live processes with one of these names (Linux)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if name in names:
+            total += int(rest[11]) + int(rest[12])
+    return total
+
+
+class Window:
+    """Wall time and CPU time of this process (the service), PostgreSQL and Mosquitto over the timed window."""
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time()
+        self.pg = _cpu_ticks(("postgres",))
+        self.broker = _cpu_ticks(("mosquitto",))
+
+    def close(self, readings: int) -> dict[str, float]:
+        wall = time.perf_counter() - self.wall
+        tick = os.sysconf("SC_CLK_TCK")
+        us = 1e6 / readings
+        return {
+            "readings_per_s": readings / wall,
+            "service_cpu_us_per_reading": round((time.process_time() - self.cpu) * us, 2),
+            "postgres_cpu_us_per_reading": round((_cpu_ticks(("postgres",)) - self.pg) / tick * us, 2),
+            "mosquitto_cpu_us_per_reading": round((_cpu_ticks(("mosquitto",)) - self.broker) / tick * us, 2),
+        }
+
+
+async def pipeline(url: str, items: list[tuple[str, bytes]], expected: int, settings: Settings,
+                   stats: dict[str, float] | None = None) -> float:
     async with serving(settings):
         pass  # creates the persistent sessions
     await publish_all(url, items)
@@ -139,11 +176,13 @@ async def pipeline(url: str, items: list[tuple[str, bytes]], expected: int, sett
         received = metrics.received.labels("mqtt", "tel")
         while received._value.get() == 0:  # noqa: SLF001 - start-up is not what is measured
             await asyncio.sleep(0.0005)
-        started = time.perf_counter()
+        window = Window()
         while metrics.written._value.get() < expected:  # noqa: SLF001
             await asyncio.sleep(0.005)
-        rate = expected / (time.perf_counter() - started)
-    return rate
+        measured = window.close(expected)
+    if stats is not None:
+        stats.update(measured)
+    return measured["readings_per_s"]
 
 
 async def main() -> None:
@@ -151,6 +190,8 @@ async def main() -> None:
     ap.add_argument("--messages", type=int, default=30_000)
     ap.add_argument("--batches", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--only-batches", action="store_true",
+                    help="measure only the service on gateway batches (batch_readings_per_s), e.g. under a profiler")
     args = ap.parse_args()
     prefix = f"mxbench/{uuid.uuid4().hex[:6]}"
     root = f"{prefix}/default"
@@ -166,11 +207,19 @@ async def main() -> None:
         try:
             base = dict(mqtt_url=url, topic_prefix=prefix, http_port=0, gb26875_port=0, log_level="WARNING",
                         data_dir=Path("/tmp"))
+            batch_cpu: dict[str, float] = {}
+            if args.only_batches:
+                batched = await pipeline(url, batch_items, args.batches * args.batch_size,
+                                         Settings(database_url=dbs[2], mqtt_client_id="bench-b", **base), batch_cpu)
+                print(json.dumps({"benchmark": "ingest_throughput", "batch_readings": args.batches * args.batch_size,
+                                  "batch_readings_per_s": round(batched),
+                                  "batch_cpu": {k: v for k, v in batch_cpu.items() if k != "readings_per_s"}}, indent=2))
+                return
             raw = await ceiling(url, root, items)
             full = await pipeline(url, items, args.messages, Settings(database_url=dbs[0], mqtt_client_id="bench-p", **base))
             slow = await naive(url, root, items, dbs[1])
             batched = await pipeline(url, batch_items, args.batches * args.batch_size,
-                                     Settings(database_url=dbs[2], mqtt_client_id="bench-b", **base))
+                                     Settings(database_url=dbs[2], mqtt_client_id="bench-b", **base), batch_cpu)
             naive_batched = await naive(url, root, batch_items, dbs[3], filters="batch/+")
         finally:
             for db in dbs:
@@ -188,6 +237,7 @@ async def main() -> None:
         "batch_readings_per_s": round(batched),
         "naive_batch_readings_per_s": round(naive_batched),
         "batch_pipeline_vs_naive_per_reading": round(batched / naive_batched, 1),
+        "batch_cpu": {k: v for k, v in batch_cpu.items() if k != "readings_per_s"},
         "note": "msgs/s = readings/s for single reports; rates are timed from the first message received",
         "goals": {"pipeline_vs_ceiling": 0.9, "pipeline_vs_naive": 20, "batch_readings_per_s": 100_000},
     }, indent=2))
