@@ -15,7 +15,9 @@ class Reading:
     Times are epoch milliseconds (UTC). `metrics` holds canonical metric names only
     (see `devices.kinds`); anything else a report carried is kept in `extra`.
     `component` names a panel component inside a `uitd` device (`system_type:system_addr:
-    component_addr`); such a component counts as its own detector (`detector_id`).
+    component_addr`); such a component counts as its own detector (`detector_id`). `untimed`: the
+    report carried no device time, so `ts_ms` is the receive time (CONTRACT §2) and is no part of
+    its identity when a redelivered copy is recognised.
     """
 
     device_id: str
@@ -27,6 +29,7 @@ class Reading:
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     component: str | None = None
+    untimed: bool = False
 
     @property
     def detector_id(self) -> str:

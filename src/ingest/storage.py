@@ -18,6 +18,7 @@ from devices.reading import Reading
 
 READING_COLUMNS = (
     "device_id", "ts", "received_at", "seq", "dedup", "kind", "event", "component", "metrics", "extra", "source",
+    "untimed",
 )
 #: Columns of a row as the pipeline hands it to `ReadingStore.write`: those of `readings`, the two
 #: times as PostgreSQL's own binary timestamptz value (microseconds since 2000-01-01 UTC, see
@@ -29,9 +30,9 @@ _I64 = struct.Struct(">q")
 _STAGE = "readings_stage"
 _CREATE_STAGE = f"""CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
     device_id text, ts timestamptz, received_at timestamptz, seq bigint, dedup bigint, kind text, event text,
-    component text, metrics jsonb, extra jsonb, source text) ON COMMIT DELETE ROWS"""
-#: An untimed row (a `seq`, no device time: `ts` is its receive time; see `identity`).
-_UNTIMED = "(s.seq IS NOT NULL AND s.ts = s.received_at)"
+    component text, metrics jsonb, extra jsonb, source text, untimed boolean) ON COMMIT DELETE ROWS"""
+#: An untimed row with a `seq` (no device time: `ts` is its receive time; see `identity`).
+_UNTIMED = "(s.seq IS NOT NULL AND s.untimed)"
 _INSERT = f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) SELECT {', '.join('s.' + c for c in READING_COLUMNS)} FROM {_STAGE} s"
 #: Timed rows: the unique index (device_id, ts, dedup) is the identity.
 INSERT_TIMED = _INSERT + f" WHERE NOT {_UNTIMED} ON CONFLICT DO NOTHING"
@@ -82,14 +83,14 @@ def identity(r: Reading, metrics_json: bytes | None = None) -> tuple[MemoryKey, 
     gets the same identity as the original.
 
     - seq and a device time: (detector, ts, digest of seq/component/event);
-    - seq, no device time (`ts_ms == received_ms`, see `ingest.codecs.values.receive_time`):
+    - seq, no device time (`Reading.untimed`):
       (detector, -1, digest of "u"/seq/component/event), `untimed`: the receive time is no part of it;
     - no seq: (detector, ts, digest of component/event/metrics).
     `metrics_json` is `canonical_json(r.metrics)` when the caller has it already.
     """
     untimed = False
     if r.seq is not None:
-        untimed = r.ts_ms == r.received_ms
+        untimed = r.untimed
         key = _digest(f"{'u' if untimed else 's'}|{r.seq}|{r.component}|{int(r.event)}".encode())
     else:
         if metrics_json is None:
@@ -109,8 +110,8 @@ def pg_time(ms: int) -> int:
 
 
 def is_untimed_row(row: tuple[Any, ...]) -> bool:
-    """True for the row of an untimed reading (a `seq`, `ts` its receive time: see `identity`)."""
-    return row[3] is not None and row[1] == row[2]
+    """True for the row of an untimed reading with a `seq` (see `identity`)."""
+    return row[3] is not None and row[11]
 
 
 def prepare(r: Reading, source: str) -> tuple[MemoryKey, tuple[Any, ...]]:
@@ -130,6 +131,7 @@ def prepare(r: Reading, source: str) -> tuple[MemoryKey, tuple[Any, ...]]:
         metrics_json.decode(),
         canonical_json(r.extra).decode() if r.extra else None,
         source,
+        r.untimed,
     )
 
 
@@ -165,7 +167,7 @@ def prepare_many(readings: Sequence[Reading], source: str) -> tuple[list[MemoryK
             if seq is None:
                 basis = content_basis[event] + metrics_json
             else:
-                untimed = ts_ms == r.received_ms
+                untimed = r.untimed
                 basis = (b"u|%d" if untimed else b"s|%d") % seq + seq_suffix[event]
             h = copy()
             h.update(basis)
@@ -176,7 +178,7 @@ def prepare_many(readings: Sequence[Reading], source: str) -> tuple[list[MemoryK
         rows.append((
             r.device_id, ts_ms * 1000 + epoch, r.received_ms * 1000 + epoch, seq, key, kind_names[r.kind],
             event_names[event], component, metrics_json.decode(), canonical_json(extra).decode() if extra else None,
-            source,
+            source, r.untimed,
         ))
     return keys, rows
 

@@ -160,8 +160,8 @@ async def test_unnumbered_reports_at_other_times_are_not_duplicates(pool: asyncp
 
 
 def untimed(device: str, seq: int, received: int) -> Reading:
-    """A report with a seq but no device time: it takes its receive time (ts_ms == received_ms)."""
-    return Reading(device, Kind.smoke, Event.heartbeat, received, received, seq, {"battery_pct": 90.0})
+    """A report with a seq but no device time: it takes its receive time as `ts_ms`."""
+    return Reading(device, Kind.smoke, Event.heartbeat, received, received, seq, {"battery_pct": 90.0}, untimed=True)
 
 
 async def test_redelivered_untimed_reports_are_stored_once(pool: asyncpg.Pool) -> None:
@@ -280,10 +280,10 @@ async def test_store_copies_timed_rows_directly_and_falls_back_on_stored_copies(
 
 async def test_store_mixes_timed_and_untimed_rows(pool: asyncpg.Pool) -> None:
     store = ReadingStore(pool, untimed_window_ms=60_000)
-    untimed_r = Reading("mx1", Kind.smoke, Event.heartbeat, T0, T0, 8, {})
+    untimed_r = Reading("mx1", Kind.smoke, Event.heartbeat, T0, T0, 8, {}, untimed=True)
     rows = prepare_many([reading("mx1", 1), untimed_r, reading("mx1", None)], "t")[1]
     assert [is_untimed_row(row) for row in rows] == [False, True, False]
     assert await store.write(rows, [], []) == 3
-    resent = Reading("mx1", Kind.smoke, Event.heartbeat, T0 + 5000, T0 + 5000, 8, {})  # received again 5 s later
+    resent = Reading("mx1", Kind.smoke, Event.heartbeat, T0 + 5000, T0 + 5000, 8, {}, untimed=True)  # received again 5 s later
     assert await store.write(prepare_many([resent, reading("mx1", 2)], "t")[1], [], []) == 1
     assert await pool.fetchval("SELECT count(*) FROM readings WHERE device_id = 'mx1'") == 4

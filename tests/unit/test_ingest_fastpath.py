@@ -109,7 +109,7 @@ def test_one_pass_columns_match_the_per_column_definition(metric_maps: list[dict
 @FAST
 def test_prepared_row_matches_its_definition(r: Reading, untimed: bool) -> None:
     if untimed:
-        r.received_ms = r.ts_ms
+        r.received_ms, r.untimed = r.ts_ms, True
     mem, row = prepare(r, "src")
     record = dict(zip(ROW_COLUMNS, row, strict=True))
     is_untimed = r.seq is not None and untimed
@@ -135,7 +135,7 @@ def test_prepare_many_is_prepare_of_each(drawn: list[tuple[Reading, bool]]) -> N
     readings = []
     for r, untimed in drawn:
         if untimed:
-            r.received_ms = r.ts_ms
+            r.received_ms, r.untimed = r.ts_ms, True
         readings.append(r)
     keys, rows = prepare_many(readings, "src")
     assert list(zip(keys, rows, strict=True)) == [prepare(r, "src") for r in readings]
@@ -279,7 +279,9 @@ def test_columnar_fast_batch_converts_like_validate_metric() -> None:
     assert fast[0].metrics == {"battery_pct": 80.0, "ecl": 1, "temperature_c": -0.0, "pci": 7}
     assert type(fast[0].metrics["battery_pct"]) is float and type(fast[0].metrics["ecl"]) is int
     assert fast[1].metrics == {"battery_pct": 80.5} and fast[1].extra == {"fw": "1"}
-    assert fast[2].metrics == {"voltage_v": [220.0, 221.5]} and fast[2].received_ms == RECEIVED + 1  # timed at receive time
+    assert fast[2].metrics == {"voltage_v": [220.0, 221.5]}
+    assert (fast[2].received_ms, fast[2].untimed) == (RECEIVED, False)  # timed, though stamped at its receive time
+    assert (fast[0].ts_ms, fast[0].untimed) == (RECEIVED, True)
 
 
 @pytest.mark.parametrize("bad", [

@@ -18,7 +18,7 @@ from .errors import BatchItemError, DecodeError
 from .mx1 import MAGIC, decode_mx1
 from .platform import PlatformNotice, PlatformResult, profile_reading, reserialise
 from .profiles import Context, ProfileRegistry, lookup
-from .values import check_device_id, check_tree, load_json, parse_ts, receive_time, show
+from .values import check_device_id, check_tree, load_json, parse_ts, show
 
 #: Deepest nesting accepted in a push body.
 MAX_DEPTH = 32
@@ -147,7 +147,7 @@ def _transparent(frame: bytes, env: dict[str, Any], device_id: str, ts_ms: int, 
         raise DecodeError(f"the MX1 frame says device {r.device_id} but the CTWing envelope says IMEI {show(imei)}")
     if frame[12:16] == bytes(4):  # the frame has no time of its own: the platform's is closer than ours
         r.ts_ms = ts_ms
-        r.received_ms = receive_time(ts_ms, received_ms, env.get("timestamp") is not None)
+        r.untimed = env.get("timestamp") is None
     return r
 
 

@@ -69,7 +69,8 @@ def _readings(elements: list[dict[str, Any]], received_ms: int) -> list[Reading]
         raise _Invalid
     kinds = [_KINDS[o.get("kind")] for o in elements]  # KeyError (or TypeError) for anything else
     events = [_EVENTS[o.get("event")] for o in elements]
-    ts_ms, received = _times([o.get("ts") for o in elements], received_ms)
+    tss = [o.get("ts") for o in elements]
+    ts_ms = _times(tss, received_ms)
     seqs = [o.get("seq") for o in elements]
     if seqs.count(None) != n:
         for s in seqs:
@@ -81,21 +82,15 @@ def _readings(elements: list[dict[str, Any]], received_ms: int) -> list[Reading]
             if c is not None and (type(c) is not str or not 1 <= len(c) <= 64 or not storable_text(c)):
                 raise _Invalid
     metrics, extras = _data([o.get("data") for o in elements])
-    return list(map(Reading, ids, kinds, events, ts_ms, received, seqs, metrics, extras, components))
+    received, untimed = [received_ms] * len(tss), [t is None for t in tss]
+    return list(map(Reading, ids, kinds, events, ts_ms, received, seqs, metrics, extras, components, untimed))
 
 
-def _times(tss: list[Any], received_ms: int) -> tuple[list[int], list[int]]:
-    """(ts_ms, received_ms) of each element: `parse_ts` and `receive_time` of the slow path."""
-    n = len(tss)
-    if tss.count(None) == n:
-        return [received_ms] * n, [received_ms] * n
-    ts_ms = [t if type(t) is int and 0 <= t <= MAX_TS_MS else parse_ts(t, received_ms) for t in tss]
-    received = [received_ms] * n
-    if received_ms in ts_ms:  # a timed report at its receive time gets received_ms + 1 (values.receive_time)
-        for i, (raw, t) in enumerate(zip(tss, ts_ms)):
-            if t == received_ms and raw is not None:
-                received[i] = received_ms + 1
-    return ts_ms, received
+def _times(tss: list[Any], received_ms: int) -> list[int]:
+    """The ts_ms of each element: `parse_ts` of the slow path."""
+    if tss.count(None) == len(tss):
+        return [received_ms] * len(tss)
+    return [t if type(t) is int and 0 <= t <= MAX_TS_MS else parse_ts(t, received_ms) for t in tss]
 
 
 def _data(datas: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -22,7 +22,6 @@ from .values import (
     parse_event,
     parse_kind,
     parse_ts,
-    receive_time,
     show,
     storable_text,
     validate_metric,
@@ -157,11 +156,12 @@ def reading_from_object(
         kind=kind,
         event=Event.report if event is None else parse_event(event),
         ts_ms=ts_ms,
-        received_ms=receive_time(ts_ms, received_ms, ts is not None),
+        received_ms=received_ms,
         seq=_seq(obj.get("seq")),
         metrics=metrics,
         extra=extra,
         component=_component(obj.get("component")),
+        untimed=ts is None,
     )
 
 
@@ -183,7 +183,9 @@ def split_data(data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def encode_json_report(r: Reading) -> bytes:
     """The JSON report of `r` (compact UTF-8); `received_ms` is not part of a report."""
-    doc: dict[str, Any] = {"device_id": r.device_id, "kind": r.kind.name, "ts": r.ts_ms}
+    doc: dict[str, Any] = {"device_id": r.device_id, "kind": r.kind.name}
+    if not r.untimed:  # an untimed report had no time of its own: it still has none
+        doc["ts"] = r.ts_ms
     if r.seq is not None:
         doc["seq"] = r.seq
     doc["event"] = r.event.name

@@ -16,7 +16,7 @@ from devices.kinds import FAULT_CODES, Event, Kind
 from devices.reading import Reading
 
 from .errors import DecodeError
-from .values import METRIC_TYPES, RANGES, is_number, receive_time, validate_metric
+from .values import METRIC_TYPES, RANGES, is_number, validate_metric
 
 MAGIC = 0xA5
 VERSION = 0x01
@@ -128,7 +128,8 @@ def decode_mx1(frame: bytes, *, received_ms: int) -> Reading:
         kind=_MX1_KINDS[kind_code - 1],
         event=Event(event_code),
         ts_ms=ts_s * 1000 if ts_s else received_ms,
-        received_ms=receive_time(ts_s * 1000, received_ms, ts_s != 0),
+        received_ms=received_ms,
+        untimed=ts_s == 0,
         seq=seq,
         metrics=metrics,
         extra={UNKNOWN_TAGS: unknown} if unknown else {},
@@ -199,7 +200,7 @@ def encode_mx1(r: Reading) -> bytes:
     if len(fields) > 255:
         raise ValueError(f"MX1 carries at most 255 fields, the reading has {len(fields)}")
     try:
-        head = _HEADER.pack(MAGIC, VERSION, int(r.kind), int(r.event), int(r.device_id), r.ts_ms // 1000, r.seq or 0, len(fields))
+        head = _HEADER.pack(MAGIC, VERSION, int(r.kind), int(r.event), int(r.device_id), 0 if r.untimed else r.ts_ms // 1000, r.seq or 0, len(fields))
     except struct.error as e:
         raise ValueError(f"reading does not fit the MX1 header (ts, seq u16 or device id u64): {e}") from None
     body = head + b"".join(fields)

@@ -154,22 +154,6 @@ def parse_ts(value: Any, received_ms: int) -> int:
     return check_ts_ms(value if isinstance(value, int) else int(f))
 
 
-def receive_time(ts_ms: int, received_ms: int, timed: bool) -> int:
-    """The receive time to store with a report of device time `ts_ms`.
-
-    A report without a time of its own takes its receive time as `ts_ms`, and the pipeline
-    recognises such an *untimed* report by `ts_ms == received_ms` (docs/ingest.md, "Duplicates").
-    So a *timed* report whose device time happens to equal its receive time to the millisecond
-    is given a receive time one millisecond later, which keeps that test exact.
-    """
-    return received_ms + 1 if timed and ts_ms == received_ms else received_ms
-
-
-def is_untimed(ts_ms: int, received_ms: int) -> bool:
-    """True for a reading whose report carried no device time (see `receive_time`)."""
-    return ts_ms == received_ms
-
-
 def rfc3339_ms(text: str) -> int:
     """Epoch ms of an RFC 3339 timestamp (fractions below a millisecond are truncated)."""
     m = _RFC3339.fullmatch(text)
