@@ -29,12 +29,13 @@ from devices.fleet import Fleet
 from devices.kinds import Event, Kind
 from devices.reading import Reading
 from ingest.pipeline import Clock, Deduper, lane_for
-from ingest.storage import dedup_key
+from ingest.storage import identity
 
 Publish = Callable[[str, bytes], Awaitable[None]]
 #: The alarm service's batch handler; it may answer a future of its alarm writes, awaited too.
 FeedHandler = Callable[[list[Reading], ReadingColumns], Awaitable[object]]
-WIRE_VERSION = 1
+#: 2 adds `untimed`; version 1 messages (from a worker not yet upgraded) are still read.
+WIRE_VERSION = 2
 MESSAGE_MAX = 2000  # readings per internal message (~0.5 MB): far below broker message limits
 
 
@@ -58,19 +59,20 @@ def internal_topic(root: str, partition: int | str, lane: str) -> str:
 
 def encode(readings: list[Reading]) -> bytes:
     rows = [[r.device_id, int(r.kind), int(r.event), r.ts_ms, r.received_ms, r.seq, r.metrics, r.extra or None,
-             r.component] for r in readings]
+             r.component, r.untimed] for r in readings]
     return json.dumps({"v": WIRE_VERSION, "r": rows}, ensure_ascii=False, separators=(",", ":"), default=str).encode()
 
 
 def decode(payload: bytes) -> list[Reading]:
     try:
         body = json.loads(payload)
-        if body.get("v") != WIRE_VERSION:
-            raise WireError(f"internal message version {body.get('v')!r}, expected {WIRE_VERSION}")
+        version = body.get("v")
+        if version not in (1, WIRE_VERSION):
+            raise WireError(f"internal message version {version!r}, expected {WIRE_VERSION}")
         return [
             Reading(device_id=d, kind=Kind(k), event=Event(e), ts_ms=int(ts), received_ms=int(rx), seq=seq,
-                    metrics=m or {}, extra=x or {}, component=c)
-            for d, k, e, ts, rx, seq, m, x, c in body["r"]
+                    metrics=m or {}, extra=x or {}, component=c, untimed=bool(rest and rest[0]))
+            for d, k, e, ts, rx, seq, m, x, c, *rest in body["r"]
         ]
     except WireError:
         raise
@@ -123,7 +125,7 @@ class PartitionFeed:
         fresh: list[Reading] = []
         slots: list[int] = []
         for r in decode(payload):
-            if self.dedupe.seen((r.detector_id, r.ts_ms, dedup_key(r)), now):
+            if self.dedupe.seen(identity(r)[0], now):
                 self.duplicates += 1
                 continue
             fresh.append(r)

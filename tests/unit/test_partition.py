@@ -59,11 +59,17 @@ def test_keys_follow_the_unit_and_a_component_its_transmission_device() -> None:
 
 
 def test_wire_format_round_trips_every_field() -> None:
-    rs = [reading("s1"), reading("uitd-7", component="1:2:3", event=Event.fault), Reading("x", Kind.gas, Event.heartbeat, T0, T0)]
+    rs = [reading("s1"), reading("uitd-7", component="1:2:3", event=Event.fault), Reading("x", Kind.gas, Event.heartbeat, T0, T0),
+          Reading("u", Kind.smoke, Event.heartbeat, T0, T0, seq=3, untimed=True)]
     assert decode(encode(rs)) == rs
 
 
-@pytest.mark.parametrize("payload", [b"not json", b'{"v": 2, "r": []}', b'{"v": 1, "r": [[1, 2]]}', b'{"v": 1, "r": [["d", 99, 0, 1, 1, null, {}, null, null]]}'])
+def test_version_1_messages_of_a_worker_not_yet_upgraded_are_read_as_timed() -> None:
+    v1 = b'{"v": 1, "r": [["d1", 1, 0, 1795341600000, 1795341600000, 4, {}, null, null]]}'
+    assert decode(v1) == [Reading("d1", Kind.smoke, Event.heartbeat, T0, T0, seq=4)]
+
+
+@pytest.mark.parametrize("payload", [b"not json", b'{"v": 3, "r": []}', b'{"v": 1, "r": [[1, 2]]}', b'{"v": 1, "r": [["d", 99, 0, 1, 1, null, {}, null, null]]}'])
 def test_unreadable_internal_messages_raise_wire_error(payload: bytes) -> None:
     with pytest.raises(WireError):
         decode(payload)
