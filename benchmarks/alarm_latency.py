@@ -23,17 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import asyncpg
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_db import drop_db, fresh_db  # noqa: E402
 from mqtt_broker import private_mosquitto  # noqa: E402
 
 from ingest.transports.mqtt import BrokerConfig  # noqa: E402
 from miaoxiang.server import serving  # noqa: E402
 from miaoxiang.settings import Settings  # noqa: E402
 
-PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 ADMIN = {"Authorization": "Bearer bench-admin"}
 
 
@@ -50,20 +49,6 @@ def percentiles(values: list[float]) -> dict[str, float]:
         return round(v[min(len(v) - 1, int(q * len(v)))], 1)
 
     return {"n": len(v), "p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": round(v[-1], 1)}
-
-
-async def fresh_db() -> str:
-    name = f"mxbench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(PG)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    return PG.rsplit("/", 1)[0] + "/" + name
-
-
-async def drop_db(url: str) -> None:
-    admin = await asyncpg.connect(PG)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-    await admin.close()
 
 
 async def register(http: httpx.AsyncClient, alarm_devices: list[str]) -> None:
@@ -164,7 +149,7 @@ async def main() -> None:
     prefix = f"mxbench/{uuid.uuid4().hex[:6]}"
     root = f"{prefix}/default"
     with private_mosquitto() as url:
-        db = await fresh_db()
+        db = await fresh_db(migrated=False)
         try:
             settings = Settings(database_url=db, mqtt_url=url, topic_prefix=prefix, http_port=0, gb26875_port=0,
                                 log_level="WARNING", data_dir=Path("/tmp"), admin_token="bench-admin",

@@ -27,13 +27,13 @@ import asyncpg
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_db import drop_db, fresh_db  # noqa: E402
 from mqtt_broker import private_mosquitto  # noqa: E402
 
 from miaoxiang.embedded import free_port  # noqa: E402
 from miaoxiang.migrate import migrate  # noqa: E402
 from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR  # noqa: E402
 
-PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 TOKEN = "bench-admin-token"
 REGIONS = [f"江西省/赣州市/{d}/{s}" for d in ("章贡区", "南康区", "赣县区", "信丰县") for s in ("一街道", "二街道", "三街道")]
 
@@ -116,11 +116,7 @@ async def main() -> None:
     ap.add_argument("--units", type=int, default=100_000)
     ap.add_argument("--requests", type=int, default=200)
     args = ap.parse_args()
-    name = f"mxbench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(PG)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    url = PG.rsplit("/", 1)[0] + "/" + name
+    url = await fresh_db(migrated=False)  # `fill` migrates
     try:
         print(f"filling {args.devices} devices in {args.units} units ...", file=sys.stderr, flush=True)
         fill_s = await fill(url, args.devices, args.units)
@@ -156,9 +152,7 @@ async def main() -> None:
                 proc.terminate()
                 proc.wait(30)
     finally:
-        admin = await asyncpg.connect(PG)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_db(url)
     print(json.dumps({
         "benchmark": "fleet_api",
         "devices": args.devices,

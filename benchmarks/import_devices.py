@@ -17,19 +17,19 @@ import io
 import json
 import sys
 import time
-import uuid
+from pathlib import Path
 
 import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_db import drop_db, fresh_db  # noqa: E402
 
 from devices.commands import CommandService
 from devices.fleet import Fleet
 from devices.importer import print_progress
 from devices.registry import UnitSpec, upsert_unit
 from devices.service import DeviceService
-from miaoxiang.migrate import migrate
-from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR
 
-PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 KINDS = ("smoke", "smoke", "smoke", "gas", "gas", "electrical", "water")
 
 
@@ -50,14 +50,10 @@ async def main() -> None:
     ap.add_argument("--devices", type=int, default=100_000)
     ap.add_argument("--units", type=int, default=2000)
     args = ap.parse_args()
-    name = f"mxbench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(PG)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = PG.rsplit("/", 1)[0] + "/" + name
+    url = await fresh_db()
     try:
         pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
         async with pool.acquire() as conn:
-            await migrate(conn, DEFAULT_MIGRATIONS_DIR)
             for u in range(args.units):
                 await upsert_unit(conn, UnitSpec.parse({
                     "unit_id": f"U{u:05d}", "name": f"unit {u}",
@@ -75,8 +71,7 @@ async def main() -> None:
         stored = await pool.fetchval("SELECT count(*) FROM devices")
         await pool.close()
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_db(url)
     print(json.dumps({
         "benchmark": "import_devices",
         "devices": args.devices,

@@ -30,14 +30,13 @@ import aiomqtt
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_db import drop_db, fresh_db  # noqa: E402
 from mqtt_broker import private_mosquitto  # noqa: E402
 
 from ingest.transports.mqtt import BrokerConfig  # noqa: E402
-from miaoxiang.migrate import migrate  # noqa: E402
 from miaoxiang.server import serving  # noqa: E402
-from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR, Settings  # noqa: E402
+from miaoxiang.settings import Settings  # noqa: E402
 
-PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 TS0 = 1_795_341_600_000
 
 
@@ -58,25 +57,6 @@ async def publish_all(url: str, items: list[tuple[str, bytes]]) -> float:
         for k in range(0, len(items), 500):
             await asyncio.gather(*(c.publish(t, p, qos=1) for t, p in items[k : k + 500]))
     return len(items) / (time.perf_counter() - started)
-
-
-async def fresh_db() -> str:
-    name = f"mxbench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(PG)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    url = PG.rsplit("/", 1)[0] + "/" + name
-    conn = await asyncpg.connect(url)
-    await migrate(conn, DEFAULT_MIGRATIONS_DIR)
-    await conn.execute("SELECT mx_ensure_readings_partitions('2026-11-20', 10)")
-    await conn.close()
-    return url
-
-
-async def drop_db(url: str) -> None:
-    admin = await asyncpg.connect(PG)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-    await admin.close()
 
 
 async def ceiling(url: str, topic_root: str, items: list[tuple[str, bytes]]) -> float:

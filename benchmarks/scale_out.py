@@ -33,14 +33,12 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_db import drop_db, fresh_db  # noqa: E402
 from mqtt_broker import private_mosquitto  # noqa: E402
 
 from ingest.transports.mqtt import BrokerConfig  # noqa: E402
 from miaoxiang.embedded import free_port  # noqa: E402
-from miaoxiang.migrate import migrate  # noqa: E402
-from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR  # noqa: E402
 
-PG = os.environ.get("MIAOXIANG_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 MIAOXIANG = str(Path(sys.executable).parent / "miaoxiang")
 TS0 = 1_795_341_600_000
 
@@ -49,27 +47,16 @@ def device(i: int) -> str:
     return f"86812040{i:07d}"
 
 
-async def fresh_db(devices: int) -> str:
-    name = f"mxbench_so_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(PG)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    url = PG.rsplit("/", 1)[0] + "/" + name
+async def registered_db(devices: int) -> str:
+    """A fresh database with the benchmark's devices registered in units of 20."""
+    url = await fresh_db(prefix="mxbench_so")
     conn = await asyncpg.connect(url)
-    await migrate(conn, DEFAULT_MIGRATIONS_DIR)
-    await conn.execute("SELECT mx_ensure_readings_partitions('2026-11-20', 10)")
     await conn.execute("INSERT INTO units (unit_id, name) SELECT 'U' || u, 'unit ' || u FROM generate_series(0, $1 - 1) u",
                        (devices + 19) // 20)
     await conn.executemany("INSERT INTO devices (device_id, kind, unit_id) VALUES ($1, 'smoke', $2)",
                            [(device(i), f"U{i // 20}") for i in range(devices)])
     await conn.close()
     return url
-
-
-async def drop_db(url: str) -> None:
-    admin = await asyncpg.connect(PG)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-    await admin.close()
 
 
 class Proc:
@@ -145,7 +132,7 @@ async def measure(workers: int, messages: int, devices: int, logs: Path) -> dict
         "ts": TS0 + i * 10, "seq": i % 65536, "event": "heartbeat",
         "data": {"battery_pct": 80 + i % 20, "rsrp_dbm": -90 - i % 20, "temperature_c": 21.5}}).encode())
         for i in range(messages)]
-    db = await fresh_db(devices)
+    db = await registered_db(devices)
     try:
         with private_mosquitto() as url:
             env = {"MIAOXIANG_DATABASE_URL": db, "MIAOXIANG_MQTT_URL": url, "MIAOXIANG_TOPIC_PREFIX": prefix,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
-HELPERS = {"mqtt_broker.py"}  # support modules, not benchmarks
+HELPERS = {"mqtt_broker.py", "bench_db.py"}  # support modules, not benchmarks
 Figures = dict[str, Any]
 
 

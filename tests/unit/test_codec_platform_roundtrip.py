@@ -11,7 +11,6 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.kinds import Event, Kind
 from devices.reading import Reading
 from ingest.codecs.ctwing import decode_ctwing
 from ingest.codecs.onenet import decode_onenet, verify_onenet

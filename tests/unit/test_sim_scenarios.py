@@ -12,7 +12,7 @@ from alerting.model import FIRE_CLASS, AlarmType, Response
 from devices.kinds import ATTENTION_EVENTS, Event, Kind
 from ingest.codecs.json_report import decode_json_report, encode_json_report
 from simulators.fleet import build_fleet
-from simulators.scenarios import SCENARIOS, Scenario, Silence, Step, cast, district_of
+from simulators.scenarios import SCENARIOS, Scenario, Step, cast, district_of
 
 T0 = 1_795_341_600_000
 NAMES = ["fire_spread", "smoke_heat", "electrical_then_smoke", "gas_leak", "panel_fire", "cooking_transient",
