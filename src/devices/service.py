@@ -52,9 +52,13 @@ class DeviceService:
     async def load(self) -> int:
         """Fill the fleet from the registry and the last checkpoint; answer the number of devices."""
         fleet = self.fleet
-        for u in await load_units(self.pool):
+        # Four queries at once: PostgreSQL builds the next result sets while this process decodes
+        # the first (a million devices: 15.0 s to load one after the other on this machine).
+        units, rows, state, values = await asyncio.gather(
+            load_units(self.pool), load_devices(self.pool), self.pool.fetch(STATE_QUERY), self.pool.fetch(VALUES_QUERY)
+        )
+        for u in units:
             fleet.set_unit(u["unit_id"], region=u["region"], maintenance=u["maintenance"])
-        rows = await load_devices(self.pool)
         fleet.bulk_load(
             [r["device_id"] for r in rows],
             [r["kind"] for r in rows],
@@ -68,8 +72,8 @@ class DeviceService:
         for r in rows:
             if r["thresholds"] != "{}":  # most devices have no overrides: skip a million json.loads
                 fleet.set_thresholds(fleet.slot(r["device_id"]), full_thresholds(json.loads(r["thresholds"])))
-        state = await self.pool.fetch(STATE_QUERY)
-        restore_state(fleet, state, await self.pool.fetch(VALUES_QUERY))
+        restore_state(fleet, state, values)
+        del values
         resumed = await self.commands.load()
         log.info("fleet loaded: %d devices, %d with saved state, %d commands awaiting an answer", len(rows), len(state), resumed)
         return len(rows)
