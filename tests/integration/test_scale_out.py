@@ -67,6 +67,16 @@ class SseAlarms:
         self._thread.join(5)
 
 
+def deployment(database_url: str, topic_prefix: str, broker_url: str, logs: Path) -> tuple[Service, list[Service]]:
+    """The api process and two `$share` workers of one scaled-out deployment (not started)."""
+    env = service_env(database_url=database_url, mqtt_url=broker_url, topic_prefix=topic_prefix,
+                      client_id=f"so-{uuid.uuid4().hex[:8]}", partitions="2", registry_refresh_s="0.3")
+    api = Service({**env, "MIAOXIANG_ROLE": "api"}, logs / "api.log")
+    workers = [Service({**env, "MIAOXIANG_ROLE": "worker", "MIAOXIANG_PARTITION_INDEX": str(i),
+                        "MIAOXIANG_MQTT_SHARE_GROUP": "ingest"}, logs / f"worker{i}.log") for i in range(2)]
+    return api, workers
+
+
 def received_on_evt(svc: Service) -> float:
     total = 0.0
     for line in httpx.get(f"{svc.base}/metrics", timeout=5).text.splitlines():
@@ -84,14 +94,8 @@ async def test_a_fire_split_across_workers_is_flagged_once_by_the_owning_partiti
     database_url: str, topic_prefix: str, tmp_path: Path
 ) -> None:
     assert {owner_of(f"device:{d}") for d in SMOKE} == {0, 1}, "partitioned by device, the smoke alarms would not meet"
-    client = f"so-{uuid.uuid4().hex[:8]}"
-    base = service_env(database_url=database_url, mqtt_url="", topic_prefix=topic_prefix, client_id=client,
-                       partitions="2", registry_refresh_s="0.3")
     with mosquitto() as broker:
-        env = {**base, "MIAOXIANG_MQTT_URL": broker.url}
-        api = Service({**env, "MIAOXIANG_ROLE": "api"}, tmp_path / "api.log")
-        workers = [Service({**env, "MIAOXIANG_ROLE": "worker", "MIAOXIANG_PARTITION_INDEX": str(i),
-                            "MIAOXIANG_MQTT_SHARE_GROUP": "ingest"}, tmp_path / f"worker{i}.log") for i in range(2)]
+        api, workers = deployment(database_url, topic_prefix, broker.url, tmp_path)
         conn = await asyncpg.connect(database_url)
         pub: Publisher | None = None
         stream: SseAlarms | None = None
@@ -193,13 +197,8 @@ async def test_a_mute_confirmed_through_the_api_process_suppresses_in_the_owning
     import paho.mqtt.client as paho
 
     device, unit = "868120309900007", "unit-scale-out-mute"
-    base = service_env(database_url=database_url, mqtt_url="", topic_prefix=topic_prefix, client_id=f"so-{uuid.uuid4().hex[:8]}",
-                       partitions="2", registry_refresh_s="0.3")
     with mosquitto() as broker:
-        env = {**base, "MIAOXIANG_MQTT_URL": broker.url}
-        api = Service({**env, "MIAOXIANG_ROLE": "api"}, tmp_path / "api.log")
-        workers = [Service({**env, "MIAOXIANG_ROLE": "worker", "MIAOXIANG_PARTITION_INDEX": str(i),
-                            "MIAOXIANG_MQTT_SHARE_GROUP": "ingest"}, tmp_path / f"worker{i}.log") for i in range(2)]
+        api, workers = deployment(database_url, topic_prefix, broker.url, tmp_path)
         answering = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"dev-{device}")
 
         def answer(_c: object, _u: object, msg: paho.MQTTMessage) -> None:  # the detector confirms every command
