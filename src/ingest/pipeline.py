@@ -254,17 +254,18 @@ class Pipeline:
         accepted: list[Reading] = []
         slots: list[int] = []
         rows = flush.rows
+        known = self._registered_slots([r for sub in batch for r in sub.readings])
+        offset = 0
         for sub in batch:
             readings = sub.readings
             keys, prepared = prepare_many(readings, sub.source)  # identity and metrics JSON, once per reading
             fresh = self.dedupe.fresh(keys, now)
-            known = self._registered_slots(readings)
             duplicates = 0
             for index, r in enumerate(readings):
                 if fresh is not None and not fresh[index]:
                     duplicates += 1
                     continue
-                slot = known[index]
+                slot = known[offset + index]
                 if slot < 0:
                     slot = self._slot_for(r, sub, index, flush, now)
                     if slot < 0:
@@ -272,6 +273,7 @@ class Pipeline:
                 accepted.append(r)
                 slots.append(slot)
                 rows.append(prepared[index])
+            offset += len(readings)
             if duplicates:
                 self.metrics.duplicates.labels(sub.transport).inc(duplicates)
         if accepted:
@@ -284,8 +286,9 @@ class Pipeline:
     def _registered_slots(self, readings: list[Reading]) -> list[int]:
         """For each reading, its device's slot when `_slot_for` would answer it without doing
         anything (the device is registered with the reading's kind, and the reading names no
-        component); else -1, and `_slot_for` decides. One vectorised pass instead of a fleet
-        look-up and a kind check per reading; the fleet cannot change in between (no await)."""
+        component); else -1, and `_slot_for` decides. One vectorised pass over a whole batch of
+        submissions instead of a fleet look-up and a kind check per reading. A device `_slot_for`
+        registers meanwhile stays -1 here, and `_slot_for` finds it (no await in between)."""
         fleet = self.fleet
         n = len(readings)
         found = fleet.slots([r.device_id for r in readings])

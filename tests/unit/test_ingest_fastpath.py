@@ -22,7 +22,8 @@ from devices.reading import Reading
 from ingest.metrics import IngestMetrics
 from ingest.pipeline import Deduper, Flush, Pipeline, Submission
 from ingest.codecs.errors import DecodeError
-from ingest.codecs.json_report import _fast_batch, _slow_batch, decode_json_batch_indexed, encode_json_report
+from ingest.codecs.json_report import _fast_batch, _load_report, _slow_batch, decode_json_batch_indexed, encode_json_report
+from ingest.codecs.values import load_json
 from ingest.storage import ROW_COLUMNS, ReadingStore, canonical_json, identity, is_untimed_row, pg_time, prepare, prepare_many
 from tests.unit.test_codec_json import JSON_VALUES, json_readings
 
@@ -72,6 +73,21 @@ def test_fast_batch_decodes_exactly_what_the_slow_path_does(payload: bytes) -> N
     assert got.readings == slow.readings and got.errors == slow.errors
     for i in range(len(got.readings)):
         assert got.element(i) == slow.element(i)
+
+
+@given(st.one_of(_ODD_ELEMENTS, batches(), st.binary(max_size=64),
+                 json_readings().map(encode_json_report).map(lambda b: b.replace(b",", b" , ", 1))))
+@FAST
+def test_a_report_parses_as_the_standard_parser_does(payload: bytes) -> None:
+    try:
+        expected = load_json(payload, "the report")
+    except DecodeError as e:
+        with pytest.raises(DecodeError) as got:
+            _load_report(payload)
+        assert got.value.reason == e.reason
+        return
+    got = _load_report(payload)
+    assert got == expected and json.dumps(got) == json.dumps(expected)  # same values, same types, same key order
 
 
 def test_fast_batch_takes_the_fast_path_for_plain_batches() -> None:

@@ -29,13 +29,14 @@ from .values import (
 
 #: Most reports one batch payload may carry.
 MAX_BATCH = 10_000
+_KIND_NAMES = {k: k.name for k in Kind}  # an enum's `.name` is a property: slow on the hot path
 
 
 def decode_json_report(
     payload: bytes, *, received_ms: int, topic_kind: Kind | None = None, topic_device: str | None = None
 ) -> Reading:
     """One JSON report; `device_id` and `kind` may come from the topic instead of the body."""
-    obj = load_json(payload, "the report")
+    obj = _load_report(payload)
     if not isinstance(obj, dict):
         raise DecodeError("a JSON report must be an object")
     return reading_from_object(obj, received_ms=received_ms, topic_kind=topic_kind, topic_device=topic_device)
@@ -92,14 +93,30 @@ _DIGITS_TO_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x78 for b in range(256))
 _LONG_NUMBER = b"0" * 19
 
 
+def _orjson_parses_alike(payload: bytes) -> bool:
+    """False when orjson could parse `payload` otherwise than the standard parser: a number of
+    19 or more digits (orjson makes an integer beyond 64 bits a float, and only such a literal
+    can be one). Where orjson refuses a payload, the standard parser gives the reason."""
+    return payload.translate(_DIGITS_TO_ZERO).find(_LONG_NUMBER) < 0
+
+
+def _load_report(payload: bytes) -> Any:
+    """`load_json(payload, "the report")`, by orjson where it parses alike (about 4x faster)."""
+    if _orjson_parses_alike(payload):
+        try:
+            return orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            pass
+    return load_json(payload, "the report")
+
+
 def _fast_batch(payload: bytes, received_ms: int) -> list[Reading] | None:
     """The readings of a batch every element of which decodes, or None to take the slow path.
 
-    No number of 19 or more digits (orjson makes an integer beyond 64 bits a float, and only such
-    a literal can be one), orjson parses it, every element is an object with report keys only,
-    and the columnar validator (`json_columns`) accepts every element.
+    orjson parses it alike (`_orjson_parses_alike`), every element is an object with report keys
+    only, and the columnar validator (`json_columns`) accepts every element.
     """
-    if payload.translate(_DIGITS_TO_ZERO).find(_LONG_NUMBER) >= 0:
+    if not _orjson_parses_alike(payload):
         return None
     try:
         elements = orjson.loads(payload)
@@ -146,7 +163,7 @@ def reading_from_object(
 ) -> Reading:
     """A reading from a parsed JSON report object."""
     device_id = _agreeing("device_id", obj.get("device_id"), topic_device)
-    kind = parse_kind(_agreeing("kind", obj.get("kind"), topic_kind.name if topic_kind is not None else None))
+    kind = parse_kind(_agreeing("kind", obj.get("kind"), _KIND_NAMES[topic_kind] if topic_kind is not None else None))
     event = obj.get("event")
     metrics, extra = split_data(obj.get("data"))
     ts = obj.get("ts")

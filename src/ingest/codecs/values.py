@@ -116,15 +116,19 @@ def show(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+_KINDS: dict[str, Kind] = dict(Kind.__members__)  # `__members__` builds a mapping proxy per access
+_EVENTS: dict[str, Event] = dict(Event.__members__)
+
+
 def parse_kind(value: Any) -> Kind:
-    kind = Kind.__members__.get(value) if isinstance(value, str) else None
+    kind = _KINDS.get(value) if isinstance(value, str) else None
     if kind is None:
         raise DecodeError(f"kind must be one of {', '.join(Kind.__members__)}, got {show(value)}")
     return kind
 
 
 def parse_event(value: Any) -> Event:
-    event = Event.__members__.get(value) if isinstance(value, str) else None
+    event = _EVENTS.get(value) if isinstance(value, str) else None
     if event is None:
         raise DecodeError(f"unknown event {show(value)}")
     return event
