@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from alerting.core.timeline import Timeline, covered, run_ends
+from alerting.core.timeline import Timeline, covered, members, run_ends
 
 FIRE, ELECTRICAL, SMOKE = 1, 2, 4  # entry class bits
 
@@ -64,7 +64,7 @@ class AlarmLog:
         keep = self.entries.seen >= now_ms - self.memory_ms
         if not keep.all():
             self.entries = self.entries.take(keep)
-        return self.entries.take(np.isin(self.entries.unit, units))
+        return self.entries.take(members(self.entries.unit, units))
 
     def remember(self, batch: Entries) -> None:
         if len(batch):

@@ -35,6 +35,10 @@ _TYPE_CLASS[AlarmType.smoke] |= SMOKE
 _TYPE_CLASS[list(ELECTRICAL_TYPES)] |= ELECTRICAL
 _EVENT_NAMES = {int(e): e.name for e in Event}
 _TYPES, _SEVERITIES, _RESPONSES = tuple(AlarmType), tuple(Severity), tuple(Response)  # by code: codes are 0..n-1
+_TEST, _NONE = int(Event.test), int(Response.none)
+_SUPPRESSED_TEST, _SUPPRESSED_MAINTENANCE, _SUPPRESSED_MUTED = (
+    RULE["suppressed.test"], RULE["suppressed.maintenance"], RULE["suppressed.muted"])
+_NO_ROWS = np.zeros(0, np.int64)
 #: Devices listed one by one in a network outage's evidence (all are in its `device_ids`).
 OUTAGE_EVIDENCE_MAX = 20
 
@@ -180,32 +184,39 @@ def _suppression(r: Readings, rows: np.ndarray, muted_by_event: np.ndarray | Non
     unit = fleet.unit[slot]
     maintenance = ((fleet.flags[slot] & MAINTENANCE) != 0) | ((unit >= 0) & fleet.unit_maintenance[np.maximum(unit, 0)])
     if muted_by_event is None:
-        return np.where(maintenance, RULE["suppressed.maintenance"], -1)
-    test = r.event[rows] == Event.test
+        return np.where(maintenance, _SUPPRESSED_MAINTENANCE, -1)
+    test = r.event[rows] == _TEST
     muted = (fleet.mute_until_ms[slot] > r.ts[rows]) | muted_by_event
-    return np.select([test, maintenance, muted],
-                     [RULE["suppressed.test"], RULE["suppressed.maintenance"], RULE["suppressed.muted"]], -1)
+    return np.where(test, _SUPPRESSED_TEST,
+                    np.where(maintenance, _SUPPRESSED_MAINTENANCE, np.where(muted, _SUPPRESSED_MUTED, -1)))
 
 
 def _suppress(hits: Hits, code: np.ndarray) -> np.ndarray:
     """Apply suppression codes (response none, rule suppressed.*); answer the suppressed mask."""
     quiet = code >= 0
-    hits.response[quiet] = Response.none
+    hits.response[quiet] = _NONE
     hits.rule[quiet] = code[quiet]
     return quiet
 
 
 def _battery(r: Readings) -> tuple[np.ndarray, np.ndarray]:
-    fleet = r.fleet
+    """Rows where a device's battery becomes low by its `battery_pct` and rows where it recovers."""
     pct = r.value("battery_pct")
     has = np.flatnonzero(r.valid & ~np.isnan(pct))
     floor = np.full(pct.shape[0], np.nan)
     floor[has] = r.threshold("battery_pct_min", has)
-    late = ~r.valid | (r.ts < fleet.last_ts_ms[r.slot])
-    was_low = (fleet.flags[r.slot] & LOW_BATTERY) != 0
     low_event = np.zeros(pct.shape[0], bool)
     low_event[r.with_event(Event.low_battery)] = True
-    return battery_changes(r.slot, r.ts, low_event, pct, floor, late, was_low)
+    was_low = (r.fleet.flags[r.slot] & LOW_BATTERY) != 0
+    # only devices with a row that disagrees with their flag can change: follow those alone
+    disagree = r.valid & (low_event | ~np.isnan(pct)) & ((low_event | (pct < floor)) != was_low)
+    if not disagree.any():
+        return _NO_ROWS, _NO_ROWS
+    rows = r.rows_of(np.flatnonzero(disagree))
+    slot, ts = r.slot[rows], r.ts[rows]
+    late = ts < r.fleet.last_ts_ms[slot]
+    low, recovered = battery_changes(slot, ts, low_event[rows], pct[rows], floor[rows], late, was_low[rows])
+    return rows[low], rows[recovered]
 
 
 def _entries(r: Readings, hits: Hits, now_ms: int) -> Entries:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alerting.core.timeline import NO_TIME, Timeline, run_ends, run_starts
+from alerting.core.timeline import NO_TIME, Timeline, members, run_ends, run_starts
 from devices.fleet import FLAPPING
 
 
@@ -174,7 +174,7 @@ def battery_changes(
     moving = np.flatnonzero(known & (low != was_low))
     if moving.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    rows = np.flatnonzero(known & np.isin(slot, slot[moving]))
+    rows = np.flatnonzero(known & members(slot, slot[moving]))
     rows = rows[np.lexsort((rows, ts[rows], slot[rows]))]
     s, now_low = slot[rows], low[rows]
     before = np.empty_like(now_low)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from alerting.config import RuleConfig
-from alerting.core.timeline import NO_TIME, Timeline
+from alerting.core.timeline import NO_TIME, Timeline, repeats
 from alerting.model import AlarmType, Response, Severity
 from devices.batch import ALARM_CODES, ReadingColumns
 from devices.fleet import Fleet
@@ -104,6 +104,13 @@ def is_value_event(event: np.ndarray) -> np.ndarray:
     return _IS_VALUE_EVENT[event.astype(np.uint8)]
 
 
+# Codes as plain ints for the hot paths (an enum member costs an `EnumType.__getattr__` per use).
+_REPORT, _ALARM, _TEST = int(Event.report), int(Event.alarm), int(Event.test)
+_SMOKE, _GAS, _ELECTRICAL, _WATER, _UITD = (int(k) for k in (Kind.smoke, Kind.gas, Kind.electrical, Kind.water, Kind.uitd))
+_MAJOR, _CRITICAL = int(Severity.major), int(Severity.critical)
+_VERIFY, _IMMEDIATE = int(Response.verify), int(Response.immediate)
+
+
 @dataclass(slots=True)
 class Hits:
     """Alarm decisions about batch rows, one entry per (row, type); `rise` is the rate of rise
@@ -140,7 +147,7 @@ class Hits:
             severity=_DEFAULT_TABLE[types, 0] if severity is None else _column(severity, n, np.int8),
             response=_DEFAULT_TABLE[types, 1] if response is None else _column(response, n, np.int8),
             rule=_column(rule, n, np.int16),
-            rise=np.full(n, np.nan) if rise is None else rise.astype(np.float64),
+            rise=_column(np.nan, n, np.float64) if rise is None else rise.astype(np.float64),
         )
 
     @classmethod
@@ -160,7 +167,9 @@ def _column(value: int | np.ndarray, n: int, dtype: type) -> np.ndarray:
     """A fresh array of n values of `dtype` from a scalar or an array of n."""
     if isinstance(value, np.ndarray) and value.ndim:
         return value.astype(dtype)
-    return np.full(n, value, dtype)
+    out = np.empty(n, dtype)
+    out.fill(value)
+    return out
 
 
 class Readings:
@@ -169,38 +178,47 @@ class Readings:
     def __init__(self, batch: ReadingColumns, fleet: Fleet, config: RuleConfig) -> None:
         self.fleet = fleet
         self.config = config
-        self.defaults = config.threshold_defaults()
+        self.defaults = {name: np.float64(v) for name, v in config.threshold_defaults().items()}
         slot = batch.slot.astype(np.intp)
         self.valid = (slot >= 0) & (slot < fleet.size)
         self.slot = slot if self.valid.all() else np.where(self.valid, slot, 0)  # safe to index the fleet
         self._with_values = self.valid & is_value_event(batch.event)
-        #: rows with an event other than heartbeat and report (few): alarms, clears, faults, ...
-        self.attention = np.flatnonzero(self.valid & (batch.event > Event.report))
         self.kind = batch.kind
         self.event = batch.event
-        self.ts = batch.ts_ms.astype(np.int64)
+        self.ts = batch.ts_ms.astype(np.int64, copy=False)
         n = len(batch)
         self._nan = np.full(n, np.nan)
         self.values = {name: np.asarray(v, np.float64) for name, v in batch.values.items()}
         codes = batch.alarm_code
-        self.alarm_code = np.zeros(n, np.int8) if codes is None else codes.astype(np.int8)
+        self.alarm_code = np.zeros(n, np.int8) if codes is None else codes.astype(np.int8, copy=False)
+        #: rows with an event other than heartbeat and report (few): alarms, clears, faults, ...
+        self.attention = np.flatnonzero(self.valid & (batch.event > _REPORT))
+        self._attention_event = self.event[self.attention]
+        #: per row: an `alarm` or `test`, which the threshold rules take as an alarm whatever the values
+        self.alarmish = np.zeros(n, bool)
+        self.alarmish[self.attention[(self._attention_event == _ALARM) | (self._attention_event == _TEST)]] = True
 
     def with_event(self, event: Event) -> np.ndarray:
         """Rows with this event (not heartbeat or report), ascending."""
-        return self.attention[self.event[self.attention] == event]
+        return self.attention[self._attention_event == event]
 
     def value(self, name: str) -> np.ndarray:
         return self.values.get(name, self._nan)
 
     def threshold(self, name: str, rows: np.ndarray) -> np.ndarray:
         """The device's threshold `name` for each row (its override, else the default)."""
-        t = self.fleet.thresholds[name][self.slot[rows]].astype(np.float64)
-        t[np.isnan(t)] = self.defaults[name]
-        return t
+        t = self.fleet.thresholds[name][self.slot[rows]]
+        return np.where(np.isnan(t), self.defaults[name], t)
 
-    def rows(self, kind: Kind) -> np.ndarray:
+    def rows(self, kind: int) -> np.ndarray:
         """Rows of this kind whose values the threshold rules look at."""
         return np.flatnonzero(self._with_values & (self.kind == kind))
+
+    def rows_of(self, rows: np.ndarray) -> np.ndarray:
+        """The valid rows of the devices of `rows` (these and the devices' other readings), ascending."""
+        mark = np.zeros(self.fleet.size, bool)
+        mark[self.slot[rows]] = True
+        return np.flatnonzero(mark[self.slot] & self.valid)
 
     def rise_per_min(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Rate of rise of `name` per minute at each of `rows`, NaN when unknown.
@@ -215,26 +233,7 @@ class Readings:
         column = self.value(name)
         slot, t = self.slot[rows], self.ts[rows]
         target = t - int(self.config.rise_min_span_s * 1000)
-        b_ts = np.full(rows.shape[0], NO_TIME, np.int64)
-        b_val = out.copy()
-        # only devices with several samples in the batch can find an earlier one in it
-        samples = np.flatnonzero(self.valid & ~np.isnan(column))
-        by_slot = np.argsort(self.slot[samples])  # any order within a slot: only repeats are wanted
-        sorted_slots = self.slot[samples[by_slot]]
-        repeated = np.zeros(samples.shape[0], bool)
-        same = sorted_slots[1:] == sorted_slots[:-1]
-        repeated[1:] |= same
-        repeated[:-1] |= same
-        if repeated.any():
-            shared = np.sort(samples[by_slot[repeated]])  # row order: the later row wins ties
-            in_shared = np.zeros(len(column), bool)
-            in_shared[shared] = True
-            ask = np.flatnonzero(in_shared[rows])
-            line = Timeline(self.slot[shared], self.ts[shared])
-            k = line.last_at_or_before(slot[ask], target[ask])
-            found = k >= 0
-            b_ts[ask[found]] = line.ts[k[found]]
-            b_val[ask[found]] = column[shared[line.order[k[found]]]]
+        b_ts, b_val = self._earlier_in_batch(column, rows, target)
         in_batch = b_ts != NO_TIME
         f_val = self.fleet.values[name][slot].astype(np.float64)
         f_ts = self.fleet.value_ts_ms[name][slot]
@@ -245,53 +244,78 @@ class Readings:
         out[known] = (column[rows[known]] - prev_val[known]) * 60000.0 / (t[known] - prev_ts[known])
         return out
 
-
-def _alarmish(r: Readings, rows: np.ndarray) -> np.ndarray:
-    ev = r.event[rows]
-    return (ev == Event.alarm) | (ev == Event.test)
+    def _earlier_in_batch(
+        self, column: np.ndarray, rows: np.ndarray, target: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, the time and value of its device's newest batch sample of `column` at or before
+        `target` (NO_TIME and NaN when none). Only devices with several samples can have one."""
+        b_ts = np.full(rows.shape[0], NO_TIME, np.int64)
+        b_val = np.full(rows.shape[0], np.nan)
+        shared = self.rows_of(rows)
+        shared = shared[~np.isnan(column[shared])]
+        shared = shared[repeats(self.slot[shared])]
+        if shared.size == 0:
+            return b_ts, b_val
+        in_shared = np.zeros(column.shape[0], bool)
+        in_shared[shared] = True
+        ask = np.flatnonzero(in_shared[rows])
+        line = Timeline(self.slot[shared], self.ts[shared])
+        k = line.last_at_or_before(self.slot[rows[ask]], target[ask])
+        found = k >= 0
+        b_ts[ask[found]] = line.ts[k[found]]
+        b_val[ask[found]] = column[shared[line.order[k[found]]]]
+        return b_ts, b_val
 
 
 def smoke(r: Readings) -> list[Hits]:
     """Smoke `alarm` -> smoke, major, verify; immediate at temperature >= 57 °C or a rise >= 8 °C/min.
     A reading at or above the heat threshold without an alarm event is a heat alarm (verify)."""
-    rows = r.rows(Kind.smoke)
+    rows = r.rows(_SMOKE)
     temp = r.value("temperature_c")[rows]
-    alarmish = _alarmish(r, rows)
     heat = temp >= r.threshold("smoke_temp_c", rows)
-    fire = alarmish | heat
-    rows, temp, alarmish, heat = rows[fire], temp[fire], alarmish[fire], heat[fire]
+    fire = np.flatnonzero(r.alarmish[rows] | heat)
+    if fire.size == 0:
+        return []
+    rows, temp, heat = rows[fire], temp[fire], heat[fire]
+    alarmish = r.alarmish[rows]
     rise = np.full(rows.shape[0], np.nan)
     ask = alarmish & ~heat & ~np.isnan(temp)
     rise[ask] = r.rise_per_min("temperature_c", rows[ask])
     rising = rise >= r.threshold("smoke_rise_c_per_min", rows)
-    response = np.where(alarmish & (heat | rising), Response.immediate, Response.verify)
-    rule = np.select([alarmish & heat, alarmish & rising, alarmish], [RULE["smoke.heat"], RULE["smoke.rise"],
-                     RULE["smoke.single"]], RULE["smoke.heat_only"])
-    return [Hits.of(rows, A.smoke, Severity.major, response, rule, np.where(rising, rise, np.nan))]
+    response = np.where(alarmish & (heat | rising), _IMMEDIATE, _VERIFY)
+    by_alarm = np.where(heat, RULE["smoke.heat"], np.where(rising, RULE["smoke.rise"], RULE["smoke.single"]))
+    rule = np.where(alarmish, by_alarm, RULE["smoke.heat_only"])
+    return [Hits.of(rows, A.smoke, _MAJOR, response, rule, np.where(rising, rise, np.nan))]
 
 
 def gas(r: Readings) -> list[Hits]:
     """Gas `alarm` or >= 10 %LEL -> gas_leak, major, verify; >= 25 %LEL -> critical, immediate."""
-    rows = r.rows(Kind.gas)
+    rows = r.rows(_GAS)
     lel = r.value("gas_lel_pct")[rows]
     critical = lel >= r.threshold("gas_lel_critical_pct", rows)
     major = lel >= r.threshold("gas_lel_pct", rows)
-    fire = _alarmish(r, rows) | major | critical
+    fire = np.flatnonzero(r.alarmish[rows] | major | critical)
+    if fire.size == 0:
+        return []
     rows, critical, major = rows[fire], critical[fire], major[fire]
     return [Hits.of(
         rows, A.gas_leak,
-        np.where(critical, Severity.critical, Severity.major),
-        np.where(critical, Response.immediate, Response.verify),
-        np.select([critical, major], [RULE["gas.lel_critical"], RULE["gas.lel_major"]], RULE["gas.alarm"]),
+        np.where(critical, _CRITICAL, _MAJOR),
+        np.where(critical, _IMMEDIATE, _VERIFY),
+        np.where(critical, RULE["gas.lel_critical"], np.where(major, RULE["gas.lel_major"], RULE["gas.alarm"])),
     )]
 
 
-_ELECTRICAL = (  # (type, column, threshold, rule)
+_ELECTRICAL_RULES = (  # (type, column, threshold, rule), in the order of their hits
     (A.residual_current, "residual_current_ma", "residual_current_ma", "electrical.residual_current"),
     (A.cable_overheat, "cable_temp_c", "cable_temp_c", "electrical.cable_temp"),
     (A.arc_fault, "arc_faults", "arc_faults", "electrical.arc"),
     (A.overvoltage, "voltage_v", "voltage_v_max", "electrical.overvoltage"),
 )
+_CABLE = 1  # index of cable_overheat in _ELECTRICAL_RULES
+_ELECTRICAL_TYPE = np.array([t for t, _, _, _ in _ELECTRICAL_RULES], np.int8)[:, None]
+_ELECTRICAL_RULE = np.array([RULE[rule] for _, _, _, rule in _ELECTRICAL_RULES], np.int16)[:, None]
+_LIMIT_INDEX = np.arange(len(_ELECTRICAL_RULES))[:, None]
 
 
 def electrical(r: Readings) -> list[Hits]:
@@ -300,49 +324,56 @@ def electrical(r: Readings) -> list[Hits]:
     `CODE_TYPES` is also that type (rule `electrical.alarm_code`, unless a limit of that type is
     exceeded too). An `alarm` without such a code exceeding no limit is put down to the metric
     nearest its limit (value / threshold; residual current when none was reported)."""
-    rows = r.rows(Kind.electrical)
-    values = [r.value(column)[rows] for _, column, _, _ in _ELECTRICAL]
-    limits = [r.threshold(name, rows) for _, _, name, _ in _ELECTRICAL]
-    over = [v >= lim for v, lim in zip(values, limits)]
-    cable = values[1]
+    rows = r.rows(_ELECTRICAL)
+    values = np.vstack([r.value(column)[rows] for _, column, _, _ in _ELECTRICAL_RULES])  # [limit, row]
+    limits = np.vstack([r.threshold(name, rows) for _, _, name, _ in _ELECTRICAL_RULES])
+    over = values >= limits
+    cable = values[_CABLE]
     rise = np.full(rows.shape[0], np.nan)
-    ask = ~over[1] & ~np.isnan(cable)
+    ask = ~over[_CABLE] & ~np.isnan(cable)
     rise[ask] = r.rise_per_min("cable_temp_c", rows[ask])
     rising = rise >= r.threshold("cable_rise_c_per_min", rows)
-    over[1] = over[1] | rising
-    alarmish = _alarmish(r, rows)
+    hot = np.flatnonzero(r.alarmish[rows] | rising | over.any(axis=0))
+    if hot.size == 0:
+        return []
+    return [_electrical_hits(r, rows[hot], values[:, hot], limits[:, hot], rise[hot], rising[hot])]
+
+
+def _electrical_hits(r: Readings, rows: np.ndarray, values: np.ndarray, limits: np.ndarray, rise: np.ndarray,
+                     rising: np.ndarray) -> Hits:
+    """The electrical hits of the rows that exceed a limit or are an alarm, ordered by type, then row."""
+    by_value = values >= limits
+    over = by_value.copy()
+    over[_CABLE] |= rising
+    alarmish = r.alarmish[rows]
     code_type = _CODE_TYPE[r.alarm_code[rows].astype(np.intp)]
     coded = alarmish & (code_type >= 0)
-    device_alarm = alarmish & ~coded & ~np.logical_or.reduce(over)
+    device_alarm = alarmish & ~coded & ~over.any(axis=0)
     blamed = np.zeros(rows.shape[0], np.intp)
     if device_alarm.any():
-        ratio = np.vstack([v / lim for v, lim in zip(values, limits)])
+        ratio = values / limits
         blamed = np.argmax(np.where(np.isnan(ratio), -np.inf, ratio), axis=0)
-    hits = []
-    for i, (type_, _, _, rule) in enumerate(_ELECTRICAL):
-        blame = device_alarm & (blamed == i)
-        by_code = coded & (code_type == type_) & ~over[i]
-        fire = over[i] | blame | by_code
-        rule_code = np.select([blame, by_code], [RULE["electrical.alarm"], RULE["electrical.alarm_code"]], RULE[rule])
-        if type_ is A.cable_overheat:
-            rule_code = np.where(rising & ~(values[1] >= limits[1]), RULE["electrical.cable_rise"], rule_code)
-        hits.append(Hits.of(rows[fire], type_, rule=rule_code[fire], rise=np.where(rising, rise, np.nan)[fire]))
-    return hits
+    blame = device_alarm & (blamed == _LIMIT_INDEX)
+    by_code = coded & (code_type == _ELECTRICAL_TYPE) & ~over
+    rule = np.where(blame, RULE["electrical.alarm"], np.where(by_code, RULE["electrical.alarm_code"], _ELECTRICAL_RULE))
+    rule[_CABLE, rising & ~by_value[_CABLE]] = RULE["electrical.cable_rise"]
+    limit, at = np.nonzero(over | blame | by_code)
+    return Hits.of(rows[at], _ELECTRICAL_TYPE[limit, 0], rule=rule[limit, at], rise=np.where(rising, rise, np.nan)[at])
 
 
 def water(r: Readings) -> list[Hits]:
     """Pressure below 0.05 MPa, or a water `alarm` -> water_pressure_low, major, verify."""
-    rows = r.rows(Kind.water)
+    rows = r.rows(_WATER)
     low = r.value("pressure_mpa")[rows] < r.threshold("pressure_mpa_min", rows)
-    fire = low | _alarmish(r, rows)
+    fire = low | r.alarmish[rows]
     rule = np.where(low[fire], RULE["water.pressure_low"], RULE["water.alarm"])
     return [Hits.of(rows[fire], A.water_pressure_low, rule=rule)]
 
 
 def panel(r: Readings) -> list[Hits]:
     """A panel component's fire (`alarm`) -> panel_fire, critical, verify."""
-    rows = r.rows(Kind.uitd)
-    return [Hits.of(rows[_alarmish(r, rows)], A.panel_fire, rule=RULE["panel.fire"])]
+    rows = r.rows(_UITD)
+    return [Hits.of(rows[r.alarmish[rows]], A.panel_fire, rule=RULE["panel.fire"])]
 
 
 #: The alarm-class rules, in the order their hits are listed.
