@@ -34,6 +34,7 @@ _TYPE_CLASS[list(FIRE_TYPES)] |= FIRE
 _TYPE_CLASS[AlarmType.smoke] |= SMOKE
 _TYPE_CLASS[list(ELECTRICAL_TYPES)] |= ELECTRICAL
 _EVENT_NAMES = {int(e): e.name for e in Event}
+_TYPE_METRICS = tuple(TYPE_METRICS.get(t, ()) for t in AlarmType)  # by type code
 _TYPES, _SEVERITIES, _RESPONSES = tuple(AlarmType), tuple(Severity), tuple(Response)  # by code: codes are 0..n-1
 _TEST, _NONE = int(Event.test), int(Response.none)
 _SUPPRESSED_TEST, _SUPPRESSED_MAINTENANCE, _SUPPRESSED_MUTED = (
@@ -95,7 +96,7 @@ class Correlator:
         alarms = Hits.concat([hits for rule in ALARM_RULES for hits in rule(r)])
         muted = muted_by_event(alarms.row, r.slot, r.ts, r.with_event(Event.mute), self._detectors, int(c.mute_s * 1000))
         quiet = _suppress(alarms, _suppression(r, alarms.row, muted))
-        raised = np.unique(alarms.row[~quiet])
+        raised = _distinct(alarms.row[~quiet], n)
         clears = r.with_event(Event.alarm_clear)
         ep = episodes(raised, clears, r.slot, r.ts, fleet.flags, self._detectors,
                       transient_ms=int(c.transient_s * 1000), flapping_ms=int(c.flapping_window_s * 1000))
@@ -176,6 +177,13 @@ class Correlator:
 
 
 # --- helpers of evaluate -------------------------------------------------------------------
+def _distinct(rows: np.ndarray, n: int) -> np.ndarray:
+    """The distinct batch rows among `rows` (of a batch of n), ascending."""
+    seen = np.zeros(n, bool)
+    seen[rows] = True
+    return np.flatnonzero(seen)
+
+
 def _suppression(r: Readings, rows: np.ndarray, muted_by_event: np.ndarray | None) -> np.ndarray:
     """Per row, the RULE code of what suppresses its alarms (a test, maintenance, a mute), or -1.
     Health decisions (`muted_by_event` None) are suppressed by maintenance only."""
@@ -243,15 +251,20 @@ def _unit_name(fleet: Fleet, slot: int) -> str | None:
     return fleet.units.names[u] if u >= 0 else None
 
 
-def _reading(r: Readings, row: int, device_id: str, type_: AlarmType) -> dict[str, Any]:
-    """Evidence of one batch reading: who, when, which event, the metrics behind the alarm type."""
-    ev: dict[str, Any] = {"row": row, "device_id": device_id, "ts_ms": int(r.ts[row]),
-                          "event": _EVENT_NAMES[int(r.event[row])]}
-    for name in TYPE_METRICS.get(type_, ()):
-        v = float(r.value(name)[row])
-        if v == v:
-            ev[name] = v
-    return ev
+def _evidence(r: Readings, rows: np.ndarray, device_ids: list[str], types: list[int]) -> list[dict[str, Any]]:
+    """Evidence of batch readings: who, when, which event, the metrics behind each one's alarm type."""
+    needed = {name for t in set(types) for name in _TYPE_METRICS[t]}
+    metrics = {name: r.value(name)[rows].tolist() for name in needed}
+    out = []
+    for i, (row, device, ts, event, t) in enumerate(zip(rows.tolist(), device_ids, r.ts[rows].tolist(),
+                                                        r.event[rows].tolist(), types)):
+        ev: dict[str, Any] = {"row": row, "device_id": device, "ts_ms": ts, "event": _EVENT_NAMES[event]}
+        for name in _TYPE_METRICS[t]:
+            v = metrics[name][i]
+            if v == v:
+                ev[name] = v
+        out.append(ev)
+    return out
 
 
 def _device_decisions(r: Readings, raises: Hits, clears: Hits, started: np.ndarray) -> list[Decision]:
@@ -262,37 +275,38 @@ def _device_decisions(r: Readings, raises: Hits, clears: Hits, started: np.ndarr
     fleet = r.fleet
     rows = hits.row[order]
     slots = r.slot[rows]
-    units = fleet.unit[slots]
-    columns = zip(rows.tolist(), slots.tolist(), units.tolist(), r.ts[rows].tolist(), hits.type[order].tolist(),
+    ids = fleet.device_ids
+    devices = [ids[s] for s in slots.tolist()]
+    types = hits.type[order].tolist()
+    evidence = _evidence(r, rows, devices, types)
+    columns = zip(devices, evidence, fleet.unit[slots].tolist(), r.ts[rows].tolist(), types,
                   hits.severity[order].tolist(), hits.response[order].tolist(), hits.rule[order].tolist(),
                   hits.rise[order].tolist(), (order >= len(raises)).tolist(), started[rows].tolist())
-    names, ids = fleet.units.names, fleet.device_ids
+    names = fleet.units.names
     out = []
-    for row, slot, unit, ts, t, s, p, code, up, clear, since in columns:
-        device = ids[slot]
-        type_ = _TYPES[t]
-        ev = _reading(r, row, device, type_)
+    for device, ev, unit, ts, t, s, p, code, up, clear, since in columns:
         if clear and since != NO_TIME:
             ev["alarm_started_ms"] = since
         if up == up:
             ev["rise_per_min"] = up
-        out.append(Decision("clear" if clear else "raise", f"device:{device}", type_, _SEVERITIES[s], _RESPONSES[p],
+        out.append(Decision("clear" if clear else "raise", f"device:{device}", _TYPES[t], _SEVERITIES[s], _RESPONSES[p],
                             RULES[code], ts, [device], names[unit] if unit >= 0 else None, [ev]))
     return out
 
 
 def _unit_decision(r: Readings, e: Entries, fire: UnitFire) -> Decision:
     fleet = r.fleet
-    evidence, devices = [], []
-    for i in fire.evidence[np.argsort(e.ts[fire.evidence], kind="stable")].tolist():
-        device = fleet.device_ids[int(e.slot[i])]
-        devices.append(device)
-        type_ = AlarmType(int(e.type[i]))
-        row = int(e.row[i])
-        ev = _reading(r, row, device, type_) if row >= 0 else {
-            "device_id": device, "ts_ms": int(e.ts[i]), "event": _EVENT_NAMES[int(e.event[i])]}
-        ev["type"] = type_.name
-        evidence.append(ev)
+    entries = fire.evidence[np.argsort(e.ts[fire.evidence], kind="stable")]
+    devices = [fleet.device_ids[s] for s in e.slot[entries].tolist()]
+    types = e.type[entries].tolist()
+    evidence = [{"device_id": device, "ts_ms": ts, "event": _EVENT_NAMES[event]}  # remembered from earlier batches
+                for device, ts, event in zip(devices, e.ts[entries].tolist(), e.event[entries].tolist())]
+    rows = e.row[entries]
+    in_batch = np.flatnonzero(rows >= 0).tolist()
+    for i, ev in zip(in_batch, _evidence(r, rows[in_batch], [devices[i] for i in in_batch], [types[i] for i in in_batch])):
+        evidence[i] = ev
+    for ev, t in zip(evidence, types):
+        ev["type"] = _TYPES[t].name
     unit = fleet.units.names[fire.unit]
     return Decision("raise", f"unit:{unit}", AlarmType.fire, Severity.critical, Response.immediate, fire.rule, fire.ts,
                     devices, unit, evidence)

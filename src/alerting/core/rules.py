@@ -12,6 +12,7 @@ reading fires like an `alarm` and is suppressed later. Rule names are `RULES`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -214,6 +215,14 @@ class Readings:
         """Rows of this kind whose values the threshold rules look at."""
         return np.flatnonzero(self._with_values & (self.kind == kind))
 
+    @cached_property
+    def repeated(self) -> np.ndarray:
+        """Per row: valid, and its device has other valid readings in the batch."""
+        valid = np.flatnonzero(self.valid)
+        out = np.zeros(self.valid.shape[0], bool)
+        out[valid[repeats(self.slot[valid])]] = True
+        return out
+
     def rows_of(self, rows: np.ndarray) -> np.ndarray:
         """The valid rows of the devices of `rows` (these and the devices' other readings), ascending."""
         mark = np.zeros(self.fleet.size, bool)
@@ -251,14 +260,17 @@ class Readings:
         `target` (NO_TIME and NaN when none). Only devices with several samples can have one."""
         b_ts = np.full(rows.shape[0], NO_TIME, np.int64)
         b_val = np.full(rows.shape[0], np.nan)
-        shared = self.rows_of(rows)
+        ask = np.flatnonzero(self.repeated[rows])
+        if ask.size == 0:
+            return b_ts, b_val
+        shared = self.rows_of(rows[ask])
         shared = shared[~np.isnan(column[shared])]
         shared = shared[repeats(self.slot[shared])]
         if shared.size == 0:
             return b_ts, b_val
         in_shared = np.zeros(column.shape[0], bool)
         in_shared[shared] = True
-        ask = np.flatnonzero(in_shared[rows])
+        ask = ask[in_shared[rows[ask]]]
         line = Timeline(self.slot[shared], self.ts[shared])
         k = line.last_at_or_before(self.slot[rows[ask]], target[ask])
         found = k >= 0
