@@ -4,8 +4,8 @@
 It validates exactly what `json_report.reading_from_object` validates, field by field across
 the whole batch instead of element by element: every device id with one regular expression
 over the joined ids, kinds and events by one dict look-up each, integer times and seqs by type
-and range, each metric's values as one column (types, then one numpy pass for finiteness and
-range). What is unusual but may be valid (an RFC 3339 time, a list metric, an unknown `data`
+and range, each metric's values as one column (types, then range by its min and max: orjson
+gives finite numbers only). What is unusual but may be valid (an RFC 3339 time, a list metric, an unknown `data`
 key kept as extra, a component) is checked element by element with the slow path's own
 functions. Anything invalid raises DecodeError, and the caller then decodes the batch element
 by element, which gives each failing element its reason and its bytes.
@@ -16,10 +16,9 @@ mixed batches included.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
-
-import numpy as np
 
 from devices.kinds import ALL_METRICS, Event, Kind
 from devices.reading import Reading
@@ -45,6 +44,7 @@ _KINDS: dict[Any, Kind] = dict(Kind.__members__)
 _EVENTS: dict[Any, Event] = {**Event.__members__, None: Event.report}
 _NUMBER_TYPES = frozenset((int, float))
 _BAD = DecodeError("a batch element does not validate")  # the caller only needs to know it failed
+_UNBOUNDED = (-math.inf, math.inf)
 
 
 class _Invalid(Exception):
@@ -140,21 +140,21 @@ def _validate_column(name: str, holders: list[dict[str, Any]]) -> None:
     if kind is float or kind is int:
         if not types <= _NUMBER_TYPES:
             raise _Invalid
-        column = np.array(values, dtype=np.float64)  # OverflowError for an int beyond a float
-        if not np.isfinite(column).all():
-            raise _Invalid
-        lo, hi = RANGES.get(name, (-np.inf, np.inf))
-        if column.min() < lo or column.max() > hi:
+        lo, hi = RANGES.get(name, _UNBOUNDED)
+        low, high = min(values), max(values)  # finite: orjson refuses NaN and infinities
+        # every int metric's range fits in 2**31: its ints pass through a float unchanged
+        if low < lo or high > hi:
             raise _Invalid
         if kind is float:
             if int in types:  # float(v) of each value, as validate_metric answers
-                for d, v in zip(holders, column.tolist()):
-                    d[name] = v
+                for d, v in zip(holders, values):
+                    d[name] = float(v)
             return
-        if not (column == np.floor(column)).all():
-            raise _Invalid
-        if float in types:  # int(v) of each value (every int metric's range fits in 2**31)
-            for d, v in zip(holders, column.astype(np.int64).tolist()):
+        if float in types:  # int(v) of each whole value, as validate_metric answers
+            whole = [int(v) for v in values]
+            if whole != values:
+                raise _Invalid
+            for d, v in zip(holders, whole):
                 d[name] = v
         return
     if kind is bool:

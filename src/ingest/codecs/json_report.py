@@ -124,10 +124,8 @@ def _fast_batch(payload: bytes, received_ms: int) -> list[Reading] | None:
         return None
     if type(elements) is not list or not elements or len(elements) > MAX_BATCH:
         return None
-    keys = _REPORT_KEYS
-    for obj in elements:
-        if type(obj) is not dict or not obj.keys() <= keys:
-            return None
+    if not all(type(obj) is dict for obj in elements) or not set().union(*elements) <= _REPORT_KEYS:
+        return None
     try:
         return readings_from_elements(elements, received_ms)
     except DecodeError:
