@@ -109,7 +109,7 @@ class Correlator:
         alarms.rule[flap] = RULE["flapping"]
 
         low, recovered = _battery(r)
-        faults = Hits.concat([*health(r), Hits.of(low, AlarmType.low_battery, rule=RULE["device.low_battery"])])
+        faults = Hits.concat([health(r), Hits.of(low, AlarmType.low_battery, rule=RULE["device.low_battery"])])
         _suppress(faults, _suppression(r, faults.row, None))
         ended = Hits.concat([*event_clears(r, ep.transient, clears),
                              Hits.of(recovered, AlarmType.low_battery, rule=RULE["battery_ok"])])

@@ -15,6 +15,9 @@ from alerting.core.timeline import NO_TIME, Timeline, members, run_ends, run_sta
 from devices.fleet import FLAPPING
 
 
+_NO_SLOTS = np.zeros(0, np.int32)
+
+
 def _group_offsets(first: np.ndarray) -> np.ndarray:
     """For a mask of group starts, each element's position within its group."""
     idx = np.arange(first.shape[0])
@@ -103,33 +106,20 @@ def episodes(
     quick = opened & (lasted >= 0) & (lasted <= transient_ms)
 
     # flapping: compare each completed cycle with the one `history` cycles earlier
-    history = state.cycles.shape[1]
+    marked = (flags[s] & FLAPPING) != 0
+    newly_flapping = _NO_SLOTS
     cyc = at_clear[opened]
-    cyc_s, cyc_t = s[cyc], t[cyc]
-    j = _group_offsets(run_starts(cyc_s))
-    k = np.arange(cyc.shape[0])
-    older = np.where(
-        j >= history,
-        cyc_t[np.maximum(k - history, 0)],
-        state.cycles[cyc_s, np.clip(history - 1 - j, 0, history - 1)],
-    )
-    flaps = (older != NO_TIME) & (cyc_t - older <= flapping_ms)
-    flap_at = np.zeros(s.shape[0], bool)
-    flap_at[cyc[flaps]] = True
-    marked = ((flags[s] & FLAPPING) != 0) | (_before_in_group(flap_at, first) > 0)
+    if cyc.size:
+        flaps = _completed_cycles(state, s[cyc], t[cyc], flapping_ms)
+        if flaps.any():
+            flap_at = np.zeros(s.shape[0], bool)
+            flap_at[cyc[flaps]] = True
+            marked |= _before_in_group(flap_at, first) > 0
+            newly_flapping = np.unique(s[cyc[flaps]]).astype(np.int32)
 
     # state after the batch
     last = run_ends(s)
     state.started[s[last]] = np.where(c[last], NO_TIME, start[last])
-    ends = np.flatnonzero(run_ends(cyc_s))
-    if ends.size:
-        size = np.diff(np.concatenate([[-1], ends]))
-        old = state.cycles[cyc_s[ends]]
-        new = np.empty_like(old)
-        each = np.arange(ends.size)
-        for n in range(history):
-            new[:, n] = np.where(n < size, cyc_t[np.maximum(ends - n, 0)], old[each, np.clip(n - size, 0, history - 1)])
-        state.cycles[cyc_s[ends]] = new
 
     flapping = np.empty(raises.shape[0], bool)
     transient = np.empty(clears.shape[0], bool)
@@ -138,7 +128,29 @@ def episodes(
     flapping[order[raise_pos]] = marked[raise_pos]
     transient[order[at_clear] - raises.shape[0]] = quick
     started[order[at_clear] - raises.shape[0]] = start[at_clear]
-    return Episodes(flapping, transient, started, np.unique(cyc_s[flaps]).astype(np.int32))
+    return Episodes(flapping, transient, started, newly_flapping)
+
+
+def _completed_cycles(state: DetectorState, cyc_s: np.ndarray, cyc_t: np.ndarray, flapping_ms: int) -> np.ndarray:
+    """Completed cycles, by detector in time order (slots `cyc_s`, end times `cyc_t`): whether each
+    makes its detector flap. Remembers each detector's newest cycles in `state`."""
+    history = state.cycles.shape[1]
+    j = _group_offsets(run_starts(cyc_s))
+    k = np.arange(cyc_s.shape[0])
+    older = np.where(
+        j >= history,
+        cyc_t[np.maximum(k - history, 0)],
+        state.cycles[cyc_s, np.clip(history - 1 - j, 0, history - 1)],
+    )
+    ends = np.flatnonzero(run_ends(cyc_s))
+    size = np.diff(np.concatenate([[-1], ends]))
+    old = state.cycles[cyc_s[ends]]
+    new = np.empty_like(old)
+    each = np.arange(ends.size)
+    for n in range(history):
+        new[:, n] = np.where(n < size, cyc_t[np.maximum(ends - n, 0)], old[each, np.clip(n - size, 0, history - 1)])
+    state.cycles[cyc_s[ends]] = new
+    return (older != NO_TIME) & (cyc_t - older <= flapping_ms)
 
 
 def muted_by_event(rows: np.ndarray, slot: np.ndarray, ts: np.ndarray, mutes: np.ndarray, state: DetectorState,

@@ -12,7 +12,6 @@ reading fires like an `alarm` and is suppressed later. Rule names are `RULES`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 
@@ -109,7 +108,7 @@ def is_value_event(event: np.ndarray) -> np.ndarray:
 _REPORT, _ALARM, _TEST = int(Event.report), int(Event.alarm), int(Event.test)
 _SMOKE, _GAS, _ELECTRICAL, _WATER, _UITD = (int(k) for k in (Kind.smoke, Kind.gas, Kind.electrical, Kind.water, Kind.uitd))
 _MAJOR, _CRITICAL = int(Severity.major), int(Severity.critical)
-_VERIFY, _IMMEDIATE = int(Response.verify), int(Response.immediate)
+_NONE, _VERIFY, _IMMEDIATE = int(Response.none), int(Response.verify), int(Response.immediate)
 
 
 @dataclass(slots=True)
@@ -194,14 +193,14 @@ class Readings:
         self.alarm_code = np.zeros(n, np.int8) if codes is None else codes.astype(np.int8, copy=False)
         #: rows with an event other than heartbeat and report (few): alarms, clears, faults, ...
         self.attention = np.flatnonzero(self.valid & (batch.event > _REPORT))
-        self._attention_event = self.event[self.attention]
+        self.attention_event = self.event[self.attention]  #: their events
         #: per row: an `alarm` or `test`, which the threshold rules take as an alarm whatever the values
         self.alarmish = np.zeros(n, bool)
-        self.alarmish[self.attention[(self._attention_event == _ALARM) | (self._attention_event == _TEST)]] = True
+        self.alarmish[self.attention[(self.attention_event == _ALARM) | (self.attention_event == _TEST)]] = True
 
     def with_event(self, event: Event) -> np.ndarray:
         """Rows with this event (not heartbeat or report), ascending."""
-        return self.attention[self._attention_event == event]
+        return self.attention[self.attention_event == event]
 
     def value(self, name: str) -> np.ndarray:
         return self.values.get(name, self._nan)
@@ -214,14 +213,6 @@ class Readings:
     def rows(self, kind: int) -> np.ndarray:
         """Rows of this kind whose values the threshold rules look at."""
         return np.flatnonzero(self._with_values & (self.kind == kind))
-
-    @cached_property
-    def repeated(self) -> np.ndarray:
-        """Per row: valid, and its device has other valid readings in the batch."""
-        valid = np.flatnonzero(self.valid)
-        out = np.zeros(self.valid.shape[0], bool)
-        out[valid[repeats(self.slot[valid])]] = True
-        return out
 
     def rows_of(self, rows: np.ndarray) -> np.ndarray:
         """The valid rows of the devices of `rows` (these and the devices' other readings), ascending."""
@@ -260,17 +251,14 @@ class Readings:
         `target` (NO_TIME and NaN when none). Only devices with several samples can have one."""
         b_ts = np.full(rows.shape[0], NO_TIME, np.int64)
         b_val = np.full(rows.shape[0], np.nan)
-        ask = np.flatnonzero(self.repeated[rows])
-        if ask.size == 0:
-            return b_ts, b_val
-        shared = self.rows_of(rows[ask])
+        shared = self.rows_of(rows)
         shared = shared[~np.isnan(column[shared])]
         shared = shared[repeats(self.slot[shared])]
         if shared.size == 0:
             return b_ts, b_val
         in_shared = np.zeros(column.shape[0], bool)
         in_shared[shared] = True
-        ask = ask[in_shared[rows[ask]]]
+        ask = np.flatnonzero(in_shared[rows])
         line = Timeline(self.slot[shared], self.ts[shared])
         k = line.last_at_or_before(self.slot[rows[ask]], target[ask])
         found = k >= 0
@@ -392,16 +380,43 @@ def panel(r: Readings) -> list[Hits]:
 ALARM_RULES = (smoke, gas, panel, electrical, water)
 
 
-def health(r: Readings) -> list[Hits]:
+_EventTypes = dict[Event, tuple[tuple[AlarmType, str], tuple[AlarmType, str]]]  # by (not a panel, a panel component)
+
+
+def _event_table(entries: _EventTypes) -> tuple[np.ndarray, np.ndarray]:
+    """[event code, is a panel component] -> alarm type (-1: none) and RULE code."""
+    types = np.full((256, 2), -1, np.int8)
+    rules = np.zeros((256, 2), np.int16)
+    for event, by_panel in entries.items():
+        for panel, (type_, rule) in enumerate(by_panel):
+            types[event, panel], rules[event, panel] = type_, RULE[rule]
+    return types, rules
+
+
+_HEALTH_RAISES = _event_table({
+    Event.fault: ((A.device_fault, "device.fault"), (A.panel_fault, "panel.fault")),
+    Event.tamper: ((A.tamper, "device.tamper"),) * 2,
+    Event.low_battery: ((A.low_battery, "device.low_battery"),) * 2,
+})
+_HEALTH_CLEARS = _event_table({
+    Event.fault_clear: ((A.device_fault, "fault_clear"), (A.panel_fault, "fault_clear")),
+    Event.tamper_clear: ((A.tamper, "tamper_clear"),) * 2,
+})
+
+
+def _event_hits(r: Readings, table: tuple[np.ndarray, np.ndarray]) -> Hits:
+    """Hits of the attention rows whose event is in `table` (see `_event_table`), by row."""
+    types, rules = table
+    event = r.attention_event.astype(np.uint8)
+    panel = (r.kind[r.attention] == _UITD).astype(np.intp)
+    type_ = types[event, panel]
+    at = np.flatnonzero(type_ >= 0)
+    return Hits.of(r.attention[at], type_[at], rule=rules[event[at], panel[at]])
+
+
+def health(r: Readings) -> Hits:
     """`fault` -> device_fault (panel_fault for uitd), `tamper` -> tamper, `low_battery` -> low_battery."""
-    fault = r.with_event(Event.fault)
-    is_panel = r.kind[fault] == Kind.uitd
-    return [
-        Hits.of(fault, np.where(is_panel, A.panel_fault, A.device_fault),
-                rule=np.where(is_panel, RULE["panel.fault"], RULE["device.fault"])),
-        Hits.of(r.with_event(Event.tamper), A.tamper, rule=RULE["device.tamper"]),
-        Hits.of(r.with_event(Event.low_battery), A.low_battery, rule=RULE["device.low_battery"]),
-    ]
+    return _event_hits(r, _HEALTH_RAISES)
 
 
 def event_clears(r: Readings, transient: np.ndarray, clear_rows: np.ndarray) -> list[Hits]:
@@ -410,11 +425,9 @@ def event_clears(r: Readings, transient: np.ndarray, clear_rows: np.ndarray) -> 
     which, col = np.nonzero(_KIND_ALARM_TABLE[r.kind[clear_rows].astype(np.intp)] >= 0)
     types = _KIND_ALARM_TABLE[r.kind[clear_rows[which]].astype(np.intp), col]
     quick = transient[which]
-    fault = r.with_event(Event.fault_clear)
     return [
         Hits.of(clear_rows[which], types, _DEFAULT_TABLE[types, 0],
-                np.where(quick, Response.none, _DEFAULT_TABLE[types, 1]),
+                np.where(quick, _NONE, _DEFAULT_TABLE[types, 1]),
                 np.where(quick, RULE["transient"], RULE["alarm_clear"])),
-        Hits.of(fault, np.where(r.kind[fault] == Kind.uitd, A.panel_fault, A.device_fault), rule=RULE["fault_clear"]),
-        Hits.of(r.with_event(Event.tamper_clear), A.tamper, rule=RULE["tamper_clear"]),
+        _event_hits(r, _HEALTH_CLEARS),
     ]
