@@ -20,8 +20,8 @@ from alerting.core import offline
 from alerting.core.correlation import ELECTRICAL, FIRE, SMOKE, AlarmLog, Entries, UnitFire, unit_fires
 from alerting.core.episodes import DetectorState, battery_changes, episodes, muted_by_event
 from alerting.core.rules import (
-    ALARM_RULES, DEFAULTS, ELECTRICAL_TYPES, FIRE_TYPES, RULE, RULES, TYPE_METRICS, Hits, Readings, event_clears,
-    health,
+    ALARM_RULES, DEFAULTS, ELECTRICAL_TYPES, EVERY_ROW, FIRE_TYPES, RULE, RULES, TYPE_METRICS, Hits, Readings,
+    event_clears, health, threshold_defaults,
 )
 from alerting.core.timeline import NO_TIME, run_ends, run_starts
 from alerting.model import AlarmType, Decision, Response, Severity
@@ -58,6 +58,7 @@ class Correlator:
         self._detectors = DetectorState.empty(0, c.flapping_cycles - 1)
         self._offline = offline.OfflineState.empty(0)
         self._log = AlarmLog(int(c.correlation_memory_s * 1000))
+        self._thresholds = threshold_defaults(c)
 
     def clear_flapping(self, slot: int, fleet: Fleet) -> None:
         """An operator lifts a detector's flapping mark: the fleet flag and the cycles that made it,
@@ -90,7 +91,7 @@ class Correlator:
         """
         c = self.config
         self._detectors.grow(fleet.size)
-        r = Readings(batch, fleet, c)
+        r = Readings(batch, fleet, c, self._thresholds)
         n = len(batch)
 
         alarms = Hits.concat([hits for rule in ALARM_RULES for hits in rule(r)])
@@ -121,7 +122,7 @@ class Correlator:
         fires = unit_fires(known, int(c.multi_detector_window_s * 1000), int(c.electrical_smoke_window_s * 1000))
         self._log.remember(entries)
 
-        out = _device_decisions(r, Hits.concat([alarms, faults]), ended, started)
+        out = _device_decisions(r, [alarms, faults], ended, started)
         out += [_unit_decision(r, known, fire) for fire in fires]
         out.sort(key=lambda d: d.ts_ms)
         return out
@@ -210,9 +211,7 @@ def _suppress(hits: Hits, code: np.ndarray) -> np.ndarray:
 def _battery(r: Readings) -> tuple[np.ndarray, np.ndarray]:
     """Rows where a device's battery becomes low by its `battery_pct` and rows where it recovers."""
     pct = r.value("battery_pct")
-    has = np.flatnonzero(r.valid & ~np.isnan(pct))
-    floor = np.full(pct.shape[0], np.nan)
-    floor[has] = r.threshold("battery_pct_min", has)
+    floor = r.threshold("battery_pct_min", EVERY_ROW)
     low_event = np.zeros(pct.shape[0], bool)
     low_event[r.with_event(Event.low_battery)] = True
     was_low = (r.fleet.flags[r.slot] & LOW_BATTERY) != 0
@@ -267,8 +266,8 @@ def _evidence(r: Readings, rows: np.ndarray, device_ids: list[str], types: list[
     return out
 
 
-def _device_decisions(r: Readings, raises: Hits, clears: Hits, started: np.ndarray) -> list[Decision]:
-    hits = Hits.concat([raises, clears])
+def _device_decisions(r: Readings, raises: list[Hits], clears: Hits, started: np.ndarray) -> list[Decision]:
+    hits = Hits.concat([*raises, clears])
     if not len(hits):
         return []
     order = np.lexsort((np.arange(len(hits)), hits.row, r.ts[hits.row]))
@@ -281,7 +280,7 @@ def _device_decisions(r: Readings, raises: Hits, clears: Hits, started: np.ndarr
     evidence = _evidence(r, rows, devices, types)
     columns = zip(devices, evidence, fleet.unit[slots].tolist(), r.ts[rows].tolist(), types,
                   hits.severity[order].tolist(), hits.response[order].tolist(), hits.rule[order].tolist(),
-                  hits.rise[order].tolist(), (order >= len(raises)).tolist(), started[rows].tolist())
+                  hits.rise[order].tolist(), (order >= len(hits) - len(clears)).tolist(), started[rows].tolist())
     names = fleet.units.names
     out = []
     for device, ev, unit, ts, t, s, p, code, up, clear, since in columns:

@@ -172,13 +172,21 @@ def _column(value: int | np.ndarray, n: int, dtype: type) -> np.ndarray:
     return out
 
 
+def threshold_defaults(config: RuleConfig) -> dict[str, np.float64]:
+    """The default of every per-device threshold, as float64 (what `Readings.threshold` compares in)."""
+    return {name: np.float64(v) for name, v in config.threshold_defaults().items()}
+
+
+EVERY_ROW = slice(None)
+
+
 class Readings:
     """One batch seen against the fleet: columns by batch row, thresholds and rates of rise."""
 
-    def __init__(self, batch: ReadingColumns, fleet: Fleet, config: RuleConfig) -> None:
+    def __init__(self, batch: ReadingColumns, fleet: Fleet, config: RuleConfig, defaults: dict[str, np.float64]) -> None:
         self.fleet = fleet
         self.config = config
-        self.defaults = {name: np.float64(v) for name, v in config.threshold_defaults().items()}
+        self.defaults = defaults  # `threshold_defaults(config)`
         slot = batch.slot.astype(np.intp)
         self.valid = (slot >= 0) & (slot < fleet.size)
         self.slot = slot if self.valid.all() else np.where(self.valid, slot, 0)  # safe to index the fleet
@@ -205,10 +213,17 @@ class Readings:
     def value(self, name: str) -> np.ndarray:
         return self.values.get(name, self._nan)
 
-    def threshold(self, name: str, rows: np.ndarray) -> np.ndarray:
-        """The device's threshold `name` for each row (its override, else the default)."""
+    def threshold(self, name: str, rows: np.ndarray | slice) -> np.ndarray:
+        """The device's threshold `name` for each row (its override, else the default); `rows` may be
+        `EVERY_ROW`."""
         t = self.fleet.thresholds[name][self.slot[rows]]
         return np.where(np.isnan(t), self.defaults[name], t)
+
+    def thresholds(self, names: tuple[str, ...], rows: np.ndarray) -> np.ndarray:
+        """`threshold` of several names at once: [name, row]."""
+        slot = self.slot[rows]
+        t = np.vstack([self.fleet.thresholds[name][slot] for name in names])
+        return np.where(np.isnan(t), np.array([self.defaults[name] for name in names])[:, None], t)
 
     def rows(self, kind: int) -> np.ndarray:
         """Rows of this kind whose values the threshold rules look at."""
@@ -221,7 +236,7 @@ class Readings:
         return np.flatnonzero(mark[self.slot] & self.valid)
 
     def rise_per_min(self, name: str, rows: np.ndarray) -> np.ndarray:
-        """Rate of rise of `name` per minute at each of `rows`, NaN when unknown.
+        """Rate of rise of `name` per minute at each of `rows` (distinct), NaN when unknown.
 
         Measured against the device's newest sample at least `rise_min_span_s` older: among the
         batch's readings of that device (newest time, then the later row) and the fleet's
@@ -252,6 +267,8 @@ class Readings:
         b_ts = np.full(rows.shape[0], NO_TIME, np.int64)
         b_val = np.full(rows.shape[0], np.nan)
         shared = self.rows_of(rows)
+        if shared.shape[0] == rows.shape[0]:  # no other readings of these devices
+            return b_ts, b_val
         shared = shared[~np.isnan(column[shared])]
         shared = shared[repeats(self.slot[shared])]
         if shared.size == 0:
@@ -292,8 +309,7 @@ def gas(r: Readings) -> list[Hits]:
     """Gas `alarm` or >= 10 %LEL -> gas_leak, major, verify; >= 25 %LEL -> critical, immediate."""
     rows = r.rows(_GAS)
     lel = r.value("gas_lel_pct")[rows]
-    critical = lel >= r.threshold("gas_lel_critical_pct", rows)
-    major = lel >= r.threshold("gas_lel_pct", rows)
+    critical, major = lel >= r.thresholds(("gas_lel_critical_pct", "gas_lel_pct"), rows)
     fire = np.flatnonzero(r.alarmish[rows] | major | critical)
     if fire.size == 0:
         return []
@@ -313,6 +329,7 @@ _ELECTRICAL_RULES = (  # (type, column, threshold, rule), in the order of their 
     (A.overvoltage, "voltage_v", "voltage_v_max", "electrical.overvoltage"),
 )
 _CABLE = 1  # index of cable_overheat in _ELECTRICAL_RULES
+_ELECTRICAL_LIMITS = tuple(name for _, _, name, _ in _ELECTRICAL_RULES)
 _ELECTRICAL_TYPE = np.array([t for t, _, _, _ in _ELECTRICAL_RULES], np.int8)[:, None]
 _ELECTRICAL_RULE = np.array([RULE[rule] for _, _, _, rule in _ELECTRICAL_RULES], np.int16)[:, None]
 _LIMIT_INDEX = np.arange(len(_ELECTRICAL_RULES))[:, None]
@@ -326,7 +343,7 @@ def electrical(r: Readings) -> list[Hits]:
     nearest its limit (value / threshold; residual current when none was reported)."""
     rows = r.rows(_ELECTRICAL)
     values = np.vstack([r.value(column)[rows] for _, column, _, _ in _ELECTRICAL_RULES])  # [limit, row]
-    limits = np.vstack([r.threshold(name, rows) for _, _, name, _ in _ELECTRICAL_RULES])
+    limits = r.thresholds(_ELECTRICAL_LIMITS, rows)
     over = values >= limits
     cable = values[_CABLE]
     rise = np.full(rows.shape[0], np.nan)
