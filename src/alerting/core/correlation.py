@@ -82,8 +82,43 @@ class UnitFire:
     evidence: np.ndarray
 
 
+#: Up to this many (query, entry) pairs, window searches compare every pair instead of sorting.
+DENSE_PAIRS_MAX = 4096
+
+
 def _within(line: Timeline, group: np.ndarray, ts: np.ndarray, window_ms: int) -> tuple[np.ndarray, np.ndarray]:
     return line.between(group, ts - window_ms, ts + window_ms)
+
+
+def _partners(e: Entries, q: np.ndarray, p: np.ndarray, window_ms: int, *,
+              other_detector: bool) -> tuple[np.ndarray, np.ndarray]:
+    """For entries `q` and `p` (indexes): a mask of the `q` with a `p` of their unit within the
+    window (of another detector when `other_detector`), and a mask of the `p` within the window
+    of one of those."""
+    if q.shape[0] * p.shape[0] > DENSE_PAIRS_MAX:
+        return _partners_sorted(e, q, p, window_ms, other_detector=other_detector)
+    ts = e.ts[p]
+    near = ((e.unit[q][:, None] == e.unit[p]) & (ts >= (e.ts[q] - window_ms)[:, None])
+            & (ts <= (e.ts[q] + window_ms)[:, None]))
+    mates = near & (e.slot[q][:, None] != e.slot[p]) if other_detector else near
+    hit = mates.any(axis=1)
+    return hit, near[hit].any(axis=0)
+
+
+def _partners_sorted(e: Entries, q: np.ndarray, p: np.ndarray, window_ms: int, *,
+                     other_detector: bool) -> tuple[np.ndarray, np.ndarray]:
+    """`_partners` by window queries over sorted entries, for many pairs."""
+    by_unit = Timeline(e.unit[p], e.ts[p])
+    lo, hi = _within(by_unit, e.unit[q], e.ts[q], window_ms)
+    if other_detector:
+        by_detector = Timeline((e.unit[p].astype(np.int64) << 32) | e.slot[p], e.ts[p])
+        lo_own, hi_own = _within(by_detector, (e.unit[q].astype(np.int64) << 32) | e.slot[q], e.ts[q], window_ms)
+        hit = (hi - lo) > (hi_own - lo_own)
+    else:
+        hit = hi > lo
+    involved = np.zeros(p.shape[0], bool)
+    involved[by_unit.order[covered(len(by_unit), lo[hit], hi[hit])]] = True
+    return hit, involved
 
 
 def multi_detector(e: Entries, window_ms: int) -> tuple[np.ndarray, np.ndarray]:
@@ -93,14 +128,8 @@ def multi_detector(e: Entries, window_ms: int) -> tuple[np.ndarray, np.ndarray]:
     q = fire[e.row[fire] >= 0]
     if q.size == 0:
         return q, q
-    unit = e.unit[fire]
-    by_unit = Timeline(unit, e.ts[fire])
-    by_detector = Timeline((unit.astype(np.int64) << 32) | e.slot[fire], e.ts[fire])
-    lo, hi = _within(by_unit, e.unit[q], e.ts[q], window_ms)
-    lo_own, hi_own = _within(by_detector, (e.unit[q].astype(np.int64) << 32) | e.slot[q], e.ts[q], window_ms)
-    hit = (hi - lo) > (hi_own - lo_own)
-    involved = fire[by_unit.order[covered(len(by_unit), lo[hit], hi[hit])]]
-    return q[hit], involved
+    hit, involved = _partners(e, q, fire, window_ms, other_detector=True)
+    return q[hit], fire[involved]
 
 
 def electrical_smoke(e: Entries, window_ms: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,11 +141,9 @@ def electrical_smoke(e: Entries, window_ms: int) -> tuple[np.ndarray, np.ndarray
         other = np.flatnonzero((e.cls & theirs) != 0)
         if q.size == 0 or other.size == 0:
             continue
-        line = Timeline(e.unit[other], e.ts[other])
-        lo, hi = _within(line, e.unit[q], e.ts[q], window_ms)
-        hit = hi > lo
+        hit, near = _partners(e, q, other, window_ms, other_detector=False)
         triggers.append(q[hit])
-        involved.append(other[line.order[covered(len(line), lo[hit], hi[hit])]])
+        involved.append(other[near])
     if not triggers:
         return np.zeros(0, np.intp), np.zeros(0, np.intp)
     t = np.concatenate(triggers)
