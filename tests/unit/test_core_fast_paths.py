@@ -20,9 +20,10 @@ from tests.unit.test_core_reference import batches, build, fleet_specs
 
 #: Overrides near the values test_core_reference's readings carry, for every threshold name.
 ALL_OVERRIDES = {
-    "smoke_temp_c": [30.0, 50.0], "smoke_rise_c_per_min": [0.5, 4.0], "gas_lel_pct": [5.0], "gas_lel_critical_pct": [9.0],
-    "residual_current_ma": [99.0, 200.0], "cable_temp_c": [35.0, 60.0], "cable_rise_c_per_min": [0.5, 2.0],
-    "arc_faults": [1.0, 13.0], "voltage_v_max": [221.0, 250.0], "pressure_mpa_min": [0.1, 0.31], "battery_pct_min": [50.0, 85.0],
+    "smoke_temp_c": [30.0, 50.0], "smoke_rise_c_per_min": [0.5, 4.0], "gas_lel_pct": [5.0],
+    "gas_lel_critical_pct": [9.0], "residual_current_ma": [99.0, 200.0], "cable_temp_c": [35.0, 60.0],
+    "cable_rise_c_per_min": [0.5, 2.0], "arc_faults": [1.0, 13.0], "voltage_v_max": [221.0, 250.0],
+    "pressure_mpa_min": [0.1, 0.31], "battery_pct_min": [50.0, 85.0],
 }
 
 
@@ -30,11 +31,9 @@ ALL_OVERRIDES = {
 def overridden_specs(draw: st.DrawFn) -> dict:
     """test_core_reference's fleets, each device with overrides drawn from every threshold name."""
     spec = draw(fleet_specs())
+    names = st.lists(st.sampled_from(sorted(ALL_OVERRIDES)), max_size=4, unique=True)
     spec["devices"] = [
-        (kind, unit, maintenance, muted_s, draw(st.dictionaries(
-            st.sampled_from(sorted(ALL_OVERRIDES)), st.sampled_from([v for vs in ALL_OVERRIDES.values() for v in vs]),
-            max_size=4)) | {name: draw(st.sampled_from(ALL_OVERRIDES[name])) for name in draw(
-                st.lists(st.sampled_from(sorted(ALL_OVERRIDES)), max_size=3, unique=True))})
+        (kind, unit, maintenance, muted_s, {name: draw(st.sampled_from(ALL_OVERRIDES[name])) for name in draw(names)})
         for kind, unit, maintenance, muted_s, _ in spec["devices"]
     ]
     return spec
@@ -51,8 +50,10 @@ def agree(spec: dict, plan: list, config: RuleConfig, strays: bool = False) -> N
         now += step_s * 1000
         readings = [reading(f"d{d}", kinds[d], ev, now - 300_000 + dt * 1000, code, **m) for d, ev, dt, code, m in rows]
         if strays:
-            readings += [reading("ghost-smoke", Kind.smoke, Event.alarm, now - 1000, temperature_c=90.0, battery_pct=5.0),
-                         reading("ghost-meter", Kind.electrical, Event.alarm_clear, now, cable_temp_c=[95.0])]
+            readings += [
+                reading("ghost-smoke", Kind.smoke, Event.alarm, now - 1000, temperature_c=90.0, battery_pct=5.0),
+                reading("ghost-meter", Kind.electrical, Event.alarm_clear, now, cable_temp_c=[95.0]),
+            ]
         got = sorted(map(decision_key, core.evaluate(columns(fleet_a, readings), fleet_a, now)))
         want = sorted(map(decision_key, ref.evaluate(columns(fleet_b, readings), fleet_b, now)))
         assert got == want

@@ -302,7 +302,8 @@ def _unit_decision(r: Readings, e: Entries, fire: UnitFire) -> Decision:
                 for device, ts, event in zip(devices, e.ts[entries].tolist(), e.event[entries].tolist())]
     rows = e.row[entries]
     in_batch = np.flatnonzero(rows >= 0).tolist()
-    for i, ev in zip(in_batch, _evidence(r, rows[in_batch], [devices[i] for i in in_batch], [types[i] for i in in_batch])):
+    mine = _evidence(r, rows[in_batch], [devices[i] for i in in_batch], [types[i] for i in in_batch])
+    for i, ev in zip(in_batch, mine):
         evidence[i] = ev
     for ev, t in zip(evidence, types):
         ev["type"] = _TYPES[t].name

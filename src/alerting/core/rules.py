@@ -106,7 +106,8 @@ def is_value_event(event: np.ndarray) -> np.ndarray:
 
 # Codes as plain ints for the hot paths (an enum member costs an `EnumType.__getattr__` per use).
 _REPORT, _ALARM, _TEST = int(Event.report), int(Event.alarm), int(Event.test)
-_SMOKE, _GAS, _ELECTRICAL, _WATER, _UITD = (int(k) for k in (Kind.smoke, Kind.gas, Kind.electrical, Kind.water, Kind.uitd))
+_SMOKE, _GAS, _ELECTRICAL, _WATER, _UITD = (int(k) for k in (Kind.smoke, Kind.gas, Kind.electrical, Kind.water,
+                                                                Kind.uitd))
 _MAJOR, _CRITICAL = int(Severity.major), int(Severity.critical)
 _NONE, _VERIFY, _IMMEDIATE = int(Response.none), int(Response.verify), int(Response.immediate)
 
@@ -183,7 +184,9 @@ EVERY_ROW = slice(None)
 class Readings:
     """One batch seen against the fleet: columns by batch row, thresholds and rates of rise."""
 
-    def __init__(self, batch: ReadingColumns, fleet: Fleet, config: RuleConfig, defaults: dict[str, np.float64]) -> None:
+    def __init__(
+        self, batch: ReadingColumns, fleet: Fleet, config: RuleConfig, defaults: dict[str, np.float64],
+    ) -> None:
         self.fleet = fleet
         self.config = config
         self.defaults = defaults  # `threshold_defaults(config)`
