@@ -67,7 +67,7 @@ async def _run_background(*jobs: Coroutine[Any, Any, None]) -> None:
         raise
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """Keep the cyclic collector off the hot path: what start-up built (the fleet's million ids
     and index entries) is frozen out of every future collection, and young collections run per
     50,000 allocations instead of 700 (a reading allocates tens of objects, almost none in a
@@ -142,7 +142,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
             devices = DeviceService(pool, fleet, commands, clock=clock, checkpoint_interval_s=settings.checkpoint_interval_s)
             loaded = await devices.load()
             log.info("fleet state loaded: %d devices", loaded)
-            _tune_gc()
+            tune_gc()
             alarms = alarm_service_class(settings).create(
                 pool=pool, fleet=fleet, correlator=Correlator(RuleConfig()), clock=clock, registry=registry,
                 sweep_interval_s=settings.sweep_interval_s, listen_dsn=db_url,
