@@ -184,7 +184,7 @@ class Fleet:
       the last `take_dirty`), and `values[name]` float32 for every name of
       `devices.batch.NUMERIC_COLUMNS` (NaN unknown) with `value_ts_ms[name]` int64 the device
       time each was reported, `thresholds[name]` float32 for every `THRESHOLD_NAMES` entry
-      (NaN = default).
+      (NaN = default; read-only: `set_thresholds` writes them).
     Per-unit columns (length >= `len(units)`): unit_region int32 (region id, -1),
       unit_maintenance bool.
     """
@@ -198,7 +198,10 @@ class Fleet:
         self.cells = Interner()
         self.unit_region = np.full(16, -1, np.int32)
         self.unit_maintenance = np.zeros(16, bool)
+        #: Devices holding an override of each threshold: one nobody overrides needs no per-device look-up.
+        self.overrides = dict.fromkeys(THRESHOLD_NAMES, 0)
         self._alloc(capacity)
+        _freeze(self.thresholds)
 
     def _alloc(self, capacity: int) -> None:
         self.capacity = capacity
@@ -237,6 +240,7 @@ class Fleet:
         self._alloc(new_capacity)
         for name, arr in self._columns().items():
             arr[: self.size] = old[name][: self.size]
+        _freeze(self.thresholds)
 
     def _grow_units(self) -> None:
         n = len(self.units)
@@ -419,7 +423,11 @@ class Fleet:
             raise ValueError(f"unknown thresholds {sorted(unknown)}; expected some of {', '.join(THRESHOLD_NAMES)}")
         for name, col in self.thresholds.items():
             v = thresholds.get(name)
-            col[slot] = np.nan if v is None else float(v)
+            new = np.float32(np.nan if v is None else v)
+            self.overrides[name] += int(not np.isnan(new)) - int(not np.isnan(col[slot]))
+            col.flags.writeable = True
+            col[slot] = new
+            col.flags.writeable = False
 
     def _set_bit(self, slot: int, bit: int, on: bool) -> None:
         old = int(self.flags[slot])
@@ -502,8 +510,10 @@ class Fleet:
         battery = rows.values.get("battery_pct")
         if battery is not None:
             pct = battery[order]
-            floor = self.thresholds["battery_pct_min"][slot].astype(np.float64)
-            floor[np.isnan(floor)] = DEFAULT_BATTERY_PCT_MIN
+            floor = DEFAULT_BATTERY_PCT_MIN
+            if self.overrides["battery_pct_min"]:
+                floor = self.thresholds["battery_pct_min"][slot].astype(np.float64)
+                floor[np.isnan(floor)] = DEFAULT_BATTERY_PCT_MIN
             sets = sets | np.where(pct < floor, LOW_BATTERY, 0).astype(np.uint16)
             clears = clears | np.where(pct >= floor, LOW_BATTERY, 0).astype(np.uint16)
         # a row that both sets and clears a bit (low_battery event, good battery_pct) sets it
@@ -614,3 +624,10 @@ class Fleet:
         from devices import fleet_query
 
         return fleet_query.snapshot(self, slot)
+
+
+def _freeze(columns: dict[str, np.ndarray]) -> None:
+    """Make columns read-only: thresholds change through `Fleet.set_thresholds` only, which keeps
+    `Fleet.overrides` true."""
+    for col in columns.values():
+        col.flags.writeable = False

@@ -52,8 +52,7 @@ def build(spec: dict) -> Fleet:
     for i, (kind, unit, maintenance, muted_s, overrides) in enumerate(spec["devices"]):
         s = fleet.upsert(f"d{i}", kind, unit_id=unit, maintenance=maintenance)
         fleet.mute_until_ms[s] = T0 + muted_s * 1000 if muted_s else 0
-        for name, value in overrides.items():
-            fleet.thresholds[name][s] = value
+        fleet.set_thresholds(s, overrides)
     for unit in ("u0", "u1", "u2"):
         fleet.set_unit(unit)
     if spec["unit_maintenance"]:

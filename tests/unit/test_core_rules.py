@@ -114,9 +114,18 @@ def test_gas_alarm_event_without_a_value() -> None:
     assert summary(only(evaluate(fleet, reading("g1", Kind.gas, "alarm", T0)))) == ("raise", "gas_leak", "major", "verify", "gas.alarm")
 
 
+def test_an_override_holds_after_another_device_drops_its_own() -> None:
+    fleet = fleet_of(("g1", Kind.gas), ("g2", Kind.gas), unit=None)
+    fleet.set_thresholds(fleet.slot("g1"), {"gas_lel_critical_pct": 15.0})
+    fleet.set_thresholds(fleet.slot("g2"), {"gas_lel_critical_pct": 15.0})
+    fleet.set_thresholds(fleet.slot("g2"), {})
+    got = evaluate(fleet, reading("g1", Kind.gas, "report", T0, gas_lel_pct=16.0), reading("g2", Kind.gas, "report", T0, gas_lel_pct=16.0))
+    assert {d.key: d.severity for d in got} == {"device:g1": Severity.critical, "device:g2": Severity.major}
+
+
 def test_per_device_threshold_overrides_the_default() -> None:
     fleet = fleet_of(("g1", Kind.gas), ("g2", Kind.gas), unit=None)  # no unit: no multi-detector fire
-    fleet.thresholds["gas_lel_critical_pct"][fleet.slot("g1")] = 15.0
+    fleet.set_thresholds(fleet.slot("g1"), {"gas_lel_critical_pct": 15.0})
     got = evaluate(fleet, reading("g1", Kind.gas, "report", T0, gas_lel_pct=16.0), reading("g2", Kind.gas, "report", T0, gas_lel_pct=16.0))
     assert {d.key: d.severity for d in got} == {"device:g1": Severity.critical, "device:g2": Severity.major}
 

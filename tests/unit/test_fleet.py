@@ -123,6 +123,21 @@ def test_rows_without_a_slot_are_ignored_and_unknown_slots_refused() -> None:
         fleet.apply(batch([1], [Event.alarm], [T0]))
 
 
+def test_overrides_count_the_devices_holding_each_threshold() -> None:
+    fleet = Fleet(capacity=2)
+    a, b = fleet.upsert("a", Kind.gas), fleet.upsert("b", Kind.gas)
+    fleet.set_thresholds(a, {"gas_lel_pct": 7.5, "gas_lel_critical_pct": 20})
+    fleet.set_thresholds(b, {"gas_lel_pct": 8, "smoke_temp_c": math.nan})  # NaN is the default: no override
+    fleet.set_thresholds(a, {"gas_lel_pct": 6})  # a replacement: a's critical override is gone
+    fleet.upsert("c", Kind.gas)  # growth keeps the thresholds, still read-only
+    assert fleet.overrides["gas_lel_pct"] == 2 and fleet.overrides["gas_lel_critical_pct"] == 0
+    assert fleet.overrides["smoke_temp_c"] == 0
+    fleet.set_thresholds(b, {})
+    assert fleet.overrides["gas_lel_pct"] == 1 and float(fleet.thresholds["gas_lel_pct"][a]) == 6
+    with pytest.raises(ValueError):
+        fleet.thresholds["gas_lel_pct"][b] = 1.0  # only set_thresholds keeps the counts true
+
+
 def test_growth_past_capacity_keeps_state() -> None:
     fleet = Fleet(capacity=2)
     first = fleet.upsert("d0", Kind.gas, unit_id="u", cell_id="c")

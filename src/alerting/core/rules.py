@@ -219,14 +219,20 @@ class Readings:
     def threshold(self, name: str, rows: np.ndarray | slice) -> np.ndarray:
         """The device's threshold `name` for each row (its override, else the default); `rows` may be
         `EVERY_ROW`."""
-        t = self.fleet.thresholds[name][self.slot[rows]]
+        slot = self.slot[rows]
+        if not self.fleet.overrides[name]:
+            return np.full(slot.shape[0], self.defaults[name])
+        t = self.fleet.thresholds[name][slot]
         return np.where(np.isnan(t), self.defaults[name], t)
 
     def thresholds(self, names: tuple[str, ...], rows: np.ndarray) -> np.ndarray:
         """`threshold` of several names at once: [name, row]."""
         slot = self.slot[rows]
+        defaults = np.array([self.defaults[name] for name in names])[:, None]
+        if not any(self.fleet.overrides[name] for name in names):
+            return np.repeat(defaults, slot.shape[0], axis=1)
         t = np.vstack([self.fleet.thresholds[name][slot] for name in names])
-        return np.where(np.isnan(t), np.array([self.defaults[name] for name in names])[:, None], t)
+        return np.where(np.isnan(t), defaults, t)
 
     def rows(self, kind: int) -> np.ndarray:
         """Rows of this kind whose values the threshold rules look at."""
