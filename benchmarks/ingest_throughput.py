@@ -9,22 +9,28 @@ Each consumer's persistent session is created first, the messages are published 
 away (the broker queues them), then it connects; the clock starts at the first message received
 (so the service's start-up, the pool, migrations and fleet load, is not in the timed window, and
 the publisher's rate bounds nothing) and runs until everything is received (ceiling) or committed
-(pipeline, naive). Gateway batches are compared per reading with a naive consumer doing one
+(pipeline, naive). The ceiling and the pipeline are measured back to back in several rounds
+(`--rounds`): their figures are medians and `pipeline_vs_ceiling` is the median of the rounds'
+ratios, since a shared machine's speed drifts between phases. Gateway batches are compared per reading with a naive consumer doing one
 INSERT per reading of each batch. Prints one JSON object.
 
-    python benchmarks/ingest_throughput.py [--messages 30000] [--batches 200 --batch-size 1000]
+    python benchmarks/ingest_throughput.py [--messages 30000] [--rounds 3] [--batches 200 --batch-size 1000]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import statistics
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import asyncpg
@@ -165,11 +171,26 @@ async def pipeline(url: str, items: list[tuple[str, bytes]], expected: int, sett
     return measured["readings_per_s"]
 
 
+@contextlib.asynccontextmanager
+async def fresh(prefix: str) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
+    """A private broker and a fresh database for one measurement, removed after it, so that no
+    backlog of an earlier consumer's session, nor PostgreSQL's after-work on its rows, reaches the
+    next one: (broker URL, database URL, service settings)."""
+    with private_mosquitto() as url:
+        db = await fresh_db()
+        try:
+            yield url, db, dict(mqtt_url=url, database_url=db, topic_prefix=prefix, http_port=0, gb26875_port=0,
+                                log_level="WARNING", data_dir=Path("/tmp"))
+        finally:
+            await drop_db(db)
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=30_000)
     ap.add_argument("--batches", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=3, help="ceiling and pipeline measured back to back this many times")
     ap.add_argument("--only-batches", action="store_true",
                     help="measure only the service on gateway batches (batch_readings_per_s), e.g. under a profiler")
     args = ap.parse_args()
@@ -181,29 +202,29 @@ async def main() -> None:
                                                 for j in range(args.batch_size)]).encode())
         for b in range(args.batches)
     ]
-    with private_mosquitto() as url:
-        publish_rate = await publish_all(url, items[:2000])
-        dbs = [await fresh_db() for _ in range(4)]
-        try:
-            base = dict(mqtt_url=url, topic_prefix=prefix, http_port=0, gb26875_port=0, log_level="WARNING",
-                        data_dir=Path("/tmp"))
-            batch_cpu: dict[str, float] = {}
-            if args.only_batches:
-                batched = await pipeline(url, batch_items, args.batches * args.batch_size,
-                                         Settings(database_url=dbs[2], mqtt_client_id="bench-b", **base), batch_cpu)
-                print(json.dumps({"benchmark": "ingest_throughput", "batch_readings": args.batches * args.batch_size,
-                                  "batch_readings_per_s": round(batched),
-                                  "batch_cpu": {k: v for k, v in batch_cpu.items() if k != "readings_per_s"}}, indent=2))
-                return
+    batch_readings = args.batches * args.batch_size
+    batch_cpu: dict[str, float] = {}
+    async with fresh(prefix) as (url, _, settings):
+        batched = await pipeline(url, batch_items, batch_readings, Settings(mqtt_client_id="bench-b", **settings), batch_cpu)
+    if args.only_batches:
+        print(json.dumps({"benchmark": "ingest_throughput", "batch_readings": batch_readings,
+                          "batch_readings_per_s": round(batched),
+                          "batch_cpu": {k: v for k, v in batch_cpu.items() if k != "readings_per_s"}}, indent=2))
+        return
+    rounds = []
+    for _ in range(args.rounds):  # the pair back to back, several times: the machine's speed drifts
+        async with fresh(prefix) as (url, _, settings):
             raw = await ceiling(url, root, items)
-            full = await pipeline(url, items, args.messages, Settings(database_url=dbs[0], mqtt_client_id="bench-p", **base))
-            slow = await naive(url, root, items, dbs[1])
-            batched = await pipeline(url, batch_items, args.batches * args.batch_size,
-                                     Settings(database_url=dbs[2], mqtt_client_id="bench-b", **base), batch_cpu)
-            naive_batched = await naive(url, root, batch_items, dbs[3], filters="batch/+")
-        finally:
-            for db in dbs:
-                await drop_db(db)
+            full = await pipeline(url, items, args.messages, Settings(mqtt_client_id="bench-p", **settings))
+        rounds.append({"ceiling_msgs_per_s": round(raw), "pipeline_msgs_per_s": round(full),
+                       "pipeline_vs_ceiling": round(full / raw, 3)})
+    raw = statistics.median(r["ceiling_msgs_per_s"] for r in rounds)
+    full = statistics.median(r["pipeline_msgs_per_s"] for r in rounds)
+    async with fresh(prefix) as (url, db, _):
+        publish_rate = await publish_all(url, items[:2000])
+        slow = await naive(url, root, items, db)
+    async with fresh(prefix) as (url, db, _):
+        naive_batched = await naive(url, root, batch_items, db, filters="batch/+")
     print(json.dumps({
         "benchmark": "ingest_throughput",
         "messages": args.messages,
@@ -211,7 +232,8 @@ async def main() -> None:
         "ceiling_msgs_per_s": round(raw),
         "pipeline_msgs_per_s": round(full),
         "naive_msgs_per_s": round(slow),
-        "pipeline_vs_ceiling": round(full / raw, 3),
+        "pipeline_vs_ceiling": statistics.median(r["pipeline_vs_ceiling"] for r in rounds),
+        "rounds": rounds,
         "pipeline_vs_naive": round(full / slow, 1),
         "batch_readings": args.batches * args.batch_size,
         "batch_readings_per_s": round(batched),
