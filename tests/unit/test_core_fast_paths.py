@@ -7,16 +7,12 @@ from __future__ import annotations
 
 from unittest import mock
 
-import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alerting.config import RuleConfig
-from alerting.core import Correlator, correlation
-from devices.fleet import FLAPPING
-from devices.kinds import Event, Kind
-from tests.unit.reference_rules import T0, ReferenceCorrelator, columns, decision_key, reading
-from tests.unit.test_core_reference import batches, build, fleet_specs
+from alerting.core import correlation
+from tests.unit.test_core_reference import agree, batches, fleet_specs
 
 #: Overrides near the values test_core_reference's readings carry, for every threshold name.
 ALL_OVERRIDES = {
@@ -37,29 +33,6 @@ def overridden_specs(draw: st.DrawFn) -> dict:
         for kind, unit, maintenance, muted_s, _ in spec["devices"]
     ]
     return spec
-
-
-def agree(spec: dict, plan: list, config: RuleConfig, strays: bool = False) -> None:
-    """Run the core and the reference over the same batches; with `strays`, every batch also
-    carries alarming readings of devices that are not in the fleet (ignored)."""
-    kinds = [d[0] for d in spec["devices"]]
-    fleet_a, fleet_b = build(spec), build(spec)
-    core, ref = Correlator(config), ReferenceCorrelator(config)
-    now = T0
-    for step_s, rows in plan:
-        now += step_s * 1000
-        readings = [reading(f"d{d}", kinds[d], ev, now - 300_000 + dt * 1000, code, **m) for d, ev, dt, code, m in rows]
-        if strays:
-            readings += [
-                reading("ghost-smoke", Kind.smoke, Event.alarm, now - 1000, temperature_c=90.0, battery_pct=5.0),
-                reading("ghost-meter", Kind.electrical, Event.alarm_clear, now, cable_temp_c=[95.0]),
-            ]
-        got = sorted(map(decision_key, core.evaluate(columns(fleet_a, readings), fleet_a, now)))
-        want = sorted(map(decision_key, ref.evaluate(columns(fleet_b, readings), fleet_b, now)))
-        assert got == want
-        assert np.array_equal(fleet_a.flags & FLAPPING, fleet_b.flags & FLAPPING)
-        fleet_a.apply(columns(fleet_a, readings))
-        fleet_b.apply(columns(fleet_b, readings))
 
 
 def configs() -> st.SearchStrategy[RuleConfig]:

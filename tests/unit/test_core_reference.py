@@ -78,6 +78,29 @@ def batches(draw: st.DrawFn, kinds: list[Kind]) -> list:
     return out
 
 
+def agree(spec: dict, plan: list, config: RuleConfig, strays: bool = False) -> None:
+    """Run the core and the reference over the same batches; with `strays`, every batch also
+    carries alarming readings of devices that are not in the fleet (ignored)."""
+    kinds = [d[0] for d in spec["devices"]]
+    fleet_a, fleet_b = build(spec), build(spec)
+    core, ref = Correlator(config), ReferenceCorrelator(config)
+    now = T0
+    for step_s, rows in plan:
+        now += step_s * 1000
+        readings = [reading(f"d{d}", kinds[d], ev, now - 300_000 + dt * 1000, code, **m) for d, ev, dt, code, m in rows]
+        if strays:
+            readings += [
+                reading("ghost-smoke", Kind.smoke, Event.alarm, now - 1000, temperature_c=90.0, battery_pct=5.0),
+                reading("ghost-meter", Kind.electrical, Event.alarm_clear, now, cable_temp_c=[95.0]),
+            ]
+        got = sorted(map(decision_key, core.evaluate(columns(fleet_a, readings), fleet_a, now)))
+        want = sorted(map(decision_key, ref.evaluate(columns(fleet_b, readings), fleet_b, now)))
+        assert got == want
+        assert np.array_equal(fleet_a.flags & FLAPPING, fleet_b.flags & FLAPPING)
+        fleet_a.apply(columns(fleet_a, readings))
+        fleet_b.apply(columns(fleet_b, readings))
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_core_and_reference_agree_across_batches(data: st.DataObject) -> None:
@@ -86,18 +109,7 @@ def test_core_and_reference_agree_across_batches(data: st.DataObject) -> None:
     plan = data.draw(batches(kinds))
     config = RuleConfig(rise_min_span_s=data.draw(st.sampled_from([15.0, 1.0])), mute_s=data.draw(st.sampled_from([600, 30])),
                         flapping_cycles=data.draw(st.sampled_from([2, 3])), transient_s=data.draw(st.sampled_from([10, 60])))
-    fleet_a, fleet_b = build(spec), build(spec)
-    core, ref = Correlator(config), ReferenceCorrelator(config)
-    now = T0
-    for step_s, rows in plan:
-        now += step_s * 1000
-        readings = [reading(f"d{d}", kinds[d], ev, now - 300_000 + dt * 1000, code, **m) for d, ev, dt, code, m in rows]
-        got = sorted(map(decision_key, core.evaluate(columns(fleet_a, readings), fleet_a, now)))
-        want = sorted(map(decision_key, ref.evaluate(columns(fleet_b, readings), fleet_b, now)))
-        assert got == want
-        assert np.array_equal(fleet_a.flags & FLAPPING, fleet_b.flags & FLAPPING)
-        fleet_a.apply(columns(fleet_a, readings))
-        fleet_b.apply(columns(fleet_b, readings))
+    agree(spec, plan, config)
 
 
 @settings(max_examples=200, deadline=None)
