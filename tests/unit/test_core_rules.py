@@ -160,6 +160,15 @@ def test_cable_rising_fast_overheats() -> None:
     assert evaluate(fleet, reading("e1", Kind.electrical, "report", T0, cable_temp_c=[49.0])) == []
 
 
+def test_cable_rising_fast_within_one_batch_overheats() -> None:
+    # both samples are asked for a rise, and the earlier one is the other's previous sample
+    fleet = fleet_of(("e1", Kind.electrical))
+    batch = [reading("e1", Kind.electrical, "heartbeat", T0 - 60_000, cable_temp_c=[30.0]),
+             reading("e1", Kind.electrical, "heartbeat", T0, cable_temp_c=[41.0])]  # 11 °C/min
+    d = only(evaluate(fleet, *batch))
+    assert (d.type, d.rule, d.ts_ms) == (AlarmType.cable_overheat, "electrical.cable_rise", T0)
+
+
 @pytest.mark.parametrize(("code", "type_"), [
     ("residual_current", "residual_current"), ("leakage", "residual_current"), ("over_temperature", "cable_overheat"),
     ("overload", "cable_overheat"), ("short_circuit", "arc_fault"), ("arc_fault", "arc_fault"),

@@ -276,8 +276,6 @@ class Readings:
         b_ts = np.full(rows.shape[0], NO_TIME, np.int64)
         b_val = np.full(rows.shape[0], np.nan)
         shared = self.rows_of(rows)
-        if shared.shape[0] == rows.shape[0]:  # no other readings of these devices
-            return b_ts, b_val
         shared = shared[~np.isnan(column[shared])]
         shared = shared[repeats(self.slot[shared])]
         if shared.size == 0:
