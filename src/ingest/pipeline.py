@@ -17,6 +17,7 @@ GB/T 26875 confirm) only then. So the at-least-once guarantee is "durably writte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -227,26 +228,30 @@ class Pipeline:
             tg.create_task(self._write_forever())
 
     async def _consume(self, lane: Lane) -> None:
+        """Take batches of submissions: on `evt` what is there, on `tel` up to `batch_max`
+        readings or what came within `batch_ms` of the first."""
         queue = self.lanes[lane]
-        loop = asyncio.get_running_loop()
         while True:
             batch = [await queue.get()]
             count = len(batch[0].readings)
-            deadline = loop.time() + (self.batch_s if lane == "tel" else 0)
-            while count < self.batch_max:
-                if queue.empty():
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        batch.append(await asyncio.wait_for(queue.get(), remaining))
-                    except TimeoutError:
-                        break
-                else:
-                    batch.append(queue.get_nowait())
+            if lane == "tel":
+                count = await self._fill(queue, batch, count)
+            while count < self.batch_max and not queue.empty():
+                batch.append(queue.get_nowait())
                 count += len(batch[-1].readings)
             self.metrics.queue_depth.labels(lane).set(queue.qsize())
             await self._process(batch, lane)
+
+    async def _fill(self, queue: asyncio.Queue[Submission], batch: list[Submission], count: int) -> int:
+        """Add to `batch` until it holds `batch_max` readings or `batch_ms` has passed; answer its
+        count. One timer per batch: `wait_for` per submission cost a task and a timer each. A
+        `get` cut off by the timer takes nothing from the queue."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.batch_s):
+                while count < self.batch_max:
+                    batch.append(await queue.get())
+                    count += len(batch[-1].readings)
+        return count
 
     async def _process(self, batch: list[Submission], lane: Lane) -> None:
         now = self.clock()
