@@ -58,6 +58,12 @@ class Event(IntEnum):
             raise ValueError(f"unknown event {name!r}") from None
 
 
+#: Look-ups for hot paths: `__members__` builds a mapping proxy per access and `.name` is a property.
+KIND_BY_NAME: dict[str, Kind] = dict(Kind.__members__)
+EVENT_BY_NAME: dict[str, Event] = dict(Event.__members__)
+KIND_NAMES: dict[Kind, str] = {k: k.name for k in Kind}
+EVENT_NAMES: dict[Event, str] = {e: e.name for e in Event}
+
 #: Events that belong on the `evt` priority lane.
 ATTENTION_EVENTS = frozenset(Event) - {Event.heartbeat, Event.report}
 

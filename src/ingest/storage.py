@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from devices.kinds import Event, Kind
+from devices.kinds import EVENT_NAMES, KIND_NAMES, Event
 from devices.reading import Reading
 
 READING_COLUMNS = (
@@ -135,8 +135,6 @@ def prepare(r: Reading, source: str) -> tuple[MemoryKey, tuple[Any, ...]]:
     )
 
 
-_KIND_NAMES = {k: k.name for k in Kind}
-_EVENT_NAMES = {e: e.name for e in Event}
 #: identity's digest bases, with component None: b"c|None|{event}|" + metrics JSON (no seq),
 #: b"s|{seq}|None|{event}" (seq and a device time), b"u|{seq}|None|{event}" (seq, untimed).
 _CONTENT_BASIS = {e: f"c|None|{int(e)}|".encode() for e in Event}
@@ -153,7 +151,7 @@ def prepare_many(readings: Sequence[Reading], source: str) -> tuple[list[MemoryK
     rows: list[tuple[Any, ...]] = []
     dumps, sort = orjson.dumps, _SORTED
     copy, u64, epoch = _BLAKE2B_8.copy, _U64, _PG_EPOCH_US
-    content_basis, seq_suffix, kind_names, event_names = _CONTENT_BASIS, _SEQ_SUFFIX, _KIND_NAMES, _EVENT_NAMES
+    content_basis, seq_suffix, kind_names, event_names = _CONTENT_BASIS, _SEQ_SUFFIX, KIND_NAMES, EVENT_NAMES
     for r in readings:
         try:
             metrics_json = dumps(r.metrics, option=sort)

@@ -20,7 +20,7 @@ import math
 import re
 from typing import Any
 
-from devices.kinds import ALL_METRICS, Event, Kind
+from devices.kinds import ALL_METRICS, EVENT_BY_NAME, KIND_BY_NAME, Event
 from devices.reading import Reading
 
 from .errors import DecodeError
@@ -40,8 +40,7 @@ from .values import (
 _ID_CHARS = "[A-Za-z0-9_.:-]{1,64}"
 #: The ids of a batch joined by "\n" (a character no id may hold): `devices.kinds.DEVICE_ID_RE` for each.
 _JOINED_IDS = re.compile(f"{_ID_CHARS}(?:\n{_ID_CHARS})*")
-_KINDS: dict[Any, Kind] = dict(Kind.__members__)
-_EVENTS: dict[Any, Event] = {**Event.__members__, None: Event.report}
+_EVENTS: dict[Any, Event] = {**EVENT_BY_NAME, None: Event.report}
 _NUMBER_TYPES = frozenset((int, float))
 _BAD = DecodeError("a batch element does not validate")  # the caller only needs to know it failed
 _UNBOUNDED = (-math.inf, math.inf)
@@ -67,7 +66,7 @@ def _readings(elements: list[dict[str, Any]], received_ms: int) -> list[Reading]
     joined = "\n".join(ids)  # TypeError unless every id is a str
     if _JOINED_IDS.fullmatch(joined) is None or joined.count("\n") != n - 1:
         raise _Invalid
-    kinds = [_KINDS[o.get("kind")] for o in elements]  # KeyError (or TypeError) for anything else
+    kinds = [KIND_BY_NAME[o.get("kind")] for o in elements]  # KeyError (or TypeError) for anything else
     events = [_EVENTS[o.get("event")] for o in elements]
     tss = [o.get("ts") for o in elements]
     ts_ms = _times(tss, received_ms)

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from devices.kinds import ALL_METRICS, Event, Kind
+from devices.kinds import ALL_METRICS, KIND_NAMES, Event, Kind
 from devices.reading import Reading
 
 from .errors import BatchItemError, DecodeError
@@ -29,7 +29,6 @@ from .values import (
 
 #: Most reports one batch payload may carry.
 MAX_BATCH = 10_000
-_KIND_NAMES = {k: k.name for k in Kind}  # an enum's `.name` is a property: slow on the hot path
 
 
 def decode_json_report(
@@ -161,7 +160,7 @@ def reading_from_object(
 ) -> Reading:
     """A reading from a parsed JSON report object."""
     device_id = _agreeing("device_id", obj.get("device_id"), topic_device)
-    kind = parse_kind(_agreeing("kind", obj.get("kind"), _KIND_NAMES[topic_kind] if topic_kind is not None else None))
+    kind = parse_kind(_agreeing("kind", obj.get("kind"), KIND_NAMES[topic_kind] if topic_kind is not None else None))
     event = obj.get("event")
     metrics, extra = split_data(obj.get("data"))
     ts = obj.get("ts")

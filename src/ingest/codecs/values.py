@@ -8,7 +8,9 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from devices.kinds import BREAKER_STATES, DEVICE_ID_RE, GAS_TYPES, KIND_METRICS, NB_METRICS, VALVE_STATES, Event, Kind
+from devices.kinds import (
+    BREAKER_STATES, DEVICE_ID_RE, EVENT_BY_NAME, GAS_TYPES, KIND_BY_NAME, KIND_METRICS, NB_METRICS, VALVE_STATES, Event, Kind,
+)
 
 from .errors import DecodeError
 
@@ -116,19 +118,15 @@ def show(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-_KINDS: dict[str, Kind] = dict(Kind.__members__)  # `__members__` builds a mapping proxy per access
-_EVENTS: dict[str, Event] = dict(Event.__members__)
-
-
 def parse_kind(value: Any) -> Kind:
-    kind = _KINDS.get(value) if isinstance(value, str) else None
+    kind = KIND_BY_NAME.get(value) if isinstance(value, str) else None
     if kind is None:
         raise DecodeError(f"kind must be one of {', '.join(Kind.__members__)}, got {show(value)}")
     return kind
 
 
 def parse_event(value: Any) -> Event:
-    event = _EVENTS.get(value) if isinstance(value, str) else None
+    event = EVENT_BY_NAME.get(value) if isinstance(value, str) else None
     if event is None:
         raise DecodeError(f"unknown event {show(value)}")
     return event
