@@ -5,6 +5,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY simulators ./simulators
+# The SQL migrations travel inside the wheel (miaoxiang/migrations), found by the default migrations_dir.
+COPY migrations ./migrations
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
@@ -12,9 +14,7 @@ RUN useradd --system --uid 10001 --home /app miaoxiang
 WORKDIR /app
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-COPY migrations /app/migrations
-ENV MIAOXIANG_MIGRATIONS_DIR=/app/migrations \
-    MIAOXIANG_HTTP_HOST=0.0.0.0 \
+ENV MIAOXIANG_HTTP_HOST=0.0.0.0 \
     MIAOXIANG_DATA_DIR=/app/data
 USER miaoxiang
 EXPOSE 8080 9026

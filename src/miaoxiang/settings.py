@@ -10,7 +10,17 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "MIAOXIANG_"
-DEFAULT_MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def _default_migrations_dir() -> Path:
+    """The SQL migrations the wheel ships as `miaoxiang/migrations`; in a checkout, the top-level
+    `migrations/` they are built from."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "migrations"
+    return packaged if packaged.is_dir() else here.parents[1] / "migrations"
+
+
+DEFAULT_MIGRATIONS_DIR = _default_migrations_dir()
 
 
 class SettingsError(Exception):
