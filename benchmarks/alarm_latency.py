@@ -189,7 +189,7 @@ async def main() -> None:
                     sent = await publish_alarms(client, root, quiet_devices, 0.01)
                     await wait_all(stream, quiet_devices)
                     quiet = [1000 * (stream.first_seen[d] - sent[d]) for d in quiet_devices]
-                    written = app.state.pipeline.metrics.written
+                    written = app.state.services.pipeline.metrics.written
                     before, started = written._value.get(), time.perf_counter()  # noqa: SLF001
                     flooding = asyncio.create_task(burst(url, root, args.burst_rate, args.burst_messages, args.burst_max_s))
                     await asyncio.sleep(1.5)  # the publisher processes start; the burst is in full flow before the first alarm
@@ -202,7 +202,7 @@ async def main() -> None:
                             await asyncio.sleep(0.05)
                     burst_figures["drained_after_s"] = round(time.perf_counter() - started, 2)
                 reader.cancel()
-                histogram = service_histogram(app.state.metrics_registry)
+                histogram = service_histogram(app.state.services.metrics_registry)
         finally:
             await drop_db(db)
     idle, under_burst = percentiles(quiet), percentiles(loaded)

@@ -5,7 +5,7 @@ electrical, 5 % water, 5 % panel components) sends batches of 5,000 readings: mo
 and periodic reports with ordinary values, about 0.5 % alarms and clears, a few faults, tests and
 low batteries, after every device has been heard once. Each batch is evaluated and then applied
 to the fleet, as the service does, with the garbage collector tuned as the service tunes it
-(`miaoxiang.app.tune_gc`); only `evaluate` is timed. The plain scalar reference
+(`miaoxiang.services.tune_gc`); only `evaluate` is timed. The plain scalar reference
 (tests/unit/reference_rules.py) is timed on the first few batches of the same run for a ratio.
 Prints one JSON object.
 
@@ -27,7 +27,7 @@ from alerting.core import Correlator  # noqa: E402
 from devices.batch import NUMERIC_COLUMNS, ReadingColumns  # noqa: E402
 from devices.fleet import Fleet  # noqa: E402
 from devices.kinds import Event, Kind  # noqa: E402
-from miaoxiang.app import tune_gc  # noqa: E402
+from miaoxiang.services import tune_gc  # noqa: E402
 from tests.unit.reference_rules import T0, ReferenceCorrelator  # noqa: E402
 
 KIND_SHARE = [(Kind.smoke, 0.60), (Kind.gas, 0.15), (Kind.electrical, 0.15), (Kind.water, 0.05), (Kind.uitd, 0.05)]

@@ -158,7 +158,7 @@ async def pipeline(url: str, items: list[tuple[str, bytes]], expected: int, sett
         pass  # creates the persistent sessions
     await publish_all(url, items)
     async with serving(settings) as (app, _):
-        metrics = app.state.pipeline.metrics
+        metrics = app.state.services.pipeline.metrics
         received = metrics.received.labels("mqtt", "tel")
         while received._value.get() == 0:  # noqa: SLF001 - start-up is not what is measured
             await asyncio.sleep(0.0005)

@@ -19,18 +19,19 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, cast
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.requests import HTTPConnection
 
-from alerting.lifecycle import OPEN_STATUSES, Alarm, AlarmNotFound, Classification, InvalidTransition, loads, rfc3339, to_ms
-from alerting.model import AlarmType, Response, Severity
+from alerting.lifecycle import Alarm, AlarmNotFound, Classification, InvalidTransition, loads, rfc3339, to_ms
+from alerting.model import OPEN_STATUSES, AlarmType, Response, Severity
 from alerting.service import AlarmService
 from alerting.stream import StreamEvent
-from devices.auth import Operator, Principal, Viewer, authenticate
+from devices.auth import Operator, Principal, Viewer, principal_of
+from devices.auth import deps as auth_deps
 
 router = APIRouter(prefix="/api/v1/alarms", tags=["alarms"])
 
@@ -43,8 +44,19 @@ FILTER_VALUES = {
 }
 
 
-def alarm_service(request: HTTPConnection) -> AlarmService:
-    return request.app.state.alarms
+class AlarmDeps(Protocol):
+    """What the alarm routes read of the running service."""
+
+    @property
+    def alarms(self) -> AlarmService: ...
+
+
+def deps(conn: HTTPConnection) -> AlarmDeps:
+    return cast(AlarmDeps, conn.state.services)
+
+
+def alarm_service(d: Annotated[AlarmDeps, Depends(deps)]) -> AlarmService:
+    return d.alarms
 
 
 Alarms = Annotated[AlarmService, Depends(alarm_service)]
@@ -152,7 +164,7 @@ async def alarm_ws(websocket: WebSocket, token: str | None = None, last_event_id
         return
     except WebSocketDisconnect:
         return
-    service: AlarmService = websocket.app.state.alarms
+    service = deps(websocket).alarms
     sender = asyncio.create_task(_ws_send(websocket, service, principal, after))
     watcher = asyncio.create_task(_ws_watch(websocket))
     try:
@@ -239,10 +251,8 @@ async def resolve_alarm(alarm_id: str, body: ResolveBody, principal: Operator, a
 # --- helpers ----------------------------------------------------------------------------------
 async def _principal(conn: HTTPConnection, token: str | None) -> Principal:
     """The caller of a stream: the Authorization header, or a token given in the query or a message."""
-    if token is not None:
-        headers = [(k, v) for k, v in conn.scope["headers"] if k != b"authorization"]
-        conn = HTTPConnection({**conn.scope, "headers": [*headers, (b"authorization", f"Bearer {token}".encode())]})
-    return await authenticate(conn)  # type: ignore[arg-type]  # it only reads headers and app state
+    authorization = f"Bearer {token}" if token is not None else conn.headers.get("authorization", "")
+    return await principal_of(auth_deps(conn), authorization)
 
 
 def _alarm_id(text: str) -> int:

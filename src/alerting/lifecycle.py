@@ -32,15 +32,14 @@ from typing import Any, Literal, Protocol, get_args
 import asyncpg
 
 from alerting.metrics import AlarmMetrics
-from alerting.model import FIRE_CLASS, Decision, Response, Severity
+from alerting.model import ACTIVE_STATUSES, FIRE_CLASS, OPEN_STATUSES, Decision, Response, Severity
 from alerting.stream import AlarmHub, RegionFilter
+from devices.clock import Clock
 from devices.fleet import FLAPPING, Fleet
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], int]
 
-OPEN_STATUSES = ("active_unack", "active_ack", "cleared_unack")
 Classification = Literal["fire", "false_alarm", "test", "fault", "other"]
 CLASSIFICATIONS: tuple[str, ...] = get_args(Classification)
 LEVEL_NAMES = ("unit_contact", "grid_worker", "micro_fire_station", "fire_brigade_dispatch")
@@ -248,7 +247,7 @@ def fold(alarm: Alarm, d: Decision, now_ms: int) -> Change | None:
 
 def clear(alarm: Alarm, d: Decision) -> Change | None:
     """A clear decision: the condition ended. None when already cleared or when it is late."""
-    if d.ts_ms < alarm.last_seen_ms or alarm.status not in ("active_unack", "active_ack"):
+    if d.ts_ms < alarm.last_seen_ms or alarm.status not in ACTIVE_STATUSES:
         return None
     status = "cleared_unack" if alarm.status == "active_unack" else "cleared_ack"
     new = replace(alarm, status=status, cleared_at_ms=d.ts_ms)
@@ -325,7 +324,9 @@ class Notify(Protocol):
     def wake(self) -> None: ...
 
 
-_NEW_ALARM = """
+#: The partial unique index's predicate (migrations/0001_initial.sql), which ON CONFLICT must name.
+_OPEN_SQL = ", ".join(f"'{status}'" for status in OPEN_STATUSES)
+_NEW_ALARM = f"""
 INSERT INTO alarms (alarm_key, type, severity, response, status, device_ids, unit_id, region,
                     first_seen, last_seen, count, rule, evidence, escalation_level, escalated_at, created_at,
                     active_since)
@@ -335,7 +336,7 @@ SELECT $1, $2, $3, $4, 'active_unack', $5, $6,
 WHERE NOT EXISTS (  -- a report no newer than the newest closed alarm of this key raises nothing
     SELECT 1 FROM alarms WHERE alarm_key = $1 AND type = $2 AND status IN ('cleared_ack', 'resolved')
        AND greatest(last_seen, cleared_at) >= $8)
-ON CONFLICT (alarm_key, type) WHERE status IN ('active_unack', 'active_ack', 'cleared_unack')
+ON CONFLICT (alarm_key, type) WHERE status IN ({_OPEN_SQL})
 """
 #: A raise inside a transaction: the new alarm, or the open one locked to fold into.
 _INSERT_OR_LOCK = _NEW_ALARM + """

@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+#: Alarm statuses (CONTRACT §5) of an alarm still sounding, and of one not yet closed: an open
+#: alarm is the one a new decision of its (key, type) updates (one per key and type in PostgreSQL).
+ACTIVE_STATUSES = ("active_unack", "active_ack")
+OPEN_STATUSES = (*ACTIVE_STATUSES, "cleared_unack")
+
 
 class AlarmType(IntEnum):
     fire = 0

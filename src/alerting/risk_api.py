@@ -7,7 +7,7 @@ units outside it are left out, and a trend or report of a region outside it is 4
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol, cast
 from urllib.parse import quote
 
 import numpy as np
@@ -27,8 +27,19 @@ Depth = Annotated[int, Query(ge=1, le=6, description="region levels a group span
 Weeks = Annotated[int, Query(ge=2, le=104, description="weeks, the current one included")]
 
 
-def risk_service(request: Request) -> RiskService:
-    return request.app.state.risk
+class RiskDeps(Protocol):
+    """What the risk routes read of the running service."""
+
+    @property
+    def risk(self) -> RiskService: ...
+
+
+def deps(request: Request) -> RiskDeps:
+    return cast(RiskDeps, request.state.services)
+
+
+def risk_service(d: Annotated[RiskDeps, Depends(deps)]) -> RiskService:
+    return d.risk
 
 
 Risk = Annotated[RiskService, Depends(risk_service)]

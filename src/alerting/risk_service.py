@@ -22,7 +22,7 @@ from typing import Any, Literal
 import asyncpg
 import numpy as np
 
-from alerting.model import FIRE_CLASS, AlarmType, Severity
+from alerting.model import FIRE_CLASS, OPEN_STATUSES, AlarmType, Severity
 from alerting.risk import UnitInputs
 from alerting.risk_report import ReportRow, report_rows
 from alerting.risk_table import RiskTable, UnitRow
@@ -33,8 +33,6 @@ from devices.fleet_query import live_flags
 from devices.kinds import Kind
 from devices.registry import region_scoped
 
-#: Open alarms (the database's "one open alarm per key and type"): not yet closed.
-OPEN = ("active_unack", "active_ack", "cleared_unack")
 FIRE_TYPES = sorted(t.name for t in FIRE_CLASS)
 #: Alarm types about the health of devices, not about a hazard: left out of trends and report counts.
 HEALTH_TYPES = ("offline", "network_outage", "low_battery", "tamper", "device_fault", "panel_fault")
@@ -177,7 +175,7 @@ class RiskService:
         """Replace the alarm inputs of `units` (all units when None)."""
         t = self._table
         since = self.wall() - timedelta(days=HISTORY_DAYS)
-        rows = await conn.fetch(_ALARM_INPUTS_SQL, list(OPEN), FIRE_TYPES, since, units)
+        rows = await conn.fetch(_ALARM_INPUTS_SQL, list(OPEN_STATUSES), FIRE_TYPES, since, units)
         target = np.arange(len(t)) if units is None else np.array([t.index[u] for u in units], np.int64)
         values = UnitInputs.zeros(len(t))  # indexed by table row; rows without alarms stay zero
         severities = [s.name for s in Severity]

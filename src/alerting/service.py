@@ -10,7 +10,6 @@ connection that brings other processes' alarm events to this hub, in one TaskGro
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -19,7 +18,7 @@ import asyncpg
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from alerting.lifecycle import DB_DOWN, AlarmLifecycle, Clock
+from alerting.lifecycle import DB_DOWN, AlarmLifecycle
 from alerting.listen import follow
 from alerting.metrics import AlarmMetrics
 from alerting.model import Decision
@@ -27,8 +26,10 @@ from alerting.notify import Notifier
 from alerting.stream import AlarmHub, db_replay
 from alerting.writer import DecisionWriter
 from devices.batch import ReadingColumns
+from devices.clock import Clock
 from devices.fleet import FLAPPING, Fleet
 from devices.reading import Reading
+from devices.service import save_flapping_cleared
 
 log = logging.getLogger(__name__)
 
@@ -159,22 +160,14 @@ class AlarmService:
 
     async def clear_flapping(self, device_id: str, actor: str, note: str | None = None) -> bool:
         """Lift a detector's flapping mark (CONTRACT §8); answer whether it was marked. The audit
-        row (`device_audit`) and the checkpointed flag are written in one transaction first, so
-        the cleared mark survives a restart; raises UnknownDevice."""
+        row and the checkpointed flag are written first (`devices.service.save_flapping_cleared`),
+        so the cleared mark survives a restart; raises UnknownDevice."""
         slot = self.fleet.slot(device_id)
         if slot < 0:
             raise UnknownDevice(device_id)
         if not int(self.fleet.flags[slot]) & FLAPPING:
             return False
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO device_audit (device_id, action, actor, detail) VALUES ($1, 'flapping_cleared', $2, $3::jsonb)",
-                device_id, actor, json.dumps({"note": note}, ensure_ascii=False),
-            )
-            await conn.execute(
-                "UPDATE device_state SET flags = flags & ~$2::integer, updated_at = now() WHERE device_id = $1",
-                device_id, FLAPPING,
-            )
+        await save_flapping_cleared(self.pool, device_id, actor, note)
         self.correlator.clear_flapping(slot, self.fleet)
         if self.on_flapping_cleared is not None:
             self.on_flapping_cleared(device_id)

@@ -13,13 +13,11 @@ Times are RFC 3339 (UTC).
 from __future__ import annotations
 
 import base64
-import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, cast
 
-import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,7 +26,7 @@ from devices.auth import Admin, Operator, Principal, Viewer, create_token
 from devices.commands import COMMANDS, InvalidCommand
 from devices.importer import UnusableImport
 from devices.kinds import Kind
-from devices.registry import DeviceSpec, InvalidSpec, KindConflict, UnitSpec, UnknownUnit, region_scoped
+from devices.registry import DeviceSpec, InvalidSpec, KindConflict, UnitSpec, UnknownUnit
 from devices.service import DeviceService
 
 router = APIRouter(prefix="/api/v1", tags=["devices"])
@@ -39,8 +37,32 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
 
 
-def device_service(request: Request) -> DeviceService:
-    return request.app.state.devices
+class UnitRisk(Protocol):
+    """The four-colour risk grading (`alerting.risk_service.RiskService`). A protocol so that
+    `devices` needs nothing from `alerting`."""
+
+    async def colours(self, unit_ids: Sequence[str]) -> Mapping[str, str]: ...
+
+
+class DeviceDeps(Protocol):
+    """What the device routes read of the running service."""
+
+    @property
+    def devices(self) -> DeviceService: ...
+
+    @property
+    def risk(self) -> UnitRisk | None: ...
+
+
+def deps(request: Request) -> DeviceDeps:
+    return cast(DeviceDeps, request.state.services)
+
+
+Deps = Annotated[DeviceDeps, Depends(deps)]
+
+
+def device_service(d: Deps) -> DeviceService:
+    return d.devices
 
 
 Devices = Annotated[DeviceService, Depends(device_service)]
@@ -48,19 +70,6 @@ Devices = Annotated[DeviceService, Depends(device_service)]
 
 def ms_iso(ms: int | None) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, UTC) if ms else None
-
-
-def _instant(value: str | None, name: str) -> datetime | None:
-    """Epoch milliseconds or an RFC 3339 time."""
-    if value is None:
-        return None
-    try:
-        if value.lstrip("-").isdigit():
-            return datetime.fromtimestamp(int(value) / 1000, UTC)
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        raise HTTPException(422, f"{name} must be epoch milliseconds or an RFC 3339 time") from None
 
 
 def _region(raw: str | None) -> str | None:
@@ -112,7 +121,8 @@ def live_state(svc: DeviceService, device_id: str) -> dict[str, Any]:
     }
 
 
-async def _visible_device(svc: DeviceService, principal: Principal, device_id: str) -> dict[str, Any]:
+async def visible_device(svc: DeviceService, principal: Principal, device_id: str) -> dict[str, Any]:
+    """The registry data of a device the principal may see; 404 if unknown, 403 outside its regions."""
     device = await registry.get_device(svc.pool, device_id)
     if device is None:
         raise HTTPException(404, f"unknown device {device_id}")
@@ -206,46 +216,8 @@ async def list_devices(
 @router.get("/devices/{device_id}")
 async def get_device(device_id: str, principal: Viewer, svc: Devices) -> dict[str, Any]:
     """Registry data plus live state: status, last_seen, battery, signal, last values."""
-    device = await _visible_device(svc, principal, device_id)
+    device = await visible_device(svc, principal, device_id)
     return {**device, **live_state(svc, device_id)}
-
-
-@router.get("/devices/{device_id}/readings")
-async def device_readings(
-    device_id: str,
-    principal: Viewer,
-    svc: Devices,
-    from_: Annotated[str | None, Query(alias="from", description="epoch ms or RFC 3339, inclusive")] = None,
-    to: Annotated[str | None, Query(description="epoch ms or RFC 3339, exclusive")] = None,
-    limit: Limit = 100,
-    cursor: Cursor = None,
-) -> dict[str, Any]:
-    """Stored readings of a device, newest first."""
-    await _visible_device(svc, principal, device_id)
-    before: tuple[datetime, int] | None = None
-    if cursor is not None:
-        try:
-            us, dedup = cursor.split(":")
-            before = (datetime.fromtimestamp(int(us) / 1_000_000, UTC), int(dedup))
-        except ValueError:
-            raise HTTPException(422, "cursor is not a next_cursor of this list") from None
-    rows = await svc.pool.fetch(
-        """SELECT ts, received_at, seq, dedup, kind, event, component, metrics, extra, source FROM readings
-           WHERE device_id = $1 AND ($2::timestamptz IS NULL OR ts >= $2) AND ($3::timestamptz IS NULL OR ts < $3)
-             AND ($4::timestamptz IS NULL OR (ts, dedup) < ($4, $5::bigint))
-           ORDER BY ts DESC, dedup DESC LIMIT $6""",
-        device_id, _instant(from_, "from"), _instant(to, "to"),
-        before[0] if before else None, before[1] if before else None, limit,
-    )
-    items = [
-        {"device_id": device_id, "ts": r["ts"], "received_at": r["received_at"], "seq": r["seq"], "kind": r["kind"],
-         "event": r["event"], "component": r["component"], "metrics": json.loads(r["metrics"]),
-         "extra": json.loads(r["extra"]) if r["extra"] else None, "source": r["source"]}
-        for r in rows
-    ]
-    last = rows[-1] if len(rows) == limit else None
-    next_cursor = f"{round(last['ts'].timestamp() * 1_000_000)}:{last['dedup']}" if last else None
-    return {"items": items, "next_cursor": next_cursor}
 
 
 class MaintenanceIn(BaseModel):
@@ -255,7 +227,7 @@ class MaintenanceIn(BaseModel):
 @router.post("/devices/{device_id}/maintenance")
 async def device_maintenance(device_id: str, body: MaintenanceIn, principal: Operator, svc: Devices) -> dict[str, Any]:
     """Switch a device's maintenance mode (its alarms are kept with response `none`)."""
-    await _visible_device(svc, principal, device_id)
+    await visible_device(svc, principal, device_id)
     await registry.set_device_maintenance(svc.pool, device_id, body.on)
     slot = svc.fleet.slot(device_id)
     if slot >= 0:
@@ -276,7 +248,7 @@ class CommandIn(BaseModel):
 async def send_command(device_id: str, body: CommandIn, principal: Operator, svc: Devices) -> dict[str, Any]:
     """Send a downlink command; answers its `cmd_id` and `state` (`sent`, or later `acked`,
     `failed`, `timeout`: follow it with `GET /api/v1/commands/{cmd_id}`)."""
-    device = await _visible_device(svc, principal, device_id)
+    device = await visible_device(svc, principal, device_id)
     try:
         return await svc.commands.send(
             device_id, Kind.parse(device["kind"]), body.cmd, body.params, timeout_s=body.timeout_s, actor=principal.name
@@ -290,7 +262,7 @@ async def device_commands(
     device_id: str, principal: Viewer, svc: Devices, limit: Limit = 100, cursor: Cursor = None
 ) -> dict[str, Any]:
     """A device's commands, newest first."""
-    await _visible_device(svc, principal, device_id)
+    await visible_device(svc, principal, device_id)
     before: tuple[datetime, uuid.UUID] | None = None
     if cursor is not None:
         try:
@@ -330,16 +302,9 @@ class UnitIn(BaseModel):
     location: dict[str, Any] | str | None = None
 
 
-class UnitRisk(Protocol):
-    """The four-colour risk grading (`alerting.risk_service.RiskService`, in `app.state.risk`).
-    A protocol so that `devices` needs nothing from `alerting`."""
-
-    async def colours(self, unit_ids: Sequence[str]) -> Mapping[str, str]: ...
-
-
-async def _colours(request: Request, unit_ids: Sequence[str]) -> Mapping[str, str]:
+async def _colours(d: DeviceDeps, unit_ids: Sequence[str]) -> Mapping[str, str]:
     """Risk colour per unit; empty when the app has no risk grading (a unit not yet rated is absent)."""
-    risk: UnitRisk | None = getattr(request.app.state, "risk", None)
+    risk = d.risk
     return await risk.colours(unit_ids) if risk is not None and unit_ids else {}
 
 
@@ -359,7 +324,7 @@ async def _visible_unit(svc: DeviceService, principal: Principal, unit_id: str) 
 
 @router.post("/units", status_code=201)
 async def upsert_unit(
-    body: UnitIn, request: Request, response: Response, principal: Operator, svc: Devices
+    body: UnitIn, response: Response, principal: Operator, d: Deps, svc: Devices
 ) -> dict[str, Any]:
     """Create a unit (201; `unit_id` generated when absent) or replace one (200)."""
     try:
@@ -377,13 +342,13 @@ async def upsert_unit(
     svc.fleet.set_unit(unit["unit_id"], region=unit["region"], maintenance=unit["maintenance"])
     if not created:
         response.status_code = 200
-    return unit_out(unit, await _colours(request, [unit["unit_id"]]))
+    return unit_out(unit, await _colours(d, [unit["unit_id"]]))
 
 
 @router.get("/units")
 async def list_units(
-    request: Request,
     principal: Viewer,
+    d: Deps,
     svc: Devices,
     region: Annotated[str | None, Query(description="region path prefix")] = None,
     limit: Limit = 100,
@@ -392,14 +357,14 @@ async def list_units(
     units = await registry.list_units(
         svc.pool, region_prefix=_region(region), scope=principal.regions, after=cursor, limit=limit
     )
-    colours = await _colours(request, [u["unit_id"] for u in units])
+    colours = await _colours(d, [u["unit_id"] for u in units])
     return _page([unit_out(u, colours) for u in units], limit, lambda u: u["unit_id"])
 
 
 @router.get("/units/{unit_id}")
-async def get_unit(unit_id: str, request: Request, principal: Viewer, svc: Devices) -> dict[str, Any]:
+async def get_unit(unit_id: str, principal: Viewer, d: Deps, svc: Devices) -> dict[str, Any]:
     unit = await _visible_unit(svc, principal, unit_id)
-    return unit_out(unit, await _colours(request, [unit_id]))
+    return unit_out(unit, await _colours(d, [unit_id]))
 
 
 @router.post("/units/{unit_id}/maintenance")
@@ -478,33 +443,3 @@ async def new_token(body: TokenIn, principal: Admin, svc: Devices) -> dict[str, 
         raise HTTPException(422, str(e)) from None
     token = await create_token(svc.pool, body.name, body.role, regions)
     return {"name": body.name, "role": body.role, "regions": regions, "token": token}
-
-
-@router.get("/stats/overview")
-async def overview(
-    principal: Viewer,
-    svc: Devices,
-    region_depth: Annotated[int, Query(ge=1, le=6, description="region levels to count by (1: province)")] = 1,
-) -> dict[str, Any]:
-    """Counts by status, kind and region; the (up to 100) devices offline longest; active alarms."""
-    fleet = svc.fleet
-    counts = fleet.counts(scope=principal.regions or None, region_depth=region_depth)
-    offline = fleet.query(status="offline", scope=principal.regions or None, limit=fleet.size or 1)
-    longest = offline[np.argsort(fleet.offline_since_ms[offline], kind="stable")[:100]]
-    alarms = await svc.pool.fetch(
-        f"""SELECT severity, status, count(*) AS n FROM alarms
-            WHERE status IN ('active_unack', 'active_ack') AND {region_scoped(1, 2)}
-            GROUP BY severity, status""",
-        None, list(principal.regions),
-    )
-    return {
-        **counts,
-        "offline_devices": [
-            {"device_id": fleet.device_ids[s], "offline_since": ms_iso(int(fleet.offline_since_ms[s]))} for s in longest.tolist()
-        ],
-        "active_alarms": {
-            "total": sum(r["n"] for r in alarms),
-            "unacknowledged": sum(r["n"] for r in alarms if r["status"] == "active_unack"),
-            "by_severity": {sev: sum(r["n"] for r in alarms if r["severity"] == sev) for sev in ("critical", "major", "minor", "warning")},
-        },
-    }

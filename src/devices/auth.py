@@ -1,7 +1,8 @@
 """Bearer tokens with roles and region scopes (CONTRACT §5), shared by every router.
 
 Tokens are stored as SHA-256 hashes (they are long random strings, so a slow hash adds
-nothing); the first admin token comes from settings and is compared in constant time.
+nothing); the first admin token is the service's configured one (`AuthDeps.admin_token`), compared
+in constant time.
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Protocol, cast
 
 import asyncpg
 from fastapi import Depends, HTTPException, Request
+from pydantic import SecretStr
+from starlette.requests import HTTPConnection
 
 ROLES = ("viewer", "operator", "admin")
 
@@ -53,15 +57,29 @@ async def create_token(pool: asyncpg.Pool, name: str, role: str, regions: list[s
     return token
 
 
-async def authenticate(request: Request) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+class AuthDeps(Protocol):
+    """What authentication reads of the running service."""
+
+    @property
+    def admin_token(self) -> SecretStr | None: ...
+
+    @property
+    def pool(self) -> asyncpg.Pool: ...
+
+
+def deps(conn: HTTPConnection) -> AuthDeps:
+    return cast(AuthDeps, conn.state.services)
+
+
+async def principal_of(auth: AuthDeps, authorization: str) -> Principal:
+    """The principal of an `Authorization` header value; 401 when it names no valid token."""
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-    admin = request.app.state.settings.admin_token
+    admin = auth.admin_token
     if admin is not None and hmac.compare_digest(token.encode(), admin.get_secret_value().encode()):
         return Principal("admin", "admin")
-    row = await request.app.state.pool.fetchrow(
+    row = await auth.pool.fetchrow(
         "SELECT name, role, regions FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL", hash_token(token)
     )
     if row is None:
@@ -69,7 +87,11 @@ async def authenticate(request: Request) -> Principal:
     return Principal(row["name"], row["role"], tuple(row["regions"]))
 
 
-def require(role: str):  # noqa: ANN201 - a FastAPI dependency factory
+async def authenticate(request: Request, auth: Annotated[AuthDeps, Depends(deps)]) -> Principal:
+    return await principal_of(auth, request.headers.get("authorization", ""))
+
+
+def require(role: str) -> Callable[[Principal], Awaitable[Principal]]:
     """Dependency: the caller's principal, which must hold at least `role`."""
 
     async def dep(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:

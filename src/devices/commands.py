@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 
+from devices.clock import Clock
 from devices.fleet import Fleet
 from devices.kinds import Kind
 from devices.registry import InvalidSpec, full_thresholds, merge_thresholds, parse_thresholds
@@ -30,7 +31,6 @@ from devices.registry import InvalidSpec, full_thresholds, merge_thresholds, par
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, bytes], Awaitable[None]]
-Clock = Callable[[], int]
 
 #: Command -> the kinds it applies to (None: every kind).
 COMMANDS: dict[str, frozenset[Kind] | None] = {

@@ -12,20 +12,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 
 from devices.checkpoint import STATE_QUERY, VALUES_QUERY, restore_state
+from devices.clock import Clock
 from devices.commands import DB_ERRORS, CommandService
-from devices.fleet import Fleet
+from devices.fleet import FLAPPING, Fleet
 from devices.importer import Format, ImportReport, Progress, import_devices, register_in_fleet
 from devices.registry import DeviceSpec, full_thresholds, load_devices, load_units, register_device
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], int]
 STATE_COLUMNS = ("device_id", "last_seen", "status", "battery_pct", "rsrp_dbm", "last_values", "flags", "updated_at")
 
 
@@ -133,3 +132,17 @@ class DeviceService:
 
     async def import_devices(self, text: str, fmt: Format, progress: Progress | None = None) -> ImportReport:
         return await import_devices(self.pool, self.fleet, text, fmt, progress=progress)
+
+
+async def save_flapping_cleared(pool: asyncpg.Pool, device_id: str, actor: str, note: str | None) -> None:
+    """An operator lifted a detector's flapping mark: audit it (`device_audit`) and clear the flag
+    in the saved live state (`device_state`), in one transaction."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO device_audit (device_id, action, actor, detail) VALUES ($1, 'flapping_cleared', $2, $3::jsonb)",
+            device_id, actor, json.dumps({"note": note}, ensure_ascii=False),
+        )
+        await conn.execute(
+            "UPDATE device_state SET flags = flags & ~$2::integer, updated_at = now() WHERE device_id = $1",
+            device_id, FLAPPING,
+        )

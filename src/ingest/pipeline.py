@@ -29,6 +29,7 @@ import asyncpg
 import numpy as np
 
 from devices.batch import ReadingColumns
+from devices.clock import Clock, wall_clock_ms
 from devices.fleet import Fleet
 from devices.kinds import ATTENTION_EVENTS
 from devices.reading import Reading
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 Lane = Literal["evt", "tel"]
 #: Answers None, or a future that resolves once what it decided on the batch is committed.
 BatchHandler = Callable[[list[Reading], ReadingColumns], Awaitable["asyncio.Future[None] | None"]]
-Clock = Callable[[], int]
 #: The bytes each reading of a submission came from, by the reading's index: the payload as
 #: received for a single report, the element's own text for a batch element.
 RawOf = Callable[[int], bytes]
@@ -55,10 +55,6 @@ def _release(waiters: list[asyncio.Future[None]], decided: asyncio.Future[None] 
     for w in waiters:
         if not w.done():
             w.set_result(None)
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def lane_for(readings: list[Reading]) -> Lane:

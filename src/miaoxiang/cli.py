@@ -35,8 +35,8 @@ async def _serve(settings: Settings) -> int:
     async with serving(settings) as (app, base):
         log.info("serving on %s (console at %s/)", base, base)
         while not app.state.server_task.done():
-            if app.state.background_error is not None:
-                log.error("stopping: a background task failed: %r", app.state.background_error)
+            if app.state.services.background_error is not None:
+                log.error("stopping: a background task failed: %r", app.state.services.background_error)
                 return 1
             await asyncio.sleep(0.5)
     return 0

@@ -66,11 +66,11 @@ async def run_demo(settings: Settings, *, devices: int, seed: int) -> None:
     async with serving(settings) as (app, base):
         print(f"\n秒响 Miaoxiang demo\n  console:     {base}/#token={token}\n  admin token: {token}\n"
               f"  (the link signs you in; Ctrl-C stops the demo)\n", file=sys.stderr, flush=True)
-        gb = app.state.gb26875
+        gb = app.state.services.gb26875
         target = Target(
-            base_url=base, token=token, mqtt_url=app.state.mqtt_url, topic_root=settings.topic(),
+            base_url=base, token=token, mqtt_url=app.state.services.mqtt_url, topic_root=settings.topic(),
             gb26875=("127.0.0.1", gb.port) if gb is not None else None, device_tz=settings.device_tz,
-            mqtt_protocol=app.state.mqtt_protocol,
+            mqtt_protocol=app.state.services.mqtt_protocol,
         )
         fleet = build_fleet(devices, seed)
         async with httpx.AsyncClient(base_url=base, timeout=30, headers={"Authorization": f"Bearer {token}"}) as http:

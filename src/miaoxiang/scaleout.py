@@ -23,12 +23,13 @@ import asyncpg
 
 from alerting.partitioned import FleetAlarms, PartitionAlarms
 from alerting.service import AlarmService
+from devices.clock import Clock
 from devices.commands import CommandService
 from devices.fleet import Fleet
 from devices.registry_follow import follow_registry
 from devices.service import DeviceService
 from ingest.partition import Partitioner, PartitionFeed, internal_topic
-from ingest.pipeline import Clock, Pipeline
+from ingest.pipeline import Pipeline
 from ingest.transports.internal import Follow, InternalBus
 from ingest.transports.mqtt import BrokerConfig, MqttTransport
 from miaoxiang.settings import Settings

@@ -28,9 +28,9 @@ class _Server(uvicorn.Server):
         self.fastapi_app = app
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        alarms = getattr(self.fastapi_app.state, "alarms", None)
-        if alarms is not None:
-            alarms.hub.close()
+        services = getattr(self.fastapi_app.state, "services", None)
+        if services is not None:
+            services.alarms.hub.close()
         await super().shutdown(sockets)
 
 
@@ -47,12 +47,12 @@ async def serving(settings: Settings, *, ready_timeout: float = 60, **app_kwargs
     task = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(ready_timeout):
-            while not (server.started and app.state.mqtt.ready):
+            while not (server.started and app.state.services.broker_ready):
                 if task.done():
                     task.result()
                     raise RuntimeError("the service stopped during start-up")
-                if app.state.background_error is not None:
-                    raise RuntimeError("a background task failed during start-up") from app.state.background_error
+                if server.started and app.state.services.background_error is not None:
+                    raise RuntimeError("a background task failed during start-up") from app.state.services.background_error
                 await asyncio.sleep(0.02)
         app.state.server_task = task
         yield app, f"http://{settings.http_host}:{port}"

@@ -32,7 +32,7 @@ async def test_every_scenario_meets_its_ground_truth(settings: Settings, artifac
     async with running_service(settings, clock=clock.now_ms) as svc:
         target = Target(
             base_url=svc.base_url, token="test-admin-token", mqtt_url=settings.mqtt_url or "",
-            topic_root=settings.topic(), gb26875=("127.0.0.1", svc.app.state.gb26875.port),
+            topic_root=settings.topic(), gb26875=("127.0.0.1", svc.app.state.services.gb26875.port),
             device_tz=settings.device_tz,
         )
         plan = Plan(devices=DEVICES, seed=SEED, rate=2000, compression=COMPRESSION,

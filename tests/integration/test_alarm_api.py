@@ -9,6 +9,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
@@ -33,6 +34,7 @@ from devices.kinds import Kind
 from miaoxiang.embedded import free_port
 from miaoxiang.migrate import migrate
 from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR, Settings
+from tests.lifespan_state import with_services
 
 pytestmark = pytest.mark.integration
 T0 = 1_795_341_600_000
@@ -85,10 +87,9 @@ async def api(settings: Settings) -> AsyncIterator[Api]:
     service = AlarmService(pool, fleet, Correlator(RuleConfig()), lifecycle, hub, clock)
     app = FastAPI()
     app.include_router(router)
-    app.state.settings, app.state.pool, app.state.fleet, app.state.clock = settings, pool, fleet, clock
-    app.state.alarms = service
+    services = SimpleNamespace(admin_token=settings.admin_token, pool=pool, alarms=service)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(with_services(app, services), host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(10):
         while not server.started:

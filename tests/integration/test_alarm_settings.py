@@ -62,7 +62,7 @@ async def test_admin_configures_escalation_contacts_per_region_and_level(setting
                                    headers=svc.auth())).json()
         assert [c["name"] for c in page["items"] + rest["items"]] == ["119", "网格员", "other"] and rest["next_cursor"] is None
         # what the notifier will use: the unit's own webhook contacts join level 0; region prefixes by whole segment
-        pool: asyncpg.Pool = svc.app.state.pool
+        pool: asyncpg.Pool = svc.app.state.services.pool
         resolved = {lvl: sorted(r["webhook"] for r in await pool.fetch(
             "SELECT * FROM mx_escalation_contacts($1, 'U1', $2)", REGION, lvl)) for lvl in range(4)}
         assert resolved == {0: ["http://127.0.0.1:9/unit-desk"], 1: ["http://127.0.0.1:9/grid-2"], 2: [],
@@ -99,7 +99,7 @@ async def test_operator_clears_the_flapping_mark_and_it_stays_cleared_after_a_re
         await flap(settings, 3)
         await wait_for(lambda: _flapping(svc))
         assert "flapping" in await flags(svc)
-        await svc.app.state.devices.checkpoint()  # the mark is in the saved state too
+        await svc.app.state.services.devices.checkpoint()  # the mark is in the saved state too
         viewer, operator = await token(settings, "viewer"), await token(settings, "operator")
         outsider = await token(settings, "operator", ["浙江省"])
         path = f"/api/v1/devices/{DEVICE}/flapping/clear"
@@ -111,7 +111,7 @@ async def test_operator_clears_the_flapping_mark_and_it_stays_cleared_after_a_re
         assert r.json() == {"device_id": DEVICE, "flapping": False, "cleared": True, "by": "operator"}
         assert "flapping" not in await flags(svc)
         assert (await svc.http.post(path, headers=operator)).json()["cleared"] is False
-        pool: asyncpg.Pool = svc.app.state.pool
+        pool: asyncpg.Pool = svc.app.state.services.pool
         saved = await pool.fetchval("SELECT flags FROM device_state WHERE device_id = $1", DEVICE)
         assert saved & (1 << 9) == 0  # durable before any checkpoint: a crash now keeps it cleared
         audit = await pool.fetch("SELECT action, actor, detail FROM device_audit WHERE device_id = $1", DEVICE)

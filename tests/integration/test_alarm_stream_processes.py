@@ -85,7 +85,7 @@ async def test_alarms_of_one_instance_stream_from_the_other_in_order_and_resume(
         r = await a.http.post("/api/v1/devices/import", headers={**a.auth(), "Content-Type": "application/x-ndjson"},
                               content=lines)
         assert r.status_code == 200, r.text
-        pool: asyncpg.Pool = a.app.state.pool
+        pool: asyncpg.Pool = a.app.state.services.pool
         async with streaming(a) as on_a, streaming(b) as on_b:
             await publish_alarms(settings, DEVICES[:1])  # raised by A only (B listens on another prefix)
             await wait_for(lambda: on_b.events)

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import aiomqtt
 import asyncpg
@@ -17,6 +18,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from alerting.overview_api import router as overview_router
 from devices.api import router
 from devices.auth import create_token
 from devices.batch import ReadingColumns
@@ -25,8 +27,10 @@ from devices.fleet import Fleet
 from devices.kinds import Event, Kind
 from devices.reading import Reading
 from devices.service import DeviceService
+from ingest.readings_api import router as readings_router
 from miaoxiang.migrate import migrate
 from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR, Settings
+from tests.lifespan_state import with_services
 
 pytestmark = pytest.mark.integration
 T0 = 1_795_341_600_000
@@ -69,12 +73,12 @@ async def api(settings: Settings, mqtt_url: str) -> AsyncIterator[Api]:
         clock = ManualClock()
         commands = CommandService(pool, fleet, publish, topic_root=settings.topic(), clock=clock)
         app = FastAPI()
-        app.include_router(router)
-        app.state.settings = settings
-        app.state.pool = pool
-        app.state.fleet = fleet
-        app.state.clock = clock
-        app.state.devices = DeviceService(pool, fleet, commands, clock=clock)
+        for r in (router, readings_router, overview_router):
+            app.include_router(r)
+        services = SimpleNamespace(
+            admin_token=settings.admin_token, pool=pool, fleet=fleet, risk=None,
+            devices=DeviceService(pool, fleet, commands, clock=clock),
+        )
         tokens = {
             "admin": "test-admin-token",
             "operator": await create_token(pool, "op", "operator", []),
@@ -82,7 +86,7 @@ async def api(settings: Settings, mqtt_url: str) -> AsyncIterator[Api]:
             "zhanggong_viewer": await create_token(pool, "zg-view", "viewer", [ZHANGGONG]),
             "zhanggong_operator": await create_token(pool, "zg-op", "operator", [ZHANGGONG]),
         }
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=with_services(app, services)), base_url="http://test") as http:
             yield Api(http, pool, fleet, clock, tokens)
     await pool.close()
 

@@ -28,10 +28,10 @@ async def test_panel_fire_over_tcp_reaches_postgres_and_the_alarm_stream(setting
         assert (await svc.http.post("/api/v1/units", json=unit, headers=svc.auth())).status_code in (200, 201)
         device = {"device_id": DEVICE, "kind": "uitd", "unit_id": "U-gb"}
         assert (await svc.http.post("/api/v1/devices", json=device, headers=svc.auth())).status_code in (200, 201)
-        port = svc.app.state.gb26875.port
+        port = svc.app.state.services.gb26875.port
 
         async with svc.http.stream("GET", "/api/v1/alarms/stream", headers=svc.auth()) as stream:
-            await wait_for(lambda: svc.app.state.alarms.hub.subscribers)
+            await wait_for(lambda: svc.app.state.services.alarms.hub.subscribers)
             async with UitdSimulator("127.0.0.1", port, ADDRESS, seed=3) as sim:
                 assert (await sim.heartbeat()).command == Command.confirm
 
@@ -78,7 +78,7 @@ async def test_operators_run_duty_checks_and_reads_on_a_connected_device(setting
         url = f"/api/v1/uitd/{DEVICE}/requests"
         assert (await svc.http.post(url, json={"request": "duty_check"}, headers=svc.auth())).status_code == 404
 
-        async with UitdSimulator("127.0.0.1", svc.app.state.gb26875.port, ADDRESS, seed=3) as sim:
+        async with UitdSimulator("127.0.0.1", svc.app.state.services.gb26875.port, ADDRESS, seed=3) as sim:
             assert (await sim.heartbeat()).command == Command.confirm  # the session exists from here
             duty = await svc.http.post(url, json={"request": "duty_check", "duty_minutes": 10}, headers=svc.auth())
             assert duty.status_code == 200 and duty.json()["answer"]["command"] == "confirm"
@@ -103,7 +103,7 @@ async def test_a_device_under_test_raises_no_fire_and_the_listener_counts_on_met
     async with running_service(settings) as svc:
         device = {"device_id": DEVICE, "kind": "uitd"}
         assert (await svc.http.post("/api/v1/devices", json=device, headers=svc.auth())).status_code in (200, 201)
-        async with UitdSimulator("127.0.0.1", svc.app.state.gb26875.port, ADDRESS, seed=3) as sim:
+        async with UitdSimulator("127.0.0.1", svc.app.state.services.gb26875.port, ADDRESS, seed=3) as sim:
             assert (await sim.send(sim.panel.change(0, sim.now(), set_bits=FIRE))).command == Command.confirm
         await asyncio.sleep(0.3)
         alarms = (await svc.http.get("/api/v1/alarms", headers=svc.auth())).json()["items"]

@@ -155,7 +155,7 @@ async def test_fuzzed_push_never_5xx_and_every_rejection_is_a_dead_letter(hostil
             dead = await svc.http.get("/api/v1/dead-letters", params={"limit": 5}, headers=svc.auth())
             assert dead.status_code == 200 and all(d["reason"] and "raw" in d for d in dead.json()["items"])
             dead_total = await db.fetchval("SELECT count(*) FROM dead_letters")
-            assert svc.app.state.background_error is None
+            assert svc.app.state.services.background_error is None
         finally:
             await db.close()
     fivexx = sum(n for s, n in statuses.items() if s >= 500)
@@ -215,7 +215,7 @@ async def test_schemathesis_finds_no_server_error(hostile_settings: Settings) ->
                 check()
 
         await anyio.to_thread.run_sync(run_all)
-        assert svc.app.state.background_error is None
+        assert svc.app.state.services.background_error is None
     print("\nSCHEMATHESIS:", json.dumps({"operations": len(calls), "calls": sum(calls.values()), "5xx": len(failures),
                                          "seconds": round(time.monotonic() - started, 1)}))
     assert len(calls) >= 20

@@ -213,7 +213,7 @@ async def test_two_instances_split_a_share_stream_and_store_each_reading_once(se
                 for d in range(devices):
                     await pub.publish(settings.topic("tel", "smoke", f"sh-{d}"), js(ts=T0 + k * 1000, seq=k, event="heartbeat"), qos=1)
         total = devices * per_device
-        got = lambda: [int(s.app.state.pipeline.metrics.written._value.get()) for s in (a, b)]  # noqa: E731, SLF001
+        got = lambda: [int(s.app.state.services.pipeline.metrics.written._value.get()) for s in (a, b)]  # noqa: E731, SLF001
         await wait_for(lambda: sum(got()) >= total, timeout=30)
         await asyncio.sleep(0.5)
         split = got()

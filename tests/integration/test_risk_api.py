@@ -9,11 +9,13 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from alerting.risk_api import router
 from alerting.risk_service import RiskService
@@ -22,6 +24,7 @@ from devices.fleet import FAULT, OFFLINE, ONLINE, Fleet
 from devices.kinds import Kind
 from miaoxiang.migrate import migrate
 from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR, Settings
+from tests.lifespan_state import with_services
 from tests.service import running_service
 
 pytestmark = pytest.mark.integration
@@ -114,11 +117,9 @@ async def world(database_url: str) -> AsyncIterator[World]:
     risk = RiskService(pool, fleet, ttl_s=3600, wall=lambda: NOW)
     app = FastAPI()
     app.include_router(router)
-    app.state.pool = pool
-    app.state.settings = Settings(admin_token="tok")
-    app.state.risk = risk
+    services = SimpleNamespace(pool=pool, admin_token=SecretStr("tok"), risk=risk)
     viewer = await create_token(pool, "dh", "viewer", ["江西省/南昌市/东湖区"])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t",
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(with_services(app, services)), base_url="http://t",
                                  headers={"Authorization": "Bearer tok"}) as c:
         yield World(c, pool, risk, fleet, ids, viewer)
     await pool.close()

@@ -52,7 +52,7 @@ async def test_mqtt_report_is_stored_and_acknowledged(settings: Settings) -> Non
             assert quarantined is True
         finally:
             await conn.close()
-        assert svc.app.state.fleet.slot(device) >= 0
+        assert svc.app.state.services.fleet.slot(device) >= 0
 
 
 
@@ -71,7 +71,7 @@ async def test_shutdown_ends_open_alarm_streams(settings: Settings) -> None:
             headers = {"Authorization": "Bearer test-admin-token"}
             stream = await client.send(client.build_request("GET", f"{base}/api/v1/alarms/stream", headers=headers), stream=True)
             assert stream.status_code == 200
-            await wait_for(lambda: app.state.alarms.hub.subscribers)
+            await wait_for(lambda: app.state.services.alarms.hub.subscribers)
             body = asyncio.create_task(stream.aread())
             started = time.monotonic()
         took = time.monotonic() - started

@@ -1,0 +1,62 @@
+"""`GET /api/v1/stats/overview`: the fleet's counts by status, kind and region, the devices
+offline longest, and the active alarms (CONTRACT §5). Here rather than in `devices` because the
+alarms are this package's table; the fleet counts come from `devices.fleet_query`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Protocol, cast
+
+import asyncpg
+import numpy as np
+from fastapi import APIRouter, Depends, Query, Request
+
+from alerting.model import ACTIVE_STATUSES
+from devices.api import ms_iso
+from devices.auth import Viewer
+from devices.fleet import Fleet
+from devices.registry import region_scoped
+
+router = APIRouter(prefix="/api/v1", tags=["devices"])
+
+_ACTIVE_ALARMS_SQL = f"""SELECT severity, status, count(*) AS n FROM alarms
+WHERE status = ANY($3::text[]) AND {region_scoped(1, 2)}
+GROUP BY severity, status"""
+
+
+class OverviewDeps(Protocol):
+    """What the overview reads of the running service."""
+
+    @property
+    def fleet(self) -> Fleet: ...
+
+    @property
+    def pool(self) -> asyncpg.Pool: ...
+
+
+def deps(request: Request) -> OverviewDeps:
+    return cast(OverviewDeps, request.state.services)
+
+
+@router.get("/stats/overview")
+async def overview(
+    principal: Viewer,
+    d: Annotated[OverviewDeps, Depends(deps)],
+    region_depth: Annotated[int, Query(ge=1, le=6, description="region levels to count by (1: province)")] = 1,
+) -> dict[str, Any]:
+    """Counts by status, kind and region; the (up to 100) devices offline longest; active alarms."""
+    fleet = d.fleet
+    counts = fleet.counts(scope=principal.regions or None, region_depth=region_depth)
+    offline = fleet.query(status="offline", scope=principal.regions or None, limit=fleet.size or 1)
+    longest = offline[np.argsort(fleet.offline_since_ms[offline], kind="stable")[:100]]
+    rows = await d.pool.fetch(_ACTIVE_ALARMS_SQL, None, list(principal.regions), list(ACTIVE_STATUSES))
+    return {
+        **counts,
+        "offline_devices": [
+            {"device_id": fleet.device_ids[s], "offline_since": ms_iso(int(fleet.offline_since_ms[s]))} for s in longest.tolist()
+        ],
+        "active_alarms": {
+            "total": sum(r["n"] for r in rows),
+            "unacknowledged": sum(r["n"] for r in rows if r["status"] == "active_unack"),
+            "by_severity": {sev: sum(r["n"] for r in rows if r["severity"] == sev) for sev in ("critical", "major", "minor", "warning")},
+        },
+    }
