@@ -195,7 +195,10 @@ def test_tup_union_payload_list_decodes_each_item() -> None:
 
 def test_imei_absent_uses_device_id_and_missing_time_uses_receive_time() -> None:
     r = only_reading(envelope(payload={"serviceData": {"Alarm_Status": 1}}, IMEI=..., timestamp=...))
-    assert (r.device_id, r.ts_ms) == ("15017088" + IMEI, RECEIVED)
+    assert (r.device_id, r.ts_ms) == (IMEI, RECEIVED)  # an NB-IoT deviceId is productId + IMEI
+    props = {"serviceData": {"Alarm_Status": 1}}
+    assert only_reading(envelope(payload=props, IMEI=..., deviceId="15017088dtu-7")).device_id == "15017088dtu-7"
+    assert only_reading(envelope(payload=props, IMEI=..., productId=...)).device_id == "15017088" + IMEI
 
 
 def app_data(frame: bytes) -> dict[str, str]:
@@ -242,7 +245,7 @@ def test_online_offline_notices() -> None:
         PlatformNotice("online", IMEI, TS, {"productId": "15017088", "deviceId": "15017088" + IMEI, "tenantId": "2000012345"})
     ]
     offline = decode(envelope("deviceOnlineOfflineReport", eventType="0", IMEI=...))
-    assert [(n.kind, n.device_id) for n in offline.notices] == [("offline", "15017088" + IMEI)]
+    assert [(n.kind, n.device_id) for n in offline.notices] == [("offline", IMEI)]  # the IMEI inside deviceId
     with pytest.raises(DecodeError, match="eventType 7"):
         decode(envelope("deviceOnlineOfflineReport", eventType=7))
 
@@ -253,8 +256,13 @@ def test_command_response_notice() -> None:
     )
     [notice] = decode(body).notices
     assert (notice.kind, notice.device_id, notice.ts_ms) == ("command_response", IMEI, TS)
-    assert notice.detail["result_code"] == "SUCCESSFUL"
+    assert (notice.detail["result_code"], notice.detail["state"]) == ("SUCCESSFUL", "acked")
     assert (notice.detail["task_id"], notice.detail["cmd_id"]) == (48, "c-1")
+    states = {
+        code: decode(envelope("commandResponse", result={"resultCode": code})).notices[0].detail["state"]
+        for code in ("SENT", "DELIVERED", "SUCCESSFUL", "FAILED", "TIMEOUT")
+    }
+    assert states == {"SENT": "sent", "DELIVERED": "sent", "SUCCESSFUL": "acked", "FAILED": "failed", "TIMEOUT": "sent"}
     with pytest.raises(DecodeError, match="no result.resultCode"):
         decode(envelope("commandResponse", result={"resultDetail": {}}))
 

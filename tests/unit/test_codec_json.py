@@ -15,7 +15,7 @@ from devices.kinds import ALL_METRICS, BREAKER_STATES, FAULT_CODES, GAS_TYPES, K
 from devices.reading import Reading
 from ingest.codecs.errors import DecodeError
 from ingest.codecs.json_report import MAX_BATCH, decode_json_batch, decode_json_report, encode_json_report
-from ingest.codecs.report import decode_report
+from ingest.codecs.registry import decode_report
 
 CONTRACT_EXAMPLE = b"""{"device_id": "868120301234567", "kind": "smoke", "ts": 1795341600000, "seq": 4711,
  "event": "alarm", "data": {"smoke_obscuration_pct_m": 4.2, "temperature_c": 31.5,

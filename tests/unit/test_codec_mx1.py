@@ -13,7 +13,7 @@ from devices.kinds import FAULT_CODES, KIND_METRICS, NB_METRICS, Event, Kind
 from devices.reading import Reading
 from ingest.codecs.errors import DecodeError
 from ingest.codecs.mx1 import crc16_modbus, decode_mx1, encode_mx1
-from ingest.codecs.report import decode_report
+from ingest.codecs.registry import decode_report
 
 
 def crc_reference(data: bytes) -> int:

@@ -11,7 +11,7 @@ from devices.reading import Reading
 from ingest.codecs.errors import DecodeError
 from ingest.codecs.json_report import encode_json_report
 from ingest.codecs.mx1 import encode_mx1
-from ingest.codecs.report import decode_report
+from ingest.codecs.registry import decode_report
 
 READING = Reading(
     "868120301234567", Kind.water, Event.report, 1_795_341_600_000, 1_795_341_600_100, seq=3, metrics={"pressure_mpa": 0.35}

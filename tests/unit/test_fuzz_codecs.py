@@ -23,7 +23,7 @@ from ingest.codecs.mx1 import crc16_modbus, decode_mx1, encode_mx1
 from ingest.codecs.onenet import decode_onenet, verify_onenet
 from ingest.codecs.platform import PlatformResult
 from ingest.codecs.profiles import ProfileRegistry
-from ingest.codecs.report import decode_report
+from ingest.codecs.registry import decode_report
 from ingest.codecs.values import MAX_TS_MS, check_device_id, validate_metric
 
 PROFILES = ProfileRegistry.load()

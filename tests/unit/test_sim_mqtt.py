@@ -11,7 +11,7 @@ import pytest
 
 from devices.kinds import Kind
 from ingest.codecs.json_report import decode_json_batch
-from ingest.codecs.report import decode_report
+from ingest.codecs.registry import decode_report
 from simulators.background import background
 from simulators.clock import SimClock
 from simulators.fleet import build_fleet

@@ -1,7 +1,8 @@
 """Pure payload codecs: bytes in, canonical readings out, `DecodeError` for anything else.
 
-JSON reports and MX1 frames (CONTRACT §2), CTWing, OneNET and generic HTTP pushes (§3), and the
-device profiles that translate vendor object models.
+JSON reports and MX1 frames (CONTRACT §2), CTWing, OneNET and generic HTTP pushes (§3), the
+device profiles that translate vendor object models, and `registry`, the one table that says
+which decoder takes a payload.
 """
 
 from .ctwing import decode_ctwing
@@ -12,9 +13,10 @@ from .mx1 import crc16_modbus, decode_mx1, encode_mx1
 from .onenet import decode_onenet, onenet_signature, verify_onenet, verify_onenet_url
 from .platform import PlatformNotice, PlatformResult
 from .profiles import Profile, ProfileError, ProfileRegistry
-from .report import decode_report
+from .registry import PLATFORM_NAMES, UnknownCodec, decode_report, push_platform, topic_codec
 
 __all__ = [
+    "PLATFORM_NAMES",
     "BatchItemError",
     "DecodeError",
     "PlatformNotice",
@@ -22,6 +24,7 @@ __all__ = [
     "Profile",
     "ProfileError",
     "ProfileRegistry",
+    "UnknownCodec",
     "crc16_modbus",
     "decode_ctwing",
     "decode_json_batch",
@@ -33,6 +36,8 @@ __all__ = [
     "encode_mx1",
     "hmac_signature",
     "onenet_signature",
+    "push_platform",
+    "topic_codec",
     "verify_generic",
     "verify_onenet",
     "verify_onenet_url",

@@ -3,20 +3,25 @@
 `dataReport`, `dataReportTupUnion` and `eventReport` carry an object-model property map
 (`payload.serviceData`, or the payload itself), translated by a device profile, or for
 transparent products base64 bytes in `payload.APPdata` (an MX1 frame, or a vendor frame that is
-reported as an error). `deviceOnlineOfflineReport` and `commandResponse` become notices.
+reported as an error). `deviceOnlineOfflineReport` and `commandResponse` become notices; a
+command's `result.resultCode` says its state (SUCCESSFUL acked, FAILED failed, any other code,
+SENT or DELIVERED, still sent). The push is authenticated by the source's token.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hmac
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from devices.reading import Reading
 
 from .errors import BatchItemError, DecodeError
 from .mx1 import MAGIC, decode_mx1
-from .platform import PlatformNotice, PlatformResult, profile_reading, reserialise
+from .platform import CommandState, PlatformNotice, PlatformResult, profile_reading, reserialise
 from .profiles import Context, ProfileRegistry, lookup
 from .values import check_device_id, check_tree, load_json, parse_ts, show
 
@@ -24,6 +29,16 @@ from .values import check_device_id, check_tree, load_json, parse_ts, show
 MAX_DEPTH = 32
 _READING_TYPES: dict[str, Context] = {"dataReport": "data", "dataReportTupUnion": "data", "eventReport": "event"}
 _ENVELOPE_ONLY = frozenset({"serviceId", "serviceType"})
+#: `commandResponse` result codes that end a command; the others (SENT, DELIVERED) leave it sent.
+_COMMAND_STATES: dict[str, CommandState] = {"SUCCESSFUL": "acked", "FAILED": "failed"}
+_IMEI = re.compile(r"[0-9]{15}")
+
+
+def verify_ctwing(secret: str, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
+    """CTWing signs nothing: the push URL carries the source's token, as the `X-Miaoxiang-Token`
+    header or the `token` query parameter."""
+    token = headers.get("x-miaoxiang-token") or query.get("token")
+    return token is not None and hmac.compare_digest(token.encode(), secret.encode())
 
 
 def decode_ctwing(body: bytes, *, received_ms: int, profiles: ProfileRegistry, profile: str | None) -> PlatformResult:
@@ -50,14 +65,23 @@ def decode_ctwing(body: bytes, *, received_ms: int, profiles: ProfileRegistry, p
 
 
 def _device_id(env: dict[str, Any]) -> str:
-    """The IMEI when the envelope has one, else the platform's deviceId."""
+    """The IMEI when the envelope has one, else the IMEI inside the platform's deviceId (an NB-IoT
+    device's deviceId is its productId followed by its IMEI), else the deviceId itself."""
     for key in ("IMEI", "deviceId"):
         value = env.get(key)
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
         if isinstance(value, str) and value:
+            if key == "deviceId":
+                value = _imei_in(value, env.get("productId"))
             return check_device_id(value)
     raise DecodeError("CTWing push names no device: it has neither IMEI nor deviceId")
+
+
+def _imei_in(device_id: str, product_id: Any) -> str:
+    product = str(product_id) if isinstance(product_id, (str, int)) and not isinstance(product_id, bool) else ""
+    rest = device_id[len(product):]
+    return rest if product and device_id.startswith(product) and _IMEI.fullmatch(rest) else device_id
 
 
 def _platform_ids(env: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +93,7 @@ def _command_detail(env: dict[str, Any]) -> dict[str, Any]:
     code = result.get("resultCode") if isinstance(result, dict) else None
     if not isinstance(code, str):
         raise DecodeError("CTWing commandResponse has no result.resultCode")
-    detail: dict[str, Any] = {"result_code": code, **_platform_ids(env)}
+    detail: dict[str, Any] = {"result_code": code, "state": _COMMAND_STATES.get(code, "sent"), **_platform_ids(env)}
     if isinstance(env.get("taskId"), (str, int)):
         detail["task_id"] = env["taskId"]
     result_detail = result.get("resultDetail") if isinstance(result, dict) else None

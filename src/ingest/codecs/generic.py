@@ -1,9 +1,15 @@
-"""The `generic` push source's signature (CONTRACT §3): `X-Miaoxiang-Signature: sha256=<hex>`."""
+"""The `generic` push source (CONTRACT §3): one JSON report or an array of them, signed with
+`X-Miaoxiang-Signature: sha256=<hex>`."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
+
+from .json_report import decode_json_batch_indexed, decode_json_report
+from .platform import PlatformResult
+from .profiles import ProfileRegistry
 
 _PREFIX = "sha256="
 
@@ -22,3 +28,17 @@ def verify_generic(secret: str, body: bytes, header: str | None) -> bool:
         return False
     expected = hmac_signature(secret, body)[len(_PREFIX) :]
     return hmac.compare_digest(given[len(_PREFIX) :].lower().encode("utf-8", "replace"), expected.encode("ascii"))
+
+
+def verify_generic_push(secret: str, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
+    """A generic push is signed by its `X-Miaoxiang-Signature` header."""
+    return verify_generic(secret, body, headers.get("x-miaoxiang-signature"))
+
+
+def decode_generic(body: bytes, *, received_ms: int, profiles: ProfileRegistry, profile: str | None) -> PlatformResult:
+    """The readings of a generic push (canonical reports: no device profile applies); a rejected
+    reading of an array is dead-lettered with its element's own text."""
+    if body.lstrip().startswith(b"["):
+        batch = decode_json_batch_indexed(body, received_ms=received_ms)
+        return PlatformResult(readings=batch.readings, errors=batch.errors, raw_of=batch.element)
+    return PlatformResult(readings=[decode_json_report(body, received_ms=received_ms)])

@@ -136,6 +136,18 @@ def decode_mx1(frame: bytes, *, received_ms: int) -> Reading:
     )
 
 
+def decode_mx1_report(
+    payload: bytes, *, received_ms: int, topic_kind: Kind | None = None, topic_device: str | None = None
+) -> Reading:
+    """`decode_mx1` of a frame on a report topic: what the topic names (kind, device) must match."""
+    r = decode_mx1(payload, received_ms=received_ms)
+    if topic_kind is not None and r.kind != topic_kind:
+        raise DecodeError(f"the MX1 frame says kind {r.kind.name} but the topic says {topic_kind.name}")
+    if topic_device is not None and r.device_id != topic_device:
+        raise DecodeError(f"the MX1 frame says device {r.device_id} but the topic says {topic_device[:64]!r}")
+    return r
+
+
 def _fields(frame: bytes, n: int) -> tuple[dict[str, Any], dict[str, str]]:
     metrics: dict[str, Any] = {}
     unknown: dict[str, str] = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Mapping
 from typing import Any
 
 from .errors import BatchItemError, DecodeError
@@ -41,6 +42,11 @@ def verify_onenet(token: str, body: bytes) -> bool:
     if nonce is None or signature is None:
         return False
     return _same(onenet_signature(token, nonce, msg), signature)
+
+
+def verify_onenet_push(token: str, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
+    """A OneNET push is signed in its body (`verify_onenet`)."""
+    return verify_onenet(token, body)
 
 
 def verify_onenet_url(token: str, msg: str, nonce: str, signature: str) -> bool:

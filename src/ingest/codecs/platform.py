@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -12,12 +13,17 @@ from .errors import BatchItemError
 from .profiles import Context, Profile
 
 NoticeKind = Literal["online", "offline", "command_response"]
+#: What a platform's command result makes of the command (`detail["state"]` of a command response).
+CommandState = Literal["acked", "failed", "sent"]
+#: The bytes a reading of a result came from, by the reading's index (a batch element's own text).
+RawOf = Callable[[int], bytes]
 
 
 @dataclass(frozen=True, slots=True)
 class PlatformNotice:
     """Something a platform says about a device that is not a reading: it came online, went
-    offline, or answered a command (`detail` then holds `result_code` and the task id)."""
+    offline, or answered a command (`detail` then holds `result_code`, `state`, the task id and
+    the `cmd_id` the device echoed, if any)."""
 
     kind: NoticeKind
     device_id: str
@@ -27,11 +33,13 @@ class PlatformNotice:
 
 @dataclass(slots=True)
 class PlatformResult:
-    """Readings, per-message failures (for dead letters) and notices from one push body."""
+    """Readings, per-message failures (for dead letters) and notices from one payload. `raw_of`
+    gives each reading's own bytes when they are not the whole payload (a batch element)."""
 
     readings: list[Reading] = field(default_factory=list)
     errors: list[BatchItemError] = field(default_factory=list)
     notices: list[PlatformNotice] = field(default_factory=list)
+    raw_of: RawOf | None = None
 
 
 def profile_reading(

@@ -15,7 +15,6 @@ aiomqtt's own queue is left unbounded because it would drop, not block, when ful
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -27,13 +26,11 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from devices.kinds import Kind
 from ingest.codecs.errors import DecodeError
-from ingest.codecs.json_report import decode_json_batch_indexed
-from ingest.codecs.mx1 import MAGIC
-from ingest.codecs.report import decode_report
+from ingest.codecs.registry import UNKNOWN, TopicCodec, topic_codec
+from ingest.delivery import deliver
 from ingest.metrics import IngestMetrics
-from ingest.pipeline import Clock, Lane, Pipeline, lane_for
+from ingest.pipeline import Clock, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -159,15 +156,16 @@ class MqttTransport:
         topic = str(message.topic)
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
         source = f"mqtt:{topic}"
-        parts = topic[len(self.root) + 1 :].split("/") if topic.startswith(self.root + "/") else []
-        codec = payload_codec(parts, payload)
-        self.metrics.codec_received.labels("mqtt", codec).inc()
+        levels = topic[len(self.root) + 1 :].split("/") if topic.startswith(self.root + "/") else []
+        codec = topic_codec(levels)  # ingest.codecs.registry.TOPICS
+        label = UNKNOWN if codec is None else codec.label(payload)
+        self.metrics.codec_received.labels("mqtt", label).inc()
         done: asyncio.Future[Any] | None = None
         try:
-            done = await self._dispatch(parts, payload, source, codec)
+            done = await self._dispatch(levels, codec, payload, source, label)
         except DecodeError as e:
-            self.metrics.decode_errors.labels("mqtt", codec).inc()
-            done = await self.pipeline.dead_letter("mqtt", source, e.reason, payload, codec=codec)
+            self.metrics.decode_errors.labels("mqtt", label).inc()
+            done = await self.pipeline.dead_letter("mqtt", source, e.reason, payload, codec=label)
         if message.qos > 0:
             ack = _acker(client, message.mid, message.qos)
             if done is None:
@@ -175,56 +173,24 @@ class MqttTransport:
             else:
                 done.add_done_callback(ack)
 
-    async def _dispatch(self, parts: list[str], payload: bytes, source: str, codec: str) -> asyncio.Future[Any] | None:
-        now = self.clock()
-        if len(parts) == 3 and parts[0] in ("evt", "tel"):
-            try:
-                kind = Kind.parse(parts[1])
-            except ValueError as e:
-                raise DecodeError(str(e)) from None
-            reading = decode_report(payload, received_ms=now, topic_kind=kind, topic_device=parts[2])
-            lane: Lane = "evt" if parts[0] == "evt" else lane_for([reading])
-            return await self.pipeline.submit([reading], lane=lane, transport="mqtt", source=source, codec=codec, raw=payload)
-        if len(parts) == 2 and parts[0] == "batch":
-            batch = decode_json_batch_indexed(payload, received_ms=now)
-            readings = batch.readings
-            waits: list[asyncio.Future[None]] = []
-            for err in batch.errors:
-                self.metrics.decode_errors.labels("mqtt", codec).inc()
-                waits.append(await self.pipeline.dead_letter("mqtt", f"{source}#{err.index}", err.reason, err.raw, codec=codec))
-            if readings:
-                waits.append(await self.pipeline.submit(
-                    readings, lane=lane_for(readings), transport="mqtt", source=source, codec=codec, raw=batch.element
-                ))
-            # acknowledged once the readings and the dead letters of every bad item are written
-            return asyncio.gather(*waits) if waits else None
-        if len(parts) == 3 and parts[0] == "ack":
-            if self.on_command_ack is not None:
-                try:
-                    body = json.loads(payload)
-                except (ValueError, UnicodeDecodeError):
-                    raise DecodeError("command answer is not JSON") from None
-                if not isinstance(body, dict) or not isinstance(body.get("cmd_id"), str):
-                    raise DecodeError("command answer needs a string cmd_id")
-                await self.on_command_ack(parts[2], body)
-            return None
-        raise DecodeError(f"topic {source[5:]} is not a Miaoxiang uplink topic")
-
-
-def payload_codec(parts: list[str], payload: bytes) -> str:
-    """The codec label of an uplink payload: `json_batch` on `batch/`, else by its first byte
-    (`json`, `mx1`); `unknown` for anything else (it will be a decode error)."""
-    if len(parts) == 2 and parts[0] == "batch":
-        return "json_batch"
-    if len(parts) == 3 and parts[0] in ("evt", "tel"):
-        first = payload[:1]
-        if first == b"{":
-            return "json"
-        if first == bytes((MAGIC,)):
-            return "mx1"
-    if len(parts) == 3 and parts[0] == "ack":
-        return "command_ack"
-    return "unknown"
+    async def _dispatch(
+        self, levels: list[str], codec: TopicCodec | None, payload: bytes, source: str, label: str
+    ) -> asyncio.Future[Any] | None:
+        """Decode by the topic's codec and deliver; the answer resolves once everything is written
+        (a gateway batch: its readings and the dead letters of its bad elements)."""
+        if codec is None:
+            raise DecodeError(f"topic {source[5:]} is not a Miaoxiang uplink topic")
+        result = codec.decode(levels, payload, received_ms=self.clock())
+        waits = await deliver(
+            self.pipeline, self.metrics, result, transport="mqtt", source=source, codec=label, raw=payload,
+            lane="evt" if levels[0] == "evt" else None,
+        )
+        if self.on_command_ack is not None:
+            for answer in result.notices:  # `ack/` topics: a device's answer to a command
+                await self.on_command_ack(answer.device_id, answer.detail)
+        if len(waits) > 1:
+            return asyncio.gather(*waits)
+        return waits[0] if waits else None
 
 
 def _acker(client: aiomqtt.Client, mid: int, qos: int) -> Callable[[Any], None]:
