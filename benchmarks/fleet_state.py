@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from devices import checkpoint, fleet_query
 from devices.batch import NUMERIC_COLUMNS, ReadingColumns
 from devices.fleet import Fleet
 from devices.kinds import Event, Kind
@@ -156,16 +157,16 @@ def main() -> None:
         "unit": {"unit_ids": [reg["unit_names"][42]]},
         "scoped_region_kind_status": {"scope": ["江西省/市05"], "kind": Kind.smoke, "status": "online"},
     }.items():
-        ms, _ = timed(lambda q=q: fleet.query(**q), repeat=11)
+        ms, _ = timed(lambda q=q: fleet_query.query(fleet, **q), repeat=11)
         lat[f"query_{name}_ms"] = round(ms, 3)
-    ms, _ = timed(lambda: fleet.counts(), repeat=5)
+    ms, _ = timed(lambda: fleet_query.counts(fleet), repeat=5)
     lat["counts_all_ms"] = round(ms, 2)
-    ms, _ = timed(lambda: fleet.counts(region_prefix="江西省/市03", region_depth=3), repeat=5)
+    ms, _ = timed(lambda: fleet_query.counts(fleet, region_prefix="江西省/市03", region_depth=3), repeat=5)
     lat["counts_region_ms"] = round(ms, 2)
     probes = rng.integers(0, args.devices, 1000)
     t = time.perf_counter()
     for s in probes.tolist():
-        fleet.snapshot(s)
+        fleet_query.snapshot(fleet, s)
     lat["snapshot_ms"] = round((time.perf_counter() - t) * 1000 / probes.shape[0], 4)
     ms, _ = timed(lambda: fleet.unit_slots(reg["unit_names"][7]), repeat=11)
     lat["unit_slots_ms"] = round(ms, 3)
@@ -175,7 +176,7 @@ def main() -> None:
     fleet.take_dirty()
     fleet.apply(make_batch(rng, fleet, rng.integers(0, args.devices, BATCH), T0 + 16 * 60_000))
     t = time.perf_counter()
-    rows = fleet.checkpoint_rows(fleet.take_dirty())
+    rows = checkpoint.checkpoint_rows(fleet, fleet.take_dirty())
     out["checkpoint_dirty_rows"] = len(rows)
     out["checkpoint_dirty_ms"] = round((time.perf_counter() - t) * 1000, 2)
     restarted = Fleet()
@@ -187,15 +188,15 @@ def main() -> None:
     write_s = restore_s = 0.0
     for start in range(0, args.devices, 100_000):
         t = time.perf_counter()
-        rows = fleet.checkpoint_rows(np.arange(start, min(start + 100_000, args.devices)))
+        rows = checkpoint.checkpoint_rows(fleet, np.arange(start, min(start + 100_000, args.devices)))
         write_s += time.perf_counter() - t
         t = time.perf_counter()
-        restarted.restore(rows)
+        checkpoint.restore(restarted, rows)
         restore_s += time.perf_counter() - t
     out["checkpoint_full_s"] = round(write_s, 2)
     out["restore_full_s"] = round(restore_s, 2)
     out["startup_load_s"] = round(load_s + restore_s, 2)
-    assert restarted.status_codes().tolist() == fleet.status_codes().tolist()
+    assert fleet_query.status_codes(restarted).tolist() == fleet_query.status_codes(fleet).tolist()
     out["goals_met"] = {
         "sweep_le_20ms": out["sweep_ms_median"] <= 20 and mass_ms <= 20,
         "rss_le_1_5gb": out["rss_mb"] <= 1536,

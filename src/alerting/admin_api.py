@@ -17,6 +17,7 @@ from pydantic import AnyHttpUrl, BaseModel, Field
 from alerting.api import Alarms, _like_prefix
 from alerting.lifecycle import LEVEL_NAMES, MAX_LEVEL
 from alerting.service import UnknownDevice
+from devices import fleet_query
 from devices.auth import Admin, Operator
 
 router = APIRouter(prefix="/api/v1", tags=["alarm settings"])
@@ -35,7 +36,7 @@ async def clear_flapping(device_id: str, principal: Operator, alarms: Alarms, bo
     slot = fleet.slot(device_id)
     if slot < 0:
         raise HTTPException(404, f"unknown device {device_id}")
-    if not principal.sees_region(fleet.snapshot(slot)["region"]):
+    if not principal.sees_region(fleet_query.snapshot(fleet, slot)["region"]):
         raise HTTPException(403, f"device {device_id} is outside your regions")
     try:
         cleared = await alarms.clear_flapping(device_id, principal.name, body.note if body else None)

@@ -11,6 +11,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 
 from alerting.model import ACTIVE_STATUSES
+from devices import fleet_query
 from devices.api import ms_iso
 from devices.auth import Viewer
 from devices.fleet import Fleet
@@ -45,8 +46,8 @@ async def overview(
 ) -> dict[str, Any]:
     """Counts by status, kind and region; the (up to 100) devices offline longest; active alarms."""
     fleet = d.fleet
-    counts = fleet.counts(scope=principal.regions or None, region_depth=region_depth)
-    offline = fleet.query(status="offline", scope=principal.regions or None, limit=fleet.size or 1)
+    counts = fleet_query.counts(fleet, scope=principal.regions or None, region_depth=region_depth)
+    offline = fleet_query.query(fleet, status="offline", scope=principal.regions or None, limit=fleet.size or 1)
     longest = offline[np.argsort(fleet.offline_since_ms[offline], kind="stable")[:100]]
     rows = await d.pool.fetch(_ACTIVE_ALARMS_SQL, None, list(principal.regions), list(ACTIVE_STATUSES))
     return {

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, Protocol, cast
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from devices import registry
+from devices import fleet_query, registry
 from devices.auth import Admin, Operator, Principal, Viewer, create_token
 from devices.commands import COMMANDS, InvalidCommand
 from devices.importer import UnusableImport
@@ -104,7 +104,7 @@ def live_state(svc: DeviceService, device_id: str) -> dict[str, Any]:
     slot = svc.fleet.slot(device_id)
     if slot < 0:
         return {"status": "unknown", "last_seen": None, "values": {}, "flags": []}
-    snap = svc.fleet.snapshot(slot)
+    snap = fleet_query.snapshot(svc.fleet, slot)
     values = snap["values"]
     return {
         "status": snap["status"],
@@ -203,8 +203,8 @@ async def list_devices(
         after = fleet.slot(cursor)
         if after < 0:
             raise HTTPException(422, "cursor is not a next_cursor of this list")
-    slots = fleet.query(
-        kind=Kind.parse(kind) if kind else None, status=status, unit_ids=[unit_id] if unit_id else None,
+    slots = fleet_query.query(
+        fleet, kind=Kind.parse(kind) if kind else None, status=status, unit_ids=[unit_id] if unit_id else None,
         region_prefix=_region(region), scope=principal.regions or None, after_slot=after, limit=limit,
     )
     ids = [fleet.device_ids[s] for s in slots.tolist()]

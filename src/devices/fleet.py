@@ -5,8 +5,9 @@ offline sweep or a per-unit count is one vectorized pass. Slots are dense (0..si
 never reused; arrays grow by doubling so that adding devices costs amortised O(1).
 Units, regions and NB cells are interned to small integer ids the same way.
 
-State transitions (`Fleet.apply`, `Fleet.sweep`) live here; reading the state for the API
-is `devices.fleet_query`, converting it to and from `device_state` rows `devices.checkpoint`.
+State transitions (`Fleet.apply`, `Fleet.sweep`) live here. Reading the state for the API
+(`devices.fleet_query`) and converting it to and from `device_state` rows (`devices.checkpoint`)
+are functions of a Fleet in modules built on this one, which knows neither.
 """
 
 from __future__ import annotations
@@ -559,71 +560,6 @@ class Fleet:
 
     def mark_dirty(self, slots: Iterable[int] | np.ndarray) -> None:
         self.dirty[np.asarray(slots, np.intp)] = True
-
-    def checkpoint_rows(self, slots: np.ndarray | None = None) -> list[tuple[Any, ...]]:
-        """`device_state` rows of these slots (all devices when None); see `devices.checkpoint`."""
-        from devices import checkpoint  # imported here: that module builds on this one
-
-        return checkpoint.checkpoint_rows(self, slots)
-
-    def restore(self, rows: Iterable[Sequence[Any]]) -> int:
-        """Load `device_state` rows of registered devices; answers how many were restored."""
-        from devices import checkpoint
-
-        return checkpoint.restore(self, rows)
-
-    # -- reading the state (devices.fleet_query; imported here: it builds on this module) --------
-
-    def status_codes(self, slots: np.ndarray | None = None) -> np.ndarray:
-        """Status code per slot (all when None): an index into `devices.fleet_query.STATUS_NAMES`."""
-        from devices import fleet_query
-
-        return fleet_query.status_codes(self, slots)
-
-    def status_of(self, slots: Iterable[int] | np.ndarray) -> list[str]:
-        """Status name per slot: alarm > fault > offline > online > unknown."""
-        from devices import fleet_query
-
-        return fleet_query.status_of(self, slots)
-
-    def query(
-        self,
-        *,
-        kind: Kind | None = None,
-        status: str | None = None,
-        unit_ids: Sequence[str] | None = None,
-        region_prefix: str | None = None,
-        scope: Sequence[str] | None = None,
-        after_slot: int = -1,
-        limit: int = 100,
-    ) -> np.ndarray:
-        """Matching slots in slot order; see `devices.fleet_query.query`."""
-        from devices import fleet_query
-
-        return fleet_query.query(self, kind=kind, status=status, unit_ids=unit_ids, region_prefix=region_prefix,
-                                 scope=scope, after_slot=after_slot, limit=limit)
-
-    def counts(
-        self,
-        *,
-        kind: Kind | None = None,
-        status: str | None = None,
-        unit_ids: Sequence[str] | None = None,
-        region_prefix: str | None = None,
-        scope: Sequence[str] | None = None,
-        region_depth: int = 1,
-    ) -> dict[str, Any]:
-        """Counts by status, kind and region; see `devices.fleet_query.counts`."""
-        from devices import fleet_query
-
-        return fleet_query.counts(self, kind=kind, status=status, unit_ids=unit_ids, region_prefix=region_prefix,
-                                  scope=scope, region_depth=region_depth)
-
-    def snapshot(self, slot: int) -> dict[str, Any]:
-        """Live state of one device; see `devices.fleet_query.snapshot`."""
-        from devices import fleet_query
-
-        return fleet_query.snapshot(self, slot)
 
 
 def _freeze(columns: dict[str, np.ndarray]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from devices.checkpoint import STATE_QUERY, VALUES_QUERY, restore_state
+from devices.checkpoint import STATE_QUERY, VALUES_QUERY, checkpoint_rows, restore_state
 from devices.clock import Clock
 from devices.commands import DB_ERRORS, CommandService
 from devices.fleet import FLAPPING, Fleet
@@ -82,7 +82,7 @@ class DeviceService:
         slots = self.fleet.take_dirty()
         if not slots.size:
             return 0
-        rows = [(*r[:5], json.dumps(r[5]), r[6]) for r in self.fleet.checkpoint_rows(slots)]
+        rows = [(*r[:5], json.dumps(r[5]), r[6]) for r in checkpoint_rows(self.fleet, slots)]
         try:
             await self._write_state(rows)
         except BaseException:

@@ -35,7 +35,9 @@ class IngestMetrics:
         self.codec_decoded = Labelled(Counter("mx_ingest_decoded_total", "Readings decoded and handed to the pipeline", ["transport", "codec"], registry=registry))
         self.codec_dead_letters = Labelled(Counter("mx_ingest_codec_dead_letters_total", "Dead letters (decode errors and rejected readings)", ["transport", "codec"], registry=registry))
         self.duplicates = Labelled(Counter("mx_ingest_duplicates_total", "Readings dropped as duplicates (in memory or by the database)", ["transport"], registry=registry))
-        self.dead_letters = Labelled(Counter("mx_ingest_dead_letters_total", "Inputs kept as dead letters", ["transport"], registry=registry))
+        # reason (a small fixed set; the stored dead letter says more): `undecodable` (no codec could
+        # read it), `unknown_device` (MIAOXIANG_UNKNOWN_DEVICES=reject), `kind_mismatch` (not the registered kind)
+        self.dead_letters = Labelled(Counter("mx_ingest_dead_letters_total", "Inputs kept as dead letters", ["transport", "reason"], registry=registry))
         self.quarantined = Counter("mx_ingest_quarantined_devices_total", "Unknown devices auto-registered as quarantined", registry=registry)
         self.processed = Labelled(Counter("mx_ingest_processed_total", "Readings applied to fleet state and alerting", ["lane"], registry=registry))
         self.written = Counter("mx_ingest_written_total", "Readings committed to PostgreSQL", registry=registry)
@@ -43,6 +45,10 @@ class IngestMetrics:
         self.buffer_full = Counter("mx_ingest_buffer_full_total", "Times the write buffer bound was reached", registry=registry)
         self.queue_depth = Labelled(Gauge("mx_ingest_queue_depth", "Submissions waiting per lane", ["lane"], registry=registry))
         self.buffered = Gauge("mx_ingest_write_buffer", "Readings and dead letters waiting to be written", registry=registry)
+        self.buffer_limit = Gauge(
+            "mx_ingest_write_buffer_limit", "Bound of the write buffer: telemetry waits beyond it (events have a reserve)",
+            registry=registry,
+        )
         self.batch_size = Labelled(Histogram(
             "mx_ingest_batch_size", "Readings per processed batch", ["lane"],
             buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000), registry=registry,

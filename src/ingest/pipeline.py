@@ -162,6 +162,7 @@ class Pipeline:
         self.batch_max = batch_max
         self.batch_s = batch_ms / 1000
         self.queue_max = queue_max
+        metrics.buffer_limit.set(queue_max)
         self.unknown_devices = unknown_devices
         self.clock = clock
         self.dedupe = Deduper(dedupe_window_s * 1000)
@@ -207,7 +208,7 @@ class Pipeline:
         self, transport: str, source: str, reason: str, raw: bytes, *, codec: str | None = None
     ) -> asyncio.Future[None]:
         """Keep rejected input with its reason; answer a future resolved once it is written."""
-        self.metrics.dead_letters.labels(transport).inc()
+        self.metrics.dead_letters.labels(transport, "undecodable").inc()
         self.metrics.codec_dead_letters.labels(_family(transport), codec or default_codec(transport)).inc()
         flush = Flush(dead_letters=[DeadLetter(transport, source, reason, raw, self.clock())])
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -306,14 +307,15 @@ class Pipeline:
         slot = fleet.slot(r.device_id)
         if slot < 0:
             if self.unknown_devices == "reject":
-                self._reject(flush, sub, index, f"unknown device {r.device_id}; register it first", now)
+                self._reject(flush, sub, index, "unknown_device", f"unknown device {r.device_id}; register it first", now)
                 return -1
             slot = fleet.upsert(r.device_id, r.kind, quarantined=True)
             flush.new_devices.append((r.device_id, r.kind.name))
             self.metrics.quarantined.inc()
         if int(fleet.kind[slot]) != int(r.kind):
             registered = type(r.kind)(int(fleet.kind[slot])).name
-            self._reject(flush, sub, index, f"device {r.device_id} is registered as {registered}, report says {r.kind.name}", now)
+            self._reject(flush, sub, index, "kind_mismatch",
+                         f"device {r.device_id} is registered as {registered}, report says {r.kind.name}", now)
             return -1
         if r.component is None:
             return slot
@@ -325,9 +327,9 @@ class Pipeline:
             )
         return comp
 
-    def _reject(self, flush: Flush, sub: Submission, index: int, reason: str, now: int) -> None:
-        """Dead-letter reading `index` of `sub` with the bytes it came from."""
-        self.metrics.dead_letters.labels(sub.transport).inc()
+    def _reject(self, flush: Flush, sub: Submission, index: int, cause: str, reason: str, now: int) -> None:
+        """Dead-letter reading `index` of `sub` with the bytes it came from; `cause` labels the metric."""
+        self.metrics.dead_letters.labels(sub.transport, cause).inc()
         self.metrics.codec_dead_letters.labels(_family(sub.transport), sub.codec).inc()
         raw = sub.raw_of(index)
         if raw is None:  # a caller that kept no bytes: a description of the reading instead

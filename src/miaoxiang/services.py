@@ -34,6 +34,7 @@ from devices.auth import AuthDeps
 from devices.clock import Clock
 from devices.commands import CommandService
 from devices.fleet import Fleet
+from devices.fleet_metrics import FleetCollector
 from devices.reading import Reading
 from devices.service import DeviceService
 from ingest.codecs.profiles import ProfileRegistry
@@ -150,6 +151,9 @@ async def _build(
         log.info("applied migrations: %s", ", ".join(applied))
 
     fleet = Fleet()
+    fleet_collector = FleetCollector(fleet)
+    registry.register(fleet_collector)
+    stack.callback(registry.unregister, fleet_collector)
     mqtt: MqttTransport | None = None
     links: ScaleOut | None = None  # partitions > 1 (miaoxiang.scaleout)
 

@@ -19,6 +19,7 @@ import pytest
 from fastapi import FastAPI
 
 from alerting.overview_api import router as overview_router
+from devices import fleet_query
 from devices.api import router
 from devices.auth import create_token
 from devices.batch import ReadingColumns
@@ -207,7 +208,7 @@ async def test_import_csv_and_json_lines(api: Api) -> None:
                             headers={**api.auth("operator"), "content-type": "application/x-ndjson"})
     assert (r.json()["created"], r.json()["rejected"]) == (1, 1)
     assert r.json()["errors"][0]["reason"] == "unknown kind 'fridge'; expected one of smoke, gas, electrical, water, uitd"
-    assert api.fleet.snapshot(api.fleet.slot("j1"))["region"] == NANKANG
+    assert fleet_query.snapshot(api.fleet, api.fleet.slot("j1"))["region"] == NANKANG
 
     r = await api.http.post("/api/v1/devices/import", content="{}", headers={**api.auth("operator"), "content-type": "application/json"})
     assert (r.status_code, r.json()["detail"]) == (415, "send text/csv or application/x-ndjson")

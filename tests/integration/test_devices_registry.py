@@ -10,6 +10,7 @@ import asyncpg
 import numpy as np
 import pytest
 
+from devices import fleet_query
 from devices.batch import ReadingColumns
 from devices.commands import CommandService
 from devices.fleet import MAINTENANCE, QUARANTINED, Fleet
@@ -80,7 +81,7 @@ async def test_register_update_and_refuse_another_kind(pool: asyncpg.Pool) -> No
     row = await pool.fetchrow("SELECT * FROM devices WHERE device_id = '868120301234567'")
     assert (row["heartbeat_s"], json.loads(row["thresholds"]), row["cell_id"]) == (None, {}, None)
     slot = svc.fleet.slot("868120301234567")
-    assert svc.fleet.snapshot(slot)["region"] == REGION
+    assert fleet_query.snapshot(svc.fleet, slot)["region"] == REGION
     assert svc.fleet.heartbeat_ms[slot] == 86_400_000  # back to the smoke default
     assert np.isnan(svc.fleet.thresholds["smoke_temp_c"][slot])
 
@@ -137,7 +138,7 @@ async def test_import_counts_and_exact_reasons(pool: asyncpg.Pool) -> None:
     fleet = svc.fleet
     assert fleet.thresholds["cable_temp_c"][fleet.slot("new-1")] == 65
     assert fleet.heartbeat_ms[fleet.slot("old-smoke")] == 7_200_000
-    assert fleet.snapshot(fleet.slot("new-4"))["kind"] == "water"
+    assert fleet_query.snapshot(fleet, fleet.slot("new-4"))["kind"] == "water"
 
 
 async def test_load_restores_registry_and_checkpointed_live_state(pool: asyncpg.Pool) -> None:
@@ -160,10 +161,10 @@ async def test_load_restores_registry_and_checkpointed_live_state(pool: asyncpg.
     second = service(pool)
     assert await second.load() == 3
     for device in ("smoke-1", "gas-1", "gas-2"):
-        a = first.fleet.snapshot(first.fleet.slot(device))
-        b = second.fleet.snapshot(second.fleet.slot(device))
+        a = fleet_query.snapshot(first.fleet, first.fleet.slot(device))
+        b = fleet_query.snapshot(second.fleet, second.fleet.slot(device))
         assert {k: v for k, v in b.items() if k != "maintenance"} == {k: v for k, v in a.items() if k != "maintenance"}
-    smoke = second.fleet.snapshot(second.fleet.slot("smoke-1"))
+    smoke = fleet_query.snapshot(second.fleet, second.fleet.slot("smoke-1"))
     assert smoke["status"] == "alarm" and smoke["values"]["temperature_c"]["value"] == 31.5
     assert smoke["maintenance"] is True  # the unit's flag, loaded from units
     assert second.fleet.thresholds["smoke_temp_c"][second.fleet.slot("smoke-1")] == 55

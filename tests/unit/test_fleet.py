@@ -10,6 +10,7 @@ from datetime import UTC
 import numpy as np
 import pytest
 
+from devices import checkpoint, fleet_query
 from devices.batch import NUMERIC_COLUMNS, ReadingColumns
 from devices.fleet import ALARM, FLAPPING, LOW_BATTERY, MAINTENANCE, NEVER, OFFLINE, ONLINE, QUARANTINED, Fleet
 from devices.kinds import Event, Kind
@@ -51,11 +52,11 @@ def test_offline_at_the_first_sweep_after_two_and_a_half_heartbeats_exactly_once
     assert went[0] > deadline and went[0] - 7_000 <= deadline  # not before, and not a sweep late
     assert fleet.sweep(deadline).size == 0 and fleet.offline_since_ms[s] == deadline
     assert fleet.flags[s] & OFFLINE and not fleet.flags[s] & ONLINE
-    assert fleet.status_of([s]) == ["offline"]
+    assert fleet_query.status_of(fleet, [s]) == ["offline"]
 
     assert heard(fleet, s, T0 + 11 * MINUTE) == [s]  # back, reported once
     assert heard(fleet, s, T0 + 11 * MINUTE + 1) == []
-    assert fleet.status_of([s]) == ["online"] and fleet.offline_since_ms[s] == 0
+    assert fleet_query.status_of(fleet, [s]) == ["online"] and fleet.offline_since_ms[s] == 0
     assert fleet.sweep(T0 + 11 * MINUTE + 150_000).size == 0
     assert fleet.sweep(T0 + 11 * MINUTE + 150_002).tolist() == [s]
 
@@ -72,7 +73,7 @@ def test_never_seen_devices_stay_unknown() -> None:
     fleet = Fleet()
     s = fleet.upsert("d", Kind.uitd)
     assert fleet.sweep(T0 + 365 * 24 * 60 * MINUTE).size == 0
-    assert fleet.status_of([s]) == ["unknown"]
+    assert fleet_query.status_of(fleet, [s]) == ["unknown"]
 
 
 def test_late_reports_never_overwrite_newer_state() -> None:
@@ -108,10 +109,10 @@ def test_uitd_component_follows_its_transmission_device() -> None:
     assert heard(fleet, comp, T0, Event.alarm) == []
     assert fleet.last_seen_ms[uitd] == T0 and fleet.offline_at_ms[comp] == NEVER
     assert fleet.sweep(T0 + 10 * MINUTE).tolist() == [uitd]  # the component is not swept on its own
-    assert fleet.status_of([uitd, comp]) == ["offline", "alarm"]
-    assert fleet.query(status="offline").tolist() == [uitd] and fleet.counts()["offline"] == 2
+    assert fleet_query.status_of(fleet, [uitd, comp]) == ["offline", "alarm"]
+    assert fleet_query.query(fleet, status="offline").tolist() == [uitd] and fleet_query.counts(fleet)["offline"] == 2
     assert heard(fleet, comp, T0 + 11 * MINUTE, Event.alarm_clear) == [uitd]
-    assert fleet.status_of([uitd, comp]) == ["online", "online"]
+    assert fleet_query.status_of(fleet, [uitd, comp]) == ["online", "online"]
 
 
 def test_rows_without_a_slot_are_ignored_and_unknown_slots_refused() -> None:
@@ -204,7 +205,7 @@ def varied_fleet() -> tuple[Fleet, int]:
 
 def test_checkpoint_round_trip() -> None:
     fleet, a = varied_fleet()
-    rows = fleet.checkpoint_rows()
+    rows = checkpoint.checkpoint_rows(fleet)
     assert len(rows) == fleet.size
     row = rows[a]
     assert row[0] == "868120301234567" and row[1].tzinfo == UTC and row[2] == "alarm"
@@ -213,7 +214,7 @@ def test_checkpoint_round_trip() -> None:
     as_read = [(*r[:5], json.dumps(r[5]), r[6]) for r in rows]  # asyncpg hands jsonb out as text
     restored = Fleet()
     restored.bulk_load(fleet.device_ids, fleet.kind[: fleet.size])
-    assert restored.restore(as_read + [("gone", None, "unknown", None, None, "{}", 0)]) == fleet.size
+    assert checkpoint.restore(restored, as_read + [("gone", None, "unknown", None, None, "{}", 0)]) == fleet.size
     for column in ("last_seen_ms", "last_ts_ms", "offline_since_ms", "offline_at_ms", "mute_until_ms"):
         assert getattr(restored, column)[: fleet.size].tolist() == getattr(fleet, column)[: fleet.size].tolist(), column
     live = np.uint16(0xFFFF & ~(MAINTENANCE | QUARANTINED))
@@ -231,8 +232,8 @@ def test_restored_online_device_silent_during_downtime_goes_offline_when_it_beca
     heard(fleet, s, T0)
     restarted = Fleet()
     restarted.bulk_load(["d"], [Kind.electrical])
-    restarted.restore(fleet.checkpoint_rows())
-    assert restarted.status_of([s]) == ["online"]
+    checkpoint.restore(restarted, checkpoint.checkpoint_rows(fleet))
+    assert fleet_query.status_of(restarted, [s]) == ["online"]
     assert restarted.sweep(T0 + 60 * MINUTE).tolist() == [s]
     assert restarted.offline_since_ms[s] == T0 + 750_000
 
@@ -247,12 +248,12 @@ def test_dirty_slots_are_taken_once_and_can_be_given_back() -> None:
     fleet.mark_dirty(taken)
     fleet.set_maintenance(b, True)
     assert fleet.take_dirty().tolist() == [a, b, c]
-    assert [r[0] for r in fleet.checkpoint_rows(np.array([b]))] == ["b"]
+    assert [r[0] for r in checkpoint.checkpoint_rows(fleet, np.array([b]))] == ["b"]
 
 
 def test_snapshot_shows_live_state() -> None:
     fleet, a = varied_fleet()
-    snap = fleet.snapshot(a)
+    snap = fleet_query.snapshot(fleet, a)
     assert snap == {
         "device_id": "868120301234567",
         "kind": "smoke",
@@ -272,20 +273,20 @@ def test_snapshot_shows_live_state() -> None:
         "cell_id": "1A2B3C",
         "parent_id": None,
     }
-    b = fleet.snapshot(fleet.slot("b"))
+    b = fleet_query.snapshot(fleet, fleet.slot("b"))
     assert b["status"] == "fault" and b["offline_since_ms"] == T0 + 20 + 750_000 and b["maintenance"]
     assert b["values"]["cable_temp_c"]["value"] == 71.3
-    never = fleet.snapshot(fleet.slot("never"))
+    never = fleet_query.snapshot(fleet, fleet.slot("never"))
     assert never["status"] == "unknown" and never["last_seen_ms"] is None and never["values"] == {}
     with pytest.raises(IndexError):
-        fleet.snapshot(fleet.size)
+        fleet_query.snapshot(fleet, fleet.size)
 
 
 def test_status_precedence() -> None:
     fleet = Fleet()
     s = [fleet.upsert(f"d{i}", Kind.smoke) for i in range(5)]
     fleet.flags[s] = [ALARM | FLAPPING | OFFLINE, 8 | OFFLINE, OFFLINE | LOW_BATTERY, ONLINE | MAINTENANCE, 0]
-    assert fleet.status_of(s) == ["alarm", "fault", "offline", "online", "unknown"]
+    assert fleet_query.status_of(fleet, s) == ["alarm", "fault", "offline", "online", "unknown"]
 
 
 def test_maintenance_by_device_or_unit_and_flapping_cleared_by_operator() -> None:

@@ -10,6 +10,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from devices import fleet_query
 from devices.batch import NUMERIC_COLUMNS, ReadingColumns
 from devices.fleet import (
     DEFAULT_BATTERY_PCT_MIN,
@@ -224,7 +225,7 @@ def assert_same_state(fleet: Fleet, ref: Reference) -> None:
                 assert (got, int(fleet.value_ts_ms[name][s])) == d.values[name], (s, name)
             else:
                 assert math.isnan(got), (s, name)
-    assert fleet.status_of(range(len(ref.devices))) == [ref.status(s) for s in range(len(ref.devices))]
+    assert fleet_query.status_of(fleet, range(len(ref.devices))) == [ref.status(s) for s in range(len(ref.devices))]
 
 
 @settings(max_examples=200, deadline=None)
@@ -267,7 +268,7 @@ def test_query_and_counts_match_the_reference(ops_: list, q: dict, limit: int, d
     pages: list[int] = []
     cursor = -1
     while True:  # follow the cursor to the end: every match exactly once, in slot order
-        page = fleet.query(**q, after_slot=cursor, limit=limit).tolist()
+        page = fleet_query.query(fleet, **q, after_slot=cursor, limit=limit).tolist()
         assert len(page) <= limit
         if not page:
             break
@@ -275,7 +276,7 @@ def test_query_and_counts_match_the_reference(ops_: list, q: dict, limit: int, d
         cursor = page[-1]
     assert pages == expected
 
-    got = fleet.counts(**q, region_depth=depth)
+    got = fleet_query.counts(fleet, **q, region_depth=depth)
     assert got["total"] == len(expected)
     assert got["by_status"] == {name: sum(ref.status(s) == name for s in expected) for name in STATUS_NAMES}
     assert got["by_kind"] == {k.name: sum(ref.devices[s].kind == k for s in expected) for k in Kind}
