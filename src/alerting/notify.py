@@ -8,6 +8,12 @@ concurrently (bounded). Every attempt is recorded in `notification_attempts`; a 
 retrying (connection error, 5xx, 408/425/429) is due again after an exponential backoff, until
 `attempts` are spent. A row whose worker died mid-delivery is due again when its lease ends, so a
 notification is delivered at least once: receivers dedupe on `notification_id`.
+
+Outbound policy (CONTRACT §9, `devices.outbound`): every attempt resolves the target's host
+afresh, keeps the addresses the policy allows and connects to those only (no keep-alive, no
+proxies from the environment, redirects not followed), so a name that has come to resolve to an
+internal address is refused at send time. An attempt records only its class (`ERROR_CLASSES`),
+never a socket's error text: an operator must not learn from it which internal ports are open.
 """
 
 from __future__ import annotations
@@ -15,19 +21,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import httpcore
 import httpx
 
 from alerting.lifecycle import DB_DOWN, LEVEL_NAMES, Clock, loads, to_dt
 from alerting.metrics import AlarmMetrics
+from devices.outbound import (
+    NOT_ALLOWED,
+    OutboundPolicy,
+    OutboundRefused,
+    Resolver,
+    check_url,
+    resolve_allowed,
+    system_resolver,
+)
 
 log = logging.getLogger(__name__)
 
 #: HTTP answers worth another attempt; any other 4xx will not get better by retrying.
 RETRY_STATUSES = frozenset({408, 425, 429})
+#: what an attempt records and the API shows: `http 2xx` for a success, else one of these
+ERROR_CLASSES = ("timeout", "refused", "dns", "tls", NOT_ALLOWED, "http 3xx", "http 4xx", "http 5xx")
 
 _CLAIM = """
 UPDATE notification_outbox o SET attempts = o.attempts + 1, next_at = clock_timestamp() + make_interval(secs => $2)
@@ -66,12 +87,122 @@ class Job:
                 "level_name": LEVEL_NAMES[self.level], "contact": self.contact}
 
 
+class Unresolved(httpcore.ConnectError):
+    """The target's host name did not resolve."""
+
+
+class CheckedBackend(httpcore.AsyncNetworkBackend):
+    """Connections only to addresses the outbound policy allows: each connection resolves its
+    host afresh and connects to an allowed address of the answer (the next one if it fails),
+    never to the name, so what was checked is what is reached."""
+
+    def __init__(self, policy: OutboundPolicy, resolve: Resolver = system_resolver) -> None:
+        self.policy = policy
+        self.resolve = resolve
+        self.inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            async with asyncio.timeout(timeout):
+                addresses = await resolve_allowed(host, port, self.policy, self.resolve)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"resolving {host} took longer than {timeout} s") from None
+        except OSError as e:
+            raise Unresolved(f"{host} does not resolve") from e
+        failed: httpcore.ConnectError | None = None
+        for address in addresses:
+            try:
+                return await self.inner.connect_tcp(address, port, timeout, local_address, socket_options)
+            except httpcore.ConnectError as e:
+                failed = e
+        assert failed is not None  # resolve_allowed answers at least one address
+        raise failed
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        raise OutboundRefused("unix sockets are not outbound targets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
+class CheckedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport over a pool whose every connection goes through `CheckedBackend`, with
+    no keep-alive (every attempt resolves and checks again) and no proxy from the environment."""
+
+    def __init__(self, policy: OutboundPolicy, resolve: Resolver = system_resolver) -> None:
+        super().__init__(trust_env=False)
+        # httpx has no parameter for the network backend: the pool it made is replaced by one
+        # with the checking backend and otherwise httpx's defaults.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=100,
+            max_keepalive_connections=0,
+            network_backend=CheckedBackend(policy, resolve),
+        )
+
+
+def outbound_client(
+    policy: OutboundPolicy, *, timeout_s: float, headers: dict[str, str] | None = None,
+    resolve: Resolver = system_resolver,
+) -> httpx.AsyncClient:
+    """An HTTP client for outbound calls under `policy`; redirects are answers, not followed."""
+    return httpx.AsyncClient(
+        transport=CheckedTransport(policy, resolve), timeout=timeout_s, headers=headers,
+        follow_redirects=False, trust_env=False,
+    )
+
+
+def status_class(status: int) -> str:
+    return f"http {status // 100}xx"
+
+
+def error_class(error: BaseException) -> str:
+    """The class of a failed call (`ERROR_CLASSES`), judged by the error and what caused it."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = error
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if any(isinstance(c, OutboundRefused) for c in chain):
+        return NOT_ALLOWED
+    if any(isinstance(c, (Unresolved, socket.gaierror)) for c in chain):
+        return "dns"
+    if any(isinstance(c, ssl.SSLError) for c in chain):
+        return "tls"
+    if any(isinstance(c, (httpx.TimeoutException, httpcore.TimeoutException, TimeoutError)) for c in chain):
+        return "timeout"
+    return "refused"
+
+
+def shown_detail(ok: bool, detail: str) -> str:
+    """An attempt's recorded `detail` as the API shows it: its class. Attempts recorded before
+    classes were (`<contact>: HTTP 503`, `<contact>: ConnectError: ...`) show the class their
+    text implies, never the text."""
+    if detail in ERROR_CLASSES or ok:
+        return detail if detail in ERROR_CLASSES else "http 2xx"
+    code = detail.rpartition("HTTP ")[2]
+    if code.isdigit():
+        return status_class(int(code))
+    return "timeout" if "Timeout" in detail else "refused"
+
+
 class Notifier:
     def __init__(
         self,
         pool: asyncpg.Pool,
         clock: Clock,
         *,
+        policy: OutboundPolicy | None = None,
+        resolve: Resolver = system_resolver,
         attempts: int = 5,
         backoff_s: float = 1.0,
         backoff_max_s: float = 300.0,
@@ -82,6 +213,8 @@ class Notifier:
     ) -> None:
         self.pool = pool
         self.clock = clock
+        self.policy = policy if policy is not None else OutboundPolicy()
+        self.resolve = resolve
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
@@ -100,7 +233,8 @@ class Notifier:
     async def run(self) -> None:
         """Deliver due outbox rows until cancelled."""
         headers = {"User-Agent": "miaoxiang-notifier/1"}
-        async with httpx.AsyncClient(timeout=self.timeout_s, headers=headers) as http, asyncio.TaskGroup() as tg:
+        http = outbound_client(self.policy, timeout_s=self.timeout_s, headers=headers, resolve=self.resolve)
+        async with http, asyncio.TaskGroup() as tg:
             while True:
                 self._wake.clear()
                 jobs: list[Job] = []
@@ -129,14 +263,8 @@ class Notifier:
 
     async def _deliver(self, http: httpx.AsyncClient, job: Job) -> None:
         try:
-            try:
-                resp = await http.post(job.target, json=job.payload())
-                ok = resp.is_success
-                retry = not ok and (resp.status_code >= 500 or resp.status_code in RETRY_STATUSES)
-                detail = f"HTTP {resp.status_code}"
-            except httpx.HTTPError as e:
-                ok, retry, detail = False, True, f"{type(e).__name__}: {e}"
-            await self._record(job, ok, retry and job.attempt < self.attempts, f"{job.contact}: {detail}")
+            ok, retry, detail = await self._post(http, job)
+            await self._record(job, ok, retry and job.attempt < self.attempts, detail)
         except asyncio.CancelledError:
             await self._release(job)
             raise
@@ -145,6 +273,21 @@ class Notifier:
         finally:
             self._busy -= 1
             self._wake.set()
+
+    async def _post(self, http: httpx.AsyncClient, job: Job) -> tuple[bool, bool, str]:
+        """One attempt: (delivered, worth retrying, its class). A target the policy refuses is
+        final; so is one whose name does not resolve only until the next attempt (retried)."""
+        try:
+            check_url(job.target, self.policy)
+            resp = await http.post(job.target, json=job.payload())
+        except OutboundRefused as e:
+            log.warning("notification %d of alarm %d not sent: %s", job.id, job.alarm_id, e)
+            return False, False, NOT_ALLOWED
+        except httpx.HTTPError as e:
+            log.info("notification %d of alarm %d to %s failed: %s", job.id, job.alarm_id, job.contact, e)
+            return False, True, error_class(e)
+        retry = not resp.is_success and (resp.status_code >= 500 or resp.status_code in RETRY_STATUSES)
+        return resp.is_success, retry, status_class(resp.status_code)
 
     async def _release(self, job: Job) -> None:
         """Give a claimed row back at once, its attempt uncounted (shutting down mid-delivery)."""

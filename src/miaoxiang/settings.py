@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from devices.outbound import OutboundPolicy
 
 ENV_PREFIX = "MIAOXIANG_"
 
@@ -51,6 +54,27 @@ class Settings(BaseSettings):
     gb26875_under_test: list[int] = Field(
         default_factory=list, description="Transmission device addresses under test: their fire bits raise no fire"
     )
+    gb26875_allow_peers: list[str] = Field(
+        default_factory=list,
+        description="GB/T 26875.3: peer networks allowed to connect (JSON list of CIDRs); empty allows every peer",
+    )
+    gb26875_max_connections: int = Field(
+        1024, ge=1, description="GB/T 26875.3: open connections in all; more are closed at accept"
+    )
+    gb26875_max_connections_per_peer: int = Field(
+        8, ge=1, description="GB/T 26875.3: open connections from one peer IP address; more are closed at accept"
+    )
+    gb26875_presession_timeout_s: float = Field(
+        20.0, gt=0, description="GB/T 26875.3: a connection sending no valid frame within this many seconds is closed"
+    )
+    gb26875_frame_deadline_s: float = Field(
+        10.0, gt=0, description="GB/T 26875.3: a started frame must be complete within this many seconds, else the "
+        "connection is closed (and the partial frame dead-lettered)",
+    )
+    gb26875_takeover_silence_s: float = Field(
+        225.0, gt=0, description="GB/T 26875.3: another peer address may take over a device's live session only after "
+        "it has been silent this long (2.5 x the 90 s uitd heartbeat); every takeover raises `tamper`",
+    )
     device_tz: str = Field("Asia/Shanghai", description="Time zone of GB/T 26875 device clocks")
     admin_token: SecretStr | None = Field(None, description="The first admin token (Bearer); never logged")
     data_dir: Path = Field(Path(".miaoxiang"), description="Where the embedded PostgreSQL keeps its data")
@@ -79,6 +103,10 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Browser origins allowed by CORS (JSON list); none by default",
     )
+    outbound_allow: list[str] = Field(
+        default_factory=list,
+        description="CIDR networks or host names outbound calls may reach although not global (JSON list); none by default",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     partitions: int = Field(1, ge=1, le=256, description="Correlation partitions; 1 = one process does everything")
     role: Literal["all", "worker", "api"] = Field(
@@ -92,6 +120,22 @@ class Settings(BaseSettings):
     def _pg_scheme(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("postgresql://", "postgres://")):
             raise ValueError("must start with postgresql://")
+        return v
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _outbound_allow(cls, v: list[str]) -> list[str]:
+        OutboundPolicy.parse(v)  # raises ValueError naming an entry that is neither
+        return v
+
+    @field_validator("gb26875_allow_peers")
+    @classmethod
+    def _gb26875_allow_peers(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a CIDR network (e.g. 10.0.0.0/8)") from None
         return v
 
     @field_validator("mqtt_url")

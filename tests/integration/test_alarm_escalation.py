@@ -21,6 +21,7 @@ from alerting.notify import Notifier
 from alerting.stream import AlarmHub, db_replay
 from devices.fleet import Fleet
 from devices.kinds import Kind
+from devices.outbound import OutboundPolicy
 from miaoxiang.embedded import free_port
 from miaoxiang.migrate import migrate
 from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR
@@ -28,6 +29,7 @@ from tests.service import wait_for
 
 pytestmark = pytest.mark.integration
 T0 = 1_795_341_600_000
+LOCAL = OutboundPolicy.parse(["127.0.0.1"])  # the receivers listen on loopback (CONTRACT §9)
 REGION = "江西省/赣州市/章贡区/南外街道"
 
 
@@ -103,7 +105,7 @@ async def escalating(pool: asyncpg.Pool, clock: Clock) -> AsyncIterator[AlarmLif
     fleet.upsert("D1", Kind.smoke, unit_id="U1")
     fleet.upsert("E1", Kind.electrical, unit_id="U1")
     metrics = AlarmMetrics(CollectorRegistry())
-    notifier = Notifier(pool, clock, attempts=3, backoff_s=0.02, metrics=metrics)
+    notifier = Notifier(pool, clock, policy=LOCAL, attempts=3, backoff_s=0.02, metrics=metrics)
     lifecycle = AlarmLifecycle(pool, AlarmHub(db_replay(pool)), fleet, clock, notifier=notifier, metrics=metrics)
     worker = asyncio.create_task(notifier.run())
     try:
@@ -229,7 +231,7 @@ async def test_slow_webhook_does_not_hold_up_the_tick(pool: asyncpg.Pool, receiv
 
 @contextlib.asynccontextmanager
 async def notifier_running(pool: asyncpg.Pool, clock: Clock, **options: Any) -> AsyncIterator[Notifier]:
-    notifier = Notifier(pool, clock, backoff_s=0.02, poll_s=0.05, **options)
+    notifier = Notifier(pool, clock, policy=LOCAL, backoff_s=0.02, poll_s=0.05, **options)
     worker = asyncio.create_task(notifier.run())
     try:
         yield notifier
