@@ -31,12 +31,15 @@ def main() -> int:
               "tests are skipped, without the font their screenshots show boxes for Chinese, without "
               "prometheus (promtool) the alert-rule check is skipped (it fails under CI=true)", file=sys.stderr)
         return 0
-    print(f"installing Debian's {' and '.join(missing)} for the browser and ops-kit tests ...", file=sys.stderr, flush=True)
+    print(f"installing Debian's {' and '.join(missing)} for the browser and ops-kit tests ...",
+          file=sys.stderr, flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
-    done = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=False, env=env)
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]
+    done = subprocess.run(install, check=False, env=env)
     if done.returncode != 0:
-        print(f"{' and '.join(missing)} could not be installed; browser or ops-kit tests may be skipped", file=sys.stderr)
+        print(f"{' and '.join(missing)} could not be installed; browser or ops-kit tests may be skipped",
+              file=sys.stderr)
     return 0
 
 

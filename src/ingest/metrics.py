@@ -37,7 +37,9 @@ class IngestMetrics:
         self.duplicates = Labelled(Counter("mx_ingest_duplicates_total", "Readings dropped as duplicates (in memory or by the database)", ["transport"], registry=registry))
         # reason (a small fixed set; the stored dead letter says more): `undecodable` (no codec could
         # read it), `unknown_device` (MIAOXIANG_UNKNOWN_DEVICES=reject), `kind_mismatch` (not the registered kind)
-        self.dead_letters = Labelled(Counter("mx_ingest_dead_letters_total", "Inputs kept as dead letters", ["transport", "reason"], registry=registry))
+        self.dead_letters = Labelled(Counter(
+            "mx_ingest_dead_letters_total", "Inputs kept as dead letters", ["transport", "reason"], registry=registry
+        ))
         self.quarantined = Counter("mx_ingest_quarantined_devices_total", "Unknown devices auto-registered as quarantined", registry=registry)
         self.processed = Labelled(Counter("mx_ingest_processed_total", "Readings applied to fleet state and alerting", ["lane"], registry=registry))
         self.written = Counter("mx_ingest_written_total", "Readings committed to PostgreSQL", registry=registry)

@@ -307,7 +307,8 @@ class Pipeline:
         slot = fleet.slot(r.device_id)
         if slot < 0:
             if self.unknown_devices == "reject":
-                self._reject(flush, sub, index, "unknown_device", f"unknown device {r.device_id}; register it first", now)
+                self._reject(flush, sub, index, "unknown_device",
+                             f"unknown device {r.device_id}; register it first", now)
                 return -1
             slot = fleet.upsert(r.device_id, r.kind, quarantined=True)
             flush.new_devices.append((r.device_id, r.kind.name))

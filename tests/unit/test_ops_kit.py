@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML comes with uvicorn[standard]
 
 from tests.opskit import (
@@ -50,12 +51,14 @@ mx_things_total 3.0
 # TYPE mx_old counter
 """
     exported = exported_names(page)
-    fine = ["rate(mx_things_total[5m])", "mx_things_created", "histogram_quantile(0.9, rate(mx_wait_seconds_bucket[5m]))",
+    fine = ["rate(mx_things_total[5m])", "mx_things_created",
+            "histogram_quantile(0.9, rate(mx_wait_seconds_bucket[5m]))",
             "mx_wait_seconds_sum / mx_wait_seconds_count", "mx_level", "mx_old_total"]
     assert unexported(fine, exported) == {}
     made_up = 'sum(rate(mx_ingest_teleported_total{lane="tel"}[5m])) / mx_level'
     assert unexported([*fine, made_up], exported) == {made_up: {"mx_ingest_teleported_total"}}
-    assert unexported(["mx_level_bucket"], exported) == {"mx_level_bucket": {"mx_level_bucket"}}  # a gauge has no buckets
+    # a gauge has no buckets
+    assert unexported(["mx_level_bucket"], exported) == {"mx_level_bucket": {"mx_level_bucket"}}
 
 
 # --- the dashboard ---------------------------------------------------------------------------
@@ -101,7 +104,8 @@ def test_dashboard_covers_what_operators_asked_for() -> None:
         "mx_ingest_received_total", "mx_ingest_decoded_total", "mx_ingest_queue_depth", "mx_ingest_write_buffer",
         "mx_ingest_write_buffer_limit", "mx_ingest_dead_letters_total", "mx_alarms_raised_total",
         "mx_alarm_stream_latency_seconds_bucket", "mx_alarm_notification_attempts_total",
-        "mx_alarm_notifications_failed_total", "mx_gb26875_sessions", "mx_fleet_online_devices", "mx_fleet_offline_devices",
+        "mx_alarm_notifications_failed_total", "mx_gb26875_sessions",
+        "mx_fleet_online_devices", "mx_fleet_offline_devices",
     }
     assert asked <= used, asked - used
 
@@ -109,8 +113,22 @@ def test_dashboard_covers_what_operators_asked_for() -> None:
 # --- the alert rules -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("ci", "outcome"), [("true", pytest.fail.Exception), (None, pytest.skip.Exception)])
+def test_missing_promtool_fails_under_ci_and_skips_elsewhere(
+    ci: str | None, outcome: type[BaseException], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="prometheus"):
+        promtool()
+
+
 def test_rules_pass_promtool_check() -> None:
-    done = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run([promtool(), "check", "rules", str(RULES)],
+                          capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
 
@@ -135,28 +153,30 @@ def _scenario(name: str, series: dict[str, str], expect: list[tuple[str, str, li
     return {
         "name": name, "interval": "1m",
         "input_series": [{"series": s, "values": v} for s, v in series.items()],
-        "alert_rule_test": [{"eval_time": t, "alertname": alert, "exp_alerts": [{"exp_labels": labels} for labels in firing]}
-                            for t, alert, firing in expect],
+        "alert_rule_test": [
+            {"eval_time": t, "alertname": alert, "exp_alerts": [{"exp_labels": labels} for labels in firing]}
+            for t, alert, firing in expect
+        ],
     }
 
 
-I = 'job="miaoxiang", instance="a:8080"'
+ONE = 'job="miaoxiang", instance="a:8080"'
 SCENARIOS = [
     _scenario("readings stop while devices stay online", {
-        f'mx_ingest_received_total{{{I}, transport="mqtt", lane="tel"}}': "0+600x20 12000x40",
-        f"mx_fleet_online_devices{{{I}}}": "1000x60",
-        f"mx_fleet_offline_devices{{{I}}}": "0x60",
+        f'mx_ingest_received_total{{{ONE}, transport="mqtt", lane="tel"}}': "0+600x20 12000x40",
+        f"mx_fleet_online_devices{{{ONE}}}": "1000x60",
+        f"mx_fleet_offline_devices{{{ONE}}}": "0x60",
     }, [("15m", "MiaoxiangIngestStalled", []), ("40m", "MiaoxiangIngestStalled", [{"severity": "critical"}])]),
     _scenario("devices online, no reading ever counted", {
-        f"mx_fleet_online_devices{{{I}}}": "50x20",
+        f"mx_fleet_online_devices{{{ONE}}}": "50x20",
     }, [("10m", "MiaoxiangIngestStalled", [{"severity": "critical"}])]),
     _scenario("nobody online, nothing received", {
-        f"mx_fleet_online_devices{{{I}}}": "0x20",
-        f"mx_fleet_offline_devices{{{I}}}": "0x20",
+        f"mx_fleet_online_devices{{{ONE}}}": "0x20",
+        f"mx_fleet_offline_devices{{{ONE}}}": "0x20",
     }, [("15m", "MiaoxiangIngestStalled", [])]),
     _scenario("undecodable input floods in, a trickle of kind mismatches", {
-        f'mx_ingest_dead_letters_total{{{I}, transport="mqtt", reason="undecodable"}}': "0+120x40",
-        f'mx_ingest_dead_letters_total{{{I}, transport="mqtt", reason="kind_mismatch"}}': "0+6x40",
+        f'mx_ingest_dead_letters_total{{{ONE}, transport="mqtt", reason="undecodable"}}': "0+120x40",
+        f'mx_ingest_dead_letters_total{{{ONE}, transport="mqtt", reason="kind_mismatch"}}': "0+6x40",
     }, [("8m", "MiaoxiangDeadLetters", []),
         ("30m", "MiaoxiangDeadLetters", [{"severity": "warning", "reason": "undecodable"}])]),
     _scenario("one process's write buffer fills", {
@@ -167,13 +187,13 @@ SCENARIOS = [
     }, [("8m", "MiaoxiangWriteBufferNearBound", []),
         ("15m", "MiaoxiangWriteBufferNearBound", [{"severity": "warning", "instance": "a"}])]),
     _scenario("a notification is given up, then nothing more", {
-        f"mx_alarm_notifications_failed_total{{{I}}}": "0x20 1x30",
+        f"mx_alarm_notifications_failed_total{{{ONE}}}": "0x20 1x30",
     }, [("10m", "MiaoxiangNotificationsFailed", []),
         ("25m", "MiaoxiangNotificationsFailed", [{"severity": "critical"}]),
         ("45m", "MiaoxiangNotificationsFailed", [])]),
     _scenario("most webhook attempts start failing", {
-        f'mx_alarm_notification_attempts_total{{{I}, ok="true"}}': "0+60x40",
-        f'mx_alarm_notification_attempts_total{{{I}, ok="false"}}': "0+10x10 100+300x30",
+        f'mx_alarm_notification_attempts_total{{{ONE}, ok="true"}}': "0+60x40",
+        f'mx_alarm_notification_attempts_total{{{ONE}, ok="false"}}': "0+10x10 100+300x30",
     }, [("8m", "MiaoxiangNotificationAttemptsFailing", []),
         ("30m", "MiaoxiangNotificationAttemptsFailing", [{"severity": "warning"}])]),
     _scenario("a fifth of the fleet drops off at once", {
@@ -185,8 +205,8 @@ SCENARIOS = [
         ("25m", "MiaoxiangOfflineShareJump", [{"severity": "critical"}]),
         ("40m", "MiaoxiangOfflineShareJump", [])]),
     _scenario("half of a ten-device fleet drops off", {
-        f"mx_fleet_online_devices{{{I}}}": "10x20 5x20",
-        f"mx_fleet_offline_devices{{{I}}}": "0x20 5x20",
+        f"mx_fleet_online_devices{{{ONE}}}": "10x20 5x20",
+        f"mx_fleet_offline_devices{{{ONE}}}": "0x20 5x20",
     }, [("25m", "MiaoxiangOfflineShareJump", [])]),
 ]
 
