@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
@@ -44,6 +44,8 @@ COMMANDS: dict[str, frozenset[Kind] | None] = {
     "breaker_close": frozenset({Kind.electrical}),
 }
 STATES = ("sent", "acked", "failed", "timeout")
+#: What a platform that carried a command says of it: it ended (acked, failed) or is on its way (sent).
+PlatformState = Literal["acked", "failed", "sent"]
 MUTE_DEFAULT_S = 600
 DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 MAX_S = 86_400
@@ -220,6 +222,41 @@ class CommandService:
             return
         if changed and ok:
             self._apply(device_id, cmd, params, thresholds, now)
+
+    async def on_platform_result(self, device_id: str, cmd_id: str | None, state: PlatformState, detail: str) -> bool:
+        """A platform's word on a command to `device_id` (CTWing `commandResponse`); False when no
+        command matches. The command is the one whose `cmd_id` the device echoed, else the device's
+        newest `sent` one: platforms name commands by their own task ids, which Miaoxiang never
+        learns. `acked`/`failed` end it as a device's answer does (`on_ack`); `sent` (the
+        platform sent or delivered it) leaves it sent and records the platform's word as an event."""
+        found = await self._platform_target(device_id, cmd_id)
+        if found is None:
+            return False
+        if state == "sent":
+            await self.pool.execute(
+                """INSERT INTO command_events (cmd_id, at, state, detail)
+                   SELECT cmd_id, $2, 'sent', $3 FROM commands WHERE cmd_id = $1 AND state = 'sent'""",
+                found, ms_to_dt(self.clock()), detail[:500],
+            )
+        else:
+            await self.on_ack(device_id, {"cmd_id": str(found), "ok": state == "acked", "detail": detail})
+        return True
+
+    async def _platform_target(self, device_id: str, cmd_id: str | None) -> uuid.UUID | None:
+        if cmd_id is None:
+            return await self.pool.fetchval(
+                """SELECT cmd_id FROM commands WHERE device_id = $1 AND state = 'sent'
+                   ORDER BY created_at DESC, cmd_id DESC LIMIT 1""",
+                device_id,
+            )
+        try:
+            echoed = uuid.UUID(cmd_id)
+        except ValueError:
+            return None
+        return await self.pool.fetchval(
+            "SELECT cmd_id FROM commands WHERE cmd_id = $1 AND device_id = $2 AND state IN ('sent', 'timeout')",
+            echoed, device_id,
+        )
 
     async def expire(self) -> int:
         """Publish again or time out every command past its deadline; answer how many were due."""

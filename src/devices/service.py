@@ -18,8 +18,8 @@ import asyncpg
 
 from devices.checkpoint import STATE_QUERY, VALUES_QUERY, checkpoint_rows, restore_state
 from devices.clock import Clock
-from devices.commands import DB_ERRORS, CommandService
-from devices.fleet import FLAPPING, Fleet
+from devices.commands import DB_ERRORS, CommandService, PlatformState
+from devices.fleet import FLAPPING, OFFLINE, Fleet
 from devices.importer import Format, ImportReport, Progress, import_devices, register_in_fleet
 from devices.registry import DeviceSpec, full_thresholds, load_devices, load_units, register_device
 
@@ -132,6 +132,25 @@ class DeviceService:
 
     async def import_devices(self, text: str, fmt: Format, progress: Progress | None = None) -> ImportReport:
         return await import_devices(self.pool, self.fleet, text, fmt, progress=progress)
+
+    def on_platform_offline(self, device_id: str, at_ms: int) -> bool:
+        """An NB-IoT platform says the device went offline at `at_ms`; False when it is not
+        registered. Unless the device was heard after that moment, the next offline sweep (every
+        `sweep_interval_s`) declares it offline since `at_ms` and raises its offline alarm, instead
+        of waiting 2.5 heartbeat intervals (a day and more for NB-IoT detectors)."""
+        fleet = self.fleet
+        slot = fleet.slot(device_id)
+        if slot < 0:
+            return False
+        at = min(at_ms, self.clock())
+        watched = fleet.parent[slot] < 0 and not int(fleet.flags[slot]) & OFFLINE
+        if watched and fleet.last_seen_ms[slot] <= at:
+            fleet.offline_at_ms[slot] = min(int(fleet.offline_at_ms[slot]), at)
+        return True
+
+    async def on_command_result(self, device_id: str, cmd_id: str | None, state: PlatformState, detail: str) -> bool:
+        """A platform's word on a command (`CommandService.on_platform_result`)."""
+        return await self.commands.on_platform_result(device_id, cmd_id, state, detail)
 
 
 async def save_flapping_cleared(pool: asyncpg.Pool, device_id: str, actor: str, note: str | None) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol, cast
 
+import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,7 +26,9 @@ from ingest.transports.gb26875_tcp import GB26875Server, NotConnected, RequestTi
 router = APIRouter(prefix="/api/v1", tags=["gb26875"])
 
 #: Request names and their application data types (GB/T 26875.3 §8.3: 81-91).
-REQUESTS = {"read_status": 81, "read_version": 85, "read_config": 86, "read_time": 88, "sync_clock": 90, "duty_check": 91}
+REQUESTS = {
+    "read_status": 81, "read_version": 85, "read_config": 86, "read_time": 88, "sync_clock": 90, "duty_check": 91,
+}
 UITD_PREFIX = "uitd-"
 
 
@@ -37,14 +40,21 @@ class UitdRequestIn(BaseModel):
     timeout_s: float = Field(10.0, gt=0, le=60, description="all attempts together (up to 3 resends)")
 
 
-def gb26875_server(request: Request) -> GB26875Server:
-    server = getattr(request.app.state, "gb26875", None)
-    if server is None:
-        raise HTTPException(404, "the GB/T 26875.3 listener is disabled (MIAOXIANG_GB26875_ENABLED)")
-    return server
+class Gb26875Deps(Protocol):
+    """What the transmission-device routes read of the running service."""
+
+    @property
+    def pool(self) -> asyncpg.Pool: ...
+
+    @property
+    def gb26875(self) -> GB26875Server | None: ...
 
 
-Server = Annotated[GB26875Server, Depends(gb26875_server)]
+def deps(request: Request) -> Gb26875Deps:
+    return cast(Gb26875Deps, request.state.services)
+
+
+Deps = Annotated[Gb26875Deps, Depends(deps)]
 
 
 def _jsonable(value: Any) -> Any:
@@ -61,7 +71,9 @@ def _jsonable(value: Any) -> Any:
 
 def answer_json(frame: Frame) -> dict[str, Any]:
     """The device's answer: its command, serial, time and decoded application data (if any)."""
-    out: dict[str, Any] = {"command": Command(frame.command).name, "serial": frame.serial, "sent_at": _jsonable(frame.sent_at)}
+    out: dict[str, Any] = {
+        "command": Command(frame.command).name, "serial": frame.serial, "sent_at": _jsonable(frame.sent_at),
+    }
     if frame.data:
         app = decode_app_data(frame.data)
         out["app_type"] = app.app_type
@@ -70,11 +82,14 @@ def answer_json(frame: Frame) -> dict[str, Any]:
 
 
 @router.post("/uitd/{device_id}/requests")
-async def uitd_request(device_id: str, body: UitdRequestIn, request: Request, principal: Operator, server: Server) -> dict[str, Any]:
+async def uitd_request(device_id: str, body: UitdRequestIn, principal: Operator, d: Deps) -> dict[str, Any]:
     """Send a request or control command to a connected transmission device and answer its reply."""
+    server = d.gb26875
+    if server is None:
+        raise HTTPException(404, "the GB/T 26875.3 listener is disabled (MIAOXIANG_GB26875_ENABLED)")
     if not device_id.startswith(UITD_PREFIX) or not device_id[len(UITD_PREFIX):].isdigit():
         raise HTTPException(404, f"{device_id} is not a transmission device (uitd-<address>)")
-    device = await registry.get_device(request.app.state.pool, device_id)
+    device = await registry.get_device(d.pool, device_id)
     if device is not None and not principal.sees_region(device["region"]):
         raise HTTPException(403, f"device {device_id} is outside your regions")
     address = int(device_id[len(UITD_PREFIX):])

@@ -8,24 +8,22 @@ non-200 never loses a report and a retry of a stored one is deduplicated.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import re
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, cast
 
+import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse
 
-from ingest.codecs.ctwing import decode_ctwing
 from ingest.codecs.errors import DecodeError
-from ingest.codecs.generic import verify_generic
-from ingest.codecs.json_report import decode_json_batch_indexed, decode_json_report
-from ingest.codecs.onenet import decode_onenet, verify_onenet, verify_onenet_url
-from ingest.codecs.platform import PlatformResult
 from ingest.codecs.profiles import ProfileRegistry
+from ingest.codecs.registry import PushPlatform, UnknownCodec, push_platform
+from ingest.delivery import deliver
 from ingest.metrics import IngestMetrics
-from ingest.pipeline import Pipeline, RawOf, lane_for
+from ingest.notices import PlatformNotices, notice_bytes, route_notices
+from ingest.pipeline import Clock, Pipeline
 
 router = APIRouter(prefix="/api/v1/ingest", tags=["ingest"])
 SOURCE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # the push_sources.name check
@@ -66,19 +64,42 @@ class PushContext:
     max_bytes: int
 
 
-def push_context(request: Request) -> PushContext:
-    return request.app.state.push
+class PushDeps(Protocol):
+    """What the push routes read of the running service."""
+
+    @property
+    def push(self) -> PushContext: ...
+
+    @property
+    def pool(self) -> asyncpg.Pool: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def devices(self) -> PlatformNotices: ...
 
 
-async def _source(request: Request, name: str) -> PushSource:
+def deps(request: Request) -> PushDeps:
+    return cast(PushDeps, request.state.services)
+
+
+Deps = Annotated[PushDeps, Depends(deps)]
+
+
+async def _source(pool: asyncpg.Pool, name: str) -> tuple[PushSource, PushPlatform]:
     if not SOURCE_NAME.fullmatch(name):  # e.g. a NUL byte, which PostgreSQL would refuse with an error
         raise HTTPException(404, "unknown push source")
-    row = await request.app.state.pool.fetchrow(
+    row = await pool.fetchrow(
         "SELECT name, platform, secret, tenant, profile, rate_per_s FROM push_sources WHERE name = $1", name
     )
     if row is None:
         raise HTTPException(404, f"unknown push source {name!r}")
-    return PushSource(**dict(row))
+    src = PushSource(**dict(row))
+    try:
+        return src, push_platform(src.platform)
+    except UnknownCodec as e:  # a row the service's push_sources check would not let in
+        raise HTTPException(409, f"push source {src.name}: {e}") from None
 
 
 async def _body(request: Request, limit: int) -> bytes:
@@ -95,83 +116,68 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _decode_generic(body: bytes, received_ms: int) -> tuple[PlatformResult, bytes | RawOf]:
-    """The readings of a generic push, and what a rejected one is dead-lettered with: the body,
-    or for an array the element's own text."""
-    stripped = body.lstrip()
-    if stripped.startswith(b"["):
-        batch = decode_json_batch_indexed(body, received_ms=received_ms)
-        return PlatformResult(readings=batch.readings, errors=batch.errors, notices=[]), batch.element
-    return PlatformResult(readings=[decode_json_report(body, received_ms=received_ms)], errors=[], notices=[]), body
-
-
 @router.post("/push/{source}")
-async def push(source: str, request: Request, ctx: Annotated[PushContext, Depends(push_context)]) -> dict[str, Any]:
+async def push(source: str, request: Request, d: Deps) -> dict[str, Any]:
     """Accept one platform push. 200 with counts, 401 bad signature, 404 unknown source, 413 too
-    large, 422 when nothing in the body is a report, 429 over the source's rate."""
-    src = await _source(request, source)
+    large, 422 when nothing in the body is a report or a notice, 429 over the source's rate.
+
+    The source's platform (`ingest.codecs.registry.PLATFORMS`) checks and decodes the body;
+    readings go to the pipeline, notices to `ingest.notices`, failures to the dead letters."""
+    ctx = d.push
+    src, platform = await _source(d.pool, source)
     if not ctx.limiter.allow(src.name, src.rate_per_s, time.monotonic()):
         raise HTTPException(429, f"push source {src.name} is over its rate of {src.rate_per_s:g} requests/s")
     body = await _body(request, ctx.max_bytes)
-    received_ms = request.app.state.clock()
-    if src.platform == "generic":
-        if not src.secret or not verify_generic(src.secret, body, request.headers.get("x-miaoxiang-signature")):
-            raise HTTPException(401, "bad or missing X-Miaoxiang-Signature")
-    elif src.platform == "onenet":
-        if not src.secret or not verify_onenet(src.secret, body):
-            raise HTTPException(401, "bad OneNET msg_signature")
-    elif src.platform == "ctwing":
-        token = request.headers.get("x-miaoxiang-token") or request.query_params.get("token")
-        if not src.secret or token is None or not _same(token, src.secret):
-            raise HTTPException(401, "bad or missing CTWing push token")
+    received_ms = d.clock()
+    if not src.secret or not platform.verify(src.secret, body, request.headers, request.query_params):
+        raise HTTPException(401, platform.refusal)
     transport = f"http:{src.platform}"
     origin = f"http:{src.name}"
-    codec = src.platform  # generic, onenet or ctwing (device profiles are part of the last two)
+    codec = platform.name  # device profiles are part of the platform codecs
     ctx.metrics.codec_received.labels("http", codec).inc()
-    raw: bytes | RawOf = body  # a platform push is dead-lettered as sent
     try:
-        if src.platform == "generic":
-            result, raw = _decode_generic(body, received_ms)
-        elif src.platform == "onenet":
-            result = decode_onenet(body, received_ms=received_ms, profiles=ctx.profiles, profile=src.profile)
-        else:
-            result = decode_ctwing(body, received_ms=received_ms, profiles=ctx.profiles, profile=src.profile)
+        result = platform.decode(body, received_ms=received_ms, profiles=ctx.profiles, profile=src.profile)
     except DecodeError as e:
         ctx.metrics.decode_errors.labels("http", codec).inc()
         await (await ctx.pipeline.dead_letter(transport, origin, e.reason, body, codec=codec))
         raise HTTPException(422, f"nothing in the body is a report: {e.reason}") from None
-    waits: list[asyncio.Future[None]] = []
-    for err in result.errors:
-        ctx.metrics.decode_errors.labels("http", codec).inc()
-        waits.append(await ctx.pipeline.dead_letter(transport, f"{origin}#{err.index}", err.reason, err.raw, codec=codec))
-    if result.readings:
+    # a platform push is dead-lettered as sent; a generic array's element as its own text
+    waits = await deliver(ctx.pipeline, ctx.metrics, result, transport=transport, source=origin, codec=codec, raw=body)
+    routed = await route_notices(
+        result.notices, d.devices, ctx.pipeline.fleet, received_ms=received_ms, platform=src.platform
+    )
+    if routed.heartbeats:
         waits.append(await ctx.pipeline.submit(
-            result.readings, lane=lane_for(result.readings), transport=transport, source=origin, codec=codec, raw=raw
+            routed.heartbeats, lane="tel", transport=transport, source=origin, codec=codec, raw=body
         ))
+    for notice, reason in routed.unmatched:
+        raw = notice_bytes(notice)
+        waits.append(await ctx.pipeline.dead_letter(transport, f"{origin}#notice", reason, raw, codec=codec))
     if not result.readings and not result.notices:
         if not result.errors:  # e.g. an empty array: still kept, with its reason
-            waits.append(await ctx.pipeline.dead_letter(transport, origin, "nothing in the body is a report", body, codec=codec))
+            reason = "nothing in the body is a report"
+            waits.append(await ctx.pipeline.dead_letter(transport, origin, reason, body, codec=codec))
         await asyncio.gather(*waits)
         raise HTTPException(422, "nothing in the body is a report")
     await asyncio.gather(*waits)
-    return {"accepted": len(result.readings), "rejected": len(result.errors), "notices": len(result.notices)}
+    return {
+        "accepted": len(result.readings),
+        "rejected": len(result.errors) + len(routed.unmatched),
+        "notices": len(result.notices) - len(routed.unmatched),
+    }
 
 
 @router.get("/push/{source}", response_class=PlainTextResponse)
-async def onenet_url_verification(
+async def url_verification(
     source: str,
-    request: Request,
+    d: Deps,
     msg: Annotated[str, Query()],
     nonce: Annotated[str, Query()],
     signature: Annotated[str, Query()],
 ) -> str:
-    """OneNET checks a push URL by sending `msg`, `nonce` and `signature`; answer `msg` if it checks."""
-    src = await _source(request, source)
-    if src.platform != "onenet" or not src.secret or not verify_onenet_url(src.secret, msg, nonce, signature):
+    """A platform (OneNET) checks a push URL by sending `msg`, `nonce` and `signature`; answer
+    `msg` if it checks."""
+    src, platform = await _source(d.pool, source)
+    if platform.verify_url is None or not src.secret or not platform.verify_url(src.secret, msg, nonce, signature):
         raise HTTPException(401, "signature does not check")
     return msg
-
-
-def _same(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
-
