@@ -129,7 +129,9 @@ def topic_codec(levels: list[str]) -> TopicCodec | None:
 
 # --- HTTP push platforms, by name ---------------------------------------------------------------
 class PushDecoder(Protocol):
-    def __call__(self, body: bytes, *, received_ms: int, profiles: ProfileRegistry, profile: str | None) -> PlatformResult: ...
+    def __call__(
+        self, body: bytes, *, received_ms: int, profiles: ProfileRegistry, profile: str | None
+    ) -> PlatformResult: ...
 
 
 #: (secret, body, headers, query parameters) -> whether the push is the source's.
@@ -164,4 +166,5 @@ def push_platform(name: str) -> PushPlatform:
     try:
         return PLATFORMS[name]
     except KeyError:
-        raise UnknownCodec(f"push platform {name[:64]!r} is unknown; platforms are {', '.join(PLATFORM_NAMES)}") from None
+        known = ", ".join(PLATFORM_NAMES)
+        raise UnknownCodec(f"push platform {name[:64]!r} is unknown; platforms are {known}") from None
