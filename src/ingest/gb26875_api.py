@@ -4,7 +4,8 @@ duty check (查岗), and gets the device's decoded answer.
 
 `POST /api/v1/uitd/{device_id}/requests` with `{"request": "duty_check"}`; 404 when the device is
 unknown or not connected, 504 when it does not answer within the standard's retries, 502 when
-its connection closes while waiting.
+its connection closes while waiting or its answer is malformed (does not decode, or is not the
+type asked for).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from devices import registry
 from devices.auth import Operator
 from ingest.codecs.gb26875 import Command, Frame
 from ingest.codecs.gb26875_appdata import decode_app_data
-from ingest.transports.gb26875_tcp import GB26875Server, NotConnected, RequestTimeout, SessionClosed
+from ingest.transports.gb26875_tcp import BadAnswer, GB26875Server, NotConnected, RequestTimeout, SessionClosed
 
 router = APIRouter(prefix="/api/v1", tags=["gb26875"])
 
@@ -99,7 +100,9 @@ async def uitd_request(device_id: str, body: UitdRequestIn, principal: Operator,
     except NotConnected:
         raise HTTPException(404, f"{device_id} has no open session") from None
     except RequestTimeout as e:
-        raise HTTPException(504, str(e)) from None
+        raise HTTPException(504, f"设备未在时限内应答 / {e}") from None
+    except BadAnswer as e:
+        raise HTTPException(502, f"设备的应答无法解读 / {device_id} sent a malformed answer: {e.problem}") from None
     except (SessionClosed, ConnectionError):
         raise HTTPException(502, f"{device_id} closed its connection before answering") from None
     return {"device_id": device_id, "request": body.request, "by": principal.name, "answer": answer_json(frame)}
