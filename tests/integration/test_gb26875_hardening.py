@@ -19,7 +19,7 @@ from ingest.codecs.gb26875 import Command, Frame, FrameReassembler, encode_frame
 from ingest.transports.gb26875_tcp import BadAnswer, GB26875Server
 from miaoxiang.settings import Settings
 from tests.integration.test_gb26875_server import ADDRESS, Gateway, eventually
-from tests.service import running_service
+from tests.service import running_service, wait_for
 
 CENTRE = 88888
 
@@ -266,3 +266,27 @@ async def test_the_api_answers_502_to_a_malformed_answer(settings: Settings) -> 
     assert response.status_code == 502
     detail = response.json()["detail"]
     assert detail.startswith("设备的应答无法解读") and "malformed" in detail and "does not decode" in detail
+
+
+@pytest.mark.integration
+async def test_a_refused_hijack_becomes_a_tamper_alarm_of_the_device(settings: Settings) -> None:
+    """The takeover's `tamper` reading goes through the pipeline into the alarm lifecycle."""
+    async with running_service(settings) as svc:
+        device = {"device_id": f"uitd-{ADDRESS}", "kind": "uitd"}
+        assert (await svc.http.post("/api/v1/devices", json=device, headers=svc.auth())).status_code in (200, 201)
+        port = svc.app.state.services.gb26875.port
+        real = await RawPeer.connect(port)
+        assert (await real.heartbeat()).command == Command.confirm
+        intruder = await RawPeer.connect(port, "127.0.0.2")
+        await intruder.send(Frame(0, (1, 0), None, ADDRESS, CENTRE, Command.send))
+        assert await intruder.until_closed() == b""
+
+        async def tamper_alarms() -> list[dict[str, object]]:
+            items = (await svc.http.get("/api/v1/alarms", headers=svc.auth())).json()["items"]
+            return [a for a in items if a["type"] == "tamper" and a["device_ids"] == [f"uitd-{ADDRESS}"]]
+
+        assert await wait_for(tamper_alarms, timeout=5)
+        assert (await real.heartbeat(serial=1)).command == Command.confirm  # the real device kept its session
+        metrics = (await svc.http.get("/metrics")).text
+        real.close()
+    assert "mx_gb26875_takeovers_refused_total 1.0" in metrics
