@@ -97,6 +97,7 @@ def settings(database_url: str, mqtt_url: str, topic_prefix: str, tmp_path: Path
         http_port=0,
         data_dir=tmp_path,
         batch_ms=5,
+        outbound_allow=["127.0.0.1"],  # test webhooks listen on loopback (CONTRACT §9)
     )
 
 

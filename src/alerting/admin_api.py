@@ -4,7 +4,8 @@
   (CONTRACT §8), audited in `device_audit` with the operator's name.
 - `POST /api/v1/escalation-contacts` (admin): add or replace the contact `name` of a region path
   and level (0 unit contact, 1 grid worker, 2 micro fire station, 3 fire brigade dispatch) with
-  its webhook URL; `GET` lists them (filter by `region` prefix and `level`), `DELETE` removes one.
+  its webhook URL (an outbound target: 422 naming an address the outbound policy refuses,
+  CONTRACT §9); `GET` lists them (filter by `region` prefix and `level`), `DELETE` removes one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from alerting.api import Alarms, _like_prefix
 from alerting.lifecycle import LEVEL_NAMES, MAX_LEVEL
 from alerting.service import UnknownDevice
 from devices import fleet_query
+from devices.api import Outbound
 from devices.auth import Admin, Operator
+from devices.outbound import OutboundRefused, check_target
 
 router = APIRouter(prefix="/api/v1", tags=["alarm settings"])
 
@@ -58,8 +61,12 @@ def _contact(r: Any) -> dict[str, Any]:
 
 
 @router.post("/escalation-contacts", status_code=201)
-async def upsert_contact(body: ContactIn, principal: Admin, alarms: Alarms) -> dict[str, Any]:
+async def upsert_contact(body: ContactIn, principal: Admin, alarms: Alarms, outbound: Outbound) -> dict[str, Any]:
     """Add the contact, or replace the webhook of the contact of that region, level and name."""
+    try:
+        await check_target(str(body.webhook), outbound)
+    except OutboundRefused as e:
+        raise HTTPException(422, f"webhook: {e}") from None
     row = await alarms.pool.fetchrow(
         """INSERT INTO region_contacts (region, level, name, webhook, updated_by, updated_at)
            VALUES ($1, $2, $3, $4, $5, now())

@@ -29,6 +29,7 @@ from starlette.requests import HTTPConnection
 from alerting.lifecycle import Alarm, AlarmNotFound, Classification, InvalidTransition, loads, rfc3339, to_ms
 from alerting.model import OPEN_STATUSES, AlarmType, Response, Severity
 from alerting.service import AlarmService
+from alerting.notify import shown_detail
 from alerting.stream import StreamEvent
 from devices.auth import Operator, Principal, Viewer, principal_of
 from devices.auth import deps as auth_deps
@@ -211,7 +212,7 @@ async def get_alarm(alarm_id: str, principal: Viewer, alarms: Alarms) -> dict[st
         ],
         "notifications": [
             {"level": a["level"], "target": a["target"], "attempt": a["attempt"], "at": rfc3339(to_ms(a["at"])),
-             "ok": a["ok"], "detail": a["detail"]}
+             "ok": a["ok"], "detail": shown_detail(a["ok"], a["detail"])}
             for a in attempts
         ],
     }

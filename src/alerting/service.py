@@ -28,6 +28,7 @@ from alerting.writer import DecisionWriter
 from devices.batch import ReadingColumns
 from devices.clock import Clock
 from devices.fleet import FLAPPING, Fleet
+from devices.outbound import OutboundPolicy
 from devices.reading import Reading
 from devices.service import save_flapping_cleared
 
@@ -128,13 +129,15 @@ class AlarmService:
         sweep_interval_s: float = 5.0,
         stream_heartbeat_s: float = 15.0,
         listen_dsn: str | None = None,
+        outbound: OutboundPolicy | None = None,
         **lifecycle_options: Any,
     ) -> AlarmService:
         """The service with its hub (replaying from `alarm_events` and, given `listen_dsn`,
-        following the events other processes commit), notifier and metrics."""
+        following the events other processes commit), notifier (sending where `outbound`
+        allows; global addresses only by default) and metrics."""
         metrics = AlarmMetrics(registry)
         hub = AlarmHub(db_replay(pool), heartbeat_s=stream_heartbeat_s, metrics=metrics)
-        notifier = Notifier(pool, clock, metrics=metrics)
+        notifier = Notifier(pool, clock, policy=outbound, metrics=metrics)
         lifecycle = AlarmLifecycle(pool, hub, fleet, clock, notifier=notifier, metrics=metrics, **lifecycle_options)
         return cls(pool, fleet, correlator, lifecycle, hub, clock, sweep_interval_s, notifier=notifier, listen_dsn=listen_dsn)
 

@@ -2,7 +2,9 @@
 
 Roles: viewers read; operators register devices and units, switch maintenance and send
 commands (every command, not only valves and breakers: a viewer sends none); admins manage
-push sources, tokens and read dead letters. A token scoped to regions sees only devices and
+push sources, tokens and read dead letters, and alone set a unit contact's `webhook` (an outbound
+target, CONTRACT §9: checked against the outbound policy, 422 naming a refused address; an
+operator may resend the webhooks a unit already has). A token scoped to regions sees only devices and
 units whose unit region lies under one of them (whole path segments): lists are filtered,
 anything else is 403.
 Bulk import needs an operator token without a region scope. Lists answer
@@ -26,6 +28,7 @@ from devices.auth import Admin, Operator, Principal, Viewer, create_token
 from devices.commands import COMMANDS, InvalidCommand
 from devices.importer import UnusableImport
 from devices.kinds import Kind
+from devices.outbound import OutboundPolicy, OutboundRefused, check_target
 from devices.registry import DeviceSpec, InvalidSpec, KindConflict, UnitSpec, UnknownUnit
 from devices.service import DeviceService
 
@@ -53,6 +56,9 @@ class DeviceDeps(Protocol):
     @property
     def risk(self) -> UnitRisk | None: ...
 
+    @property
+    def outbound(self) -> OutboundPolicy: ...
+
 
 def deps(request: Request) -> DeviceDeps:
     return cast(DeviceDeps, request.state.services)
@@ -66,6 +72,14 @@ def device_service(d: Deps) -> DeviceService:
 
 
 Devices = Annotated[DeviceService, Depends(device_service)]
+
+
+def outbound_policy(d: Deps) -> OutboundPolicy:
+    return d.outbound
+
+
+#: the outbound policy, for every route that configures an outbound target
+Outbound = Annotated[OutboundPolicy, Depends(outbound_policy)]
 
 
 def ms_iso(ms: int | None) -> datetime | None:
@@ -324,7 +338,7 @@ async def _visible_unit(svc: DeviceService, principal: Principal, unit_id: str) 
 
 @router.post("/units", status_code=201)
 async def upsert_unit(
-    body: UnitIn, response: Response, principal: Operator, d: Deps, svc: Devices
+    body: UnitIn, response: Response, principal: Operator, d: Deps, svc: Devices, outbound: Outbound
 ) -> dict[str, Any]:
     """Create a unit (201; `unit_id` generated when absent) or replace one (200)."""
     try:
@@ -337,12 +351,34 @@ async def upsert_unit(
         existing = await registry.get_unit(svc.pool, spec.unit_id)
         if existing is not None and not principal.sees_region(existing["region"]):
             raise HTTPException(403, f"unit {spec.unit_id} is outside your regions")
+    await _check_webhooks(spec, principal, outbound, svc)
     async with svc.pool.acquire() as conn:
         unit, created = await registry.upsert_unit(conn, spec)
     svc.fleet.set_unit(unit["unit_id"], region=unit["region"], maintenance=unit["maintenance"])
     if not created:
         response.status_code = 200
     return unit_out(unit, await _colours(d, [unit["unit_id"]]))
+
+
+async def _check_webhooks(spec: UnitSpec, principal: Principal, policy: OutboundPolicy, svc: DeviceService) -> None:
+    """Contacts' webhooks are outbound targets: 403 when an operator sets one the unit does not
+    have yet, 422 naming a webhook the outbound policy refuses."""
+    hooks = [c["webhook"] for c in spec.contacts if "webhook" in c]
+    if not hooks:
+        return
+    if not principal.may("admin"):
+        unit = await registry.get_unit(svc.pool, spec.unit_id)
+        kept = {c.get("webhook") for c in unit["contacts"]} if unit else set()
+        if any(hook not in kept for hook in hooks):
+            raise HTTPException(403, "联系人的 webhook 是外呼目标，只有管理员可以设置 / "
+                                     "a contact's webhook is an outbound target: only an admin may set it")
+    for hook in hooks:
+        if not isinstance(hook, str):
+            raise HTTPException(422, "contacts: webhook must be an http or https URL")
+        try:
+            await check_target(hook, policy)
+        except OutboundRefused as e:
+            raise HTTPException(422, f"contacts: webhook {hook}: {e}") from None
 
 
 @router.get("/units")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator, Coroutine
@@ -35,6 +36,7 @@ from devices.clock import Clock
 from devices.commands import CommandService
 from devices.fleet import Fleet
 from devices.fleet_metrics import FleetCollector
+from devices.outbound import OutboundPolicy
 from devices.reading import Reading
 from devices.service import DeviceService
 from ingest.codecs.profiles import ProfileRegistry
@@ -85,6 +87,11 @@ class Services:
     @property
     def admin_token(self) -> SecretStr | None:
         return self.settings.admin_token
+
+    @functools.cached_property
+    def outbound(self) -> OutboundPolicy:
+        """Where outbound calls may go (`MIAOXIANG_OUTBOUND_ALLOW`, CONTRACT §9)."""
+        return OutboundPolicy.parse(self.settings.outbound_allow)
 
     @property
     def broker_ready(self) -> bool:
@@ -173,6 +180,7 @@ async def _build(
     alarms = alarm_service_class(settings).create(
         pool=pool, fleet=fleet, correlator=Correlator(RuleConfig()), clock=clock, registry=registry,
         sweep_interval_s=settings.sweep_interval_s, listen_dsn=db_url,
+        outbound=OutboundPolicy.parse(settings.outbound_allow),
     )
     if settings.role != "all":
         links = scale_out(settings, BrokerConfig.from_url(mqtt_url, protocol), fleet=fleet, alarms=alarms,

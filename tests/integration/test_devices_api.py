@@ -26,6 +26,7 @@ from devices.batch import ReadingColumns
 from devices.commands import CommandService
 from devices.fleet import Fleet
 from devices.kinds import Event, Kind
+from devices.outbound import OutboundPolicy
 from devices.reading import Reading
 from devices.service import DeviceService
 from ingest.readings_api import router as readings_router
@@ -78,7 +79,7 @@ async def api(settings: Settings, mqtt_url: str) -> AsyncIterator[Api]:
             app.include_router(r)
         services = SimpleNamespace(
             admin_token=settings.admin_token, pool=pool, fleet=fleet, risk=None,
-            devices=DeviceService(pool, fleet, commands, clock=clock),
+            devices=DeviceService(pool, fleet, commands, clock=clock), outbound=OutboundPolicy.parse(settings.outbound_allow),
         )
         tokens = {
             "admin": "test-admin-token",
