@@ -25,7 +25,9 @@ from devices.outbound import OutboundRefused, check_target
 
 router = APIRouter(prefix="/api/v1", tags=["alarm settings"])
 
-Level = Annotated[int, Field(ge=0, le=MAX_LEVEL, description="0 unit contact, 1 grid worker, 2 micro fire station, 3 fire brigade dispatch")]
+Level = Annotated[int, Field(
+    ge=0, le=MAX_LEVEL, description="0 unit contact, 1 grid worker, 2 micro fire station, 3 fire brigade dispatch"
+)]
 
 
 class FlappingClear(BaseModel):
@@ -33,7 +35,9 @@ class FlappingClear(BaseModel):
 
 
 @router.post("/devices/{device_id}/flapping/clear")
-async def clear_flapping(device_id: str, principal: Operator, alarms: Alarms, body: FlappingClear | None = None) -> dict[str, Any]:
+async def clear_flapping(
+    device_id: str, principal: Operator, alarms: Alarms, body: FlappingClear | None = None
+) -> dict[str, Any]:
     """Clear the detector's flapping mark; `cleared` says whether it was marked."""
     fleet = alarms.fleet
     slot = fleet.slot(device_id)
@@ -106,7 +110,8 @@ async def delete_contact(
 ) -> Response:
     """Remove one contact; 404 when there is none of that region, level and name."""
     done = await alarms.pool.execute(
-        "DELETE FROM region_contacts WHERE region = $1 AND level = $2 AND name = $3", region.strip().rstrip("/"), level, name
+        "DELETE FROM region_contacts WHERE region = $1 AND level = $2 AND name = $3",
+        region.strip().rstrip("/"), level, name,
     )
     if done == "DELETE 0":
         raise HTTPException(404, f"no level {level} contact {name!r} for region {region!r}")

@@ -197,7 +197,8 @@ async def get_alarm(alarm_id: str, principal: Viewer, alarms: Alarms) -> dict[st
     if row is None or not principal.sees_region(row["region"]):
         raise HTTPException(404, f"alarm {alarm_id} does not exist")
     events = await alarms.pool.fetch(
-        "SELECT event_id, at, action, actor, detail FROM alarm_events WHERE alarm_id = $1 ORDER BY event_id", row["alarm_id"]
+        "SELECT event_id, at, action, actor, detail FROM alarm_events WHERE alarm_id = $1 ORDER BY event_id",
+        row["alarm_id"],
     )
     attempts = await alarms.pool.fetch(
         "SELECT level, target, attempt, at, ok, detail FROM notification_attempts WHERE alarm_id = $1 ORDER BY id",

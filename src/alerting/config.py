@@ -49,7 +49,8 @@ class RuleConfig(BaseModel):
     outage_window_s: float = Field(default=600.0, ge=0, description="... within this are one network_outage")
     mute_s: float = Field(
         default=600.0, ge=0,
-        description="A device's own `mute` event silences its alarms this long (a mute command sets Fleet.mute_until_ms)")
+        description="A device's own `mute` event silences its alarms this long "
+                    "(a mute command sets Fleet.mute_until_ms)")
     correlation_memory_s: float = Field(
         default=600.0, gt=0, description="How long (service time) unit alarms are remembered for correlation")
     offline_verify_kinds: frozenset[Kind] = Field(

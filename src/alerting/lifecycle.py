@@ -274,7 +274,9 @@ def resolve_change(alarm: Alarm, classification: str, note: str | None, actor: s
         raise ValueError(f"classification must be one of {', '.join(CLASSIFICATIONS)}")
     if alarm.status == "resolved":
         raise InvalidTransition(alarm.alarm_id, alarm.status, "resolved")
-    new = replace(alarm, status="resolved", classification=classification, note=note, resolved_by=actor, resolved_at_ms=now_ms)
+    new = replace(
+        alarm, status="resolved", classification=classification, note=note, resolved_by=actor, resolved_at_ms=now_ms
+    )
     return Change(new, "resolved", {"classification": classification, "note": note, "from": alarm.status}, actor=actor)
 
 
@@ -450,7 +452,8 @@ class AlarmLifecycle:
         delay = 0.05
         while True:
             try:
-                if len(decisions) == 1 and decisions[0].action == "raise" and await self._raise_new(*decisions, *received_ms):
+                one_raise = len(decisions) == 1 and decisions[0].action == "raise"
+                if one_raise and await self._raise_new(decisions[0], received_ms[0]):
                     self.db_down = False
                     return
                 ignored = await self._write_decisions(decisions, received_ms)
@@ -476,7 +479,8 @@ class AlarmLifecycle:
                         await self._apply([d], [received], unshown)
                 else:
                     d = decisions[0]
-                    log.error("alarm decision %s %s/%s rejected by the database (%s); skipped", d.action, d.key, d.type.name, e)
+                    log.error("alarm decision %s %s/%s rejected by the database (%s); skipped",
+                              d.action, d.key, d.type.name, e)
                 return
 
     async def _raise_new(self, d: Decision, received_ms: int | None) -> bool:
@@ -573,7 +577,8 @@ class AlarmLifecycle:
         """Acknowledge; raises AlarmNotFound (also when outside `sees`) or InvalidTransition."""
         change = await self._operate(alarm_id, sees, lambda a, now: ack_change(a, actor, now))
         if self.metrics:
-            self.metrics.ack_seconds.observe(max(0, (change.alarm.acked_at_ms or 0) - change.alarm.created_at_ms) / 1000)
+            acked_after_ms = (change.alarm.acked_at_ms or 0) - change.alarm.created_at_ms
+            self.metrics.ack_seconds.observe(max(0, acked_after_ms) / 1000)
         return change.alarm
 
     async def resolve(
@@ -583,7 +588,9 @@ class AlarmLifecycle:
         change = await self._operate(alarm_id, sees, lambda a, now: resolve_change(a, classification, note, actor, now))
         return change.alarm
 
-    async def _operate(self, alarm_id: int, sees: RegionFilter | None, transition: Callable[[Alarm, int], Change]) -> Change:
+    async def _operate(
+        self, alarm_id: int, sees: RegionFilter | None, transition: Callable[[Alarm, int], Change]
+    ) -> Change:
         async with self._committing() as (conn, now, changes):
             row = await conn.fetchrow("SELECT * FROM alarms WHERE alarm_id = $1 FOR UPDATE", alarm_id)
             if row is None or (sees is not None and not sees(row["region"])):

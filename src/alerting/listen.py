@@ -46,7 +46,7 @@ async def _listen(hub: AlarmHub, dsn: str, retry_max_s: float) -> None:
         try:
             conn = await asyncpg.connect(dsn)
             lost = asyncio.Event()
-            conn.add_termination_listener(lambda _c: lost.set())
+            conn.add_termination_listener(lambda _c, lost=lost: lost.set())  # this connection's event
             await conn.add_listener(CHANNEL, _on_notify(hub))
             hub.start_following(await conn.fetchval(_NEWEST))  # listening first: nothing slips between
             delay = 0.1

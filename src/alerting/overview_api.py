@@ -53,11 +53,15 @@ async def overview(
     return {
         **counts,
         "offline_devices": [
-            {"device_id": fleet.device_ids[s], "offline_since": ms_iso(int(fleet.offline_since_ms[s]))} for s in longest.tolist()
+            {"device_id": fleet.device_ids[s], "offline_since": ms_iso(int(fleet.offline_since_ms[s]))}
+            for s in longest.tolist()
         ],
         "active_alarms": {
             "total": sum(r["n"] for r in rows),
             "unacknowledged": sum(r["n"] for r in rows if r["status"] == "active_unack"),
-            "by_severity": {sev: sum(r["n"] for r in rows if r["severity"] == sev) for sev in ("critical", "major", "minor", "warning")},
+            "by_severity": {
+                sev: sum(r["n"] for r in rows if r["severity"] == sev)
+                for sev in ("critical", "major", "minor", "warning")
+            },
         },
     }

@@ -94,7 +94,10 @@ async def aggregates(principal: Viewer, risk: Risk, by: Literal["region", "indus
     """Per region prefix (first `depth` levels) or industry: units per colour, mean and max score."""
     t = await risk.table()
     rows = np.flatnonzero(_visible(principal, t.regions, _region(region)))
-    keys = region_prefix([t.units[i].region for i in rows], depth) if by == "region" else [t.units[i].industry for i in rows]
+    if by == "region":
+        keys = region_prefix([t.units[i].region for i in rows], depth)
+    else:
+        keys = [t.units[i].industry for i in rows]
     groups = aggregate(keys, t.scores.score[rows], t.scores.colour[rows])
     items = [{"group": g.group, "units": g.units, **dict(zip(COLOURS, g.by_colour, strict=True)),
               "mean_score": round(g.mean_score, 1), "max_score": round(g.max_score, 1)} for g in groups]

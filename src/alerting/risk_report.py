@@ -77,18 +77,22 @@ def _panel(title: str, rows: Sequence[ReportRow], values: list[float], *, bars: 
     for frac in (0.0, 0.5, 1.0):
         yy = y(frac * ymax)
         parts.append(f'<line x1="{LEFT}" y1="{yy:.1f}" x2="{WIDTH - RIGHT}" y2="{yy:.1f}" class="g"/>'
-                     f'<text x="{LEFT - 6}" y="{yy + 4:.1f}" class="a" text-anchor="end">{escape(fmt(frac * ymax))}</text>')
+                     f'<text x="{LEFT - 6}" y="{yy + 4:.1f}" class="a" text-anchor="end">'
+                     f'{escape(fmt(frac * ymax))}</text>')
     if bars:
         for i, (r, v) in enumerate(zip(rows, values, strict=True)):
             parts.append(f'<rect x="{LEFT + i * step + 1:.1f}" y="{y(v):.1f}" width="{max(step - 2, 1):.1f}" '
-                         f'height="{TOP + plot_h - y(v):.1f}" fill="{colour}"><title>{r.week}: {escape(fmt(v))}</title></rect>')
+                         f'height="{TOP + plot_h - y(v):.1f}" fill="{colour}">'
+                         f'<title>{r.week}: {escape(fmt(v))}</title></rect>')
     elif rows:
         points = " ".join(f"{LEFT + (i + 0.5) * step:.1f},{y(v):.1f}" for i, v in enumerate(values))
         parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>')
         parts += [f'<circle cx="{LEFT + (i + 0.5) * step:.1f}" cy="{y(v):.1f}" r="3" fill="{colour}">'
-                  f"<title>{r.week}: {escape(fmt(v))}</title></circle>" for i, (r, v) in enumerate(zip(rows, values, strict=True))]
+                  f"<title>{r.week}: {escape(fmt(v))}</title></circle>"
+                  for i, (r, v) in enumerate(zip(rows, values, strict=True))]
     every = max(1, int(np.ceil(len(rows) / 8)))
-    parts += [f'<text x="{LEFT + (i + 0.5) * step:.1f}" y="{HEIGHT - 8}" class="a" text-anchor="middle">{r.week[5:]}</text>'
+    parts += [f'<text x="{LEFT + (i + 0.5) * step:.1f}" y="{HEIGHT - 8}" class="a" text-anchor="middle">'
+              f'{r.week[5:]}</text>'
               for i, r in enumerate(rows) if i % every == 0]
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" '
             f'role="img" aria-label="{escape(title)}">{"".join(parts)}</svg>')
@@ -96,7 +100,8 @@ def _panel(title: str, rows: Sequence[ReportRow], values: list[float], *, bars: 
 
 STYLE = ("body{font:14px system-ui,sans-serif;margin:24px;color:#222}svg{display:block;margin:8px 0}"
          ".t{font-weight:600;font-size:13px}.a{font-size:11px;fill:#555}.g{stroke:#ddd}"
-         "table{border-collapse:collapse;margin-top:16px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}")
+         "table{border-collapse:collapse;margin-top:16px}"
+         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}")
 
 
 def report_html(region: str, rows: Sequence[ReportRow], generated: str) -> str:

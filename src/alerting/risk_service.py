@@ -26,8 +26,16 @@ from alerting.model import FIRE_CLASS, OPEN_STATUSES, AlarmType, Severity
 from alerting.risk import UnitInputs
 from alerting.risk_report import ReportRow, report_rows
 from alerting.risk_table import RiskTable, UnitRow
-from alerting.risk_trend import MIN_BASELINE, MIN_COUNT, P_MAX, TrendAlert, group_index, region_prefix, trend_alerts
-from alerting.risk_trend import weekly_matrix
+from alerting.risk_trend import (
+    MIN_BASELINE,
+    MIN_COUNT,
+    P_MAX,
+    TrendAlert,
+    group_index,
+    region_prefix,
+    trend_alerts,
+    weekly_matrix,
+)
 from devices.fleet import FAULT, LOW_BATTERY, OFFLINE, ONLINE, QUARANTINED, TAMPER, Fleet
 from devices.fleet_query import live_flags
 from devices.kinds import Kind
@@ -48,7 +56,8 @@ SELECT unit_id,
        count(*) FILTER (WHERE status = ANY($1::text[]) AND severity = 'major') AS major,
        count(*) FILTER (WHERE status = ANY($1::text[]) AND severity = 'minor') AS minor,
        count(*) FILTER (WHERE status = ANY($1::text[]) AND severity = 'warning') AS warning,
-       count(*) FILTER (WHERE status = ANY($1::text[]) AND response = 'immediate' AND type = ANY($2::text[])) AS immediate,
+       count(*) FILTER (
+           WHERE status = ANY($1::text[]) AND response = 'immediate' AND type = ANY($2::text[])) AS immediate,
        count(*) FILTER (WHERE classification = 'fire' AND first_seen > $3) AS fires,
        count(*) FILTER (WHERE classification = 'false_alarm' AND first_seen > $3) AS false_alarms
 FROM alarms

@@ -67,7 +67,8 @@ class TrendAlert:
     @property
     def why(self) -> str:
         return (f"{self.count} alarms in the last 7 days against a baseline of {self.baseline:.1f}/week over the "
-                f"previous {self.weeks} weeks: P(X >= {self.count}) = {self.p_value:.2g} under Poisson({self.baseline:.2f})")
+                f"previous {self.weeks} weeks: P(X >= {self.count}) = {self.p_value:.2g} "
+                f"under Poisson({self.baseline:.2f})")
 
 
 def trend_alerts(

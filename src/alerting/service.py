@@ -102,7 +102,9 @@ class AlarmService:
         listen_dsn: str | None = None,
     ) -> None:
         if not 0 < sweep_interval_s <= 10:
-            raise ValueError("sweep_interval_s must be in (0, 10]: offline devices are found by a sweep at least every 10 s")
+            raise ValueError(
+                "sweep_interval_s must be in (0, 10]: offline devices are found by a sweep at least every 10 s"
+            )
         self.pool = pool
         self.fleet = fleet
         self.correlator = correlator
@@ -139,7 +141,9 @@ class AlarmService:
         hub = AlarmHub(db_replay(pool), heartbeat_s=stream_heartbeat_s, metrics=metrics)
         notifier = Notifier(pool, clock, policy=outbound, metrics=metrics)
         lifecycle = AlarmLifecycle(pool, hub, fleet, clock, notifier=notifier, metrics=metrics, **lifecycle_options)
-        return cls(pool, fleet, correlator, lifecycle, hub, clock, sweep_interval_s, notifier=notifier, listen_dsn=listen_dsn)
+        return cls(
+            pool, fleet, correlator, lifecycle, hub, clock, sweep_interval_s, notifier=notifier, listen_dsn=listen_dsn
+        )
 
     async def on_batch(self, readings: list[Reading], columns: ReadingColumns) -> asyncio.Future[None] | None:
         """The pipeline's batch handler: correlate and apply now, queue the decisions for the

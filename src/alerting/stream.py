@@ -207,10 +207,10 @@ class AlarmHub:
         async with self.subscribe(sees) as sub:
             last = last_event_id
             if last is not None:
-                async for event in self._replay(last):
-                    last = event.event_id
-                    if sees(event.region):
-                        yield event
+                async for replayed in self._replay(last):
+                    last = replayed.event_id
+                    if sees(replayed.region):
+                        yield replayed
             while True:
                 try:
                     async with asyncio.timeout(self.heartbeat_s):

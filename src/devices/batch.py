@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,9 @@ _KIND, _EVENT, _TS, _RECEIVED = attrgetter("kind"), attrgetter("event"), attrget
 _COLUMN_INDEX = {name: j for j, name in enumerate(_COLUMN_NAMES)}
 _COLUMN_SET = frozenset(_COLUMN_NAMES)
 _PLAIN_NUMBERS = frozenset((float, int))
-_LIST_COLUMNS = frozenset(j for j, name in enumerate(_COLUMN_NAMES) if name in ("residual_current_ma", "cable_temp_c", "voltage_v"))
+_LIST_COLUMNS = frozenset(
+    j for j, name in enumerate(_COLUMN_NAMES) if name in ("residual_current_ma", "cable_temp_c", "voltage_v")
+)
 
 
 #: Device-reported alarm codes (`Reading.extra["alarm_code"]`, as device profiles such as

@@ -123,7 +123,7 @@ def restore(fleet: Fleet, rows: Iterable[Sequence[Any]]) -> int:
         for r in rows:
             doc = json.loads(r[5]) if isinstance(r[5], (str, bytes)) else r[5] or {}
             seen = 0 if r[1] is None else datetime_to_ms(r[1])
-            state.append((r[0], seen, int(r[6]), *(int(doc.get(key, 0)) for key, _ in _times(fleet))))  # type: ignore[arg-type]
+            state.append((r[0], seen, int(r[6]), *(int(doc.get(key, 0)) for key, _ in _times(fleet))))
             for name, item in doc.get("values", {}).items():
                 ids, vs, ts = values.setdefault(name, ([], [], []))
                 ids.append(r[0])

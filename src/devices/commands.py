@@ -64,7 +64,8 @@ def dt_to_ms(dt: datetime) -> int:
 
 
 def _seconds(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value <= MAX_S:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or not 0 < value <= MAX_S:
         raise InvalidCommand(f"{name} must be a number of seconds above 0 and at most {MAX_S}")
     return float(value)
 
@@ -111,7 +112,8 @@ def command_dict(r: asyncpg.Record) -> dict[str, Any]:
 
 TRANSITION = """
     WITH changed AS (
-        UPDATE commands SET state = $2, detail = coalesce($3, detail), attempts = coalesce($4, attempts), updated_at = $5
+        UPDATE commands SET state = $2, detail = coalesce($3, detail), attempts = coalesce($4, attempts),
+            updated_at = $5
         WHERE cmd_id = $1 AND state = ANY($6::text[]) RETURNING cmd_id)
     INSERT INTO command_events (cmd_id, at, state, detail) SELECT cmd_id, $5, $2, $3 FROM changed RETURNING id
 """
@@ -167,7 +169,8 @@ class CommandService:
         p = Pending(uuid.uuid4(), device_id, kind, cmd, params, round(timeout * 1000), 1, now + round(timeout * 1000))
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                """INSERT INTO commands (cmd_id, device_id, cmd, params, state, actor, attempts, timeout_s, created_at, updated_at)
+                """INSERT INTO commands
+                       (cmd_id, device_id, cmd, params, state, actor, attempts, timeout_s, created_at, updated_at)
                    VALUES ($1, $2, $3, $4, 'sent', $5, 1, $6, $7, $7) RETURNING *""",
                 p.cmd_id, device_id, cmd, json.dumps(params, ensure_ascii=False), actor, timeout, ms_to_dt(now),
             )
@@ -197,7 +200,8 @@ class CommandService:
             cmd, params = p.cmd, p.params
         else:
             row = await self.pool.fetchrow(
-                "SELECT cmd, params FROM commands WHERE cmd_id = $1 AND device_id = $2 AND state = 'timeout'", cmd_id, device_id
+                "SELECT cmd, params FROM commands WHERE cmd_id = $1 AND device_id = $2 AND state = 'timeout'",
+                cmd_id, device_id,
             )
             if row is None:
                 log.debug("answer to command %s from %s is a repeat or unknown; ignored", cmd_id, device_id)
@@ -282,7 +286,9 @@ class CommandService:
             row = await conn.fetchrow("SELECT * FROM commands WHERE cmd_id = $1", cmd_id)
             if row is None:
                 return None
-            events = await conn.fetch("SELECT at, state, detail FROM command_events WHERE cmd_id = $1 ORDER BY id", cmd_id)
+            events = await conn.fetch(
+                "SELECT at, state, detail FROM command_events WHERE cmd_id = $1 ORDER BY id", cmd_id
+            )
         return {**command_dict(row), "events": [dict(e) for e in events]}
 
     async def list_for_device(
@@ -305,7 +311,7 @@ class CommandService:
         payload = json.dumps({"cmd_id": str(p.cmd_id), "cmd": p.cmd, "params": p.params, "ts": now}, ensure_ascii=False)
         try:
             await self.publish(self.topic(p.kind, p.device_id), payload.encode())
-        except Exception as e:  # noqa: BLE001 - any broker failure: the next attempt retries
+        except Exception as e:  # any broker failure: the next attempt retries
             log.warning("command %s to %s not published: %s", p.cmd_id, p.device_id, e)
             await self.pool.execute(
                 "INSERT INTO command_events (cmd_id, at, state, detail) VALUES ($1, $2, 'sent', $3)",

@@ -247,8 +247,9 @@ class Fleet:
         n = len(self.units)
         if n > self.unit_region.shape[0]:
             cap = max(n, self.unit_region.shape[0] * 2)
-            self.unit_region = np.concatenate([self.unit_region, np.full(cap - self.unit_region.shape[0], -1, np.int32)])
-            self.unit_maintenance = np.concatenate([self.unit_maintenance, np.zeros(cap - self.unit_maintenance.shape[0], bool)])
+            more = cap - self.unit_region.shape[0]
+            self.unit_region = np.concatenate([self.unit_region, np.full(more, -1, np.int32)])
+            self.unit_maintenance = np.concatenate([self.unit_maintenance, np.zeros(more, bool)])
 
     # -- registry ---------------------------------------------------------------------------
 
@@ -487,7 +488,9 @@ class Fleet:
         return AppliedBatch(touched.astype(np.int32), flags_before, self.flags[touched],
                             came_online.astype(np.int32), n - int(fresh.sum()))
 
-    def _apply_values(self, values: Mapping[str, np.ndarray], order: np.ndarray, slot: np.ndarray, ts: np.ndarray) -> None:
+    def _apply_values(
+        self, values: Mapping[str, np.ndarray], order: np.ndarray, slot: np.ndarray, ts: np.ndarray
+    ) -> None:
         for name, column in values.items():
             stored = self.values.get(name)
             if stored is None:

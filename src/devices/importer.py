@@ -23,7 +23,13 @@ import asyncpg
 
 from devices.fleet import Fleet
 from devices.registry import (
-    DEVICE_FIELDS, UPSERT_DEVICE, DeviceSpec, InvalidSpec, Registered, full_thresholds, registered_from_row,
+    DEVICE_FIELDS,
+    UPSERT_DEVICE,
+    DeviceSpec,
+    InvalidSpec,
+    Registered,
+    full_thresholds,
+    registered_from_row,
 )
 
 Format = Literal["csv", "ndjson"]
@@ -105,7 +111,7 @@ def _ndjson_rows(text: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
             continue
         try:
             obj = json.loads(raw)
-        except ValueError as e:
+        except json.JSONDecodeError as e:
             yield line, RowError(line, None, f"not valid JSON: {e.msg}")
             continue
         if not isinstance(obj, dict):
@@ -157,12 +163,11 @@ async def write_import(
         ):
             errors.append(RowError(r["line"], r["device_id"], f"unit {r['unit_id']} is not registered"))
         for r in await conn.fetch(
-            "SELECT s.line, s.device_id, s.kind, d.kind AS registered FROM devices_stage s JOIN devices d USING (device_id) "
-            "WHERE d.kind <> s.kind"
+            "SELECT s.line, s.device_id, s.kind, d.kind AS registered "
+            "FROM devices_stage s JOIN devices d USING (device_id) WHERE d.kind <> s.kind"
         ):
-            errors.append(
-                RowError(r["line"], r["device_id"], f"device {r['device_id']} is registered as {r['registered']}, not {r['kind']}")
-            )
+            reason = f"device {r['device_id']} is registered as {r['registered']}, not {r['kind']}"
+            errors.append(RowError(r["line"], r["device_id"], reason))
         if errors:
             await conn.execute("DELETE FROM devices_stage WHERE line = ANY($1::integer[])", [e.line for e in errors])
         rows = await conn.fetch(

@@ -13,14 +13,14 @@ import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
 from devices.fleet import THRESHOLD_NAMES
 from devices.kinds import DEVICE_ID_RE, Kind
 
-Db = asyncpg.Pool | asyncpg.Connection
+Db: TypeAlias = asyncpg.Pool | asyncpg.Connection
 MAX_REGION_LEVELS = 6
 PLATFORMS = ("ctwing", "onenet", "generic")
 DEVICE_FIELDS = ("device_id", "kind", "unit_id", "location", "heartbeat_s", "thresholds", "profile", "cell_id")
@@ -276,7 +276,8 @@ async def list_units(
 ) -> list[dict[str, Any]]:
     """Units in unit_id order after `after`, in a region under `region_prefix` and within `scope`."""
     rows = await db.fetch(
-        f"SELECT * FROM units WHERE ($1::text IS NULL OR unit_id > $1) AND {region_scoped(2, 3)} ORDER BY unit_id LIMIT $4",
+        f"SELECT * FROM units WHERE ($1::text IS NULL OR unit_id > $1) AND {region_scoped(2, 3)} "
+        "ORDER BY unit_id LIMIT $4",
         after, region_prefix, list(scope), limit,
     )
     return [unit_dict(r) for r in rows]
@@ -311,7 +312,8 @@ UPSERT_DEVICE = """
         cell_id = EXCLUDED.cell_id, quarantined = false, updated_at = now()
     WHERE d.kind = EXCLUDED.kind
     RETURNING d.device_id, (d.xmax = 0) AS created, d.maintenance, d.parent_id,
-        (d.xmax <> 0 AND EXISTS (SELECT 1 FROM devices q WHERE q.device_id = d.device_id AND q.quarantined)) AS was_quarantined
+        (d.xmax <> 0 AND EXISTS (SELECT 1 FROM devices q WHERE q.device_id = d.device_id AND q.quarantined))
+            AS was_quarantined
 """
 
 
@@ -323,8 +325,9 @@ async def register_device(conn: asyncpg.Connection, spec: DeviceSpec) -> Registe
     """Create or re-register a device (clearing quarantine; maintenance is kept).
     Raises `KindConflict` or `UnknownUnit`."""
     async with conn.transaction():
-        if spec.unit_id is not None and not await conn.fetchval("SELECT true FROM units WHERE unit_id = $1", spec.unit_id):
-            raise UnknownUnit(spec.unit_id)
+        unit_id = spec.unit_id
+        if unit_id is not None and not await conn.fetchval("SELECT true FROM units WHERE unit_id = $1", unit_id):
+            raise UnknownUnit(unit_id)
         row = await conn.fetchrow(
             UPSERT_DEVICE.format(source="VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"), *spec.row()
         )
@@ -363,14 +366,17 @@ async def get_devices(db: Db, device_ids: list[str]) -> dict[str, dict[str, Any]
 
 
 async def set_device_maintenance(db: Db, device_id: str, on: bool) -> bool:
-    status = await db.execute("UPDATE devices SET maintenance = $2, updated_at = now() WHERE device_id = $1", device_id, on)
+    status = await db.execute(
+        "UPDATE devices SET maintenance = $2, updated_at = now() WHERE device_id = $1", device_id, on
+    )
     return status != "UPDATE 0"
 
 
 async def merge_thresholds(db: Db, device_id: str, thresholds: dict[str, float]) -> dict[str, float]:
     """Merge thresholds into a device's; answer the device's thresholds after the merge."""
     merged = await db.fetchval(
-        "UPDATE devices SET thresholds = thresholds || $2::jsonb, updated_at = now() WHERE device_id = $1 RETURNING thresholds",
+        "UPDATE devices SET thresholds = thresholds || $2::jsonb, updated_at = now() WHERE device_id = $1 "
+        "RETURNING thresholds",
         device_id, json.dumps(thresholds),
     )
     return {} if merged is None else json.loads(merged)
@@ -411,7 +417,9 @@ async def list_push_sources(db: Db) -> list[dict[str, Any]]:
     return [push_source_dict(r) for r in await db.fetch("SELECT * FROM push_sources ORDER BY name")]
 
 
-async def list_dead_letters(db: Db, *, transport: str | None, before_id: int | None, limit: int) -> list[asyncpg.Record]:
+async def list_dead_letters(
+    db: Db, *, transport: str | None, before_id: int | None, limit: int
+) -> list[asyncpg.Record]:
     """Dead letters newest first."""
     return await db.fetch(
         """SELECT id, received_at, transport, source, reason, raw FROM dead_letters

@@ -74,7 +74,8 @@ class DeviceService:
         restore_state(fleet, state, values)
         del values
         resumed = await self.commands.load()
-        log.info("fleet loaded: %d devices, %d with saved state, %d commands awaiting an answer", len(rows), len(state), resumed)
+        log.info("fleet loaded: %d devices, %d with saved state, %d commands awaiting an answer",
+                 len(rows), len(state), resumed)
         return len(rows)
 
     async def checkpoint(self) -> int:
@@ -93,13 +94,15 @@ class DeviceService:
     async def _write_state(self, rows: list[tuple[Any, ...]]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS device_state_stage (LIKE device_state INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                "CREATE TEMP TABLE IF NOT EXISTS device_state_stage (LIKE device_state INCLUDING DEFAULTS) "
+                "ON COMMIT DELETE ROWS"
             )
             await conn.copy_records_to_table("device_state_stage", records=rows, columns=STATE_COLUMNS[:-1])
             await conn.execute(
                 f"""INSERT INTO device_state ({', '.join(STATE_COLUMNS)})
                     SELECT {', '.join(STATE_COLUMNS[:-1])}, now() FROM device_state_stage
-                    ON CONFLICT (device_id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in STATE_COLUMNS[1:])}"""
+                    ON CONFLICT (device_id) DO UPDATE
+                    SET {', '.join(f'{c} = EXCLUDED.{c}' for c in STATE_COLUMNS[1:])}"""
             )
 
     async def run(self) -> None:
@@ -158,7 +161,8 @@ async def save_flapping_cleared(pool: asyncpg.Pool, device_id: str, actor: str, 
     in the saved live state (`device_state`), in one transaction."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
-            "INSERT INTO device_audit (device_id, action, actor, detail) VALUES ($1, 'flapping_cleared', $2, $3::jsonb)",
+            "INSERT INTO device_audit (device_id, action, actor, detail) "
+            "VALUES ($1, 'flapping_cleared', $2, $3::jsonb)",
             device_id, actor, json.dumps({"note": note}, ensure_ascii=False),
         )
         await conn.execute(

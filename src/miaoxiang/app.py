@@ -48,7 +48,9 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
 
     app = FastAPI(title="Miaoxiang 秒响", version="0.1.0", lifespan=lifespan)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"])
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
+        )
 
     @app.exception_handler(asyncpg.DataError)
     async def refused_by_postgres(request: Request, exc: asyncpg.DataError) -> JSONResponse:

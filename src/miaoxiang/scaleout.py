@@ -130,7 +130,13 @@ class ScaleOut:
 
 
 def scale_out(
-    settings: Settings, broker: BrokerConfig, *, fleet: Fleet, alarms: AlarmService, commands: CommandService, clock: Clock
+    settings: Settings,
+    broker: BrokerConfig,
+    *,
+    fleet: Fleet,
+    alarms: AlarmService,
+    commands: CommandService,
+    clock: Clock,
 ) -> ScaleOut:
     root = settings.topic()
     feed = PartitionFeed(fleet, alarms.on_batch, clock=clock, dedupe_window_s=settings.dedupe_window_s)
@@ -148,7 +154,10 @@ def scale_out(
 
     control = Control(fleet, alarms)
     own = str(settings.partition_index) if settings.role == "worker" else "+"
-    follows = [Follow(f"p{own.replace('+', 'all')}-{lane}", internal_topic(root, own, lane), readings) for lane in ("evt", "tel")]
+    follows = [
+        Follow(f"p{own.replace('+', 'all')}-{lane}", internal_topic(root, own, lane), readings)
+        for lane in ("evt", "tel")
+    ]
     if settings.role == "api":
         follows.append(Follow("cmd-ack", settings.topic(ACK_TOPIC), command_ack))
         commands.on_muted, alarms.on_flapping_cleared = control.muted, control.flapping_cleared

@@ -24,9 +24,9 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from alerting.api import AlarmDeps
-from alerting.overview_api import OverviewDeps
 from alerting.config import RuleConfig
 from alerting.core.correlator import Correlator
+from alerting.overview_api import OverviewDeps
 from alerting.risk_api import RiskDeps
 from alerting.risk_service import RiskService
 from alerting.service import AlarmService

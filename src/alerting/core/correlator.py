@@ -20,8 +20,19 @@ from alerting.core import offline
 from alerting.core.correlation import ELECTRICAL, FIRE, SMOKE, AlarmLog, Entries, UnitFire, unit_fires
 from alerting.core.episodes import DetectorState, battery_changes, episodes, muted_by_event
 from alerting.core.rules import (
-    ALARM_RULES, DEFAULTS, ELECTRICAL_TYPES, EVERY_ROW, FIRE_TYPES, RULE, RULES, TYPE_METRICS, Hits, Readings,
-    event_clears, health, threshold_defaults,
+    ALARM_RULES,
+    DEFAULTS,
+    ELECTRICAL_TYPES,
+    EVERY_ROW,
+    FIRE_TYPES,
+    RULE,
+    RULES,
+    TYPE_METRICS,
+    Hits,
+    Readings,
+    event_clears,
+    health,
+    threshold_defaults,
 )
 from alerting.core.timeline import NO_TIME, run_ends, run_starts
 from alerting.model import AlarmType, Decision, Response, Severity
@@ -48,8 +59,8 @@ class Correlator:
     """Turns readings into alarm decisions; holds per-detector state that grows with the fleet.
 
     State: the open alarm episode, the last completed alarm/clear cycles and the latest `mute`
-    event of every slot (for transients, flapping, mutes), recent unit alarms (for multi-detector and electrical-then-smoke
-    correlation) and how each offline device was reported. Its writes to the fleet are
+    event of every slot (for transients, flapping, mutes), recent unit alarms (for multi-detector and
+    electrical-then-smoke correlation) and how each offline device was reported. Its writes to the fleet are
     `Fleet.mark_flapping` and, when an operator lifts the mark, `Fleet.clear_flapping` (`clear_flapping`).
     """
 
@@ -95,7 +106,9 @@ class Correlator:
         n = len(batch)
 
         alarms = Hits.concat([hits for rule in ALARM_RULES for hits in rule(r)])
-        muted = muted_by_event(alarms.row, r.slot, r.ts, r.with_event(Event.mute), self._detectors, int(c.mute_s * 1000))
+        muted = muted_by_event(
+            alarms.row, r.slot, r.ts, r.with_event(Event.mute), self._detectors, int(c.mute_s * 1000)
+        )
         quiet = _suppress(alarms, _suppression(r, alarms.row, muted))
         raised = _distinct(alarms.row[~quiet], n)
         clears = r.with_event(Event.alarm_clear)

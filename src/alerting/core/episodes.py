@@ -14,7 +14,6 @@ import numpy as np
 from alerting.core.timeline import NO_TIME, Timeline, members, run_ends, run_starts
 from devices.fleet import FLAPPING
 
-
 _NO_SLOTS = np.zeros(0, np.int32)
 
 

@@ -132,8 +132,8 @@ class Hits:
         cls,
         row: np.ndarray,
         type_: AlarmType | np.ndarray,
-        severity: Severity | np.ndarray | None = None,
-        response: Response | np.ndarray | None = None,
+        severity: Severity | int | np.ndarray | None = None,
+        response: Response | int | np.ndarray | None = None,
         rule: int | np.ndarray = 0,
         rise: np.ndarray | None = None,
     ) -> Hits:
@@ -164,11 +164,11 @@ _HIT_FIELDS = ("row", "type", "severity", "response", "rule", "rise")
 _NO_HITS = Hits(*(np.zeros(0, dt) for dt in (np.int64, np.int8, np.int8, np.int8, np.int16, np.float64)))
 
 
-def _column(value: int | np.ndarray, n: int, dtype: type) -> np.ndarray:
+def _column(value: float | np.ndarray, n: int, dtype: type) -> np.ndarray:
     """A fresh array of n values of `dtype` from a scalar or an array of n."""
     if isinstance(value, np.ndarray) and value.ndim:
         return value.astype(dtype)
-    out = np.empty(n, dtype)
+    out: np.ndarray = np.empty(n, dtype)
     out.fill(value)
     return out
 
