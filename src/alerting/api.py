@@ -28,8 +28,8 @@ from starlette.requests import HTTPConnection
 
 from alerting.lifecycle import Alarm, AlarmNotFound, Classification, InvalidTransition, loads, rfc3339, to_ms
 from alerting.model import OPEN_STATUSES, AlarmType, Response, Severity
-from alerting.service import AlarmService
 from alerting.notify import shown_detail
+from alerting.service import AlarmService
 from alerting.stream import StreamEvent
 from devices.auth import Operator, Principal, Viewer, principal_of
 from devices.auth import deps as auth_deps
