@@ -40,13 +40,14 @@ from devices.outbound import OutboundPolicy
 from devices.reading import Reading
 from devices.service import DeviceService
 from ingest.codecs.profiles import ProfileRegistry
+from ingest.gb26875_api import Gb26875Deps
 from ingest.gb26875_metrics import GB26875Collector
 from ingest.metrics import IngestMetrics
 from ingest.pipeline import Pipeline, lane_for
 from ingest.readings_api import ReadingsDeps
 from ingest.storage import ReadingStore
 from ingest.transports.gb26875_tcp import GB26875Server
-from ingest.transports.http_push import PushContext, RateLimiter
+from ingest.transports.http_push import PushContext, PushDeps, RateLimiter
 from ingest.transports.mqtt import BrokerConfig, MqttTransport
 from miaoxiang.embedded import embedded_broker, embedded_postgres_url
 from miaoxiang.migrate import migrate
@@ -106,9 +107,11 @@ class Services:
         return self.links.jobs(self.pipeline, self.alarms, self.devices, self.pool, maintenance)
 
 
-def _satisfies(services: Services) -> tuple[AuthDeps, DeviceDeps, ReadingsDeps, AlarmDeps, OverviewDeps, RiskDeps]:
+def _satisfies(
+    services: Services,
+) -> tuple[AuthDeps, DeviceDeps, ReadingsDeps, PushDeps, Gb26875Deps, AlarmDeps, OverviewDeps, RiskDeps]:
     """Never called: mypy checks here that `Services` provides what every router reads."""
-    return services, services, services, services, services, services
+    return services, services, services, services, services, services, services, services
 
 
 @contextlib.asynccontextmanager
