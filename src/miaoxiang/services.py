@@ -270,6 +270,6 @@ def _gb26875_server(settings: Settings, pipeline: Pipeline, clock: Clock) -> GB2
         under_test=settings.gb26875_under_test,
         frame_deadline_s=settings.gb26875_frame_deadline_s, presession_timeout_s=settings.gb26875_presession_timeout_s,
         takeover_silence_s=settings.gb26875_takeover_silence_s, max_connections=settings.gb26875_max_connections,
-        max_connections_per_peer=settings.gb26875_max_connections_per_peer, allow_peers=settings.gb26875_allow_peers,
+        max_presession_per_peer=settings.gb26875_max_presession_per_peer, allow_peers=settings.gb26875_allow_peers,
         clock=lambda: clock() / 1000,
     )

@@ -61,8 +61,9 @@ class Settings(BaseSettings):
     gb26875_max_connections: int = Field(
         1024, ge=1, description="GB/T 26875.3: open connections in all; more are closed at accept"
     )
-    gb26875_max_connections_per_peer: int = Field(
-        8, ge=1, description="GB/T 26875.3: open connections from one peer IP address; more are closed at accept"
+    gb26875_max_presession_per_peer: int = Field(
+        8, ge=1, description="GB/T 26875.3: connections from one peer IP address that have not sent a valid frame yet; "
+        "more are closed at accept (devices behind one NAT share an address: sessions count in max_connections only)",
     )
     gb26875_presession_timeout_s: float = Field(
         20.0, gt=0, description="GB/T 26875.3: a connection sending no valid frame within this many seconds is closed"

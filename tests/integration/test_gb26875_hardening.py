@@ -180,22 +180,22 @@ async def test_a_connection_without_a_valid_frame_is_closed_at_the_presession_ti
     assert gw.server.counters.presession_closed == 1
 
 
-async def test_connections_over_the_per_peer_cap_are_closed_at_accept(gw: Gateway) -> None:
-    gw.server.max_connections_per_peer = 3
-    peers = [await RawPeer.connect(gw.server.port, "127.0.0.3") for _ in range(3)]
-    for n, p in enumerate(peers):
-        assert (await p.heartbeat(address=1000 + n)).command == Command.confirm
+async def test_connections_of_one_address_without_a_session_are_capped(gw: Gateway) -> None:
+    gw.server.max_presession_per_peer = 3
+    idle = [await RawPeer.connect(gw.server.port, "127.0.0.3") for _ in range(3)]
+    await eventually(lambda: gw.server.counters.connections == 3)
     surplus = await RawPeer.connect(gw.server.port, "127.0.0.3")
     await surplus.send(Frame(0, (1, 0), None, 1003, CENTRE, Command.send))
     assert await surplus.until_closed() == b""
     other = await RawPeer.connect(gw.server.port, "127.0.0.4")  # another address is not affected
     assert (await other.heartbeat(address=1004)).command == Command.confirm
-    peers[0].close()
-    await eventually(lambda: 1000 not in gw.server.sessions)
-    again = await RawPeer.connect(gw.server.port, "127.0.0.3")  # a freed place can be taken again
-    assert (await again.heartbeat(address=1000)).command == Command.confirm
-    assert gw.server.counters.refused_peer_cap == 1
-    for p in [*peers, other, again]:
+    assert (await idle[0].heartbeat(address=1000)).command == Command.confirm  # a session: no longer counted
+    devices = []
+    for n in range(10):  # many devices behind one address (NAT), each opening its session in turn
+        devices.append(await RawPeer.connect(gw.server.port, "127.0.0.3"))
+        assert (await devices[-1].heartbeat(address=1100 + n)).command == Command.confirm
+    assert gw.server.counters.refused_peer_cap == 1 and len(gw.server.sessions) == 12
+    for p in [*idle, surplus, other, *devices]:
         p.close()
 
 
@@ -250,7 +250,7 @@ async def test_a_malformed_answer_to_a_request_fails_it_at_once(gw: Gateway, dat
 @pytest.mark.integration
 async def test_the_api_answers_502_to_a_malformed_answer(settings: Settings) -> None:
     """Through the running service, whose listener takes its limits from the settings."""
-    settings = settings.model_copy(update={"gb26875_max_connections_per_peer": 1})
+    settings = settings.model_copy(update={"gb26875_max_presession_per_peer": 1})
     async with running_service(settings) as svc:
         listener = svc.app.state.services.gb26875
         peer = await RawPeer.connect(listener.port)
@@ -260,8 +260,11 @@ async def test_the_api_answers_502_to_a_malformed_answer(settings: Settings) -> 
         call = asyncio.create_task(svc.http.post(url, json=body, headers=svc.auth()))
         await answer_the_next_request_with(peer, b"\x15\x02\x01")
         response = await asyncio.wait_for(call, 4)
-        second = await RawPeer.connect(listener.port)
-        assert await second.until_closed() == b"" and listener.counters.refused_peer_cap == 1
+        waiting = await RawPeer.connect(listener.port)  # no session yet: the one place for 127.0.0.1
+        await wait_for(lambda: listener.counters.connections == 2)
+        surplus = await RawPeer.connect(listener.port)
+        assert await surplus.until_closed() == b"" and listener.counters.refused_peer_cap == 1
+        waiting.close()
         peer.close()
     assert response.status_code == 502
     detail = response.json()["detail"]

@@ -100,10 +100,10 @@ def test_the_allow_list_setting_takes_cidrs_only(monkeypatch: pytest.MonkeyPatch
 
 def test_the_listener_limits_have_defaults_and_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     defaults = load_settings()
-    assert (defaults.gb26875_allow_peers, defaults.gb26875_max_connections_per_peer) == ([], 8)
+    assert (defaults.gb26875_allow_peers, defaults.gb26875_max_presession_per_peer) == ([], 8)
     assert (defaults.gb26875_presession_timeout_s, defaults.gb26875_frame_deadline_s) == (20.0, 10.0)
     assert defaults.gb26875_takeover_silence_s == 225.0
     monkeypatch.setenv("MIAOXIANG_GB26875_ALLOW_PEERS", '["10.8.0.0/16", "::1"]')
-    monkeypatch.setenv("MIAOXIANG_GB26875_MAX_CONNECTIONS_PER_PEER", "2")
+    monkeypatch.setenv("MIAOXIANG_GB26875_MAX_PRESESSION_PER_PEER", "2")
     s = load_settings()
-    assert s.gb26875_allow_peers == ["10.8.0.0/16", "::1"] and s.gb26875_max_connections_per_peer == 2
+    assert s.gb26875_allow_peers == ["10.8.0.0/16", "::1"] and s.gb26875_max_presession_per_peer == 2

@@ -6,8 +6,9 @@ only then confirmed. A frame failing its checksum, length or end marker (or carr
 data that does not decode) is dead-lettered and denied. Sessions are keyed by device address;
 the centre's own requests (read status, sync clock, duty check 查岗) are matched by serial.
 
-Hardening (docs/gb26875.md, "Hardening"): peers outside `allow_peers` and connections over the
-global or per-peer-address cap are closed at accept; a connection must send a valid frame within
+Hardening (docs/gb26875.md, "Hardening"): peers outside `allow_peers`, connections over the
+global cap, and those of an address that already has `max_presession_per_peer` connections without
+a session are closed at accept; a connection must send a valid frame within
 `presession_timeout_s`, and a started frame must complete within `frame_deadline_s`; garbage is
 dead-lettered once per burst and never denied; a live session is taken over only from its own
 peer address or once it has been silent for `takeover_silence_s`, and every takeover, accepted
@@ -121,7 +122,7 @@ class Counters:
     garbage_bursts: int = 0  # dead letters of bytes that belong to no frame (never denied)
     garbage_closed: int = 0  # connections closed for a garbage burst over GARBAGE_LIMIT
     refused_not_allowed: int = 0  # closed at accept: peer outside allow_peers
-    refused_peer_cap: int = 0  # closed at accept: max_connections_per_peer from that address
+    refused_peer_cap: int = 0  # closed at accept: max_presession_per_peer from that address
     refused_cap: int = 0  # closed at accept: max_connections in all
     presession_closed: int = 0  # no valid frame within presession_timeout_s
     frame_deadline_closed: int = 0  # a frame not completed within frame_deadline_s
@@ -199,8 +200,10 @@ def answer_problem(app_type: int, answer: Frame) -> str | None:
 class GB26875Server:
     """The listener. `under_test` holds device addresses whose fire bits mean a test.
 
-    `allow_peers` (CIDRs; empty: anyone), `max_connections` and `max_connections_per_peer` are
-    checked at accept; `presession_timeout_s` bounds the wait for a connection's first valid frame,
+    `allow_peers` (CIDRs; empty: anyone), `max_connections` (in all) and `max_presession_per_peer`
+    (connections of one IP address that have not opened a session yet; devices behind one NAT
+    share an address, so sessions count against `max_connections` only) are checked at accept;
+    `presession_timeout_s` bounds the wait for a connection's first valid frame,
     `frame_deadline_s` the time a started frame may take, `partial_timeout_s` the silence in the
     middle of one; `takeover_silence_s` is how long a live session must have been silent before
     another peer address may take it over (2.5 x the 90 s uitd heartbeat, as for offline)."""
@@ -220,7 +223,7 @@ class GB26875Server:
         presession_timeout_s: float = 20.0,
         takeover_silence_s: float = 225.0,
         max_connections: int = 1024,
-        max_connections_per_peer: int = 8,
+        max_presession_per_peer: int = 8,
         allow_peers: Iterable[str | Network] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -235,7 +238,7 @@ class GB26875Server:
         self.presession_timeout_s = presession_timeout_s
         self.takeover_silence_s = takeover_silence_s
         self.max_connections = max_connections
-        self.max_connections_per_peer = max_connections_per_peer
+        self.max_presession_per_peer = max_presession_per_peer
         self.allow_peers: tuple[Network, ...] = tuple(ipaddress.ip_network(n, strict=False) for n in allow_peers)
         self.under_test: set[int] = set(under_test)
         self.clock = clock
@@ -244,7 +247,7 @@ class GB26875Server:
         self.statuses: dict[int, dict[str, int]] = {}
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
-        self._per_peer: Counter[str] = Counter()  # open connections per peer IP address
+        self._presession: Counter[str] = Counter()  # connections without a session, per peer IP address
         self._takeover_reported: dict[tuple[int, bool], float] = {}
         self._closing = False
 
@@ -328,7 +331,7 @@ class GB26875Server:
             writer.close()
             return
         self._handlers.add(task)
-        self._per_peer[conn.host] += 1
+        self._presession[conn.host] += 1
         try:
             await self._read_frames(reader, conn)
         except _Hangup as e:
@@ -344,9 +347,8 @@ class GB26875Server:
             self._drop(conn)
             writer.close()
             self._handlers.discard(task)
-            self._per_peer[conn.host] -= 1
-            if not self._per_peer[conn.host]:
-                del self._per_peer[conn.host]
+            if not conn.addresses:
+                self._identified(conn)
 
     def _admit(self, conn: _Connection) -> bool:
         """The allow-list and the connection caps, checked before anything is read."""
@@ -359,11 +361,18 @@ class GB26875Server:
             self.counters.refused_cap += 1
             log.debug("GB/T 26875 %s: %d connections open already, closing", conn.peer, len(self._handlers))
             return False
-        if self._per_peer[host] >= self.max_connections_per_peer:
+        if self._presession[host] >= self.max_presession_per_peer:
             self.counters.refused_peer_cap += 1
-            log.debug("GB/T 26875 %s: %d connections from its address open, closing", conn.peer, self._per_peer[host])
+            log.debug("GB/T 26875 %s: %d connections from its address without a session, closing", conn.peer,
+                      self._presession[host])
             return False
         return True
+
+    def _identified(self, conn: _Connection) -> None:
+        """The connection no longer counts as one without a session (it opened one, or ended)."""
+        self._presession[conn.host] -= 1
+        if not self._presession[conn.host]:
+            del self._presession[conn.host]
 
     async def _read_frames(self, reader: asyncio.StreamReader, conn: _Connection) -> None:
         """Read until the peer leaves, is idle too long, or breaks one of the limits (`_Hangup`)."""
@@ -446,6 +455,8 @@ class GB26875Server:
                 await self._take_over(conn, frame, session)
             statuses = self.statuses.setdefault(frame.source, {})
             session = self.sessions[frame.source] = Session(frame.source, conn, statuses)
+            if not conn.addresses:
+                self._identified(conn)
             conn.addresses.add(frame.source)
             self.counters.sessions_opened += 1
         session.centre = frame.dest
