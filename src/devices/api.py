@@ -2,7 +2,7 @@
 
 Roles: viewers read; operators register devices and units, switch maintenance and send
 commands (every command, not only valves and breakers: a viewer sends none); admins manage
-push sources, tokens and read dead letters, and alone set a unit contact's `webhook` (an outbound
+push sources and tokens, and alone set a unit contact's `webhook` (an outbound
 target, CONTRACT §9: checked against the outbound policy, 422 naming a refused address; an
 operator may resend the webhooks a unit already has). A token scoped to regions sees only devices and
 units whose unit region lies under one of them (whole path segments): lists are filtered,
@@ -14,7 +14,6 @@ Times are RFC 3339 (UTC).
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -442,24 +441,6 @@ async def upsert_push_source(body: PushSourceIn, response: Response, principal: 
 @router.get("/push-sources")
 async def list_push_sources(principal: Admin, svc: Devices) -> dict[str, Any]:
     return {"items": await registry.list_push_sources(svc.pool), "next_cursor": None}
-
-
-@router.get("/dead-letters")
-async def list_dead_letters(
-    principal: Admin,
-    svc: Devices,
-    transport: Annotated[str | None, Query(description="mqtt, http:<platform>, tcp")] = None,
-    limit: Limit = 100,
-    cursor: Cursor = None,
-) -> dict[str, Any]:
-    """Rejected input, newest first, with the raw bytes in base64."""
-    if cursor is not None and not cursor.isdigit():
-        raise HTTPException(422, "cursor is not a next_cursor of this list")
-    rows = await registry.list_dead_letters(
-        svc.pool, transport=transport, before_id=int(cursor) if cursor else None, limit=limit
-    )
-    items = [{**dict(r), "raw": base64.b64encode(bytes(r["raw"])).decode()} for r in rows]
-    return _page(items, limit, lambda d: str(d["id"]))
 
 
 class TokenIn(BaseModel):

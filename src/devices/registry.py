@@ -415,15 +415,3 @@ async def upsert_push_source(
 
 async def list_push_sources(db: Db) -> list[dict[str, Any]]:
     return [push_source_dict(r) for r in await db.fetch("SELECT * FROM push_sources ORDER BY name")]
-
-
-async def list_dead_letters(
-    db: Db, *, transport: str | None, before_id: int | None, limit: int
-) -> list[asyncpg.Record]:
-    """Dead letters newest first."""
-    return await db.fetch(
-        """SELECT id, received_at, transport, source, reason, raw FROM dead_letters
-           WHERE ($1::text IS NULL OR transport = $1) AND ($2::bigint IS NULL OR id < $2)
-           ORDER BY id DESC LIMIT $3""",
-        transport, before_id, limit,
-    )

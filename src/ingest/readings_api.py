@@ -1,11 +1,14 @@
-"""Stored readings of a device (CONTRACT §5): `GET /api/v1/devices/{device_id}/readings`.
+"""What ingest stored, for the API (CONTRACT §5): a device's readings
+(`GET /api/v1/devices/{device_id}/readings`, viewers) and the rejected input kept as dead letters
+(`GET /api/v1/dead-letters`, admins).
 
-Readings are written by `ingest.storage`; this is the API's one reader of that table. Who may
-see a device is the devices package's rule (`devices.api.visible_device`).
+Both tables are written by `ingest.storage`; this is the API's one reader of them. Who may see a
+device is the devices package's rule (`devices.api.visible_device`).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol, cast
@@ -13,14 +16,14 @@ from typing import Annotated, Any, Protocol, cast
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from devices.api import Cursor, Limit, visible_device
-from devices.auth import Viewer
+from devices.auth import Admin, Viewer
 from devices.service import DeviceService
 
 router = APIRouter(prefix="/api/v1", tags=["devices"])
 
 
 class ReadingsDeps(Protocol):
-    """What the readings route reads of the running service."""
+    """What these routes read of the running service."""
 
     @property
     def devices(self) -> DeviceService: ...
@@ -79,3 +82,24 @@ async def device_readings(
     last = rows[-1] if len(rows) == limit else None
     next_cursor = f"{round(last['ts'].timestamp() * 1_000_000)}:{last['dedup']}" if last else None
     return {"items": items, "next_cursor": next_cursor}
+
+
+@router.get("/dead-letters")
+async def list_dead_letters(
+    principal: Admin,
+    d: Annotated[ReadingsDeps, Depends(deps)],
+    transport: Annotated[str | None, Query(description="mqtt, http:<platform>, tcp")] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    """Rejected input, newest first, with the raw bytes in base64."""
+    if cursor is not None and not cursor.isdigit():
+        raise HTTPException(422, "cursor is not a next_cursor of this list")
+    rows = await d.devices.pool.fetch(
+        """SELECT id, received_at, transport, source, reason, raw FROM dead_letters
+           WHERE ($1::text IS NULL OR transport = $1) AND ($2::bigint IS NULL OR id < $2)
+           ORDER BY id DESC LIMIT $3""",
+        transport, int(cursor) if cursor else None, limit,
+    )
+    items = [{**dict(r), "raw": base64.b64encode(bytes(r["raw"])).decode()} for r in rows]
+    return {"items": items, "next_cursor": str(items[-1]["id"]) if len(items) == limit else None}
