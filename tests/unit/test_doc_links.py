@@ -138,7 +138,10 @@ def test_readme_links_the_contract() -> None:
     ("heading", "slug"),
     [
         ("1. Devices and readings", "1-devices-and-readings"),
-        ("Command line: `miaoxiang simulate` and `miaoxiang demo`", "command-line-miaoxiang-simulate-and-miaoxiang-demo"),
+        (
+            "Command line: `miaoxiang simulate` and `miaoxiang demo`",
+            "command-line-miaoxiang-simulate-and-miaoxiang-demo",
+        ),
         ("秒响应 (`response: immediate`)", "秒响应-response-immediate"),
         ("GB/T 26875.3 TCP", "gbt-268753-tcp"),
         ("Alarm object — v2 additions", "alarm-object--v2-additions"),
@@ -161,36 +164,46 @@ def _repo(tmp_path: Path, readme: str, docs: dict[str, str]) -> Path:
 
 
 def test_checker_accepts_good_links_and_skips_code_and_external_links(tmp_path: Path) -> None:
-    root = _repo(tmp_path, (
-        "# Title\n"
-        "See [the contract](docs/contract.md), [its §1](docs/contract.md#1-devices-and-readings),\n"
-        "[秒响应](docs/contract.md#秒响应-rules), [again](docs/contract.md#setup-1), [docs](docs/) and ![logo](docs/logo.png).\n"
-        "[top](#title) [web](https://example.com/x.md) [mail](mailto:a@b.c) [ref] [code](#run-miaoxiang-serve)\n"
-        "## Run `miaoxiang serve`\n"
-        "`[not a link](../nowhere.md)`\n"
-        "```\n[not a link either](../nowhere.md)\n```\n"
-        "[ref]: docs/contract.md#setup\n"
-    ), {
-        "contract.md": "# Contract\n\n## 1. Devices and readings\n\n## 秒响应 rules\n\n## Setup\n\n## Setup\n",
-        "logo.png": "",
-    })
+    root = _repo(
+        tmp_path,
+        (
+            "# Title\n"
+            "See [the contract](docs/contract.md), [its §1](docs/contract.md#1-devices-and-readings),\n"
+            "[秒响应](docs/contract.md#秒响应-rules), [again](docs/contract.md#setup-1),\n"
+            "[docs](docs/) and ![logo](docs/logo.png).\n"
+            "[top](#title) [web](https://example.com/x.md) [mail](mailto:a@b.c) [ref] [code](#run-miaoxiang-serve)\n"
+            "## Run `miaoxiang serve`\n"
+            "`[not a link](../nowhere.md)`\n"
+            "```\n[not a link either](../nowhere.md)\n```\n"
+            "[ref]: docs/contract.md#setup\n"
+        ),
+        {
+            "contract.md": "# Contract\n\n## 1. Devices and readings\n\n## 秒响应 rules\n\n## Setup\n\n## Setup\n",
+            "logo.png": "",
+        },
+    )
     assert broken_links(root, doc_files(root)) == []
 
 
 def test_checker_reports_each_broken_link_with_file_and_line(tmp_path: Path) -> None:
-    root = _repo(tmp_path, (
-        "# Title\n"
-        "The [contract](../shared/CONTRACT.md) is [elsewhere](../outside.md).\n"
-        "[missing](docs/missing.md) and [bad anchor](docs/a.md#no-such-heading)\n"
-        "[self](#nowhere) <img src=\"docs/none.png\"> [odd](file:///etc/passwd)\n"
-    ), {"a.md": "# A\n\n[up](../README.md#title) [up bad](../README.md#titel)\n"})
+    root = _repo(
+        tmp_path,
+        (
+            "# Title\n"
+            "The [contract](../shared/CONTRACT.md) is [elsewhere](../outside.md).\n"
+            "[missing](docs/missing.md) and [bad anchor](docs/a.md#no-such-heading)\n"
+            '[self](#nowhere) <img src="docs/none.png"> [odd](file:///etc/passwd)\n'
+        ),
+        {"a.md": "# A\n\n[up](../README.md#title) [up bad](../README.md#titel)\n"},
+    )
     assert broken_links(root, doc_files(root)) == [
         "README.md:2 -> ../shared/CONTRACT.md: points outside the repository",
         "README.md:2 -> ../outside.md: points outside the repository",
         "README.md:3 -> docs/missing.md: no such file docs/missing.md",
         "README.md:3 -> docs/a.md#no-such-heading: no heading with anchor #no-such-heading in docs/a.md",
         "README.md:4 -> #nowhere: no heading with anchor #nowhere in README.md",
-        "README.md:4 -> file:///etc/passwd: not a relative link (only http, https and mailto links may leave the repository)",
+        "README.md:4 -> file:///etc/passwd: not a relative link"
+        " (only http, https and mailto links may leave the repository)",
         "README.md:4 -> docs/none.png: no such file docs/none.png",
         "docs/a.md:3 -> ../README.md#titel: no heading with anchor #titel in README.md",
     ]
