@@ -176,7 +176,8 @@ def check_url(url: str, policy: OutboundPolicy) -> Target:
     """The pure check of a URL: an http(s) URL with a valid host which, when it is an address
     literal, the policy allows. A name is judged after resolution (`resolve_allowed`)."""
     if _UNSAFE_URL.search(url):
-        raise OutboundRefused(f"URL 含有空白、反斜杠或控制字符 / the URL holds whitespace, a backslash or a control character: {url!r}")
+        raise OutboundRefused(
+            f"URL 含有空白、反斜杠或控制字符 / the URL holds whitespace, a backslash or a control character: {url!r}")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -185,7 +186,8 @@ def check_url(url: str, policy: OutboundPolicy) -> Target:
         raise OutboundRefused(f"URL 无效 / invalid URL {url!r}: {e}") from None
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
-        raise OutboundRefused(f"只支持 http 和 https 地址 / only http and https URLs may be called (got {scheme or 'none'!r})")
+        raise OutboundRefused(
+            f"只支持 http 和 https 地址 / only http and https URLs may be called (got {scheme or 'none'!r})")
     if not host:
         raise OutboundRefused(f"URL 缺少主机 / the URL {url!r} names no host")
     ip = ip_literal(host)
@@ -202,7 +204,9 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-async def resolve_allowed(host: str, port: int, policy: OutboundPolicy, resolve: Resolver = system_resolver) -> list[str]:
+async def resolve_allowed(
+    host: str, port: int, policy: OutboundPolicy, resolve: Resolver = system_resolver
+) -> list[str]:
     """The addresses of `host` a sender may connect to, in resolver order; connect to these
     and nothing else. Raises OutboundRefused when none is allowed, and the resolver's OSError
     (`socket.gaierror`) when the name does not resolve."""

@@ -106,7 +106,8 @@ class Settings(BaseSettings):
     )
     outbound_allow: list[str] = Field(
         default_factory=list,
-        description="CIDR networks or host names outbound calls may reach although not global (JSON list); none by default",
+        description="CIDR networks or host names outbound calls may reach although not global (JSON list); "
+        "none by default",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     partitions: int = Field(1, ge=1, le=256, description="Correlation partitions; 1 = one process does everything")

@@ -79,7 +79,8 @@ async def api(settings: Settings, mqtt_url: str) -> AsyncIterator[Api]:
             app.include_router(r)
         services = SimpleNamespace(
             admin_token=settings.admin_token, pool=pool, fleet=fleet, risk=None,
-            devices=DeviceService(pool, fleet, commands, clock=clock), outbound=OutboundPolicy.parse(settings.outbound_allow),
+            devices=DeviceService(pool, fleet, commands, clock=clock),
+            outbound=OutboundPolicy.parse(settings.outbound_allow),
         )
         tokens = {
             "admin": "test-admin-token",

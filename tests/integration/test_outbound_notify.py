@@ -105,8 +105,10 @@ def dns(answers: dict[str, list[str]]) -> Resolver:
     return resolve
 
 
-async def notify(pool: asyncpg.Pool, targets: list[str], *, allow: list[str], answers: dict[str, list[str]] | None = None,
-                 attempts: int = 3, timeout_s: float = 5.0) -> dict[str, list[str]]:
+async def notify(
+    pool: asyncpg.Pool, targets: list[str], *, allow: list[str], answers: dict[str, list[str]] | None = None,
+    attempts: int = 3, timeout_s: float = 5.0,
+) -> dict[str, list[str]]:
     """Raise one alarm whose level-0 contacts are `targets`, run a notifier under `allow` until
     every notification is done; answer each target's recorded attempt details, in order."""
     await pool.executemany("INSERT INTO region_contacts (region, level, name, webhook) VALUES ($1, 0, $2, $3)",

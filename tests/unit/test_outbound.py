@@ -8,7 +8,9 @@ judged as the address it names; IPv6 forms carrying an IPv4 address are judged b
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -45,6 +47,11 @@ NONE = OutboundPolicy()
 v4s = st.integers(0, 2**32 - 1).map(V4)
 
 
+def inside(networks: list[ipaddress.IPv4Network] | list[ipaddress.IPv6Network]) -> st.SearchStrategy[Any]:
+    """An address of one of `networks`."""
+    return st.sampled_from(networks).flatmap(lambda n: st.integers(0, n.num_addresses - 1).map(lambda i: n[i]))
+
+
 def iana_global(ip: ipaddress.IPv4Address) -> bool:
     return not any(ip in net for net in IANA_V4)
 
@@ -65,7 +72,7 @@ def test_ipv4_is_refused_exactly_when_iana_says_not_global(ip: ipaddress.IPv4Add
 
 
 @settings(max_examples=300)
-@given(st.one_of(v4s, st.sampled_from(IANA_V4).flatmap(lambda n: st.integers(0, n.num_addresses - 1).map(lambda i: n[i]))))
+@given(st.one_of(v4s, inside(IANA_V4)))
 def test_every_ipv4_spelling_is_judged_as_the_address_it_names(ip: ipaddress.IPv4Address) -> None:
     for host in spellings(ip):
         assert V4(socket.inet_aton(host)) == ip  # the premise: the resolver reads it so
@@ -95,7 +102,7 @@ def test_ipv6_forms_carrying_an_ipv4_address_are_judged_by_it(ip: ipaddress.IPv4
 
 
 @settings(max_examples=500)
-@given(st.sampled_from(IANA_V6).flatmap(lambda n: st.integers(0, n.num_addresses - 1).map(lambda i: n[i])))
+@given(inside(IANA_V6))
 def test_ipv6_special_purpose_addresses_are_refused(ip: ipaddress.IPv6Address) -> None:
     assert address_kind(ip) is not None and not NONE.allows(ip)
     assert OutboundPolicy.parse([f"{ip}/128"]).allows(ip)
@@ -157,7 +164,8 @@ def test_public_http_urls_pass_the_pure_check(url: str) -> None:
 
 
 def test_the_allow_list_takes_networks_addresses_and_host_names() -> None:
-    policy = OutboundPolicy.parse(["10.8.0.0/16", " 127.0.0.1 ", "[::1]", "fd00::/8", "SMS-Gateway.Internal.", "例子.测试"])
+    policy = OutboundPolicy.parse(
+        ["10.8.0.0/16", " 127.0.0.1 ", "[::1]", "fd00::/8", "SMS-Gateway.Internal.", "例子.测试"])
     assert [str(n) for n in policy.networks] == ["10.8.0.0/16", "127.0.0.1/32", "::1/128", "fd00::/8"]
     assert policy.hosts == {"sms-gateway.internal", "xn--fsqu00a.xn--0zwm56d"}
     assert policy.allows(V4("10.8.200.1")) and not policy.allows(V4("10.9.0.1"))
@@ -188,10 +196,11 @@ def resolver(answers: dict[str, list[str]]) -> Resolver:
 
 
 async def test_a_name_may_reach_only_its_allowed_addresses_in_resolver_order() -> None:
-    dns = resolver({"mixed.example": ["127.0.0.1", "93.184.215.14", "::1", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"],
+    public6 = "2606:2800:21f:cb07:6820:80da:af6b:8b2c"
+    dns = resolver({"mixed.example": ["127.0.0.1", "93.184.215.14", "::1", public6],
                     "inside.example": ["10.0.0.5", "169.254.169.254"], "gw.internal": ["10.8.0.9"]})
-    assert await resolve_allowed("mixed.example", 443, NONE, dns) == ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"]
-    with pytest.raises(OutboundRefused, match="inside.example → 10.0.0.5 is private"):
+    assert await resolve_allowed("mixed.example", 443, NONE, dns) == ["93.184.215.14", public6]
+    with pytest.raises(OutboundRefused, match=re.escape("inside.example → 10.0.0.5 is private")):
         await resolve_allowed("inside.example", 443, NONE, dns)
     listed = OutboundPolicy.parse(["gw.internal"])  # a listed name reaches whatever it resolves to ...
     assert await resolve_allowed("gw.internal", 80, listed, dns) == ["10.8.0.9"]
@@ -204,7 +213,7 @@ async def test_a_name_may_reach_only_its_allowed_addresses_in_resolver_order() -
 async def test_configuring_a_name_checks_every_address_it_resolves_to_now() -> None:
     dns = resolver({"hooks.example": ["93.184.215.14"], "rebind.example": ["93.184.215.14", "127.0.0.1"]})
     await check_target("https://hooks.example/h", NONE, dns)
-    with pytest.raises(OutboundRefused, match="rebind.example → 127.0.0.1"):
+    with pytest.raises(OutboundRefused, match=re.escape("rebind.example → 127.0.0.1")):
         await check_target("https://rebind.example/h", NONE, dns)
     await check_target("https://later.example/h", NONE, dns)  # not resolvable now: every send checks again
     await check_target("http://gw.internal:8080/", OutboundPolicy.parse(["gw.internal"]), dns)  # listed: not resolved
