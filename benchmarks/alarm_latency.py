@@ -4,8 +4,9 @@ The whole service runs (private Mosquitto with TCP_NODELAY, fresh database, real
 SSE client subscribed with the admin token timestamps every new alarm. Measured twice: idle
 (nothing else going on) and under a burst: a rate-controlled stream of single `tel` reports
 (default 10,000 messages/s, bounded by `--burst-messages` and `--burst-max-s`) from publisher
-processes of their own while the alarms are published on `evt`; the rate reached is printed. Also prints the service's own receipt-to-stream histogram
-(`mx_alarm_stream_latency_seconds`). Goals: p99 <= 50 ms idle, <= 200 ms under the burst.
+processes of their own while the alarms are published on `evt`; the rate reached is printed. Also
+prints the service's own receipt-to-stream histogram (`mx_alarm_stream_latency_seconds`).
+Goals: p99 <= 50 ms idle, <= 200 ms under the burst.
 Prints one JSON object.
 
     python benchmarks/alarm_latency.py [--alarms 200] [--burst-rate 10000 --burst-messages 60000 --burst-max-s 20]
@@ -27,12 +28,12 @@ import aiomqtt
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_db import drop_db, fresh_db  # noqa: E402
-from mqtt_broker import private_mosquitto  # noqa: E402
+from bench_db import drop_db, fresh_db
+from mqtt_broker import private_mosquitto
 
-from ingest.transports.mqtt import BrokerConfig  # noqa: E402
-from miaoxiang.server import serving  # noqa: E402
-from miaoxiang.settings import Settings  # noqa: E402
+from ingest.transports.mqtt import BrokerConfig
+from miaoxiang.server import serving
+from miaoxiang.settings import Settings
 
 ADMIN = {"Authorization": "Bearer bench-admin"}
 
@@ -54,12 +55,16 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 async def register(http: httpx.AsyncClient, alarm_devices: list[str]) -> None:
     """One unit per alarm device (so no unit-level fire correlation mixes in) plus their devices."""
-    for i, device in enumerate(alarm_devices):
+    for i in range(len(alarm_devices)):
         r = await http.post("/api/v1/units", headers=ADMIN, json={
             "unit_id": f"U{i:04d}", "name": f"单位{i}", "region": f"江西省/赣州市/章贡区/街道{i % 10}"})
         r.raise_for_status()
-    lines = "\n".join(json.dumps({"device_id": d, "kind": "smoke", "unit_id": f"U{i:04d}"}) for i, d in enumerate(alarm_devices))
-    r = await http.post("/api/v1/devices/import", headers={**ADMIN, "Content-Type": "application/x-ndjson"}, content=lines)
+    lines = "\n".join(
+        json.dumps({"device_id": d, "kind": "smoke", "unit_id": f"U{i:04d}"}) for i, d in enumerate(alarm_devices)
+    )
+    r = await http.post(
+        "/api/v1/devices/import", headers={**ADMIN, "Content-Type": "application/x-ndjson"}, content=lines
+    )
     r.raise_for_status()
 
 
@@ -96,7 +101,9 @@ def _burst_child(url: str, root: str, rate: float, first: int, step: int, count:
     asyncio.run(_burst_share(url, root, rate, first, step, count, max_s, out))
 
 
-async def _burst_share(url: str, root: str, rate: float, first: int, step: int, count: int, max_s: float, out: Any) -> None:
+async def _burst_share(
+    url: str, root: str, rate: float, first: int, step: int, count: int, max_s: float, out: Any
+) -> None:
     cfg = BrokerConfig.from_url(url)
     sent = 0
     async with aiomqtt.Client(cfg.host, cfg.port, max_inflight_messages=1000) as client:
@@ -141,7 +148,12 @@ async def burst(url: str, root: str, rate: float, count: int, max_s: float) -> d
     for proc in procs:
         await asyncio.to_thread(proc.join, 10)
     sent, elapsed = sum(n for n, _ in shares), max(t for _, t in shares)
-    return {"sent": sent, "seconds": round(elapsed, 2), "messages_per_s": round(sent / elapsed), "processes": BURST_PROCESSES}
+    return {
+        "sent": sent,
+        "seconds": round(elapsed, 2),
+        "messages_per_s": round(sent / elapsed),
+        "processes": BURST_PROCESSES,
+    }
 
 
 async def wait_all(stream: StreamClock, devices: list[str], timeout: float = 60) -> None:
@@ -159,7 +171,11 @@ def service_histogram(registry: Any) -> dict[str, float]:
         for s in m.samples if s.name == f"{name}_bucket"
     )
     p99_le = next((le for le, c in buckets if count and c >= 0.99 * count), float("inf"))
-    return {"n": int(count), "mean_ms": round(1000 * total / count, 2) if count else 0.0, "p99_at_most_ms": p99_le * 1000}
+    return {
+        "n": int(count),
+        "mean_ms": round(1000 * total / count, 2) if count else 0.0,
+        "p99_at_most_ms": p99_le * 1000,
+    }
 
 
 async def main() -> None:
@@ -190,15 +206,19 @@ async def main() -> None:
                     await wait_all(stream, quiet_devices)
                     quiet = [1000 * (stream.first_seen[d] - sent[d]) for d in quiet_devices]
                     written = app.state.services.pipeline.metrics.written
-                    before, started = written._value.get(), time.perf_counter()  # noqa: SLF001
-                    flooding = asyncio.create_task(burst(url, root, args.burst_rate, args.burst_messages, args.burst_max_s))
-                    await asyncio.sleep(1.5)  # the publisher processes start; the burst is in full flow before the first alarm
+                    before, started = written._value.get(), time.perf_counter()
+                    flooding = asyncio.create_task(
+                        burst(url, root, args.burst_rate, args.burst_messages, args.burst_max_s)
+                    )
+                    await asyncio.sleep(
+                        1.5
+                    )  # the publisher processes start; the burst is in full flow before the first alarm
                     sent = await publish_alarms(client, root, load_devices, 0.01)
                     await wait_all(stream, load_devices)
                     loaded = [1000 * (stream.first_seen[d] - sent[d]) for d in load_devices]
                     burst_figures = await flooding
                     async with asyncio.timeout(120):
-                        while written._value.get() - before < burst_figures["sent"]:  # noqa: SLF001
+                        while written._value.get() - before < burst_figures["sent"]:
                             await asyncio.sleep(0.05)
                     burst_figures["drained_after_s"] = round(time.perf_counter() - started, 2)
                 reader.cancel()
@@ -206,16 +226,25 @@ async def main() -> None:
         finally:
             await drop_db(db)
     idle, under_burst = percentiles(quiet), percentiles(loaded)
-    print(json.dumps({
-        "benchmark": "alarm_latency",
-        "alarms_per_phase": args.alarms,
-        "publish_to_sse_idle_ms": idle,
-        "publish_to_sse_under_burst_ms": under_burst,
-        "burst_tel": {"target_messages_per_s": args.burst_rate, **burst_figures},
-        "service_receipt_to_stream": histogram,
-        "goals": {"publish_to_sse_idle_p99_ms": 50, "publish_to_sse_under_burst_p99_ms": 200},
-        "goals_met": {"idle": idle.get("p99", float("inf")) <= 50, "under_burst": under_burst.get("p99", float("inf")) <= 200},
-    }, indent=2, ensure_ascii=False))
+    print(
+        json.dumps(
+            {
+                "benchmark": "alarm_latency",
+                "alarms_per_phase": args.alarms,
+                "publish_to_sse_idle_ms": idle,
+                "publish_to_sse_under_burst_ms": under_burst,
+                "burst_tel": {"target_messages_per_s": args.burst_rate, **burst_figures},
+                "service_receipt_to_stream": histogram,
+                "goals": {"publish_to_sse_idle_p99_ms": 50, "publish_to_sse_under_burst_p99_ms": 200},
+                "goals_met": {
+                    "idle": idle.get("p99", float("inf")) <= 50,
+                    "under_burst": under_burst.get("p99", float("inf")) <= 200,
+                },
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from alerting.core import Correlator  # noqa: E402
-from devices.batch import NUMERIC_COLUMNS, ReadingColumns  # noqa: E402
-from devices.fleet import Fleet  # noqa: E402
-from devices.kinds import Event, Kind  # noqa: E402
-from miaoxiang.services import tune_gc  # noqa: E402
-from tests.unit.reference_rules import T0, ReferenceCorrelator  # noqa: E402
+from alerting.core import Correlator
+from devices.batch import NUMERIC_COLUMNS, ReadingColumns
+from devices.fleet import Fleet
+from devices.kinds import Event, Kind
+from miaoxiang.services import tune_gc
+from tests.unit.reference_rules import T0, ReferenceCorrelator
 
 KIND_SHARE = [(Kind.smoke, 0.60), (Kind.gas, 0.15), (Kind.electrical, 0.15), (Kind.water, 0.05), (Kind.uitd, 0.05)]
 EVENT_SHARE = [(Event.heartbeat, 0.70), (Event.report, 0.2895), (Event.alarm, 0.004), (Event.alarm_clear, 0.003),
@@ -44,7 +44,9 @@ def build_fleet(n: int, rng: np.random.Generator) -> Fleet:
     return fleet
 
 
-def make_batch(fleet: Fleet, size: int, t: int, rng: np.random.Generator, slot: np.ndarray | None = None) -> ReadingColumns:
+def make_batch(
+    fleet: Fleet, size: int, t: int, rng: np.random.Generator, slot: np.ndarray | None = None
+) -> ReadingColumns:
     slot = rng.integers(0, fleet.size, size).astype(np.int32) if slot is None else slot
     kind = fleet.kind[slot]
     event = rng.choice([e for e, _ in EVENT_SHARE], size=size, p=[p for _, p in EVENT_SHARE]).astype(np.int8)

@@ -89,7 +89,9 @@ async def api(settings: Settings) -> AsyncIterator[Api]:
     app.include_router(router)
     services = SimpleNamespace(admin_token=settings.admin_token, pool=pool, alarms=service)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(with_services(app, services), host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(with_services(app, services), host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    )
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(10):
         while not server.started:

@@ -32,7 +32,9 @@ async def register(svc: RunningService) -> None:
         "unit_id": "U1", "name": "章贡区某商场", "region": REGION,
         "contacts": [{"name": "值班室", "phone": "0797-1234567", "webhook": "http://127.0.0.1:9/unit-desk"}]})
     assert r.status_code in (200, 201), r.text
-    r = await svc.http.post("/api/v1/devices", headers=svc.auth(), json={"device_id": DEVICE, "kind": "smoke", "unit_id": "U1"})
+    r = await svc.http.post(
+        "/api/v1/devices", headers=svc.auth(), json={"device_id": DEVICE, "kind": "smoke", "unit_id": "U1"}
+    )
     assert r.status_code in (200, 201), r.text
 
 
@@ -60,7 +62,9 @@ async def test_admin_configures_escalation_contacts_per_region_and_level(setting
         page = (await svc.http.get("/api/v1/escalation-contacts", params={"limit": 2}, headers=svc.auth())).json()
         rest = (await svc.http.get("/api/v1/escalation-contacts", params={"limit": 2, "cursor": page["next_cursor"]},
                                    headers=svc.auth())).json()
-        assert [c["name"] for c in page["items"] + rest["items"]] == ["119", "网格员", "other"] and rest["next_cursor"] is None
+        assert [c["name"] for c in page["items"] + rest["items"]] == ["119", "网格员", "other"] and rest[
+            "next_cursor"
+        ] is None
         # what the notifier will use: the unit's own webhook contacts join level 0; region prefixes by whole segment
         pool: asyncpg.Pool = svc.app.state.services.pool
         resolved = {lvl: sorted(r["webhook"] for r in await pool.fetch(
@@ -68,11 +72,13 @@ async def test_admin_configures_escalation_contacts_per_region_and_level(setting
         assert resolved == {0: ["http://127.0.0.1:9/unit-desk"], 1: ["http://127.0.0.1:9/grid-2"], 2: [],
                             3: ["https://127.0.0.1:9/dispatch"]}
         assert await pool.fetch("SELECT * FROM mx_escalation_contacts('江西省/赣州市市', 'U9', 1)") == []
-        r = await svc.http.delete("/api/v1/escalation-contacts", params={"region": "浙江省", "level": 1, "name": "other"},
-                                  headers=svc.auth())
+        r = await svc.http.delete(
+            "/api/v1/escalation-contacts", params={"region": "浙江省", "level": 1, "name": "other"}, headers=svc.auth()
+        )
         assert r.status_code == 204
-        r = await svc.http.delete("/api/v1/escalation-contacts", params={"region": "浙江省", "level": 1, "name": "other"},
-                                  headers=svc.auth())
+        r = await svc.http.delete(
+            "/api/v1/escalation-contacts", params={"region": "浙江省", "level": 1, "name": "other"}, headers=svc.auth()
+        )
         assert r.status_code == 404
 
 
@@ -83,7 +89,12 @@ async def flap(settings: Settings, cycles: int) -> None:
     async with aiomqtt.Client(host, int(port)) as pub:
         for i in range(cycles):
             for k, event in enumerate(("alarm", "alarm_clear")):
-                report = {"ts": t + i * 60_000 + k * 30_000, "seq": 2 * i + k + 1, "event": event, "data": {"temperature_c": 25}}
+                report = {
+                    "ts": t + i * 60_000 + k * 30_000,
+                    "seq": 2 * i + k + 1,
+                    "event": event,
+                    "data": {"temperature_c": 25},
+                }
                 await pub.publish(topic, json.dumps(report), qos=1)
 
 

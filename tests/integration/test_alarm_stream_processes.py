@@ -72,14 +72,19 @@ async def publish_alarms(settings: Settings, devices: list[str]) -> None:
 
 
 async def committed_ids(pool: asyncpg.Pool, after: int = 0) -> list[int]:
-    return [r["event_id"] for r in await pool.fetch("SELECT event_id FROM alarm_events WHERE event_id > $1 ORDER BY event_id", after)]
+    return [
+        r["event_id"]
+        for r in await pool.fetch("SELECT event_id FROM alarm_events WHERE event_id > $1 ORDER BY event_id", after)
+    ]
 
 
 async def test_alarms_of_one_instance_stream_from_the_other_in_order_and_resume(settings: Settings) -> None:
     other = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}-b",
                                         "mqtt_client_id": f"mxtest-{uuid.uuid4().hex[:8]}"})
     async with running_service(settings) as a, running_service(other) as b:
-        r = await a.http.post("/api/v1/units", headers=a.auth(), json={"unit_id": "U1", "name": "商场", "region": REGION})
+        r = await a.http.post(
+            "/api/v1/units", headers=a.auth(), json={"unit_id": "U1", "name": "商场", "region": REGION}
+        )
         assert r.status_code in (200, 201), r.text
         lines = "\n".join(json.dumps({"device_id": d, "kind": "smoke", "unit_id": "U1"}) for d in DEVICES)
         r = await a.http.post("/api/v1/devices/import", headers={**a.auth(), "Content-Type": "application/x-ndjson"},
@@ -97,7 +102,9 @@ async def test_alarms_of_one_instance_stream_from_the_other_in_order_and_resume(
             assert ack.status_code == 200, ack.text
             await asyncio.gather(
                 publish_alarms(settings, DEVICES[1:]),
-                b.http.post(f"/api/v1/alarms/{alarm['alarm_id']}/resolve", headers=b.auth(), json={"classification": "test"}),
+                b.http.post(
+                    f"/api/v1/alarms/{alarm['alarm_id']}/resolve", headers=b.auth(), json={"classification": "test"}
+                ),
             )
             await wait_for(lambda: _alarm_count(pool, len(DEVICES)))
             await asyncio.sleep(0.3)

@@ -47,7 +47,9 @@ def service(pool: asyncpg.Pool, fleet: Fleet | None = None, **kw: float) -> Devi
 
 async def add_unit(pool: asyncpg.Pool, svc: DeviceService, unit_id: str, region: str = REGION) -> None:
     async with pool.acquire() as conn:
-        unit, _ = await upsert_unit(conn, UnitSpec.parse({"unit_id": unit_id, "name": f"unit {unit_id}", "region": region}))
+        unit, _ = await upsert_unit(
+            conn, UnitSpec.parse({"unit_id": unit_id, "name": f"unit {unit_id}", "region": region})
+        )
     svc.fleet.set_unit(unit_id, region=unit["region"], maintenance=unit["maintenance"])
 
 
@@ -85,9 +87,9 @@ async def test_register_update_and_refuse_another_kind(pool: asyncpg.Pool) -> No
     assert svc.fleet.heartbeat_ms[slot] == 86_400_000  # back to the smoke default
     assert np.isnan(svc.fleet.thresholds["smoke_temp_c"][slot])
 
-    with pytest.raises(KindConflict, match="^device 868120301234567 is registered as smoke, not gas$"):
+    with pytest.raises(KindConflict, match=r"^device 868120301234567 is registered as smoke, not gas$"):
         await svc.register(DeviceSpec.parse({"device_id": "868120301234567", "kind": "gas"}))
-    with pytest.raises(UnknownUnit, match="^unit U9 is not registered$"):
+    with pytest.raises(UnknownUnit, match=r"^unit U9 is not registered$"):
         await svc.register(DeviceSpec.parse({"device_id": "d2", "kind": "gas", "unit_id": "U9"}))
     assert await pool.fetchval("SELECT kind FROM devices WHERE device_id = '868120301234567'") == "smoke"
     assert await pool.fetchval("SELECT count(*) FROM devices") == 1
@@ -129,7 +131,11 @@ async def test_import_counts_and_exact_reasons(pool: asyncpg.Pool) -> None:
     assert answer["errors"] == [
         {"line": 4, "device_id": "old-gas", "reason": "device old-gas is registered as gas, not smoke"},
         {"line": 5, "device_id": "new-2", "reason": "unit U9 is not registered"},
-        {"line": 6, "device_id": "new-3", "reason": "unknown kind 'boiler'; expected one of smoke, gas, electrical, water, uitd"},
+        {
+            "line": 6,
+            "device_id": "new-3",
+            "reason": "unknown kind 'boiler'; expected one of smoke, gas, electrical, water, uitd",
+        },
     ]
     assert progress == [("parsed", 5, 6), ("written", 3, 6), ("fleet", 3, 3)]
     rows = {r["device_id"]: r for r in await pool.fetch("SELECT * FROM devices")}

@@ -138,17 +138,24 @@ async def test_fuzzed_push_never_5xx_and_every_rejection_is_a_dead_letter(hostil
                         assert added, f"{source}: 422 without a dead letter for {body[:120]!r}"
                     assert all(r["reason"] for r in added)
             # oversized without a Content-Length (chunked): still 413, read no further than the limit
-            async def chunks():  # noqa: ANN202
+            async def chunks():
                 for _ in range(40):
                     yield b"[" * 1024
 
-            r = await svc.http.post("/api/v1/ingest/push/gen", content=chunks(), headers={"x-miaoxiang-signature": "sha256=00"})
+            r = await svc.http.post(
+                "/api/v1/ingest/push/gen", content=chunks(), headers={"x-miaoxiang-signature": "sha256=00"}
+            )
             statuses[r.status_code] += 1
             assert r.status_code == 413
             # hostile names and query strings on the other push routes
-            for path in ("/api/v1/ingest/push/%00", "/api/v1/ingest/push/" + "x" * 5000, "/api/v1/ingest/push/..%2F..%2Fetc",
-                         "/api/v1/ingest/push/one?msg=%FF&nonce=&signature=", "/api/v1/ingest/push/gen?msg=a&nonce=b&signature=c",
-                         "/api/v1/ingest/push/one?msg=" + "a" * 10_000 + "&nonce=n&signature=s"):
+            for path in (
+                "/api/v1/ingest/push/%00",
+                "/api/v1/ingest/push/" + "x" * 5000,
+                "/api/v1/ingest/push/..%2F..%2Fetc",
+                "/api/v1/ingest/push/one?msg=%FF&nonce=&signature=",
+                "/api/v1/ingest/push/gen?msg=a&nonce=b&signature=c",
+                "/api/v1/ingest/push/one?msg=" + "a" * 10_000 + "&nonce=n&signature=s",
+            ):
                 r = await svc.http.get(path) if "?" in path else await svc.http.post(path, content=b"{}")
                 statuses[r.status_code] += 1
                 assert r.status_code in (401, 404, 422), (path[:80], r.status_code)
@@ -183,10 +190,9 @@ async def test_push_rate_limit_is_per_source(hostile_settings: Settings) -> None
 async def test_schemathesis_finds_no_server_error(hostile_settings: Settings) -> None:
     """Every operation of the app's own OpenAPI spec, bounded examples, admin token: no 5xx."""
     schemathesis = pytest.importorskip("schemathesis")
+    import anyio
     from hypothesis import HealthCheck, given
     from hypothesis import settings as hsettings
-
-    import anyio
 
     started = time.monotonic()
     failures: list[str] = []
@@ -198,21 +204,24 @@ async def test_schemathesis_finds_no_server_error(hostile_settings: Settings) ->
         operations = [op.ok() for op in schema.get_all_operations()]
         skip = {"/api/v1/alarms/stream", "/api/v1/alarms/ws"}  # endless streams
 
+        def check_operation(op: Any) -> None:
+            @given(case=op.as_strategy())
+            @hsettings(max_examples=15, deadline=None, database=None, derandomize=True,
+                       suppress_health_check=list(HealthCheck))
+            def check(case: Any) -> None:
+                response = case.call(base_url=svc.base_url, headers=svc.auth(), timeout=10)
+                calls[op.label] += 1
+                if response.status_code >= 500:
+                    failures.append(
+                        f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:200]}"
+                    )
+
+            check()
+
         def run_all() -> None:
             for op in operations:
-                if op.path in skip:
-                    continue
-
-                @given(case=op.as_strategy())
-                @hsettings(max_examples=15, deadline=None, database=None, derandomize=True,
-                           suppress_health_check=list(HealthCheck))
-                def check(case: Any) -> None:
-                    response = case.call(base_url=svc.base_url, headers=svc.auth(), timeout=10)
-                    calls[op.label] += 1
-                    if response.status_code >= 500:
-                        failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:200]}")
-
-                check()
+                if op.path not in skip:
+                    check_operation(op)
 
         await anyio.to_thread.run_sync(run_all)
         assert svc.app.state.services.background_error is None

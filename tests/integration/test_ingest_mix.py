@@ -98,7 +98,10 @@ async def test_a_mix_of_valid_duplicate_and_malformed_uplink(settings: Settings)
             await wait_for(settled)
             await asyncio.sleep(0.5)  # anything still in flight lands before we count
             stored = sorted((r["device_id"], r["seq"], r["event"]) for r in await db.fetch("SELECT * FROM readings"))
-            dead = sorted((r["source"].split("/")[-1], r["reason"], bytes(r["raw"])) for r in await db.fetch("SELECT * FROM dead_letters"))
+            dead = sorted(
+                (r["source"].split("/")[-1], r["reason"], bytes(r["raw"]))
+                for r in await db.fetch("SELECT * FROM dead_letters")
+            )
             text = (await svc.http.get("/metrics")).text
         finally:
             await db.close()
@@ -117,12 +120,14 @@ async def test_a_mix_of_valid_duplicate_and_malformed_uplink(settings: Settings)
         (f"device {gas_dev} is registered as gas, report says smoke", mismatch)  # the bytes as received
     ]
     # per transport and codec
-    assert metric(text, "mx_ingest_payloads_total", transport="mqtt", codec="json") == 9  # gas, evt x2, tel, untimed x2, bad JSON, toaster, mismatch
+    # gas, evt x2, tel, untimed x2, bad JSON, toaster, mismatch
+    assert metric(text, "mx_ingest_payloads_total", transport="mqtt", codec="json") == 9
     assert metric(text, "mx_ingest_payloads_total", transport="mqtt", codec="mx1") == 4
     assert metric(text, "mx_ingest_payloads_total", transport="mqtt", codec="json_batch") == 2
     assert metric(text, "mx_ingest_decoded_total", transport="mqtt", codec="mx1") == 3
     assert metric(text, "mx_ingest_decoded_total", transport="mqtt", codec="json_batch") == 4
-    assert metric(text, "mx_ingest_decoded_total", transport="mqtt", codec="json") == 7  # the toaster and the bad JSON did not decode
+    # the toaster and the bad JSON did not decode
+    assert metric(text, "mx_ingest_decoded_total", transport="mqtt", codec="json") == 7
     assert metric(text, "mx_ingest_codec_dead_letters_total", transport="mqtt", codec="mx1") == 1
     assert metric(text, "mx_ingest_codec_dead_letters_total", transport="mqtt", codec="json") == 3
     assert metric(text, "mx_ingest_codec_dead_letters_total", transport="mqtt", codec="json_batch") == 2
@@ -135,8 +140,11 @@ IMEI = "868120301234567"
 
 
 async def _sources(svc: RunningService) -> None:
-    for body in ({"name": "gen", "platform": "generic", "secret": SECRET}, {"name": "ctw", "platform": "ctwing", "token": CT_TOKEN},
-                 {"name": "one", "platform": "onenet", "token": ON_TOKEN}):
+    for body in (
+        {"name": "gen", "platform": "generic", "secret": SECRET},
+        {"name": "ctw", "platform": "ctwing", "token": CT_TOKEN},
+        {"name": "one", "platform": "onenet", "token": ON_TOKEN},
+    ):
         r = await svc.http.post("/api/v1/push-sources", json=body, headers=svc.auth())
         assert r.status_code in (200, 201), r.text
 
@@ -145,12 +153,29 @@ async def test_push_verification_of_every_platform(settings: Settings) -> None:
     small = settings.model_copy(update={"push_max_bytes": 4096})
     report = js(device_id=IMEI, kind="smoke", ts=T0, seq=1, event="alarm", data={"battery_pct": 80})
     array = b"[" + report + b"," + js(device_id=IMEI, kind="smoke", ts=T0 + 1, seq=2) + b',{"kind":"smoke"}]'
-    msg = json.dumps({"at": T0 + 2, "type": 1, "imei": "868120301234568", "dev_id": 7, "ds_id": "Alarm_Status", "value": 1})
-    onenet = ('{"msg":' + msg + ',"nonce":"abc123","msg_signature":"' + onenet_signature(ON_TOKEN, "abc123", msg) + '"}').encode()
+    msg = json.dumps(
+        {"at": T0 + 2, "type": 1, "imei": "868120301234568", "dev_id": 7, "ds_id": "Alarm_Status", "value": 1}
+    )
+    onenet = (
+        '{"msg":' + msg + ',"nonce":"abc123","msg_signature":"' + onenet_signature(ON_TOKEN, "abc123", msg) + '"}'
+    ).encode()
     frame = mx1("868120301234569", Kind.smoke, Event.alarm, 3, T0 + 3)
-    ctwing = js(upPacketSN=-1, upDataSN=-1, topic="v1/up/ad", timestamp=T0 + 3, tenantId="1", serviceId="", protocol="tcp",
-                productId="1", messageType="dataReport", deviceType="", deviceId="x", IMEI="868120301234569", IMSI="4600",
-                payload={"APPdata": base64.b64encode(frame).decode()})
+    ctwing = js(
+        upPacketSN=-1,
+        upDataSN=-1,
+        topic="v1/up/ad",
+        timestamp=T0 + 3,
+        tenantId="1",
+        serviceId="",
+        protocol="tcp",
+        productId="1",
+        messageType="dataReport",
+        deviceType="",
+        deviceId="x",
+        IMEI="868120301234569",
+        IMSI="4600",
+        payload={"APPdata": base64.b64encode(frame).decode()},
+    )
     async with running_service(small) as svc:
         await _sources(svc)
         post = svc.http.post
@@ -158,13 +183,19 @@ async def test_push_verification_of_every_platform(settings: Settings) -> None:
         # generic: HMAC-SHA256 of the raw body; 200 with counts even when one element fails
         r = await post(gen, content=array, headers={"x-miaoxiang-signature": hmac_signature(SECRET, array)})
         assert (r.status_code, r.json()) == (200, {"accepted": 2, "rejected": 1, "notices": 0})
-        assert (await post(gen, content=array, headers={"x-miaoxiang-signature": hmac_signature("wrong", array)})).status_code == 401
+        assert (
+            await post(gen, content=array, headers={"x-miaoxiang-signature": hmac_signature("wrong", array)})
+        ).status_code == 401
         assert (await post(gen, content=array)).status_code == 401
         assert (await post("/api/v1/ingest/push/nosuch", content=report)).status_code == 404
         big = b"[" + b",".join([report] * 60) + b"]"
-        assert (await post(gen, content=big, headers={"x-miaoxiang-signature": hmac_signature(SECRET, big)})).status_code == 413
+        assert (
+            await post(gen, content=big, headers={"x-miaoxiang-signature": hmac_signature(SECRET, big)})
+        ).status_code == 413
         empty = b'[{"kind":"smoke"}]'
-        assert (await post(gen, content=empty, headers={"x-miaoxiang-signature": hmac_signature(SECRET, empty)})).status_code == 422
+        assert (
+            await post(gen, content=empty, headers={"x-miaoxiang-signature": hmac_signature(SECRET, empty)})
+        ).status_code == 422
         # OneNET: Base64(MD5(token + nonce + msg as sent)); a re-serialised msg does not check
         r = await post("/api/v1/ingest/push/one", content=onenet)
         assert (r.status_code, r.json()["accepted"]) == (200, 1)
@@ -178,20 +209,38 @@ async def test_push_verification_of_every_platform(settings: Settings) -> None:
         assert (await svc.http.get("/api/v1/ingest/push/one?" + urllib.parse.urlencode(bad))).status_code == 401
         assert (await svc.http.get("/api/v1/ingest/push/gen?" + urllib.parse.urlencode(q))).status_code == 401
         # CTWing: the source's token, by header or query
-        assert (await post("/api/v1/ingest/push/ctw", content=ctwing, headers={"x-miaoxiang-token": CT_TOKEN})).status_code == 200
-        assert (await post(f"/api/v1/ingest/push/ctw?token={CT_TOKEN}", content=ctwing)).status_code == 200  # a retry: deduped
-        assert (await post("/api/v1/ingest/push/ctw", content=ctwing, headers={"x-miaoxiang-token": "nope"})).status_code == 401
+        assert (
+            await post("/api/v1/ingest/push/ctw", content=ctwing, headers={"x-miaoxiang-token": CT_TOKEN})
+        ).status_code == 200
+        assert (
+            await post(f"/api/v1/ingest/push/ctw?token={CT_TOKEN}", content=ctwing)
+        ).status_code == 200  # a retry: deduped
+        assert (
+            await post("/api/v1/ingest/push/ctw", content=ctwing, headers={"x-miaoxiang-token": "nope"})
+        ).status_code == 401
         assert (await post("/api/v1/ingest/push/ctw", content=ctwing)).status_code == 401
         text = (await svc.http.get("/metrics")).text
         db = await asyncpg.connect(small.database_url)
         try:
-            stored = sorted((r["device_id"], r["source"]) for r in await db.fetch("SELECT device_id, source FROM readings"))
-            dead = [(r["source"], bytes(r["raw"])) for r in await db.fetch("SELECT source, raw FROM dead_letters ORDER BY id")]
+            stored = sorted(
+                (r["device_id"], r["source"]) for r in await db.fetch("SELECT device_id, source FROM readings")
+            )
+            dead = [
+                (r["source"], bytes(r["raw"]))
+                for r in await db.fetch("SELECT source, raw FROM dead_letters ORDER BY id")
+            ]
         finally:
             await db.close()
-    assert stored == [(IMEI, "http:gen"), (IMEI, "http:gen"), ("868120301234568", "http:one"), ("868120301234569", "http:ctw")]
+    assert stored == [
+        (IMEI, "http:gen"),
+        (IMEI, "http:gen"),
+        ("868120301234568", "http:one"),
+        ("868120301234569", "http:ctw"),
+    ]
     assert dead == [("http:gen#2", b'{"kind":"smoke"}'), ("http:gen#0", b'{"kind":"smoke"}')]
-    assert metric(text, "mx_ingest_payloads_total", transport="http", codec="generic") == 2  # 401/413 never reach a codec
+    assert (
+        metric(text, "mx_ingest_payloads_total", transport="http", codec="generic") == 2
+    )  # 401/413 never reach a codec
     assert metric(text, "mx_ingest_decoded_total", transport="http", codec="generic") == 2
     assert metric(text, "mx_ingest_codec_dead_letters_total", transport="http", codec="generic") == 2
     assert metric(text, "mx_ingest_decoded_total", transport="http", codec="onenet") == 1
@@ -211,9 +260,14 @@ async def test_two_instances_split_a_share_stream_and_store_each_reading_once(se
         async with aiomqtt.Client(host, port) as pub:
             for k in range(per_device):
                 for d in range(devices):
-                    await pub.publish(settings.topic("tel", "smoke", f"sh-{d}"), js(ts=T0 + k * 1000, seq=k, event="heartbeat"), qos=1)
+                    await pub.publish(
+                        settings.topic("tel", "smoke", f"sh-{d}"), js(ts=T0 + k * 1000, seq=k, event="heartbeat"), qos=1
+                    )
         total = devices * per_device
-        got = lambda: [int(s.app.state.services.pipeline.metrics.written._value.get()) for s in (a, b)]  # noqa: E731, SLF001
+
+        def got() -> list[int]:
+            return [int(s.app.state.services.pipeline.metrics.written._value.get()) for s in (a, b)]
+
         await wait_for(lambda: sum(got()) >= total, timeout=30)
         await asyncio.sleep(0.5)
         split = got()

@@ -48,11 +48,20 @@ async def alarm(conn: asyncpg.Connection, unit: str, *, type_: str = "smoke", se
     t = NOW - age
     cleared = t + timedelta(hours=1) if status in ("resolved", "cleared_ack") else None
     alarm_id = await conn.fetchval(
-        """INSERT INTO alarms (alarm_key, type, severity, response, status, unit_id, region, first_seen, last_seen, rule,
-                               classification, device_ids, cleared_at)
+        """INSERT INTO alarms (alarm_key, type, severity, response, status, unit_id, region, first_seen, last_seen,
+                               rule, classification, device_ids, cleared_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, 'test', $9, $10, $11) RETURNING alarm_id""",
-        f"device:k{next(_keys)}", type_, severity, response, status, unit, UNITS[unit][0], t, classification,
-        devices or [], cleared,
+        f"device:k{next(_keys)}",
+        type_,
+        severity,
+        response,
+        status,
+        unit,
+        UNITS[unit][0],
+        t,
+        classification,
+        devices or [],
+        cleared,
     )
     await event(conn, alarm_id, "raised")
     return alarm_id
@@ -65,11 +74,21 @@ async def event(conn: asyncpg.Connection, alarm_id: int, action: str) -> None:
 
 async def seed(conn: asyncpg.Connection) -> dict[str, int]:
     for u, (region, industry, n) in UNITS.items():
-        await conn.execute("INSERT INTO units (unit_id, name, region, industry) VALUES ($1, $1, $2, $3)", u, region, industry)
+        await conn.execute(
+            "INSERT INTO units (unit_id, name, region, industry) VALUES ($1, $1, $2, $3)", u, region, industry
+        )
         for i in range(n):
-            await conn.execute("INSERT INTO devices (device_id, kind, unit_id, created_at) VALUES ($1, 'smoke', $2, $3)",
-                               f"{u}-d{i}", u, datetime(2025, 1, 1, tzinfo=UTC))
-    ids = {"fire": await alarm(conn, "u-red", type_="fire", severity="critical", response="immediate", status="active_unack")}
+            await conn.execute(
+                "INSERT INTO devices (device_id, kind, unit_id, created_at) VALUES ($1, 'smoke', $2, $3)",
+                f"{u}-d{i}",
+                u,
+                datetime(2025, 1, 1, tzinfo=UTC),
+            )
+    ids = {
+        "fire": await alarm(
+            conn, "u-red", type_="fire", severity="critical", response="immediate", status="active_unack"
+        )
+    }
     # religion venues (东湖区): one false alarm a week for twelve weeks, then twelve this week and an open major alarm
     ids["major"] = await alarm(conn, "u-orange", status="active_unack")
     for w in range(12):
@@ -165,7 +184,9 @@ async def test_aggregates_by_region_and_industry(world: World) -> None:
 
 async def test_trend_warnings_name_the_jump_and_say_why(world: World) -> None:
     by_industry = (await world.http.get("/api/v1/risk/trends", params={"by": "industry"})).json()["items"]
-    assert [(t["group"], t["count"], t["baseline"], t["severity"]) for t in by_industry] == [("religion", 13, 1.0, "warning")]
+    assert [(t["group"], t["count"], t["baseline"], t["severity"]) for t in by_industry] == [
+        ("religion", 13, 1.0, "warning")
+    ]
     assert "13 alarms in the last 7 days against a baseline of 1.0/week" in by_industry[0]["why"]
     # residential has 1 fire, 5 tests and 6 offline alarms this week: tests and device health do not count
     for depth, group in ((3, "江西省/南昌市/东湖区"), (2, "江西省/南昌市"), (4, DH)):
@@ -186,7 +207,9 @@ async def test_region_report_csv_and_html(world: World) -> None:
         "alarms": "13", "false_alarms": "12", "classified": "12", "false_alarm_rate": "1.0", "offline_devices": "1",
         "devices": "5", "offline_share": "0.2"}
     # the twelve weeks before: one false alarm each, nobody offline
-    assert {(row["alarms"], row["false_alarm_rate"], row["offline_share"]) for row in rows[:-1]} == {("1", "1.0", "0.0")}
+    assert {(row["alarms"], row["false_alarm_rate"], row["offline_share"]) for row in rows[:-1]} == {
+        ("1", "1.0", "0.0")
+    }
     html = await world.http.get("/api/v1/risk/report", params={"region": "江西省/南昌市", "format": "html"})
     assert html.headers["content-type"].startswith("text/html") and html.text.count("<svg") == 3
     assert "江西省/南昌市" in html.text and "2025-06-09" in html.text

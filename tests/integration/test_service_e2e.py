@@ -69,7 +69,9 @@ async def test_shutdown_ends_open_alarm_streams(settings: Settings) -> None:
     async with httpx.AsyncClient(timeout=30) as client:
         async with serving(settings) as (app, base):
             headers = {"Authorization": "Bearer test-admin-token"}
-            stream = await client.send(client.build_request("GET", f"{base}/api/v1/alarms/stream", headers=headers), stream=True)
+            stream = await client.send(
+                client.build_request("GET", f"{base}/api/v1/alarms/stream", headers=headers), stream=True
+            )
             assert stream.status_code == 200
             await wait_for(lambda: app.state.services.alarms.hub.subscribers)
             body = asyncio.create_task(stream.aread())

@@ -214,7 +214,7 @@ def test_checkpoint_round_trip() -> None:
     as_read = [(*r[:5], json.dumps(r[5]), r[6]) for r in rows]  # asyncpg hands jsonb out as text
     restored = Fleet()
     restored.bulk_load(fleet.device_ids, fleet.kind[: fleet.size])
-    assert checkpoint.restore(restored, as_read + [("gone", None, "unknown", None, None, "{}", 0)]) == fleet.size
+    assert checkpoint.restore(restored, [*as_read, ("gone", None, "unknown", None, None, "{}", 0)]) == fleet.size
     for column in ("last_seen_ms", "last_ts_ms", "offline_since_ms", "offline_at_ms", "mute_until_ms"):
         assert getattr(restored, column)[: fleet.size].tolist() == getattr(fleet, column)[: fleet.size].tolist(), column
     live = np.uint16(0xFFFF & ~(MAINTENANCE | QUARANTINED))

@@ -218,7 +218,10 @@ def assert_same_state(fleet: Fleet, ref: Reference) -> None:
         assert int(fleet.last_seen_ms[s]) == d.last_seen, s
         assert int(fleet.last_ts_ms[s]) == d.last_ts, s
         assert int(fleet.offline_since_ms[s]) == d.offline_since, s
-        assert int(fleet.flags[s]) == d.flags, (s, [FLAG_NAMES[b] for b in FLAG_NAMES if (int(fleet.flags[s]) ^ d.flags) & b])
+        assert int(fleet.flags[s]) == d.flags, (
+            s,
+            [FLAG_NAMES[b] for b in FLAG_NAMES if (int(fleet.flags[s]) ^ d.flags) & b],
+        )
         for name in NUMERIC_COLUMNS:
             got = float(fleet.values[name][s])
             if name in d.values:
