@@ -89,7 +89,9 @@ async def api(settings: Settings, mqtt_url: str) -> AsyncIterator[Api]:
             "zhanggong_viewer": await create_token(pool, "zg-view", "viewer", [ZHANGGONG]),
             "zhanggong_operator": await create_token(pool, "zg-op", "operator", [ZHANGGONG]),
         }
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=with_services(app, services)), base_url="http://test") as http:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=with_services(app, services)), base_url="http://test"
+        ) as http:
             yield Api(http, pool, fleet, clock, tokens)
     await pool.close()
 
@@ -106,7 +108,9 @@ async def seed(api: Api) -> None:
         + ["zg-gas-0,gas,U-zg", "nk-smoke-0,smoke,U-nk", "nk-elec-0,electrical,U-nk", "none-water-0,water,U-none",
            "loose-gas-0,gas,"]
     )
-    r = await api.http.post("/api/v1/devices/import", content=body, headers={**api.auth("operator"), "content-type": "text/csv"})
+    r = await api.http.post(
+        "/api/v1/devices/import", content=body, headers={**api.auth("operator"), "content-type": "text/csv"}
+    )
     assert r.json()["created"] == 8
 
 
@@ -141,7 +145,9 @@ WEAKER = {"viewer": [], "operator": ["viewer"], "admin": ["viewer", "operator"]}
 
 
 @pytest.mark.parametrize(("method", "path", "role", "body"), ROUTES, ids=[f"{m} {p}" for m, p, _, _ in ROUTES])
-async def test_every_route_needs_a_token_and_its_role(api: Api, method: str, path: str, role: str, body: dict | None) -> None:
+async def test_every_route_needs_a_token_and_its_role(
+    api: Api, method: str, path: str, role: str, body: dict | None
+) -> None:
     await seed(api)
     assert (await api.http.request(method, path, json=body)).status_code == 401
     bad = await api.http.request(method, path, json=body, headers={"Authorization": "Bearer mx_nope"})
@@ -161,7 +167,11 @@ async def test_register_reregister_conflict_and_detail(api: Api) -> None:
               "heartbeat_s": 3600, "thresholds": {"smoke_temp_c": 60}, "cell_id": "1A2B3C"}
     r = await api.http.post("/api/v1/devices", json=device, headers=api.auth("operator"))
     assert r.status_code == 201
-    assert (r.json()["region"], r.json()["status"], r.json()["was_quarantined"]) == (f"{ZHANGGONG}/南外街道", "unknown", False)
+    assert (r.json()["region"], r.json()["status"], r.json()["was_quarantined"]) == (
+        f"{ZHANGGONG}/南外街道",
+        "unknown",
+        False,
+    )
     r = await api.http.post("/api/v1/devices", json={**device, "heartbeat_s": 7200}, headers=api.auth("operator"))
     assert r.status_code == 200 and r.json()["heartbeat_s"] == 7200
     r = await api.http.post("/api/v1/devices", json={**device, "kind": "gas"}, headers=api.auth("operator"))
@@ -169,14 +179,21 @@ async def test_register_reregister_conflict_and_detail(api: Api) -> None:
     r = await api.http.post("/api/v1/devices", json={**device, "unit_id": "U-missing"}, headers=api.auth("operator"))
     assert (r.status_code, r.json()["detail"]) == (422, "unit U-missing is not registered")
     r = await api.http.post("/api/v1/devices", json={"device_id": "a b", "kind": "smoke"}, headers=api.auth("operator"))
-    assert (r.status_code, r.json()["detail"]) == (422, "device_id 'a b' must be 1 to 64 characters of A-Z a-z 0-9 _ . : -")
+    assert (r.status_code, r.json()["detail"]) == (
+        422,
+        "device_id 'a b' must be 1 to 64 characters of A-Z a-z 0-9 _ . : -",
+    )
 
     apply(api, ("868120301234567", Kind.smoke, Event.alarm))
     detail = (await api.http.get("/api/v1/devices/868120301234567", headers=api.auth("viewer"))).json()
     assert detail["status"] == "alarm" and detail["battery_pct"] == 77.0
     assert datetime.fromisoformat(detail["last_seen"].replace("Z", "+00:00")) == datetime.fromtimestamp(T0 / 1000, UTC)
     assert detail["values"]["battery_pct"]["value"] == 77.0
-    assert (detail["location"], detail["thresholds"], detail["cell_id"]) == ("3F kitchen", {"smoke_temp_c": 60.0}, "1A2B3C")
+    assert (detail["location"], detail["thresholds"], detail["cell_id"]) == (
+        "3F kitchen",
+        {"smoke_temp_c": 60.0},
+        "1A2B3C",
+    )
     assert "alarm" in detail["flags"]
     r = await api.http.get("/api/v1/devices/nobody", headers=api.auth("viewer"))
     assert (r.status_code, r.json()["detail"]) == (404, "unknown device nobody")
@@ -209,12 +226,18 @@ async def test_import_csv_and_json_lines(api: Api) -> None:
     r = await api.http.post("/api/v1/devices/import", content=lines,
                             headers={**api.auth("operator"), "content-type": "application/x-ndjson"})
     assert (r.json()["created"], r.json()["rejected"]) == (1, 1)
-    assert r.json()["errors"][0]["reason"] == "unknown kind 'fridge'; expected one of smoke, gas, electrical, water, uitd"
+    assert (
+        r.json()["errors"][0]["reason"] == "unknown kind 'fridge'; expected one of smoke, gas, electrical, water, uitd"
+    )
     assert fleet_query.snapshot(api.fleet, api.fleet.slot("j1"))["region"] == NANKANG
 
-    r = await api.http.post("/api/v1/devices/import", content="{}", headers={**api.auth("operator"), "content-type": "application/json"})
+    r = await api.http.post(
+        "/api/v1/devices/import", content="{}", headers={**api.auth("operator"), "content-type": "application/json"}
+    )
     assert (r.status_code, r.json()["detail"]) == (415, "send text/csv or application/x-ndjson")
-    r = await api.http.post("/api/v1/devices/import", content="id,kind\n", headers={**api.auth("operator"), "content-type": "text/csv"})
+    r = await api.http.post(
+        "/api/v1/devices/import", content="id,kind\n", headers={**api.auth("operator"), "content-type": "text/csv"}
+    )
     assert r.status_code == 422 and r.json()["detail"].startswith("unknown column(s) id;")
     r = await api.http.post("/api/v1/devices/import", content=csv_body,
                             headers={**api.auth("zhanggong_operator"), "content-type": "text/csv"})
@@ -238,7 +261,9 @@ async def walk(api: Api, who: str = "admin", limit: int = 7, **params: str) -> l
 async def test_pagination_walks_every_device_exactly_once(api: Api) -> None:
     await seed(api)
     body = "device_id,kind,unit_id\n" + "".join(f"bulk-{i:03d},{('smoke', 'gas')[i % 2]},U-nk\n" for i in range(150))
-    await api.http.post("/api/v1/devices/import", content=body, headers={**api.auth("operator"), "content-type": "text/csv"})
+    await api.http.post(
+        "/api/v1/devices/import", content=body, headers={**api.auth("operator"), "content-type": "text/csv"}
+    )
     expected = sorted(await api.pool.fetchval("SELECT array_agg(device_id) FROM devices"))
     for limit in (1, 7, 158, 1000):
         seen = await walk(api, limit=limit)
@@ -284,9 +309,13 @@ async def test_region_scoped_tokens_see_only_their_regions(api: Api) -> None:
     assert r.status_code == 403
     r = await api.http.post("/api/v1/units", json={"name": "x", "region": NANKANG}, headers=op)
     assert (r.status_code, r.json()["detail"]) == (403, f"region {NANKANG} is outside your regions")
-    r = await api.http.post("/api/v1/devices", json={"device_id": "new", "kind": "smoke", "unit_id": "U-nk"}, headers=op)
+    r = await api.http.post(
+        "/api/v1/devices", json={"device_id": "new", "kind": "smoke", "unit_id": "U-nk"}, headers=op
+    )
     assert r.status_code == 403
-    r = await api.http.post("/api/v1/devices", json={"device_id": "new", "kind": "smoke", "unit_id": "U-zg"}, headers=op)
+    r = await api.http.post(
+        "/api/v1/devices", json={"device_id": "new", "kind": "smoke", "unit_id": "U-zg"}, headers=op
+    )
     assert r.status_code == 201
     stats = (await api.http.get("/api/v1/stats/overview", headers=api.auth("zhanggong_viewer"))).json()
     assert stats["total"] == 5 and stats["by_region"] == {"江西省": 5}
@@ -295,15 +324,33 @@ async def test_region_scoped_tokens_see_only_their_regions(api: Api) -> None:
 # --- units -------------------------------------------------------------------------------------
 async def test_units_create_replace_list_and_maintenance(api: Api) -> None:
     contacts = [{"name": "张三", "phone": "13800000000", "role": "owner"}]
-    r = await api.http.post("/api/v1/units", json={"name": "农贸市场", "address": "南外街道1号", "region": f" {ZHANGGONG}/ ",
-                                                   "industry": "market", "contacts": contacts}, headers=api.auth("operator"))
+    r = await api.http.post(
+        "/api/v1/units",
+        json={
+            "name": "农贸市场",
+            "address": "南外街道1号",
+            "region": f" {ZHANGGONG}/ ",
+            "industry": "market",
+            "contacts": contacts,
+        },
+        headers=api.auth("operator"),
+    )
     assert r.status_code == 201
     unit = r.json()
-    assert (unit["region"], unit["contacts"], unit["risk_colour"], unit["maintenance"]) == (ZHANGGONG, contacts, None, False)
-    r = await api.http.post("/api/v1/units", json={"unit_id": unit["unit_id"], "name": "农贸市场二"}, headers=api.auth("operator"))
+    assert (unit["region"], unit["contacts"], unit["risk_colour"], unit["maintenance"]) == (
+        ZHANGGONG,
+        contacts,
+        None,
+        False,
+    )
+    r = await api.http.post(
+        "/api/v1/units", json={"unit_id": unit["unit_id"], "name": "农贸市场二"}, headers=api.auth("operator")
+    )
     assert r.status_code == 200 and r.json()["region"] == ""
     for i in range(5):
-        await api.http.post("/api/v1/units", json={"unit_id": f"U{i}", "name": f"n{i}", "region": NANKANG}, headers=api.auth())
+        await api.http.post(
+            "/api/v1/units", json={"unit_id": f"U{i}", "name": f"n{i}", "region": NANKANG}, headers=api.auth()
+        )
     ids: list[str] = []
     cursor = None
     while True:
@@ -315,7 +362,9 @@ async def test_units_create_replace_list_and_maintenance(api: Api) -> None:
     assert ids == sorted(["U0", "U1", "U2", "U3", "U4", unit["unit_id"]])
     by_region = (await api.http.get("/api/v1/units", params={"region": NANKANG}, headers=api.auth())).json()["items"]
     assert len(by_region) == 5
-    r = await api.http.post("/api/v1/devices", json={"device_id": "d1", "kind": "smoke", "unit_id": "U3"}, headers=api.auth())
+    r = await api.http.post(
+        "/api/v1/devices", json={"device_id": "d1", "kind": "smoke", "unit_id": "U3"}, headers=api.auth()
+    )
     assert r.json()["in_maintenance"] is False
     r = await api.http.post("/api/v1/units/U3/maintenance", json={"on": True}, headers=api.auth("operator"))
     assert r.json() == {"unit_id": "U3", "maintenance": True}
@@ -332,9 +381,19 @@ async def test_readings_newest_first_with_range_and_pages(api: Api) -> None:
     await seed(api)
     t0 = datetime.fromtimestamp(T0 / 1000, UTC)
     await api.pool.executemany(
-        "INSERT INTO readings (device_id, ts, received_at, seq, dedup, kind, event, metrics) VALUES ($1, $2, $2, $3, $4, 'gas', $5, $6)",
-        [("zg-gas-0", t0 + timedelta(minutes=i), i, i * 7919, "alarm" if i == 7 else "report", json.dumps({"gas_lel_pct": i}))
-         for i in range(10)],
+        "INSERT INTO readings (device_id, ts, received_at, seq, dedup, kind, event, metrics) "
+        "VALUES ($1, $2, $2, $3, $4, 'gas', $5, $6)",
+        [
+            (
+                "zg-gas-0",
+                t0 + timedelta(minutes=i),
+                i,
+                i * 7919,
+                "alarm" if i == 7 else "report",
+                json.dumps({"gas_lel_pct": i}),
+            )
+            for i in range(10)
+        ],
     )
     url = "/api/v1/devices/zg-gas-0/readings"
     page = (await api.http.get(url, headers=api.auth("viewer"))).json()
@@ -346,7 +405,9 @@ async def test_readings_newest_first_with_range_and_pages(api: Api) -> None:
     seqs: list[int] = []
     cursor = None
     while True:
-        page = (await api.http.get(url, params={"limit": 3, **({"cursor": cursor} if cursor else {})}, headers=api.auth())).json()
+        page = (
+            await api.http.get(url, params={"limit": 3, **({"cursor": cursor} if cursor else {})}, headers=api.auth())
+        ).json()
         seqs += [r["seq"] for r in page["items"]]
         if (cursor := page["next_cursor"]) is None:
             break
@@ -361,7 +422,9 @@ async def test_commands_routes(api: Api) -> None:
     assert r.status_code == 201
     cmd = r.json()
     assert (cmd["state"], cmd["cmd"], cmd["timeout_s"], cmd["actor"]) == ("sent", "valve_close", 120.0, "op")
-    r = await api.http.post("/api/v1/devices/zg-smoke-0/commands", json={"cmd": "valve_close"}, headers=api.auth("operator"))
+    r = await api.http.post(
+        "/api/v1/devices/zg-smoke-0/commands", json={"cmd": "valve_close"}, headers=api.auth("operator")
+    )
     assert (r.status_code, r.json()["detail"]) == (422, "valve_close applies to gas devices, not smoke")
     r = await api.http.post("/api/v1/devices/nobody/commands", json={"cmd": "reboot"}, headers=api.auth("operator"))
     assert r.status_code == 404
@@ -373,8 +436,13 @@ async def test_commands_routes(api: Api) -> None:
     names: list[str] = []
     cursor = None
     while True:
-        page = (await api.http.get("/api/v1/devices/zg-gas-0/commands", params={"limit": 3, **({"cursor": cursor} if cursor else {})},
-                                   headers=api.auth("viewer"))).json()
+        page = (
+            await api.http.get(
+                "/api/v1/devices/zg-gas-0/commands",
+                params={"limit": 3, **({"cursor": cursor} if cursor else {})},
+                headers=api.auth("viewer"),
+            )
+        ).json()
         names += [c["cmd"] for c in page["items"]]
         if (cursor := page["next_cursor"]) is None:
             break
@@ -387,25 +455,36 @@ async def test_push_sources_never_answer_secrets(api: Api) -> None:
     r = await api.http.post("/api/v1/push-sources", json={"name": "gw", "platform": "generic", "secret": "s3cret"},
                             headers=api.auth())
     assert r.status_code == 201 and "s3cret" not in r.text and r.json()["has_secret"] is True
-    r = await api.http.post("/api/v1/push-sources", json={"name": "gw", "platform": "generic", "secret": "other"}, headers=api.auth())
+    r = await api.http.post(
+        "/api/v1/push-sources", json={"name": "gw", "platform": "generic", "secret": "other"}, headers=api.auth()
+    )
     assert r.status_code == 200
     listed = await api.http.get("/api/v1/push-sources", headers=api.auth())
     assert [s["name"] for s in listed.json()["items"]] == ["gw"] and "other" not in listed.text
     assert await api.pool.fetchval("SELECT secret FROM push_sources WHERE name = 'gw'") == "other"
-    r = await api.http.post("/api/v1/push-sources", json={"name": "bad name", "platform": "generic"}, headers=api.auth())
+    r = await api.http.post(
+        "/api/v1/push-sources", json={"name": "bad name", "platform": "generic"}, headers=api.auth()
+    )
     assert r.status_code == 422
 
 
 async def test_dead_letters_newest_first_in_base64(api: Api) -> None:
     raws = [b"\xa5\x01 bad crc", b"{not json"]
     for i, raw in enumerate(raws):
-        await api.pool.execute("INSERT INTO dead_letters (transport, source, reason, raw) VALUES ('mqtt', $1, 'bad', $2)",
-                               f"mqtt:t{i}", raw)
+        await api.pool.execute(
+            "INSERT INTO dead_letters (transport, source, reason, raw) VALUES ('mqtt', $1, 'bad', $2)",
+            f"mqtt:t{i}",
+            raw,
+        )
     page = (await api.http.get("/api/v1/dead-letters", params={"limit": 1}, headers=api.auth())).json()
     assert base64.b64decode(page["items"][0]["raw"]) == raws[1]
-    rest = (await api.http.get("/api/v1/dead-letters", params={"cursor": page["next_cursor"]}, headers=api.auth())).json()
+    rest = (
+        await api.http.get("/api/v1/dead-letters", params={"cursor": page["next_cursor"]}, headers=api.auth())
+    ).json()
     assert [base64.b64decode(d["raw"]) for d in rest["items"]] == [raws[0]] and rest["next_cursor"] is None
-    assert (await api.http.get("/api/v1/dead-letters", params={"transport": "tcp"}, headers=api.auth())).json()["items"] == []
+    assert (await api.http.get("/api/v1/dead-letters", params={"transport": "tcp"}, headers=api.auth())).json()[
+        "items"
+    ] == []
 
 
 async def test_tokens_are_answered_once_and_work(api: Api) -> None:
