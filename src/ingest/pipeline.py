@@ -175,6 +175,10 @@ class Pipeline:
         self.buffered = 0
         self.buffer_changed = asyncio.Condition()
         self.db_up = True
+        #: cleared by `drain`: submissions then wait, unacknowledged, until shutdown cancels them
+        self.accepting = asyncio.Event()
+        self.accepting.set()
+        self.unwritten: set[asyncio.Future[None]] = set()  # answered futures not yet resolved
 
     # --- transports call these -------------------------------------------------------------
     async def submit(
@@ -194,7 +198,9 @@ class Pipeline:
         that names none (GB/T 26875 over TCP) also has its payload counted as received here.
         `raw` is what a rejected reading is dead-lettered with: the payload as received, or a
         function from reading index to the bytes of its batch element."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self.accepting.is_set():
+            await self.accepting.wait()
+        done = self._unwritten_future()
         self.metrics.received.labels(transport, lane).inc(len(readings))
         if codec is None:
             codec = default_codec(transport)
@@ -208,13 +214,33 @@ class Pipeline:
         self, transport: str, source: str, reason: str, raw: bytes, *, codec: str | None = None
     ) -> asyncio.Future[None]:
         """Keep rejected input with its reason; answer a future resolved once it is written."""
+        if not self.accepting.is_set():
+            await self.accepting.wait()
         self.metrics.dead_letters.labels(transport, "undecodable").inc()
         self.metrics.codec_dead_letters.labels(_family(transport), codec or default_codec(transport)).inc()
         flush = Flush(dead_letters=[DeadLetter(transport, source, reason, raw, self.clock())])
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done = self._unwritten_future()
         flush.waiters.append(done)
         await self._buffer(flush, lane="evt")
         return done
+
+    def _unwritten_future(self) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.unwritten.add(done)
+        done.add_done_callback(self.unwritten.discard)
+        return done
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Stop taking submissions, then wait until what was taken is written and so acknowledged
+        by its transport; answer whether all of it was within `timeout_s`. The lanes, the writer
+        and the batch handler must still run. A submission made from now on waits, unacknowledged,
+        until shutdown cancels it: the broker redelivers it to the next session."""
+        self.accepting.clear()
+        pending = {f for f in self.unwritten if not f.done()}
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=timeout_s)
+        await asyncio.sleep(0)  # the transports' acknowledgement callbacks run now
+        return not pending
 
     # --- background work -------------------------------------------------------------------
     async def run(self) -> None:

@@ -6,13 +6,16 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
-from miaoxiang.embedded import embedded_postgres_url
+from miaoxiang.embedded import embedded_postgres_url, stop_embedded_postgres
 from miaoxiang.migrate import MigrationError, migrate
 from miaoxiang.settings import Settings, SettingsError, load_settings
+from miaoxiang.shutdown import run_until_signal
 
 log = logging.getLogger("miaoxiang")
 
@@ -42,12 +45,25 @@ async def _serve(settings: Settings) -> int:
     return 0
 
 
+def _until_stopped(command: Coroutine[Any, Any, int | None]) -> int:
+    """Run `serve` or `demo` until it ends or SIGTERM/SIGINT stops it in order (exit 0, logged
+    once); whatever happens, let go of the embedded PostgreSQL."""
+    try:
+        code, stopped_by = asyncio.run(run_until_signal(command, on_force=stop_embedded_postgres))
+    finally:
+        stop_embedded_postgres()
+    if stopped_by is not None:
+        log.info("stopped cleanly (%s)", stopped_by)
+        return 0
+    return code or 0
+
+
 async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     """Play a fleet against a running service; print the score table; 1 when an expectation missed."""
     from urllib.parse import urlsplit
 
     from simulators.score import all_met, format_table
-    from simulators.session import Plan, Target, run_session, scenario_names, say
+    from simulators.session import Plan, Target, run_session, say, scenario_names
 
     token = args.token or (settings.admin_token.get_secret_value() if settings.admin_token else None)
     mqtt_url = args.mqtt_url or settings.mqtt_url
@@ -100,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--url", default="http://127.0.0.1:8080", help="the service's base URL")
     sim.add_argument("--token", help="admin token (default MIAOXIANG_ADMIN_TOKEN)")
     sim.add_argument("--mqtt-url", help="broker the service listens to (default MIAOXIANG_MQTT_URL)")
-    sim.add_argument("--gb26875-port", type=int, help="GB/T 26875 port on the URL's host (default MIAOXIANG_GB26875_PORT; 0: none)")
+    sim.add_argument("--gb26875-port", type=int,
+                     help="GB/T 26875 port on the URL's host (default MIAOXIANG_GB26875_PORT; 0: none)")
     sim.add_argument("--no-background", action="store_true", help="scenario messages only, no routine telemetry")
     bench = sub.add_parser("bench", help="run benchmarks/*.py; write JSON and a Markdown report")
     bench.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -113,14 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(settings.log_level)
     try:
         if args.command == "serve":
-            return asyncio.run(_serve(settings))
+            return _until_stopped(_serve(settings))
         elif args.command == "migrate":
             applied = asyncio.run(_migrate(settings))
             print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
         elif args.command == "demo":
             from miaoxiang.demo import run_demo
 
-            asyncio.run(run_demo(settings, devices=args.devices, seed=args.seed))
+            return _until_stopped(run_demo(settings, devices=args.devices, seed=args.seed))
         elif args.command == "simulate":
             return asyncio.run(_simulate(settings, args))
         elif args.command == "bench":

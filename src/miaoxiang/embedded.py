@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,8 +22,8 @@ def embedded_postgres_url(data_dir: Path) -> str:
     """Start (or reuse) a private PostgreSQL in `data_dir/pg` and answer its URL.
 
     pgserver shares one server per directory between processes and stops it when the last of
-    them exits, so Ctrl-C on `miaoxiang demo` leaves nothing running; the data stays for the
-    next start (`make clean` removes it).
+    them lets go (`stop_embedded_postgres`, or at exit), so stopping `miaoxiang demo` leaves
+    nothing running; the data stays for the next start (`make clean` removes it).
     """
     import pgserver  # imported here: only machines without a PostgreSQL need it
 
@@ -31,6 +32,19 @@ def embedded_postgres_url(data_dir: Path) -> str:
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
     log.info("using embedded PostgreSQL in %s", pgdata)
     return str(server.get_uri())
+
+
+def stop_embedded_postgres() -> int:
+    """Let go of every embedded PostgreSQL this process started or joined: pgserver stops a
+    server when its last process lets go. Its atexit hook does the same, but a stop must not
+    depend on the interpreter reaching atexit. Answers how many were released."""
+    pgserver = sys.modules.get("pgserver")
+    if pgserver is None:  # never imported: nothing embedded to stop
+        return 0
+    servers = list(pgserver.PostgresServer._instances.values())  # pgserver has no public registry
+    for server in servers:
+        server.cleanup()
+    return len(servers)
 
 
 @contextlib.asynccontextmanager

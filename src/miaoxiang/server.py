@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import uvicorn
@@ -21,11 +21,19 @@ GRACEFUL_SHUTDOWN_S = 5
 
 class _Server(uvicorn.Server):
     """uvicorn, ending the live alarm streams first when it shuts down: its graceful shutdown
-    waits for every open connection, and an SSE or WebSocket stream never ends by itself."""
+    waits for every open connection, and an SSE or WebSocket stream never ends by itself.
+
+    It leaves signals alone: the process that runs it owns them (miaoxiang.shutdown stops the
+    service in order). uvicorn's own handlers would replace the loop's for as long as it serves,
+    and re-raise each signal once it has stopped, which a loop handler takes for a second one."""
 
     def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
         super().__init__(config)
         self.fastapi_app = app
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         services = getattr(self.fastapi_app.state, "services", None)
@@ -35,7 +43,9 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: Settings, *, ready_timeout: float = 60, **app_kwargs: Any) -> AsyncIterator[tuple[FastAPI, str]]:
+async def serving(
+    settings: Settings, *, ready_timeout: float = 60, **app_kwargs: Any
+) -> AsyncIterator[tuple[FastAPI, str]]:
     """Serve until the context ends; yield (app, base URL) once HTTP answers and MQTT is subscribed."""
     port = settings.http_port or free_port()
     app = create_app(settings, **app_kwargs)

@@ -57,6 +57,8 @@ from miaoxiang.settings import Settings
 log = logging.getLogger(__name__)
 
 Job = Coroutine[Any, Any, None]
+#: How long a stop waits for readings already taken to be written (and so acknowledged).
+DRAIN_TIMEOUT_S = 5
 
 
 @dataclass
@@ -130,6 +132,9 @@ async def running(settings: Settings, *, clock: Clock, registry: CollectorRegist
         try:
             yield services
         finally:
+            if not background.done() and not await services.pipeline.drain(DRAIN_TIMEOUT_S):
+                log.warning("stopping with readings not yet written after %d s: their senders will send them again",
+                            DRAIN_TIMEOUT_S)
             background.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await background
