@@ -1,0 +1,1 @@
+"""The response loop (CONTRACT §9): responders, channels, who is told when, the responder page and dispatch."""

@@ -1,0 +1,1 @@
+"""Notification channels: one small adapter per provider behind `base.Channel`."""
