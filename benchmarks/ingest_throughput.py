@@ -182,7 +182,9 @@ async def fresh(prefix: str) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
         db = await fresh_db()
         try:
             yield url, db, dict(mqtt_url=url, database_url=db, topic_prefix=prefix, http_port=0, gb26875_port=0,
-                                log_level="WARNING", data_dir=Path("/tmp"))
+                                log_level="WARNING", data_dir=Path("/tmp"),
+                                # every device is unknown and quarantined on its first report
+                                quarantine_per_min=10_000_000, quarantine_max=10_000_000)
         finally:
             await drop_db(db)
 

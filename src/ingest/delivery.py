@@ -21,10 +21,12 @@ async def deliver(
     codec: str,
     raw: bytes,
     lane: Lane | None = None,
+    origin: str | None = None,
 ) -> list[asyncio.Future[None]]:
     """Dead-letter `result.errors` (as `{source}#{index}`), submit `result.readings` on `lane`
     (by default the lane their events call for). A rejected reading is dead-lettered with its
-    own bytes (`result.raw_of`) or else with `raw`, the payload as received."""
+    own bytes (`result.raw_of`) or else with `raw`, the payload as received. `origin`: who sent it,
+    for the auto-registration bounds, when not `source` (`Pipeline.submit`)."""
     waits: list[asyncio.Future[None]] = []
     family = transport.partition(":")[0]
     for err in result.errors:
@@ -33,6 +35,6 @@ async def deliver(
     if result.readings:
         waits.append(await pipeline.submit(
             result.readings, lane=lane or lane_for(result.readings), transport=transport, source=source, codec=codec,
-            raw=result.raw_of or raw,
+            raw=result.raw_of or raw, origin=origin,
         ))
     return waits

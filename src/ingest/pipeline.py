@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
@@ -30,10 +31,11 @@ import numpy as np
 
 from devices.batch import ReadingColumns
 from devices.clock import Clock, wall_clock_ms
-from devices.fleet import Fleet
+from devices.fleet import QUARANTINED, Fleet
 from devices.kinds import ATTENTION_EVENTS
 from devices.reading import Reading
 from ingest.metrics import IngestMetrics
+from ingest.registration import AutoRegistration
 from ingest.storage import DeadLetter, ReadingStore, prepare_many
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,10 @@ def _release(waiters: list[asyncio.Future[None]], decided: asyncio.Future[None] 
     for w in waiters:
         if not w.done():
             w.set_result(None)
+
+
+def _release_when_decided(waiters: list[asyncio.Future[None]], decided: asyncio.Future[None]) -> None:
+    _release(waiters, decided)
 
 
 def lane_for(readings: list[Reading]) -> Lane:
@@ -80,6 +86,7 @@ class Submission:
     done: asyncio.Future[None]
     codec: str = "unknown"
     raw: bytes | RawOf | None = None
+    origin: str = ""  # who sent it, for the auto-registration bounds (ingest.registration); else `source`
 
     def raw_of(self, index: int) -> bytes | None:
         """The bytes reading `index` came from, as received; None if the transport did not say."""
@@ -153,6 +160,8 @@ class Pipeline:
         queue_max: int = 200_000,
         dedupe_window_s: int = 600,
         unknown_devices: str = "quarantine",
+        quarantine_per_min: int = 100,
+        quarantine_max: int = 10_000,
         clock: Clock = wall_clock_ms,
     ) -> None:
         self.fleet = fleet
@@ -164,6 +173,10 @@ class Pipeline:
         self.queue_max = queue_max
         metrics.buffer_limit.set(queue_max)
         self.unknown_devices = unknown_devices
+        self.auto_registration = AutoRegistration(
+            per_min=quarantine_per_min, cap=quarantine_max,
+            count_quarantined=lambda: int(np.count_nonzero(fleet.flags[: fleet.size] & QUARANTINED)),
+        )
         self.clock = clock
         self.dedupe = Deduper(dedupe_window_s * 1000)
         store.untimed_window_ms = dedupe_window_s * 1000  # one dedupe window, in memory and in the database
@@ -190,6 +203,7 @@ class Pipeline:
         source: str,
         codec: str | None = None,
         raw: bytes | RawOf | None = None,
+        origin: str | None = None,
     ) -> asyncio.Future[None]:
         """Queue readings; answer a future resolved once they are durably written.
         Waits while the lane is full: that wait is the backpressure transports feel.
@@ -197,7 +211,8 @@ class Pipeline:
         `codec` names the decoder that produced them (counted per transport and codec); a caller
         that names none (GB/T 26875 over TCP) also has its payload counted as received here.
         `raw` is what a rejected reading is dead-lettered with: the payload as received, or a
-        function from reading index to the bytes of its batch element."""
+        function from reading index to the bytes of its batch element. `origin` is who sent them,
+        for the auto-registration bounds, when that is not `source` (`ingest.registration`)."""
         if not self.accepting.is_set():
             await self.accepting.wait()
         done = self._unwritten_future()
@@ -206,17 +221,19 @@ class Pipeline:
             codec = default_codec(transport)
             self.metrics.codec_received.labels(_family(transport), codec).inc()
         self.metrics.codec_decoded.labels(_family(transport), codec).inc(len(readings))
-        await self.lanes[lane].put(Submission(readings, transport, source, done, codec, raw))
+        await self.lanes[lane].put(Submission(readings, transport, source, done, codec, raw, origin or source))
         self.metrics.queue_depth.labels(lane).set(self.lanes[lane].qsize())
         return done
 
     async def dead_letter(
-        self, transport: str, source: str, reason: str, raw: bytes, *, codec: str | None = None
+        self, transport: str, source: str, reason: str, raw: bytes, *, codec: str | None = None,
+        cause: str = "undecodable",
     ) -> asyncio.Future[None]:
-        """Keep rejected input with its reason; answer a future resolved once it is written."""
+        """Keep rejected input with its reason; answer a future resolved once it is written.
+        `cause` is the `reason` label of mx_ingest_dead_letters_total (ingest.metrics)."""
         if not self.accepting.is_set():
             await self.accepting.wait()
-        self.metrics.dead_letters.labels(transport, "undecodable").inc()
+        self.metrics.dead_letters.labels(transport, cause).inc()
         self.metrics.codec_dead_letters.labels(_family(transport), codec or default_codec(transport)).inc()
         flush = Flush(dead_letters=[DeadLetter(transport, source, reason, raw, self.clock())])
         done = self._unwritten_future()
@@ -336,6 +353,10 @@ class Pipeline:
                 self._reject(flush, sub, index, "unknown_device",
                              f"unknown device {r.device_id}; register it first", now)
                 return -1
+            refused = self.auto_registration.refusal(r.device_id, sub.origin, now)
+            if refused is not None:
+                self._reject(flush, sub, index, refused.cause, refused.reason, now)
+                return -1
             slot = fleet.upsert(r.device_id, r.kind, quarantined=True)
             flush.new_devices.append((r.device_id, r.kind.name))
             self.metrics.quarantined.inc()
@@ -419,4 +440,4 @@ class Pipeline:
                 if f.decided is None or f.decided.done():
                     _release(f.waiters, f.decided)
                 else:
-                    f.decided.add_done_callback(lambda decided, ws=f.waiters: _release(ws, decided))
+                    f.decided.add_done_callback(functools.partial(_release_when_decided, f.waiters))

@@ -200,11 +200,13 @@ async def _build(
         metrics=metrics,
         batch_max=settings.batch_max, batch_ms=settings.batch_ms, queue_max=settings.queue_max,
         dedupe_window_s=settings.dedupe_window_s, unknown_devices=settings.unknown_devices, clock=clock,
+        quarantine_per_min=settings.quarantine_per_min, quarantine_max=settings.quarantine_max,
     )
     mqtt = MqttTransport(
         BrokerConfig.from_url(mqtt_url, protocol), pipeline=pipeline, metrics=metrics,
         topic_root=settings.topic(), client_id=settings.session_id(),
         share_group=settings.mqtt_share_group, max_inflight=settings.mqtt_max_inflight,
+        max_payload=settings.mqtt_max_payload, max_batch_payload=settings.mqtt_max_batch_payload,
         on_command_ack=commands.on_ack if links is None else links.forward_command_ack, clock=clock,
     )
     if links is not None and settings.role == "worker":

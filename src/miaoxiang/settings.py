@@ -46,6 +46,14 @@ class Settings(BaseSettings):
         1000, ge=10, le=65535,
         description="MQTT 5 Receive Maximum per session: messages handed over but not yet acknowledged",
     )
+    mqtt_max_payload: int = Field(
+        65_536, ge=1024, description="Largest MQTT message on `evt`, `tel` and `ack` topics; a larger one is "
+        "dead-lettered (its first 4 KiB kept) and acknowledged",
+    )
+    mqtt_max_batch_payload: int = Field(
+        1_048_576, ge=1024, description="Largest MQTT message on `batch` topics (a gateway's array of reports); "
+        "a larger one is dead-lettered (its first 4 KiB kept) and acknowledged",
+    )
     http_host: str = Field("127.0.0.1", description="HTTP listen address")
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP port (API, console, /metrics); 0 picks a free port")
     gb26875_enabled: bool = Field(True, description="Run the GB/T 26875.3 TCP listener")
@@ -84,6 +92,14 @@ class Settings(BaseSettings):
     unknown_devices: Literal["quarantine", "reject"] = Field(
         "quarantine",
         description="Reports of unregistered devices: `quarantine` (auto-register, flagged) or `reject` (dead letter)",
+    )
+    quarantine_per_min: int = Field(
+        100, ge=1, description="Unknown devices one origin (a push source, a gateway's batch topic, all single-device "
+        "MQTT topics of a lane, the GB/T 26875 listener) may auto-register a minute; beyond, dead letters",
+    )
+    quarantine_max: int = Field(
+        10_000, ge=0,
+        description="Quarantined devices in all; an unknown device beyond is dead-lettered, not registered",
     )
     readings_retention_days: int = Field(400, ge=1, description="Daily readings partitions older than this are dropped")
     batch_max: int = Field(5000, ge=1, description="Most readings in one micro-batch")

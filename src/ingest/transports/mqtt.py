@@ -1,8 +1,15 @@
 """MQTT uplink: one persistent-session client per priority lane, acknowledging after durable writes.
 
-The `evt` client subscribes to `evt/+/+` only, so an alarm never waits behind telemetry in
-the broker, in the client or in the pipeline. The `tel` client takes `tel/+/+`, gateway
-`batch/+` and command `ack/+/+`, and also publishes downlink commands.
+The `evt` client subscribes to `evt/#` only, so an alarm never waits behind telemetry in
+the broker, in the client or in the pipeline. The `tel` client takes `tel/#`, gateway
+`batch/#` and command `ack/#`, and also publishes downlink commands. The filters are wider than
+the contract's topics so that a topic of the wrong shape (a `/` in a device id, an empty id, an
+unknown kind) reaches the service and is dead-lettered, not left unread by the broker.
+
+Bounds: a message over `max_payload` bytes (`max_batch_payload` on `batch/`) is dead-lettered
+with its first `KEPT_BYTES` bytes and acknowledged: it would never decode, and a message left
+unacknowledged is redelivered for ever. The broker's own `message_size_limit` should refuse
+larger ones before they reach anybody (docs/deploy.md).
 
 Acknowledgement: paho (under aiomqtt 2.x) would PUBACK on receipt; manual acks are switched on
 and a message is acknowledged when the pipeline's future for it resolves, i.e. once its readings
@@ -26,8 +33,9 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from devices.kinds import KIND_BY_NAME
 from ingest.codecs.errors import DecodeError
-from ingest.codecs.registry import UNKNOWN, TopicCodec, topic_codec
+from ingest.codecs.registry import TOPICS, UNKNOWN, TopicCodec, topic_codec
 from ingest.delivery import deliver
 from ingest.metrics import IngestMetrics
 from ingest.pipeline import Clock, Pipeline
@@ -36,6 +44,24 @@ log = logging.getLogger(__name__)
 
 CommandAckHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
 SESSION_EXPIRY_S = 7 * 86_400
+KEPT_BYTES = 4096  # of an oversized message, what its dead letter keeps
+TOO_LARGE = "too_large"  # `reason` labels of mx_ingest_dead_letters_total (ingest.metrics)
+BAD_TOPIC = "bad_topic"
+
+
+def topic_problem(levels: list[str]) -> str | None:
+    """Why a topic (its levels under the root) is not one of the contract's uplink topics; None if it is."""
+    codec = TOPICS.get(levels[0]) if levels else None
+    if codec is None:
+        return f"`{levels[0] if levels else ''}` is none of {', '.join(TOPICS)}"
+    if len(levels) == codec.levels and "" not in levels and (codec.levels == 2 or levels[1] in KIND_BY_NAME):
+        return None
+    shape = "/".join([levels[0], *(["{kind}", "{device_id}"] if codec.levels == 3 else ["{gateway_id}"])])
+    if len(levels) != codec.levels:
+        return f"{shape} has {codec.levels} levels, this topic {len(levels)} (a '/' in an id?)"
+    if "" in levels:
+        return f"{shape} has an empty level"
+    return f"unknown kind {levels[1][:64]!r}; expected one of {', '.join(KIND_BY_NAME)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +123,8 @@ class MqttTransport:
         client_id: str,
         share_group: str | None = None,
         max_inflight: int = 1000,
+        max_payload: int = 65_536,
+        max_batch_payload: int = 1_048_576,
         on_command_ack: CommandAckHandler | None = None,
         clock: Clock,
     ) -> None:
@@ -107,6 +135,8 @@ class MqttTransport:
         self.client_id = client_id
         self.share = f"$share/{share_group}/" if share_group else ""
         self.max_inflight = max_inflight
+        self.max_payload = max_payload
+        self.max_batch_payload = max_batch_payload
         self.on_command_ack = on_command_ack
         self.clock = clock
         self.connected: dict[str, bool] = {"evt": False, "tel": False}
@@ -118,8 +148,8 @@ class MqttTransport:
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._lane("evt", ["evt/+/+"]))
-            tg.create_task(self._lane("tel", ["tel/+/+", "batch/+", "ack/+/+"]))
+            tg.create_task(self._lane("evt", ["evt/#"]))
+            tg.create_task(self._lane("tel", ["tel/#", "batch/#", "ack/#"]))
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         if self._publisher is None:
@@ -131,7 +161,7 @@ class MqttTransport:
         while True:
             client = self.broker.client(f"{self.client_id}-{name}", persistent=True, receive_maximum=self.max_inflight)
             # Before connecting: a persistent session's backlog may arrive right after CONNACK.
-            client._client.manual_ack_set(True)  # noqa: SLF001 - aiomqtt 2.x exposes no other way
+            client._client.manual_ack_set(True)  # aiomqtt 2.x exposes no other way
             try:
                 async with client:
                     for f in filters:
@@ -161,11 +191,23 @@ class MqttTransport:
         label = UNKNOWN if codec is None else codec.label(payload)
         self.metrics.codec_received.labels("mqtt", label).inc()
         done: asyncio.Future[Any] | None = None
-        try:
-            done = await self._dispatch(levels, codec, payload, source, label)
-        except DecodeError as e:
-            self.metrics.decode_errors.labels("mqtt", label).inc()
-            done = await self.pipeline.dead_letter("mqtt", source, e.reason, payload, codec=label)
+        limit = self.max_batch_payload if levels[:1] == ["batch"] else self.max_payload
+        problem = topic_problem(levels) if topic.startswith(self.root + "/") else f"it is not under {self.root}/"
+        if len(payload) > limit:
+            reason = (f"消息过大 (payload too large): {len(payload)} bytes, the limit on this topic is {limit}; "
+                      f"the first {KEPT_BYTES} bytes are kept")
+            done = await self.pipeline.dead_letter(
+                "mqtt", source, reason, payload[:KEPT_BYTES], codec=label, cause=TOO_LARGE
+            )
+        elif problem is not None:
+            reason = f"主题不符合约定 (topic does not match the contract): {topic[:200]}: {problem}"
+            done = await self.pipeline.dead_letter("mqtt", source, reason, payload, codec=label, cause=BAD_TOPIC)
+        else:
+            try:
+                done = await self._dispatch(levels, codec, payload, source, label)
+            except DecodeError as e:
+                self.metrics.decode_errors.labels("mqtt", label).inc()
+                done = await self.pipeline.dead_letter("mqtt", source, e.reason, payload, codec=label)
         if message.qos > 0:
             ack = _acker(client, message.mid, message.qos)
             if done is None:
@@ -181,9 +223,13 @@ class MqttTransport:
         if codec is None:
             raise DecodeError(f"topic {source[5:]} is not a Miaoxiang uplink topic")
         result = codec.decode(levels, payload, received_ms=self.clock())
+        if not (result.readings or result.errors or result.notices):  # e.g. `[]` on batch/
+            raise DecodeError("消息中没有报告 (nothing in the message is a report)")
+        # a single-device topic names the device itself: its lane's topics share one origin
+        origin = source if codec.levels == 2 else f"mqtt:{self.root}/{levels[0]}/+/+"
         waits = await deliver(
             self.pipeline, self.metrics, result, transport="mqtt", source=source, codec=label, raw=payload,
-            lane="evt" if levels[0] == "evt" else None,
+            lane="evt" if levels[0] == "evt" else None, origin=origin,
         )
         if self.on_command_ack is not None:
             for answer in result.notices:  # `ack/` topics: a device's answer to a command
@@ -196,8 +242,8 @@ class MqttTransport:
 def _acker(client: aiomqtt.Client, mid: int, qos: int) -> Callable[[Any], None]:
     def ack(_: Any) -> None:
         try:
-            client._client.ack(mid, qos)  # noqa: SLF001
-        except Exception as e:  # noqa: BLE001 - a lost connection means the broker redelivers
+            client._client.ack(mid, qos)
+        except Exception as e:  # a lost connection means the broker redelivers
             log.debug("ack of mid %d not sent: %s", mid, e)
 
     return ack
