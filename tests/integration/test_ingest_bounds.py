@@ -10,6 +10,8 @@ from typing import Any
 import aiomqtt
 import asyncpg
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from miaoxiang.settings import Settings
 from tests.service import running_service, wait_for
@@ -161,3 +163,23 @@ async def test_topics_not_of_the_contracts_shape_are_dead_letters(settings: Sett
         finally:
             await conn.close()
         assert _dead_letter_count((await svc.http.get("/metrics")).text, "bad_topic") == 4
+
+
+async def test_a_session_of_an_earlier_release_does_not_get_each_uplink_twice(settings: Settings) -> None:
+    """A persistent session keeps the narrower filters of earlier releases (`evt/+/+`); they are
+    dropped on connect, else Mosquitto would deliver each message once per matching filter."""
+    host, port = _broker(settings.mqtt_url or "")
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    async with aiomqtt.Client(host, port, identifier=f"{settings.session_id()}-evt", clean_start=False,
+                              protocol=aiomqtt.ProtocolVersion.V5, properties=props) as old:
+        await old.subscribe(settings.topic("evt/+/+"), qos=1)
+    topic = settings.topic("evt", "smoke", "d1")
+    async with running_service(settings):
+        await _publish(settings, (topic, b"\x01 first"), (topic, b"\x01 second"))
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            dead = await wait_for(lambda: _rows_when(conn, 2))
+            assert [bytes(r["raw"]) for r in dead] == [b"\x01 first", b"\x01 second"]
+        finally:
+            await conn.close()

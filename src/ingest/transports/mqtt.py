@@ -47,6 +47,9 @@ SESSION_EXPIRY_S = 7 * 86_400
 KEPT_BYTES = 4096  # of an oversized message, what its dead letter keeps
 TOO_LARGE = "too_large"  # `reason` labels of mx_ingest_dead_letters_total (ingest.metrics)
 BAD_TOPIC = "bad_topic"
+#: Filters of earlier releases, dropped on connect: a persistent session keeps them, and Mosquitto
+#: delivers a message once per matching subscription, so each uplink would come twice.
+LEGACY_FILTERS = {"evt": ["evt/+/+"], "tel": ["tel/+/+", "batch/+", "ack/+/+"]}
 
 
 def topic_problem(levels: list[str]) -> str | None:
@@ -166,6 +169,8 @@ class MqttTransport:
                 async with client:
                     for f in filters:
                         await client.subscribe(f"{self.share}{self.root}/{f}", qos=1)
+                    for f in LEGACY_FILTERS[name]:  # after the new ones: no gap in which a message finds none
+                        await client.unsubscribe(f"{self.share}{self.root}/{f}")
                     self.connected[name] = True
                     if name == "tel":
                         self._publisher = client
