@@ -60,7 +60,9 @@ async def _rounds(fleet: SimFleet, seed: int, route: Route, clock: SimClock, htt
 
 
 async def run_demo(settings: Settings, *, devices: int, seed: int) -> None:
-    """Serve, print the console URL and token, register the fleet, then play until cancelled."""
+    """Serve, print the console URL and token, register the fleet, then play until cancelled.
+    SIGTERM or SIGINT cancels it (miaoxiang.shutdown): the contexts unwind innermost first, so the
+    simulated fleet stops before the publishers, the HTTP client and the service it talks to."""
     token = settings.admin_token.get_secret_value() if settings.admin_token else secrets.token_urlsafe(18)
     settings = settings.model_copy(update={"admin_token": SecretStr(token)})
     async with serving(settings) as (app, base):
