@@ -16,8 +16,8 @@ ENV_PREFIX = "MIAOXIANG_"
 
 
 def _default_migrations_dir() -> Path:
-    """The SQL migrations the wheel ships as `miaoxiang/migrations`; in a checkout, the top-level
-    `migrations/` they are built from."""
+    """The SQL migrations as the wheel ships them, `miaoxiang/migrations` (in a checkout, a link to
+    the top-level `migrations/`); the top-level directory itself where the link is not one."""
     here = Path(__file__).resolve().parent
     packaged = here / "migrations"
     return packaged if packaged.is_dir() else here.parents[1] / "migrations"

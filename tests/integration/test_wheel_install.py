@@ -62,12 +62,12 @@ def run(cmd: list[str], timeout: float, **kwargs: object) -> subprocess.Complete
     return done
 
 
-def source_modules() -> set[str]:
-    """Every module the checkout holds in the shipped packages."""
+def source_modules(root: Path) -> set[str]:
+    """Every module a source tree holds in the shipped packages."""
     found = set()
     for top, base in PACKAGES.items():
-        for path in (ROOT / base / top).rglob("*.py"):
-            parts = path.relative_to(ROOT / base).with_suffix("").parts
+        for path in (root / base / top).rglob("*.py"):
+            parts = path.relative_to(root / base).with_suffix("").parts
             found.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
     return found
 
@@ -92,10 +92,11 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: floa
 def test_wheel_installed_without_extras_serves_and_imports(
     database_url: str, mqtt_url: str, topic_prefix: str, tmp_path: Path
 ) -> None:
-    source = tmp_path / "source"
+    source = tmp_path / "source"  # a snapshot: the checkout may change while the test runs
     for name in BUILD_INPUTS:
         if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            shutil.copytree(ROOT / name, source / name, symlinks=True,  # as the Dockerfile copies them
+                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             source.mkdir(exist_ok=True)
             shutil.copy2(ROOT / name, source / name)
@@ -131,10 +132,10 @@ def test_wheel_installed_without_extras_serves_and_imports(
             proc.wait(10)
 
     assert report["failed"] == {}, "\n".join(f"{name}:\n{err}" for name, err in report["failed"].items())
-    assert set(report["files"]) == source_modules()  # nothing of the checkout left out of the wheel
+    assert set(report["files"]) == source_modules(source)  # nothing of the sources left out of the wheel
     outside = [f for f in report["files"].values() if not Path(f).is_relative_to(venv)]
     assert not outside, f"imported from outside the virtualenv: {outside[:5]}"
-    assert report["data"]["migrations"] == sorted(p.name for p in (ROOT / "migrations").glob("*.sql"))
-    assert report["data"]["console"] == sorted(p.name for p in (ROOT / "src/miaoxiang/console").iterdir())
-    assert report["data"]["profiles"] == sorted(p.name for p in (ROOT / "src/ingest/profiles").glob("*.json"))
+    assert report["data"]["migrations"] == sorted(p.name for p in (source / "migrations").glob("*.sql"))
+    assert report["data"]["console"] == sorted(p.name for p in (source / "src/miaoxiang/console").iterdir())
+    assert report["data"]["profiles"] == sorted(p.name for p in (source / "src/ingest/profiles").glob("*.json"))
     assert code == 0, log.read_text(errors="replace")[-3000:]
