@@ -5,7 +5,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY simulators ./simulators
-# The SQL migrations travel inside the wheel (miaoxiang/migrations), found by the default migrations_dir.
+# src/miaoxiang/migrations links here: the SQL travels inside the wheel, where the default migrations_dir finds it.
 COPY migrations ./migrations
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
