@@ -10,7 +10,8 @@ COPY migrations ./migrations
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
-RUN useradd --system --uid 10001 --home /app miaoxiang
+RUN useradd --system --uid 10001 --home /app miaoxiang \
+    && mkdir -p /app/data && chown miaoxiang /app/data
 WORKDIR /app
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
