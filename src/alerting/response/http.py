@@ -21,11 +21,12 @@ import ssl
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpcore
 import httpx
 
-from alerting.response.channels.base import SendResult
+from alerting.response.channels.base import OK, SendResult
 from devices.outbound import (
     NOT_ALLOWED,
     OutboundPolicy,
@@ -225,3 +226,33 @@ class Outbound:
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         return await self.call("POST", url, content=body,
                                headers={"Content-Type": "application/json; charset=utf-8", **(headers or {})})
+
+
+def rebase(url: str, endpoint: str | None) -> str:
+    """`url` sent to `endpoint` instead (CONTRACT §9 `endpoint`: a private deployment's or a test's
+    address): the endpoint's scheme, host and port (and path prefix), the URL's path and query."""
+    if not endpoint:
+        return url
+    base, target = urlsplit(endpoint), urlsplit(url)
+    return urlunsplit((base.scheme, base.netloc, base.path.rstrip("/") + target.path, target.query, ""))
+
+
+def code_result(answer: Answer | SendResult, field: str, retry_codes: Collection[str] = ()) -> SendResult:
+    """A robot's result: sent only when a 2xx answer's JSON `field` (`errcode`, `code`) is 0;
+    another code fails with it (retried when it is one of `retry_codes`); an answer without the
+    field fails by its status (a 2xx without it is a provider failure without a code)."""
+    if isinstance(answer, SendResult):
+        return answer
+    code = answer.body.get(field) if isinstance(answer.body, dict) else None
+    success = 200 <= answer.status < 300
+    if code is None or (code == 0 and not success):
+        return http_failure(answer.status) if not success else SendResult(False, PROVIDER)
+    return OK if code == 0 else provider_failure(answer.status, code, retry_codes)
+
+
+def clip(text: str, max_bytes: int) -> str:
+    """`text` cut to at most `max_bytes` of UTF-8 (never inside a character), marked by `…`."""
+    raw = text.encode()
+    if len(raw) <= max_bytes:
+        return text
+    return raw[: max_bytes - len("…".encode())].decode(errors="ignore") + "…"
