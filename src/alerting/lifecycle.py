@@ -28,11 +28,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, get_args
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
 from alerting.metrics import AlarmMetrics
 from alerting.model import ACTIVE_STATUSES, FIRE_CLASS, OPEN_STATUSES, Decision, Response, Severity
+from alerting.response import outbox
+from alerting.response.targets import AlarmFacts, levels_due, max_level, raise_level
 from alerting.stream import AlarmHub, RegionFilter
 from devices.clock import Clock
 from devices.fleet import FLAPPING, Fleet
@@ -183,6 +186,10 @@ class Change:
     notify_level: int | None = None
     folded: bool = False  # a repeat of the alarm's condition (repeated, reopened or upgraded by a raise)
     event_id: int = 0
+    #: the highest level already told before this change (None: nobody yet); `upgrade`: the
+    #: response became immediate, so everyone already told gets one update
+    told_level: int | None = None
+    upgrade: bool = False
 
 
 # --- pure transitions -------------------------------------------------------------------------
@@ -205,7 +212,8 @@ def new_alarm(d: Decision, alarm_id: int, unit_id: str | None, region: str, now_
     return Alarm(
         alarm_id=alarm_id, alarm_key=d.key, type=d.type.name, severity=d.severity.name, response=d.response.name,
         status="active_unack", device_ids=list(d.device_ids), unit_id=unit_id, region=region, first_seen_ms=d.ts_ms,
-        last_seen_ms=d.ts_ms, count=1, rule=d.rule, evidence=json.loads(dumps(d.evidence)), escalation_level=0,
+        last_seen_ms=d.ts_ms, count=1, rule=d.rule, evidence=json.loads(dumps(d.evidence)),
+        escalation_level=raise_level(d.response.name),
         escalated_at_ms=now_ms, classification=None, note=None, acked_by=None, acked_at_ms=None, cleared_at_ms=None,
         resolved_by=None, resolved_at_ms=None, created_at_ms=now_ms, active_since_ms=now_ms,
     )
@@ -235,14 +243,20 @@ def fold(alarm: Alarm, d: Decision, now_ms: int) -> Change | None:
         detail["from"] = {"severity": alarm.severity, "response": alarm.response, "rule": alarm.rule}
         detail["to"] = {"severity": new.severity, "response": new.response, "rule": new.rule}
         action = "upgraded"
+        told: int | None = None
+        upgrade = False
         if response.name != alarm.response:
             if alarm.response == "none":
                 new.escalated_at_ms = now_ms  # escalation starts once the alarm needs a response
+                new.escalation_level = raise_level(response.name)
+            elif response.name == "immediate":  # at once to level max(current, 1), then every 60 s
+                told, upgrade = alarm.escalation_level, True
+                new.escalation_level, new.escalated_at_ms = max(alarm.escalation_level, 1), now_ms
             if new.status == "active_unack":
                 notify = new.escalation_level
     if action != "repeated" or len(devices) > len(alarm.device_ids):
         new.evidence = _add_evidence(alarm.evidence, d.evidence)
-    return Change(new, action, detail, notify_level=notify, folded=True)
+    return Change(new, action, detail, notify_level=notify, folded=True, told_level=told, upgrade=upgrade)
 
 
 def clear(alarm: Alarm, d: Decision) -> Change | None:
@@ -288,21 +302,31 @@ def upgrade_unacked(alarm: Alarm, now_ms: int, after_ms: int, flapping: bool) ->
         or flapping or now_ms - alarm.active_since_ms < after_ms
     ):
         return None
-    new = replace(alarm, response="immediate", rule=_with_rule(alarm.rule, UNACKED_RULE))
+    new = replace(alarm, response="immediate", rule=_with_rule(alarm.rule, UNACKED_RULE),
+                  escalation_level=max(alarm.escalation_level, 1), escalated_at_ms=now_ms)
     detail = {"because": UNACKED_RULE, "from": {"response": "verify", "rule": alarm.rule},
               "to": {"response": "immediate", "rule": new.rule}}
-    return Change(new, "upgraded", detail)
+    return Change(new, "upgraded", detail, notify_level=new.escalation_level, told_level=alarm.escalation_level,
+                  upgrade=True)
 
 
-def escalate(alarm: Alarm, now_ms: int, interval_ms: dict[str, int]) -> Change | None:
-    """One level up when an unacknowledged, still active alarm has waited its interval."""
+def escalate(
+    alarm: Alarm, now_ms: int, interval_ms: dict[str, int], held_until_ms: int | None = None
+) -> Change | None:
+    """One level up when an unacknowledged, still active alarm has waited its interval, up to
+    its highest level (`targets.max_level`), unless a responder's ack holds the climb."""
     every = interval_ms.get(alarm.response)
     since = alarm.escalated_at_ms if alarm.escalated_at_ms is not None else alarm.created_at_ms
-    if alarm.status != "active_unack" or every is None or alarm.escalation_level >= MAX_LEVEL or now_ms - since < every:
+    if (
+        alarm.status != "active_unack" or every is None or now_ms - since < every
+        or alarm.escalation_level >= max_level(alarm.type, alarm.severity)
+        or (held_until_ms is not None and now_ms < held_until_ms)
+    ):
         return None
     level = alarm.escalation_level + 1
     new = replace(alarm, escalation_level=level, escalated_at_ms=now_ms)
-    return Change(new, "escalated", {"level": level, "to": LEVEL_NAMES[level]}, notify_level=level)
+    return Change(new, "escalated", {"level": level, "to": LEVEL_NAMES[level]}, notify_level=level,
+                  told_level=alarm.escalation_level)
 
 
 def common_region(regions: Sequence[str]) -> str:
@@ -334,7 +358,7 @@ INSERT INTO alarms (alarm_key, type, severity, response, status, device_ids, uni
                     active_since)
 SELECT $1, $2, $3, $4, 'active_unack', $5, $6,
        coalesce(nullif($7, ''), (SELECT region FROM units WHERE unit_id = $6), ''),
-       $8, $8, 1, $9, $10::jsonb, 0, $11, $11, $11
+       $8, $8, 1, $9, $10::jsonb, CASE WHEN $4 = 'immediate' THEN 1 ELSE 0 END, $11, $11, $11
 WHERE NOT EXISTS (  -- a report no newer than the newest closed alarm of this key raises nothing
     SELECT 1 FROM alarms WHERE alarm_key = $1 AND type = $2 AND status IN ('cleared_ack', 'resolved')
        AND greatest(last_seen, cleared_at) >= $8)
@@ -354,18 +378,8 @@ INSERT INTO alarm_events (alarm_id, at, action, actor, detail, snapshot)
 SELECT alarm_id, $11, 'raised', 'system', $12::jsonb,
        $13::jsonb || jsonb_build_object('alarm_id', alarm_id::text, 'region', region)
 FROM new
-RETURNING event_id, alarm_id, snapshot ->> 'region' AS region), outbox AS (
-INSERT INTO notification_outbox (alarm_id, event_id, level, contact, target)
-SELECT e.alarm_id, e.event_id, 0, c.name, c.webhook FROM event e, mx_escalation_contacts(e.region, $6, 0) c
-WHERE $4 <> 'none'
-ON CONFLICT (event_id, target) DO NOTHING)
+RETURNING event_id, alarm_id, snapshot ->> 'region' AS region)
 SELECT event_id, alarm_id, region FROM event
-"""
-#: The notifications of a change that reached a level, one per contact (`alerting.notify` delivers them).
-_OUTBOX = """
-INSERT INTO notification_outbox (alarm_id, event_id, level, contact, target)
-SELECT $1, $2, $3, c.name, c.webhook FROM mx_escalation_contacts($4, $5, $3) c
-ON CONFLICT (event_id, target) DO NOTHING
 """
 _INSERT_EVENT = "INSERT INTO alarm_events (alarm_id, at, action, actor, detail, snapshot)"
 _RAISED_EVENT = _INSERT_EVENT + " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb) RETURNING event_id"
@@ -387,6 +401,11 @@ def _opt_dt(ms: int | None) -> datetime | None:
     return None if ms is None else to_dt(ms)
 
 
+def _held_ms(row: asyncpg.Record) -> int | None:
+    """Until when a responder's ack holds the alarm's climb (`alarms.held_until`), if it does."""
+    return None if row["held_until"] is None else to_ms(row["held_until"])
+
+
 class AlarmLifecycle:
     def __init__(
         self,
@@ -400,8 +419,11 @@ class AlarmLifecycle:
         escalation_s: dict[str, float] | None = None,
         unacked_upgrade_s: float = 60.0,
         retry_max_s: float = 5.0,
+        device_tz: str = "Asia/Shanghai",
     ) -> None:
         self.pool = pool
+        #: on-duty windows of responders are in this zone (MIAOXIANG_DEVICE_TZ)
+        self.tz = ZoneInfo(device_tz)
         self.hub = hub
         self.fleet = fleet
         self.clock = clock
@@ -489,15 +511,18 @@ class AlarmLifecycle:
         async with self._writer, self.pool.acquire() as conn:
             now = self.clock()
             alarm = new_alarm(d, 0, unit_id, region, now)
-            row = await conn.fetchrow(
-                _RAISE_NEW, d.key, d.type.name, d.severity.name, d.response.name, d.device_ids, unit_id, region,
-                to_dt(d.ts_ms), d.rule, dumps(d.evidence), to_dt(now), dumps(_raised_detail(d)), dumps(alarm.to_json()),
-            )
-            if row is None:
-                return False
-            alarm.alarm_id, alarm.region = row["alarm_id"], row["region"]
-            change = Change(alarm, "raised", _raised_detail(d), notify_level=0 if alarm.response != "none" else None,
-                            event_id=row["event_id"])
+            async with conn.transaction():  # the alarm, its audit row and its notifications
+                row = await conn.fetchrow(
+                    _RAISE_NEW, d.key, d.type.name, d.severity.name, d.response.name, d.device_ids, unit_id, region,
+                    to_dt(d.ts_ms), d.rule, dumps(d.evidence), to_dt(now), dumps(_raised_detail(d)),
+                    dumps(alarm.to_json()),
+                )
+                if row is None:
+                    return False
+                alarm.alarm_id, alarm.region = row["alarm_id"], row["region"]
+                notify = alarm.escalation_level if alarm.response != "none" else None
+                change = Change(alarm, "raised", _raised_detail(d), notify_level=notify, event_id=row["event_id"])
+                await self._queue(conn, change, now)
             self._committed(change, received_ms)
             return True
 
@@ -538,7 +563,7 @@ class AlarmLifecycle:
                 return None  # older than the newest closed alarm of its key
             if row["inserted"]:
                 alarm = Alarm.from_record(row)
-                level = 0 if alarm.response != "none" else None
+                level = alarm.escalation_level if alarm.response != "none" else None
                 return Change(alarm, "raised", _raised_detail(d), notify_level=level)
             return fold(Alarm.from_record(row), d, now)
         if d.action == "clear":
@@ -606,24 +631,25 @@ class AlarmLifecycle:
         esc = self.escalation_ms
         rows = await self.pool.fetch(
             """SELECT * FROM alarms WHERE status = 'active_unack' AND (
-                   (escalation_level < $1 AND ((response = 'immediate' AND escalated_at <= $2)
-                                            OR (response = 'verify' AND escalated_at <= $3)))
+                   (escalation_level < $1 AND (held_until IS NULL OR held_until <= $6)
+                    AND ((response = 'immediate' AND escalated_at <= $2)
+                         OR (response = 'verify' AND escalated_at <= $3)))
                    OR (response = 'verify' AND type = ANY($4::text[]) AND active_since <= $5))
                ORDER BY alarm_id""",
             MAX_LEVEL, to_dt(now_ms - esc.get("immediate", 0)), to_dt(now_ms - esc.get("verify", 0)),
-            list(FIRE_CLASS_NAMES), to_dt(now_ms - self.unacked_upgrade_ms),
+            list(FIRE_CLASS_NAMES), to_dt(now_ms - self.unacked_upgrade_ms), to_dt(now_ms),
         )
         for row in rows:
-            if self._timer_changes(Alarm.from_record(row), now_ms):
+            if self._timer_changes(Alarm.from_record(row), now_ms, _held_ms(row)):
                 await self._apply_timers(row["alarm_id"], now_ms)
 
-    def _timer_changes(self, alarm: Alarm, now_ms: int) -> list[Change]:
+    def _timer_changes(self, alarm: Alarm, now_ms: int, held_until_ms: int | None = None) -> list[Change]:
         changes: list[Change] = []
         upgraded = upgrade_unacked(alarm, now_ms, self.unacked_upgrade_ms, self._flapping(alarm))
         if upgraded is not None:
             changes.append(upgraded)
             alarm = upgraded.alarm
-        escalated = escalate(alarm, now_ms, self.escalation_ms)
+        escalated = escalate(alarm, now_ms, self.escalation_ms, held_until_ms)
         if escalated is not None:
             changes.append(escalated)
         return changes
@@ -637,7 +663,8 @@ class AlarmLifecycle:
     async def _apply_timers(self, alarm_id: int, now_ms: int) -> None:
         async with self._committing() as (conn, _, committed):
             row = await conn.fetchrow("SELECT * FROM alarms WHERE alarm_id = $1 FOR UPDATE", alarm_id)
-            for change in self._timer_changes(Alarm.from_record(row), now_ms) if row is not None else []:
+            due = [] if row is None else self._timer_changes(Alarm.from_record(row), now_ms, _held_ms(row))
+            for change in due:
                 await self._save(conn, change, now_ms)
                 committed.append((change, None))
 
@@ -650,8 +677,19 @@ class AlarmLifecycle:
             change.event_id = await conn.fetchval(_RAISED_EVENT, a.alarm_id, *event)
         else:
             change.event_id = await self._update(conn, a, event)
-        if change.notify_level is not None:
-            await conn.execute(_OUTBOX, a.alarm_id, change.event_id, change.notify_level, a.region, a.unit_id)
+        await self._queue(conn, change, now_ms)
+
+    async def _queue(self, conn: asyncpg.Connection, change: Change, now_ms: int) -> None:
+        """The notifications of a change that reached a level, in its transaction (`response.outbox`)."""
+        a = change.alarm
+        if change.notify_level is None:
+            return
+        await outbox.queue(
+            conn, alarm_id=a.alarm_id, event_id=change.event_id or None,
+            facts=AlarmFacts(a.type, a.severity, a.response, a.unit_id, a.region),
+            levels=levels_due(change.told_level, change.notify_level),
+            upgrade_level=change.notify_level if change.upgrade else None, now=to_dt(now_ms), tz=self.tz,
+        )
 
     @staticmethod
     async def _update(conn: asyncpg.Connection, a: Alarm, event: tuple[Any, ...]) -> int:

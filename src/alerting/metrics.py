@@ -36,3 +36,7 @@ class AlarmMetrics:
         self.notify_failed = Counter(
             "mx_alarm_notifications_failed_total", "Notifications given up after their last attempt", registry=registry
         )
+        self.notify_sends = Counter(
+            "mx_notification_sends_total", "Attempts to send a notification message, by channel type and outcome",
+            ["channel_type", "ok"], registry=registry,
+        )

@@ -22,7 +22,8 @@ from alerting.lifecycle import DB_DOWN, AlarmLifecycle
 from alerting.listen import follow
 from alerting.metrics import AlarmMetrics
 from alerting.model import Decision
-from alerting.notify import Notifier
+from alerting.response.messages import Language
+from alerting.response.notifier import Notifier
 from alerting.stream import AlarmHub, db_replay
 from alerting.writer import DecisionWriter
 from devices.batch import ReadingColumns
@@ -132,6 +133,9 @@ class AlarmService:
         stream_heartbeat_s: float = 15.0,
         listen_dsn: str | None = None,
         outbound: OutboundPolicy | None = None,
+        public_url: str | None = None,
+        language: Language = "zh",
+        device_tz: str = "Asia/Shanghai",
         **lifecycle_options: Any,
     ) -> AlarmService:
         """The service with its hub (replaying from `alarm_events` and, given `listen_dsn`,
@@ -139,8 +143,10 @@ class AlarmService:
         allows; global addresses only by default) and metrics."""
         metrics = AlarmMetrics(registry)
         hub = AlarmHub(db_replay(pool), heartbeat_s=stream_heartbeat_s, metrics=metrics)
-        notifier = Notifier(pool, clock, policy=outbound, metrics=metrics)
-        lifecycle = AlarmLifecycle(pool, hub, fleet, clock, notifier=notifier, metrics=metrics, **lifecycle_options)
+        notifier = Notifier(pool, clock, policy=outbound, metrics=metrics, public_url=public_url, language=language,
+                            device_tz=device_tz)
+        lifecycle = AlarmLifecycle(pool, hub, fleet, clock, notifier=notifier, metrics=metrics, device_tz=device_tz,
+                                   **lifecycle_options)
         return cls(
             pool, fleet, correlator, lifecycle, hub, clock, sweep_interval_s, notifier=notifier, listen_dsn=listen_dsn
         )

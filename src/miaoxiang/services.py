@@ -188,7 +188,8 @@ async def _build(
     alarms = alarm_service_class(settings).create(
         pool=pool, fleet=fleet, correlator=Correlator(RuleConfig()), clock=clock, registry=registry,
         sweep_interval_s=settings.sweep_interval_s, listen_dsn=db_url,
-        outbound=OutboundPolicy.parse(settings.outbound_allow),
+        outbound=OutboundPolicy.parse(settings.outbound_allow), public_url=settings.public_url,
+        language=settings.language, device_tz=settings.device_tz,
     )
     if settings.role != "all":
         links = scale_out(settings, BrokerConfig.from_url(mqtt_url, protocol), fleet=fleet, alarms=alarms,

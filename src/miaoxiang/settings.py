@@ -125,6 +125,11 @@ class Settings(BaseSettings):
         description="CIDR networks or host names outbound calls may reach although not global (JSON list); "
         "none by default",
     )
+    public_url: str | None = Field(
+        None, description="Base of responder links in messages (`{url}/r/{token}`); without it messages go "
+        "without a link",
+    )
+    language: Literal["zh", "en"] = Field("zh", description="Language of notification messages: `zh` or `en`")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     partitions: int = Field(1, ge=1, le=256, description="Correlation partitions; 1 = one process does everything")
     role: Literal["all", "worker", "api"] = Field(

@@ -1,5 +1,10 @@
 """Escalation on an injected clock, delivered to a real local webhook receiver (uvicorn on
-127.0.0.1), every attempt recorded in notification_attempts, failures retried."""
+127.0.0.1), every attempt recorded in notification_sends, failures retried (CONTRACT §8 v2, §9).
+
+v1 escalation contacts (`region_contacts`) and unit contacts with webhooks are responders with
+webhook channels (migrations 0010, 0014), so these tests still configure people the v1 way; the
+v2 wording changes what they expect: an `immediate` alarm is raised at level 1 (unit contacts and
+grid workers told at once), and only the fire class climbs past level 1."""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from alerting.lifecycle import AlarmLifecycle
 from alerting.metrics import AlarmMetrics
 from alerting.model import AlarmType, Decision, Response, Severity
-from alerting.notify import Notifier
+from alerting.response.notifier import Notifier
 from alerting.stream import AlarmHub, db_replay
 from devices.fleet import Fleet
 from devices.kinds import Kind
@@ -105,7 +110,8 @@ async def escalating(pool: asyncpg.Pool, clock: Clock) -> AsyncIterator[AlarmLif
     fleet.upsert("D1", Kind.smoke, unit_id="U1")
     fleet.upsert("E1", Kind.electrical, unit_id="U1")
     metrics = AlarmMetrics(CollectorRegistry())
-    notifier = Notifier(pool, clock, policy=LOCAL, attempts=3, backoff_s=0.02, metrics=metrics)
+    notifier = Notifier(pool, clock, policy=LOCAL, attempts=3, backoff_s=0.02, poll_s=0.05, digest_s=0.2,
+                        metrics=metrics)
     lifecycle = AlarmLifecycle(pool, AlarmHub(db_replay(pool)), fleet, clock, notifier=notifier, metrics=metrics)
     worker = asyncio.create_task(notifier.run())
     try:
@@ -130,11 +136,15 @@ async def level(pool: asyncpg.Pool) -> int:
 
 
 async def attempts(pool: asyncpg.Pool) -> list[tuple[int, str, int, bool]]:
-    rows = await pool.fetch("SELECT level, target, attempt, ok FROM notification_attempts ORDER BY level, target, attempt")
+    """Every attempt: (level, the channel's URL, attempt, ok)."""
+    rows = await pool.fetch(
+        """SELECT n.level, c.config ->> 'url' AS target, s.attempt, s.ok FROM notification_sends s
+             JOIN notifications n ON n.id = s.notification_id JOIN channels c ON c.name = s.channel
+            ORDER BY 1, 2, 3""")
     return [(r["level"], r["target"], r["attempt"], r["ok"]) for r in rows]
 
 
-async def test_immediate_alarm_climbs_a_level_a_minute_and_notifies_matching_contacts(
+async def test_immediate_alarm_starts_at_level_one_climbs_a_level_a_minute_and_notifies_matching_contacts(
     pool: asyncpg.Pool, receiver: tuple[Receiver, str]
 ) -> None:
     rx, url = receiver
@@ -151,7 +161,8 @@ async def test_immediate_alarm_climbs_a_level_a_minute_and_notifies_matching_con
     clock = Clock(T0)
     async with escalating(pool, clock) as lc:
         await lc.handle([decision(T0, "D1", AlarmType.smoke, Response.immediate, "smoke_temp_57c")])
-        for now, expected in ((59_999, 0), (60_000, 1), (119_999, 1), (120_000, 2), (180_000, 3), (600_000, 3)):
+        assert await level(pool) == 1  # unit contacts and grid workers at once
+        for now, expected in ((59_999, 1), (60_000, 2), (119_999, 2), (120_000, 3), (600_000, 3)):
             clock.now = T0 + now
             await lc.tick(clock.now)
             assert await level(pool) == expected
@@ -171,15 +182,14 @@ async def test_immediate_alarm_climbs_a_level_a_minute_and_notifies_matching_con
     assert body["alarm"]["escalation_level"] == 3 and body["alarm"]["region"] == REGION
     timeline = await pool.fetch("SELECT action, detail FROM alarm_events ORDER BY event_id")
     assert [(e["action"], json.loads(e["detail"]).get("to")) for e in timeline] == [
-        ("raised", None), ("escalated", "grid_worker"), ("escalated", "micro_fire_station"),
-        ("escalated", "fire_brigade_dispatch")]
+        ("raised", None), ("escalated", "micro_fire_station"), ("escalated", "fire_brigade_dispatch")]
 
 
 async def _count(pool: asyncpg.Pool, n: int) -> bool:
-    return await pool.fetchval("SELECT count(*) FROM notification_attempts") >= n
+    return await pool.fetchval("SELECT count(*) FROM notification_sends") >= n
 
 
-async def test_verify_alarm_climbs_every_five_minutes_until_acknowledged(
+async def test_verify_alarm_climbs_every_five_minutes_until_acknowledged_and_only_fire_class_past_level_one(
     pool: asyncpg.Pool, receiver: tuple[Receiver, str]
 ) -> None:
     rx, url = receiver
@@ -187,16 +197,30 @@ async def test_verify_alarm_climbs_every_five_minutes_until_acknowledged(
     clock = Clock(T0)
     async with escalating(pool, clock) as lc:
         await lc.handle([decision(T0, "E1", AlarmType.residual_current, Response.verify, "residual_current_300ma")])
-        for now, expected in ((60_000, 0), (299_999, 0), (300_000, 1), (599_999, 1), (600_000, 2)):
+        for now, expected in ((60_000, 0), (299_999, 0), (300_000, 1), (599_999, 1), (900_000, 1)):
             clock.now = T0 + now
             await lc.tick(clock.now)
-            assert await level(pool) == expected
-        await lc.acknowledge(await pool.fetchval("SELECT alarm_id FROM alarms"), "op")
+            assert await level(pool) == expected  # residual current: level 1 at most
+        await wait_for(lambda: _count(pool, 2))
+        # a verify smoke alarm: level 0; unacknowledged for 60 s it becomes immediate and goes at once
+        # to level 1 (the unit contact already told gets one update), then climbs every 60 s
+        clock.now = T0 + 1_000_000
+        await lc.handle([decision(clock.now, "D1", AlarmType.smoke, Response.verify, "smoke.single")])
+        smoke = await pool.fetchval("SELECT alarm_id FROM alarms WHERE type = 'smoke'")
+        await wait_for(lambda: _count(pool, 3))
+        for now, expected in ((1_059_999, 0), (1_060_000, 1), (1_119_999, 1), (1_120_000, 2)):
+            clock.now = T0 + now
+            await lc.tick(clock.now)
+            assert await pool.fetchval("SELECT escalation_level FROM alarms WHERE alarm_id = $1", smoke) == expected
+        await lc.acknowledge(smoke, "op")
         clock.now = T0 + 3_600_000
         await lc.tick(clock.now)
-        assert await level(pool) == 2
-        await wait_for(lambda: _count(pool, 3))
-    assert sorted(p for p, _ in rx.calls) == ["/ok/0", "/ok/1", "/ok/2"]
+        assert await pool.fetchval("SELECT escalation_level FROM alarms WHERE alarm_id = $1", smoke) == 2
+        await wait_for(lambda: _count(pool, 6))
+    assert sorted(p for p, _ in rx.calls) == ["/ok/0", "/ok/0", "/ok/0", "/ok/1", "/ok/1", "/ok/2"]
+    told = await pool.fetch("SELECT level, reason, state FROM notifications WHERE alarm_id = $1 ORDER BY id", smoke)
+    assert [tuple(r) for r in told] == [(0, "level", "sent"), (1, "upgrade", "sent"), (1, "level", "sent"),
+                                        (2, "level", "sent")]
 
 
 async def test_response_none_never_notifies_or_escalates(pool: asyncpg.Pool, receiver: tuple[Receiver, str]) -> None:
@@ -217,10 +241,8 @@ async def test_slow_webhook_does_not_hold_up_the_tick(pool: asyncpg.Pool, receiv
     clock = Clock(T0)
     async with escalating(pool, clock) as lc:
         await lc.handle([decision(T0, "D1", AlarmType.smoke, Response.immediate, "multi_detector_120s")])
-        clock.now = T0 + 60_000
-        await lc.tick(clock.now)
         await wait_for(lambda: any(p == "/held/1" for p, _ in rx.calls))  # the level-1 call hangs ...
-        clock.now = T0 + 120_000
+        clock.now = T0 + 60_000
         await lc.tick(clock.now)  # ... and the next level still goes out
         await wait_for(lambda: _count(pool, 1))
         assert await attempts(pool) == [(2, f"{url}/ok/2", 1, True)]
@@ -242,7 +264,7 @@ async def notifier_running(pool: asyncpg.Pool, clock: Clock, **options: Any) -> 
 
 
 async def outbox(pool: asyncpg.Pool) -> list[tuple[int, str, int]]:
-    rows = await pool.fetch("SELECT level, state, attempts FROM notification_outbox ORDER BY level")
+    rows = await pool.fetch("SELECT level, state, attempts FROM notifications ORDER BY level")
     return [(r["level"], r["state"], r["attempts"]) for r in rows]
 
 
@@ -255,13 +277,11 @@ async def test_notifications_written_with_the_escalation_survive_a_restart(
     fleet = Fleet()
     fleet.set_unit("U1", region=REGION)
     fleet.upsert("D1", Kind.smoke, unit_id="U1")
-    # the first process raises and escalates, then dies before its notifier delivers anything
+    # the first process raises (levels 0 and 1 at once), then dies before its notifier sends anything
     lifecycle = AlarmLifecycle(pool, AlarmHub(db_replay(pool)), fleet, clock, notifier=Notifier(pool, clock))
     await lifecycle.handle([decision(T0, "D1", AlarmType.smoke, Response.immediate, "smoke.heat")])
-    clock.now = T0 + 60_000
-    await lifecycle.tick(clock.now)
     assert await level(pool) == 1
-    assert await outbox(pool) == [(0, "pending", 0), (1, "pending", 0)]
+    assert await outbox(pool) == [(0, "queued", 0), (1, "queued", 0)]
     assert rx.calls == []
     # the restarted process (its own pool) delivers what the outbox holds
     restarted = await asyncpg.create_pool(database_url, min_size=1, max_size=3)
@@ -270,9 +290,9 @@ async def test_notifications_written_with_the_escalation_survive_a_restart(
             await wait_for(lambda: _count(pool, 2))
     finally:
         await restarted.close()
-    assert sorted((p, b["level"], b["alarm"]["escalation_level"]) for p, b in rx.calls) == [("/ok/0", 0, 0), ("/ok/1", 1, 1)]
+    assert sorted((p, b["level"], b["alarm"]["escalation_level"]) for p, b in rx.calls) == [("/ok/0", 0, 1), ("/ok/1", 1, 1)]
     assert len({b["notification_id"] for _, b in rx.calls}) == 2
-    assert await outbox(pool) == [(0, "delivered", 1), (1, "delivered", 1)]
+    assert await outbox(pool) == [(0, "sent", 1), (1, "sent", 1)]
     assert await attempts(pool) == [(0, f"{url}/ok/0", 1, True), (1, f"{url}/ok/1", 1, True)]
 
 
@@ -287,7 +307,7 @@ async def test_a_webhook_down_across_a_restart_still_gets_the_notification(pool:
         await lifecycle.handle([decision(T0, "D1", AlarmType.smoke, Response.verify, "smoke.single")])
         await wait_for(lambda: _count(pool, 1))  # refused: nothing listens yet; retried with backoff
     [(_, state, tried)] = await outbox(pool)
-    assert state == "pending" and tried >= 1
+    assert state == "queued" and tried >= 1
     rx = Receiver()
     server = uvicorn.Server(uvicorn.Config(rx, host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
     serving = asyncio.create_task(server.serve())
@@ -301,8 +321,8 @@ async def test_a_webhook_down_across_a_restart_still_gets_the_notification(pool:
     history = await attempts(pool)
     assert [ok for *_, ok in history] == [False] * (len(history) - 1) + [True]
     assert [a for _, _, a, _ in history] == list(range(1, len(history) + 1))
-    assert (await outbox(pool))[0][1] == "delivered"
+    assert (await outbox(pool))[0][1] == "sent"
 
 
 async def _ok(pool: asyncpg.Pool) -> bool:
-    return await pool.fetchval("SELECT count(*) FROM notification_attempts WHERE ok") >= 1
+    return await pool.fetchval("SELECT count(*) FROM notification_sends WHERE ok") >= 1

@@ -1,0 +1,475 @@
+"""The notifier: sends the `notifications` the lifecycle queues (CONTRACT §9).
+
+A worker claims due rows with `FOR UPDATE SKIP LOCKED` and a lease (several processes share the
+table; a row whose worker died is due again when its lease ends) and serves them per recipient,
+one recipient at a time in this process:
+
+- A responder's row goes to the first of its channels that succeeds. When the first usable one
+  is a group robot, the row rides on that robot's row for (alarm, level, reason): one message per
+  (alarm, level) however many responders list the robot; if the robot finally fails, the row
+  falls back to the responder's next channel.
+- Digests: a recipient sent a message less than `digest_s` (10 s) ago gets further non-immediate
+  alarms gathered into one digest sent `digest_s` after that message (`plan`); `immediate` ones
+  are never held. A group robot gets at most `group_per_min` (20) messages a minute; the excess
+  waits and joins the next digest.
+- Retries: an attempt whose `SendResult.retry` is set (5xx, timeouts, rate-limit codes) is tried
+  again after an exponential backoff, until `attempts` rounds are spent; other refusals go to the
+  next channel, else fail. Every attempt is a `notification_sends` row; the row ends `sent` or
+  `failed` with its error class and provider code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from alerting.metrics import AlarmMetrics
+from alerting.response import tokens
+from alerting.response.channels.base import Channel, Message, Recipient, SendResult
+from alerting.response.channels.registry import GROUP_TYPES, build_channel
+from alerting.response.http import Outbound
+from alerting.response.messages import AlarmText, Language, compose
+from devices.clock import Clock
+from devices.db_errors import UNAVAILABLE
+from devices.outbound import OutboundPolicy, Resolver, system_resolver
+
+log = logging.getLogger(__name__)
+
+#: builds a configured channel: (type, config, endpoint, the outbound-checked HTTP client)
+ChannelBuilder = Callable[[str, Mapping[str, Any], str | None, Outbound], Channel]
+
+
+# --- what to send when: pure ----------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A claimed row of one recipient: `immediate` when its alarm's response is; `members`: the
+    rows of an earlier digest it carries (a retry)."""
+
+    id: int
+    alarm_id: int
+    level: int
+    immediate: bool
+    members: tuple[int, ...] = ()
+
+
+@dataclass(slots=True)
+class Plan:
+    """Messages to send now (each a list of rows; the first carries the others) and the rows that
+    wait until `until` (seconds, the recipient's clock)."""
+
+    messages: list[list[Due]] = field(default_factory=list)
+    wait: list[Due] = field(default_factory=list)
+    until: float | None = None
+
+
+def plan(
+    rows: Sequence[Due], now: float, last_sent: float | None, *, digest_s: float,
+    recent_sends: Sequence[float] | None = None, per_min: int = 20,
+) -> Plan:
+    """What to do with a recipient's due rows at `now`. `last_sent`: when it was last sent a
+    message; `recent_sends` (group robots only): its attempts of the last minute."""
+    out = Plan()
+    budget = len(rows) + 1
+    free_at: float | None = None
+    if recent_sends is not None:
+        recent = sorted(t for t in recent_sends if now - t < 60)
+        budget = per_min - len(recent)
+        if budget <= 0:
+            free_at = recent[len(recent) - per_min] + 60
+    first = [r for r in rows if r.immediate or r.members]
+    rest = [r for r in rows if not (r.immediate or r.members)]
+    held_until = last_sent + digest_s if last_sent is not None and now - last_sent < digest_s else None
+    if held_until is not None:
+        out.wait, out.until = rest, held_until
+        rest = []
+    wanted = len(first) + (1 if rest else 0)
+    if budget <= 0:
+        out.wait, out.until = list(rows), max(free_at or now, held_until or now)
+        return out
+    if wanted > budget:  # the last message allowed is a digest of the excess
+        out.messages = [[r] for r in first[: budget - 1]]
+        out.messages.append(first[budget - 1:] + rest)
+        return out
+    out.messages = [[r] for r in first] + ([rest] if rest else [])
+    return out
+
+
+# --- SQL --------------------------------------------------------------------------------------
+_CLAIM = """
+UPDATE notifications n SET next_at = clock_timestamp() + make_interval(secs => $2)
+FROM (SELECT id FROM notifications WHERE state = 'queued' AND digest_of IS NULL AND next_at <= clock_timestamp()
+      ORDER BY next_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) due
+WHERE n.id = due.id
+RETURNING n.id, n.alarm_id, n.event_id, n.level, n.reason, n.responder_id, n.group_channel, n.attempts,
+          (SELECT a.response FROM alarms a WHERE a.alarm_id = n.alarm_id) AS response,
+          ARRAY(SELECT m.id FROM notifications m WHERE m.digest_of = n.id AND m.state = 'queued'
+                   AND m.responder_id IS NOT DISTINCT FROM n.responder_id
+                   AND m.group_channel IS NOT DISTINCT FROM n.group_channel ORDER BY m.id) AS members,
+          clock_timestamp() AS now
+"""
+_RESPONDER = "SELECT * FROM responders WHERE responder_id = $1"
+_CHANNELS = "SELECT name, type, config, endpoint, updated_at FROM channels WHERE name = ANY($1::text[])"
+_LAST_SENT_PERSONAL = """
+SELECT max(n.sent_at) FROM notifications n WHERE n.responder_id = $1 AND n.state IN ('sent', 'acked')
+   AND NOT EXISTS (SELECT 1 FROM notifications g WHERE g.id = n.digest_of AND g.group_channel IS NOT NULL)
+"""
+_LAST_SENT_GROUP = "SELECT max(sent_at) FROM notifications WHERE group_channel = $1 AND state IN ('sent', 'acked')"
+_RECENT_SENDS = "SELECT at FROM notification_sends WHERE channel = $1 AND at > clock_timestamp() - interval '60 s'"
+#: the group robot's row for (alarm, level, reason): made, or the existing one
+_GROUP_ROW = """
+WITH made AS (
+    INSERT INTO notifications (alarm_id, event_id, level, reason, group_channel) VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT DO NOTHING RETURNING id, state, sent_at)
+SELECT id, state, sent_at FROM made
+UNION ALL
+SELECT id, state, sent_at FROM notifications
+ WHERE alarm_id = $1 AND level = $3 AND reason = $4 AND group_channel = $5 AND responder_id IS NULL
+LIMIT 1
+"""
+_RIDE = """UPDATE notifications SET digest_of = $2, channel = $3,
+                  state = CASE WHEN $4 = 'sent' THEN 'sent' ELSE state END, sent_at = $5,
+                  done_at = CASE WHEN $4 = 'sent' THEN clock_timestamp() END
+            WHERE id = $1"""
+_ALARMS = """
+SELECT a.alarm_id, a.type, a.severity, a.response, a.first_seen, u.name AS unit_name, u.address, u.contacts,
+       ARRAY(SELECT d.location::text FROM devices d WHERE d.device_id = ANY(a.device_ids) AND d.location IS NOT NULL
+             ORDER BY d.device_id) AS locations,
+       coalesce((SELECT e.snapshot FROM alarm_events e WHERE e.event_id = ($2::bigint[])[s.i]),
+                (SELECT e.snapshot FROM alarm_events e WHERE e.alarm_id = a.alarm_id
+                  ORDER BY e.event_id DESC LIMIT 1)) AS snapshot
+  FROM unnest($1::bigint[]) WITH ORDINALITY AS s (alarm_id, i)
+  JOIN alarms a ON a.alarm_id = s.alarm_id LEFT JOIN units u ON u.unit_id = a.unit_id
+ ORDER BY s.i
+"""
+_SEND = """INSERT INTO notification_sends (notification_id, channel, attempt, ok, error_class, provider_code)
+           VALUES ($1, $2, $3, $4, $5, $6)"""
+_FINISH = """UPDATE notifications SET state = $2, channel = $3, error_class = $4, provider_code = $5,
+                    attempts = attempts + CASE WHEN id = $6 THEN 1 ELSE 0 END, digest_of = nullif($6, id),
+                    sent_at = CASE WHEN $2 = 'sent' THEN clock_timestamp() END, done_at = clock_timestamp()
+              WHERE id = ANY($1::bigint[])"""
+#: responder rows riding on group rows: sent with them, or back to their own channels
+_RIDERS_SENT = """UPDATE notifications SET state = 'sent', sent_at = clock_timestamp(), done_at = clock_timestamp()
+                   WHERE digest_of = ANY($1::bigint[]) AND state = 'queued' AND responder_id IS NOT NULL"""
+_RIDERS_BACK = """UPDATE notifications SET digest_of = NULL, next_at = clock_timestamp()
+                   WHERE digest_of = ANY($1::bigint[]) AND state = 'queued' AND responder_id IS NOT NULL"""
+_RETRY = """UPDATE notifications SET attempts = attempts + CASE WHEN id = $2 THEN 1 ELSE 0 END,
+                   digest_of = nullif($2, id), channel = $3, error_class = $4, provider_code = $5,
+                   next_at = clock_timestamp() + make_interval(secs => $6)
+             WHERE id = ANY($1::bigint[])"""
+_WAIT = "UPDATE notifications SET next_at = $2 WHERE id = ANY($1::bigint[]) AND state = 'queued'"
+_FAIL = """UPDATE notifications SET state = 'failed', error_class = $2, done_at = clock_timestamp()
+            WHERE id = ANY($1::bigint[])"""
+_RELEASE = "UPDATE notifications SET next_at = clock_timestamp() WHERE id = ANY($1::bigint[]) AND state = 'queued'"
+
+
+def _loads(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _place(location: Any) -> str:
+    """A device location as text: free text, or an object's text fields (else its lat/lon)."""
+    value = _loads(location)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        text = " ".join(str(v) for k, v in value.items() if k not in ("lat", "lon") and v not in (None, ""))
+        return text or f"{value.get('lat')},{value.get('lon')}"
+    return str(value)
+
+
+def _duty_phone(contacts: Any) -> str | None:
+    for c in _loads(contacts) or []:
+        if isinstance(c, dict) and c.get("phone"):
+            return str(c["phone"])
+    return None
+
+
+@dataclass(slots=True)
+class _Row:
+    """A claimed row with what serving it needs."""
+
+    id: int
+    alarm_id: int
+    event_id: int | None
+    level: int
+    reason: str
+    responder_id: str | None
+    group_channel: str | None
+    attempts: int
+    immediate: bool
+    members: tuple[int, ...]
+
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> _Row:
+        return cls(r["id"], r["alarm_id"], r["event_id"], r["level"], r["reason"], r["responder_id"],
+                   r["group_channel"], r["attempts"], r["response"] == "immediate", tuple(r["members"]))
+
+
+class Notifier:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        clock: Clock,
+        *,
+        policy: OutboundPolicy | None = None,
+        resolve: Resolver = system_resolver,
+        build: ChannelBuilder = build_channel,
+        public_url: str | None = None,
+        language: Language = "zh",
+        device_tz: str = "Asia/Shanghai",
+        attempts: int = 5,
+        backoff_s: float = 1.0,
+        backoff_max_s: float = 300.0,
+        timeout_s: float = 5.0,
+        poll_s: float = 1.0,
+        batch: int = 100,
+        digest_s: float = 10.0,
+        group_per_min: int = 20,
+        metrics: AlarmMetrics | None = None,
+    ) -> None:
+        self.pool = pool
+        self.clock = clock
+        self.policy = policy if policy is not None else OutboundPolicy()
+        self.resolve = resolve
+        self.build = build
+        self.public_url = public_url
+        self.language = language
+        self.tz = ZoneInfo(device_tz)
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.timeout_s = timeout_s
+        self.poll_s = poll_s
+        self.batch = batch
+        self.digest_s = digest_s
+        self.group_per_min = group_per_min
+        self.lease_s = 2 * timeout_s + 30.0
+        self.metrics = metrics
+        self._wake = asyncio.Event()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._warned_no_link = False
+
+    def wake(self) -> None:
+        """New rows are queued: look now instead of at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Send due notifications until cancelled."""
+        async with Outbound(self.policy, self.timeout_s, self.resolve) as http, asyncio.TaskGroup() as tg:
+            while True:
+                self._wake.clear()
+                rows: list[asyncpg.Record] = []
+                try:
+                    rows = await self.pool.fetch(_CLAIM, self.batch, self.lease_s)
+                    if self.metrics:
+                        self.metrics.notify_pending.set(await self.pool.fetchval(
+                            "SELECT count(*) FROM notifications WHERE state = 'queued'"))
+                except (*UNAVAILABLE, asyncpg.PostgresError) as e:
+                    log.error("cannot read the notifications (%s); retrying", e)
+                by_recipient: dict[str, list[_Row]] = {}
+                for r in rows:
+                    key = f"r:{r['responder_id']}" if r["responder_id"] is not None else f"g:{r['group_channel']}"
+                    by_recipient.setdefault(key, []).append(_Row.from_record(r))
+                for key, claimed in by_recipient.items():
+                    tg.create_task(self._serve(http, key, claimed, rows[0]["now"]))
+                if len(rows) < self.batch:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.poll_s):
+                            await self._wake.wait()
+
+    async def _serve(self, http: Outbound, key: str, rows: list[_Row], now: datetime) -> None:
+        """One recipient's claimed rows, after any message to it still in flight here."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                if rows[0].responder_id is not None:
+                    await self._serve_responder(http, rows[0].responder_id, rows, now)
+                else:
+                    assert rows[0].group_channel is not None
+                    await self._serve_group(http, rows[0].group_channel, rows, now)
+        except asyncio.CancelledError:
+            with contextlib.suppress(*UNAVAILABLE, asyncpg.PostgresError):
+                await self.pool.execute(_RELEASE, [r.id for r in rows])
+            raise
+        except Exception:  # one recipient must not stop the worker; the lease makes its rows due again
+            log.exception("notifications %s of %s failed", [r.id for r in rows], key)
+        finally:
+            self._wake.set()
+
+    async def _channels(self, names: Sequence[str]) -> dict[str, asyncpg.Record]:
+        return {r["name"]: r for r in await self.pool.fetch(_CHANNELS, list(names))}
+
+    async def _serve_responder(
+        self, http: Outbound, responder_id: str, rows: list[_Row], now: datetime
+    ) -> None:
+        responder = await self.pool.fetchrow(_RESPONDER, responder_id)
+        if responder is None or responder["deleted_at"] is not None:
+            await self.pool.execute(_FAIL, [r.id for r in rows], "responder deleted")
+            return
+        channels = await self._channels(responder["channels"])
+        personal: list[_Row] = []
+        for row in rows:
+            if row.members:
+                personal.append(row)
+                continue
+            route = await self._route(row, responder["channels"], channels)
+            if route == "personal":
+                personal.append(row)
+            elif route is None:
+                await self.pool.execute(_FAIL, [row.id], "no channel")
+        if not personal:
+            return
+        ordered = [channels[n] for n in responder["channels"]
+                   if n in channels and channels[n]["type"] not in GROUP_TYPES]
+        last = await self.pool.fetchval(_LAST_SENT_PERSONAL, responder_id)
+        recipient = Recipient(responder["name"], responder["phone"], responder["email"])
+        await self._dispatch(http, personal, ordered, recipient, now, last, None, responder_id=responder_id)
+
+    async def _route(self, row: _Row, names: Sequence[str], channels: Mapping[str, asyncpg.Record]) -> str | None:
+        """Where a responder's row goes: 'personal', 'group' (now riding on a robot's row), or
+        None when no channel is left."""
+        for name in names:
+            ch = channels.get(name)
+            if ch is None:
+                continue
+            if ch["type"] not in GROUP_TYPES:
+                return "personal"
+            group = await self.pool.fetchrow(_GROUP_ROW, row.alarm_id, row.event_id, row.level, row.reason, name)
+            if group["state"] == "failed":
+                continue  # that robot failed for this alarm and level: the next channel
+            await self.pool.execute(_RIDE, row.id, group["id"], name, group["state"], group["sent_at"])
+            self._wake.set()
+            return "group"
+        return None
+
+    async def _serve_group(self, http: Outbound, name: str, rows: list[_Row], now: datetime) -> None:
+        channels = await self._channels([name])
+        if name not in channels:
+            await self.pool.execute(_FAIL, [r.id for r in rows], "no channel")
+            await self.pool.execute(_RIDERS_BACK, [r.id for r in rows])
+            return
+        last = await self.pool.fetchval(_LAST_SENT_GROUP, name)
+        recent = [r["at"] for r in await self.pool.fetch(_RECENT_SENDS, name)]
+        await self._dispatch(http, rows, [channels[name]], Recipient(name), now, last, recent, group_channel=name)
+
+    async def _dispatch(
+        self, http: Outbound, rows: list[_Row], channels: Sequence[asyncpg.Record], recipient: Recipient,
+        now: datetime, last: datetime | None, recent: list[datetime] | None, *, responder_id: str | None = None,
+        group_channel: str | None = None,
+    ) -> None:
+        """Send what `plan` says is due now (`now`: the database's clock at the claim); the rest waits."""
+        epoch = now - timedelta(hours=1)
+
+        def s(t: datetime) -> float:
+            return (t - epoch).total_seconds()
+
+        due = [Due(r.id, r.alarm_id, r.level, r.immediate, r.members) for r in rows]
+        p = plan(due, s(now), None if last is None else s(last), digest_s=self.digest_s,
+                 recent_sends=None if recent is None else [s(t) for t in recent], per_min=self.group_per_min)
+        if p.wait:
+            assert p.until is not None
+            await self.pool.execute(_WAIT, [d.id for d in p.wait], epoch + timedelta(seconds=p.until))
+        by_id = {r.id: r for r in rows}
+        for message_rows in p.messages:
+            carrier = by_id[message_rows[0].id]
+            ids = [d.id for d in message_rows] + [m for d in message_rows for m in d.members]
+            await self._deliver(http, carrier, ids, channels, recipient, responder_id, group_channel)
+
+    async def _texts(
+        self, ids: list[int], responder_id: str | None, group_channel: str | None
+    ) -> tuple[list[AlarmText], int]:
+        """The alarms a message carries (one per row, in row order), each with its link token;
+        and the level of the message (the highest of its rows)."""
+        rows = await self.pool.fetch(
+            "SELECT id, alarm_id, event_id, level FROM notifications WHERE id = ANY($1::bigint[])", ids)
+        order = sorted(rows, key=lambda r: ids.index(r["id"]))
+        alarm_ids = [r["alarm_id"] for r in order]
+        found = await self.pool.fetch(_ALARMS, alarm_ids, [r["event_id"] for r in order])
+        texts: list[AlarmText] = []
+        seen: set[int] = set()
+        for a in found:
+            if a["alarm_id"] in seen:
+                continue
+            seen.add(a["alarm_id"])
+            token = await self._token(a["alarm_id"], responder_id, group_channel)
+            texts.append(AlarmText(
+                alarm_id=a["alarm_id"], type=a["type"], severity=a["severity"], response=a["response"],
+                first_seen=a["first_seen"], unit_name=a["unit_name"], address=a["address"],
+                duty_phone=_duty_phone(a["contacts"]), device_locations=tuple(_place(x) for x in a["locations"]),
+                token=token, alarm=_loads(a["snapshot"]) or {},
+            ))
+        return texts, max(r["level"] for r in rows)
+
+    async def _token(self, alarm_id: int, responder_id: str | None, group_channel: str | None) -> str | None:
+        if not self.public_url:
+            if not self._warned_no_link:
+                log.warning("MIAOXIANG_PUBLIC_URL is not set: messages go without a responder link")
+                self._warned_no_link = True
+            return None
+        async with self.pool.acquire() as conn:
+            return await tokens.issue(conn, alarm_id, responder_id=responder_id, group_channel=group_channel)
+
+    async def _deliver(
+        self, http: Outbound, carrier: _Row, ids: list[int], channels: Sequence[asyncpg.Record],
+        recipient: Recipient, responder_id: str | None, group_channel: str | None,
+    ) -> None:
+        """One message (one row, or a digest) through the channels in order; recorded."""
+        texts, level = await self._texts(ids, responder_id, group_channel)
+        if not texts:
+            await self.pool.execute(_FAIL, ids, "alarm missing")
+            return
+        message = compose(texts, level, self.public_url, self.tz, self.language, notification_id=carrier.id)
+        attempt = carrier.attempts + 1
+        retry = False
+        last = SendResult(False, "no channel")
+        used = channels[-1]["name"] if channels else None
+        for ch in channels:
+            used = ch["name"]
+            result = await self._send(http, ch, message, recipient)
+            await self.pool.execute(_SEND, carrier.id, ch["name"], attempt, result.ok, result.error_class,
+                                    result.provider_code)
+            self._count(ch["type"], result)
+            if result.ok:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await conn.execute(_FINISH, ids, "sent", ch["name"], None, None, carrier.id)
+                    await conn.execute(_RIDERS_SENT, ids)
+                return
+            retry = retry or result.retry
+            last = result
+        if retry and attempt < self.attempts:
+            delay = min(self.backoff_s * 2 ** (attempt - 1), self.backoff_max_s)
+            await self.pool.execute(_RETRY, ids, carrier.id, used, last.error_class, last.provider_code, delay)
+            return
+        if self.metrics:
+            self.metrics.notify_failed.inc()
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(_FINISH, ids, "failed", used, last.error_class, last.provider_code, carrier.id)
+            await conn.execute(_RIDERS_BACK, ids)
+        self._wake.set()
+
+    async def _send(
+        self, http: Outbound, ch: asyncpg.Record, message: Message, recipient: Recipient
+    ) -> SendResult:
+        try:
+            channel = self.build(ch["type"], _loads(ch["config"]), ch["endpoint"], http)
+            return await channel.send(message, recipient)
+        except ValueError as e:  # a configuration the adapter cannot use
+            log.warning("channel %s cannot send: %s", ch["name"], e)
+            return SendResult(False, "config")
+
+    def _count(self, kind: str, result: SendResult) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        ok = str(result.ok).lower()
+        m.notify_attempts.labels(ok).inc()
+        m.notify_sends.labels(kind, ok).inc()
