@@ -21,6 +21,7 @@ from alerting.service import UnknownDevice
 from devices import fleet_query
 from devices.api import Outbound
 from devices.auth import Admin, Operator
+from devices.cursors import int_cursor
 from devices.outbound import OutboundRefused, check_target
 
 router = APIRouter(prefix="/api/v1", tags=["alarm settings"])
@@ -92,9 +93,7 @@ async def list_contacts(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:
     """Contacts ordered by region, level and name."""
-    if cursor is not None and not cursor.isdigit():
-        raise HTTPException(422, "cursor must be the next_cursor of a previous page")
-    offset = int(cursor or 0)
+    offset = int_cursor(cursor) if cursor is not None else 0
     rows = await alarms.pool.fetch(
         """SELECT * FROM region_contacts WHERE ($1::text IS NULL OR region LIKE $1) AND ($2::int IS NULL OR level = $2)
            ORDER BY region, level, name OFFSET $3 LIMIT $4""",

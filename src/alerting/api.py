@@ -9,6 +9,8 @@ give consoles a viewer token scoped to their regions). `WS /api/v1/alarms/ws` se
 events as JSON messages `{"id", "event", "data"}`; the token comes as `?token=` or in a first
 message `{"token": "...", "last_event_id": "..."}`. A subscriber that falls behind is cut off
 (SSE: the response ends; WebSocket: close code 1013) and resumes from its last event id.
+A malformed event id is refused (SSE: 400; WebSocket: close code 1008 with the reason); one
+ahead of the newest event (e.g. kept from another deployment's database) resumes from now.
 `alarm_pending` events (no id) show an alarm decided while the database was unavailable.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol, cast
@@ -33,8 +36,11 @@ from alerting.service import AlarmService
 from alerting.stream import StreamEvent
 from devices.auth import Operator, Principal, Viewer, principal_of
 from devices.auth import deps as auth_deps
+from devices.cursors import int_cursor
 
 router = APIRouter(prefix="/api/v1/alarms", tags=["alarms"])
+#: An event id as this stream sends it: ASCII digits (not `²` or `١٢٣`), below 2**63.
+EVENT_ID = re.compile(r"[0-9]{1,18}")
 
 STATUSES = (*OPEN_STATUSES, "cleared_ack", "resolved")
 FILTER_VALUES = {
@@ -119,10 +125,8 @@ async def list_alarms(
         clauses.append(f"greatest(last_seen, cleared_at) >= {arg(_utc(since))}")
     if until:
         clauses.append(f"first_seen <= {arg(_utc(until))}")
-    if cursor:
-        if not cursor.isdigit():
-            raise HTTPException(422, "cursor must be the next_cursor of a previous page")
-        clauses.append(f"alarm_id < {arg(int(cursor))}")
+    if cursor is not None:
+        clauses.append(f"alarm_id < {arg(int_cursor(cursor))}")
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     rows = await alarms.pool.fetch(f"SELECT * FROM alarms {where} ORDER BY alarm_id DESC LIMIT {arg(limit + 1)}", *args)
     items = [Alarm.from_record(r).to_json() for r in rows[:limit]]
@@ -137,7 +141,8 @@ async def alarm_stream(
     last_event_id: Annotated[str | None, Query(description="resume after this event id")] = None,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
-    """Server-Sent Events of alarm changes, resuming after `Last-Event-ID` without gaps."""
+    """Server-Sent Events of alarm changes, resuming after `Last-Event-ID` without gaps. A
+    malformed id is 400; an id ahead of the newest event resumes from now (new alarms follow)."""
     principal = await _principal(request, token)
     after = _event_id(last_event_id_header or last_event_id)
     events = alarms.hub.events(principal.sees_region, after)
@@ -264,10 +269,11 @@ def _alarm_id(text: str) -> int:
 
 
 def _event_id(text: str | None) -> int | None:
+    """A resume point: an event id (ASCII digits, within bigint); anything else is 400."""
     if text is None or text == "":
         return None
-    if not text.strip().isdigit():
-        raise HTTPException(422, "Last-Event-ID must be an event id sent by this stream")
+    if not EVENT_ID.fullmatch(text.strip()):
+        raise HTTPException(400, "Last-Event-ID 不是本流的事件 id / Last-Event-ID is not an event id of this stream")
     return int(text)
 
 

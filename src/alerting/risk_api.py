@@ -19,6 +19,7 @@ from alerting.risk_report import report_csv, report_html
 from alerting.risk_service import RiskService
 from alerting.risk_trend import TrendAlert, aggregate, region_prefix
 from devices.auth import Principal, Viewer
+from devices.cursors import id_cursor
 from devices.registry import InvalidSpec, region_path
 
 router = APIRouter(prefix="/api/v1/risk", tags=["risk"])
@@ -70,7 +71,8 @@ async def unit_colours(
     keep = _visible(principal, t.regions, _region(region))
     if colour is not None:
         keep &= t.scores.colour == COLOURS.index(colour)
-    rows = [i for i in np.flatnonzero(keep) if cursor is None or t.units[i].unit_id > cursor][:limit]
+    after = id_cursor(cursor) if cursor is not None else None
+    rows = [i for i in np.flatnonzero(keep) if after is None or t.units[i].unit_id > after][:limit]
     items = [t.row(int(i)) for i in rows]
     return {"items": items, "next_cursor": items[-1]["unit_id"] if len(items) == limit else None,
             "computed_at": datetime.fromtimestamp(t.computed_ms / 1000, UTC)}

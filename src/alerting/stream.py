@@ -202,15 +202,20 @@ class AlarmHub:
         """The events after `last_event_id` (none when it is None), then live ones, in id order.
 
         Yields None after `heartbeat_s` without events (the caller sends a keep-alive). Ends
-        when the subscriber is cut off; the client resumes from its last event id.
+        when the subscriber is cut off; the client resumes from its last event id. An id ahead
+        of the newest event known (fanned out or committed) resumes from now: live events
+        follow although their ids are smaller.
         """
         async with self.subscribe(sees) as sub:
+            newest = max(self.last_id or 0, self._newest_committed)
             last = last_event_id
             if last is not None:
                 async for replayed in self._replay(last):
                     last = replayed.event_id
                     if sees(replayed.region):
                         yield replayed
+                if last is not None and last == last_event_id and last > newest and self.last_id is not None:
+                    last = newest  # nothing replayed, from the future: every event after those known is new
             while True:
                 try:
                     async with asyncio.timeout(self.heartbeat_s):

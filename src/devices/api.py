@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from devices import fleet_query, registry
 from devices.auth import Admin, Operator, Principal, Viewer, create_token
-from devices.commands import COMMANDS, InvalidCommand
+from devices.commands import COMMANDS, InvalidCommand, ParamsTooLarge
+from devices.cursors import bad_cursor, id_cursor, time_cursor
 from devices.importer import UnusableImport
 from devices.kinds import Kind
 from devices.outbound import OutboundPolicy, OutboundRefused, check_target
@@ -37,6 +38,8 @@ CSV_TYPES = ("text/csv", "application/csv")
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines")
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
+#: Most contacts of one unit (its escalation chain, not an address book).
+MAX_CONTACTS = 50
 
 
 class UnitRisk(Protocol):
@@ -213,9 +216,9 @@ async def list_devices(
     fleet = svc.fleet
     after = -1
     if cursor is not None:
-        after = fleet.slot(cursor)
+        after = fleet.slot(id_cursor(cursor))
         if after < 0:
-            raise HTTPException(422, "cursor is not a next_cursor of this list")
+            raise bad_cursor()
     slots = fleet_query.query(
         fleet, kind=Kind.parse(kind) if kind else None, status=status, unit_ids=[unit_id] if unit_id else None,
         region_prefix=_region(region), scope=principal.regions or None, after_slot=after, limit=limit,
@@ -266,6 +269,8 @@ async def send_command(device_id: str, body: CommandIn, principal: Operator, svc
         return await svc.commands.send(
             device_id, Kind.parse(device["kind"]), body.cmd, body.params, timeout_s=body.timeout_s, actor=principal.name
         )
+    except ParamsTooLarge as e:
+        raise HTTPException(413, str(e)) from None
     except InvalidCommand as e:
         raise HTTPException(422, str(e)) from None
 
@@ -278,11 +283,11 @@ async def device_commands(
     await visible_device(svc, principal, device_id)
     before: tuple[datetime, uuid.UUID] | None = None
     if cursor is not None:
+        at, cmd_id = time_cursor(cursor)
         try:
-            us, cmd_id = cursor.split(":")
-            before = (datetime.fromtimestamp(int(us) / 1_000_000, UTC), uuid.UUID(cmd_id))
+            before = (at, uuid.UUID(cmd_id))
         except ValueError:
-            raise HTTPException(422, "cursor is not a next_cursor of this list") from None
+            raise bad_cursor() from None
     items = await svc.commands.list_for_device(device_id, before=before, limit=limit)
     return _page(items, limit, lambda c: f"{round(c['created_at'].timestamp() * 1_000_000)}:{c['cmd_id']}")
 
@@ -311,7 +316,7 @@ class UnitIn(BaseModel):
     address: str = ""
     region: str = Field("", description="path such as 江西省/赣州市/章贡区/南外街道")
     industry: str = "other"
-    contacts: list[dict[str, Any]] = Field(default_factory=list)
+    contacts: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_CONTACTS)
     location: dict[str, Any] | str | None = None
 
 
@@ -389,8 +394,9 @@ async def list_units(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> dict[str, Any]:
+    after = id_cursor(cursor) if cursor is not None else None
     units = await registry.list_units(
-        svc.pool, region_prefix=_region(region), scope=principal.regions, after=cursor, limit=limit
+        svc.pool, region_prefix=_region(region), scope=principal.regions, after=after, limit=limit
     )
     colours = await _colours(d, [u["unit_id"] for u in units])
     return _page([unit_out(u, colours) for u in units], limit, lambda u: u["unit_id"])

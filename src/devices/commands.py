@@ -55,6 +55,17 @@ class InvalidCommand(ValueError):
     """The command, its parameters or its target are wrong; the message says which."""
 
 
+class ParamsTooLarge(InvalidCommand):
+    """The parameters do not fit in what the device's kind can receive in one downlink."""
+
+
+#: JSON bytes of `params` one downlink can carry to a device of each kind: battery NB-IoT
+#: detectors receive tens of bytes, mains-powered devices and transmission units more.
+DOWNLINK_PARAMS_BYTES: dict[Kind, int] = {
+    Kind.smoke: 128, Kind.gas: 128, Kind.electrical: 512, Kind.water: 512, Kind.uitd: 1024,
+}
+
+
 def ms_to_dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
@@ -71,7 +82,20 @@ def _seconds(value: Any, name: str) -> float:
 
 
 def validate_command(cmd: str, params: dict[str, Any], kind: Kind) -> dict[str, Any]:
-    """Check a command against the device's kind; answer its normalised parameters."""
+    """Check a command against the device's kind; answer its normalised parameters. Raises
+    `ParamsTooLarge` when they exceed the kind's downlink budget (`DOWNLINK_PARAMS_BYTES`)."""
+    normalised = _normalised(cmd, params, kind)
+    size = len(json.dumps(normalised, ensure_ascii=False, separators=(",", ":")).encode())
+    budget = DOWNLINK_PARAMS_BYTES[kind]
+    if size > budget:
+        raise ParamsTooLarge(
+            f"参数 {size} 字节，超过 {kind.name} 设备一次下行可接收的 {budget} 字节 / "
+            f"params take {size} bytes of JSON; a {kind.name} device receives at most {budget} in one downlink"
+        )
+    return normalised
+
+
+def _normalised(cmd: str, params: dict[str, Any], kind: Kind) -> dict[str, Any]:
     if cmd not in COMMANDS:
         raise InvalidCommand(f"unknown command {cmd!r}; commands are {', '.join(COMMANDS)}")
     kinds = COMMANDS[cmd]

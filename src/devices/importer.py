@@ -36,6 +36,11 @@ Format = Literal["csv", "ndjson"]
 Progress = Callable[[str, int, int], None]
 FLEET_CHUNK = 20_000
 STAGE_COLUMNS = ("line", *DEVICE_FIELDS)
+#: A row with a longer field (CSV cell, JSON text) or deeper JSON nesting is rejected with its reason.
+MAX_FIELD_CHARS = 1000
+MAX_DEPTH = 8
+FIELD_TOO_LONG = f"字段超过 {MAX_FIELD_CHARS} 个字符 / a field is longer than {MAX_FIELD_CHARS} characters"
+TOO_DEEP = f"JSON 嵌套超过 {MAX_DEPTH} 层 / JSON nested deeper than {MAX_DEPTH} levels"
 
 
 class UnusableImport(ValueError):
@@ -79,13 +84,40 @@ class ImportReport:
         }
 
 
+def _oversized(value: Any, depth: int = 1) -> str | None:
+    """Why a parsed JSON row is refused: nesting deeper than `MAX_DEPTH`, a text (key or value)
+    longer than `MAX_FIELD_CHARS`; None when it is not."""
+    if isinstance(value, str):
+        return FIELD_TOO_LONG if len(value) > MAX_FIELD_CHARS else None
+    if isinstance(value, dict | list):
+        if depth > MAX_DEPTH:
+            return TOO_DEEP
+        items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        return next((why for item in items if (why := _oversized(item, depth + 1))), None)
+    return None
+
+
 def _csv_rows(text: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
     reader = csv.reader(io.StringIO(text))
     header: list[str] | None = None
     start = 1
-    for cells in reader:
-        line, start = start, reader.line_num + 1
+    while True:
+        line = start
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:  # e.g. a field over csv's own limit: the reader goes on at the next line
+            start = reader.line_num + 1
+            if header is None:
+                raise UnusableImport(f"the header row is not valid CSV: {e}") from None
+            yield line, RowError(line, None, FIELD_TOO_LONG if "field limit" in str(e) else f"not valid CSV: {e}")
+            continue
+        start = reader.line_num + 1
         if not any(c.strip() for c in cells):
+            continue
+        if any(len(c) > MAX_FIELD_CHARS for c in cells):
+            yield line, RowError(line, None, FIELD_TOO_LONG)
             continue
         if header is None:
             header = [c.strip().lstrip("\ufeff").lower() for c in cells]
@@ -114,8 +146,14 @@ def _ndjson_rows(text: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
         except json.JSONDecodeError as e:
             yield line, RowError(line, None, f"not valid JSON: {e.msg}")
             continue
+        except RecursionError:
+            yield line, RowError(line, None, TOO_DEEP)
+            continue
         if not isinstance(obj, dict):
             yield line, RowError(line, None, "not a JSON object")
+            continue
+        if why := _oversized(obj):
+            yield line, RowError(line, None, why)
             continue
         yield line, obj
 

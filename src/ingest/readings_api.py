@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from devices.api import Cursor, Limit, visible_device
 from devices.auth import Admin, Viewer
+from devices.cursors import int_cursor, time_cursor
 from devices.service import DeviceService
 
 router = APIRouter(prefix="/api/v1", tags=["devices"])
@@ -60,11 +61,8 @@ async def device_readings(
     await visible_device(d.devices, principal, device_id)
     before: tuple[datetime, int] | None = None
     if cursor is not None:
-        try:
-            us, dedup = cursor.split(":")
-            before = (datetime.fromtimestamp(int(us) / 1_000_000, UTC), int(dedup))
-        except ValueError:
-            raise HTTPException(422, "cursor is not a next_cursor of this list") from None
+        at, dedup = time_cursor(cursor)
+        before = (at, int_cursor(dedup))
     rows = await d.devices.pool.fetch(
         """SELECT ts, received_at, seq, dedup, kind, event, component, metrics, extra, source FROM readings
            WHERE device_id = $1 AND ($2::timestamptz IS NULL OR ts >= $2) AND ($3::timestamptz IS NULL OR ts < $3)
@@ -93,13 +91,12 @@ async def list_dead_letters(
     cursor: Cursor = None,
 ) -> dict[str, Any]:
     """Rejected input, newest first, with the raw bytes in base64."""
-    if cursor is not None and not cursor.isdigit():
-        raise HTTPException(422, "cursor is not a next_cursor of this list")
+    after = int_cursor(cursor) if cursor is not None else None
     rows = await d.devices.pool.fetch(
         """SELECT id, received_at, transport, source, reason, raw FROM dead_letters
            WHERE ($1::text IS NULL OR transport = $1) AND ($2::bigint IS NULL OR id < $2)
            ORDER BY id DESC LIMIT $3""",
-        transport, int(cursor) if cursor else None, limit,
+        transport, after, limit,
     )
     items = [{**dict(r), "raw": base64.b64encode(bytes(r["raw"])).decode()} for r in rows]
     return {"items": items, "next_cursor": str(items[-1]["id"]) if len(items) == limit else None}

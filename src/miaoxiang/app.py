@@ -23,6 +23,8 @@ from ingest.gb26875_api import router as gb26875_router
 from ingest.readings_api import router as readings_router
 from ingest.transports.http_push import router as push_router
 from miaoxiang.console_router import console_router
+from miaoxiang.http_limits import BodyLimits, body_caps
+from miaoxiang.security_headers import SecurityHeaders
 from miaoxiang.services import Services, running
 from miaoxiang.settings import Settings
 
@@ -51,6 +53,11 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
+    app.add_middleware(
+        BodyLimits, caps=body_caps(settings), default_max=settings.http_max_body_bytes,
+        timeout_s=settings.http_body_timeout_s,
+    )
+    app.add_middleware(SecurityHeaders)  # outermost of these: refusals get the headers too
 
     @app.exception_handler(asyncpg.DataError)
     async def refused_by_postgres(request: Request, exc: asyncpg.DataError) -> JSONResponse:

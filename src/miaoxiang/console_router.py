@@ -12,6 +12,8 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
+from miaoxiang.security_headers import CONSOLE_CSP, html_headers
+
 CONSOLE_DIR = Path(__file__).resolve().parent / "console"
 
 _MEDIA_TYPES = {
@@ -20,15 +22,8 @@ _MEDIA_TYPES = {
     ".css": "text/css; charset=utf-8",
 }
 
-#: The page talks to its own origin only and runs no inline script or style.
-_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
-)
 _HEADERS = {
-    "Content-Security-Policy": _CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    **html_headers(CONSOLE_CSP),
     # Revalidate every time (cheap with the ETag) so an upgrade never mixes old and new modules.
     "Cache-Control": "no-cache",
 }

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from miaoxiang.app import create_app
 from miaoxiang.embedded import free_port
+from miaoxiang.http_limits import head_timeout_protocol
 from miaoxiang.settings import Settings
 
 #: How long requests in flight may take to finish once shutdown begins; then they are cancelled.
@@ -51,7 +52,7 @@ async def serving(
     app = create_app(settings, **app_kwargs)
     config = uvicorn.Config(
         app, host=settings.http_host, port=port, log_level="warning", lifespan="on",
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, http=head_timeout_protocol(settings.http_header_timeout_s),
     )
     server = _Server(config, app)
     task = asyncio.create_task(server.serve())

@@ -222,7 +222,7 @@ async def _build(
         log.info("GB/T 26875.3 listener on %s:%d", settings.gb26875_host, gb26875.port)
     push = PushContext(
         pipeline=pipeline, metrics=metrics, profiles=ProfileRegistry.load(settings.profiles_dir),
-        limiter=RateLimiter(), max_bytes=settings.push_max_bytes,
+        limiter=RateLimiter(), max_bytes=settings.push_max_bytes, unverified_per_min=settings.push_unverified_per_min,
     )
     return Services(
         settings=settings, metrics_registry=registry, pool=pool, clock=clock, fleet=fleet, commands=commands,

@@ -110,6 +110,25 @@ class Settings(BaseSettings):
         description="Redelivered reports within this window are recognised in memory (PostgreSQL dedupes beyond)",
     )
     push_max_bytes: int = Field(1_048_576, ge=1024, description="Largest HTTP push body (413 above)")
+    push_unverified_per_min: int = Field(
+        60, ge=1, description="HTTP push requests one client address may make a minute that fail the signature or "
+        "token check or name no source (burst of as many); beyond, 429. They never spend a source's rate",
+    )
+    http_max_body_bytes: int = Field(
+        262_144, ge=1024, description="Largest HTTP request body on routes without a cap of their own (413 above)"
+    )
+    http_import_max_bytes: int = Field(
+        8_388_608, ge=1024, description="Largest bulk device import body (413 above, refused while it streams in)"
+    )
+    http_unit_max_bytes: int = Field(65_536, ge=1024, description="Largest unit registration body (413 above)")
+    http_header_timeout_s: float = Field(
+        10.0, gt=0, description="A connection that has not sent a complete request head within this many seconds "
+        "is answered 408 and closed",
+    )
+    http_body_timeout_s: float = Field(
+        30.0, gt=0, description="A request body must arrive completely within this many seconds of its head, "
+        "else 408",
+    )
     sweep_interval_s: float = Field(5.0, gt=0, le=10, description="Offline sweep period (at most 10 s)")
     checkpoint_interval_s: float = Field(
         30.0, gt=0,

@@ -3,6 +3,11 @@
 Each configured push source names its platform and its secret. The answer is given only once
 everything accepted is durably written (or dead-lettered), so a platform that retries on a
 non-200 never loses a report and a retry of a stored one is deduplicated.
+
+Only a request whose signature or token checks spends its source's rate: one that fails the
+check, or names no source, spends a small budget of its client address instead
+(`unverified_per_min`), and an address without budget left is answered 429 before its body is
+read. Unsigned floods thus never make the real platform's signed pushes answer 429.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol, cast
 
 import asyncpg
@@ -40,19 +45,39 @@ class PushSource:
 
 
 class RateLimiter:
-    """Token bucket per source: `rate` requests per second, bursts of up to `rate` requests."""
+    """Token buckets by key: `rate` requests per second, bursts of up to `burst` (default `rate`,
+    at least 1: a rate below one request a second still allows one now and then)."""
+
+    #: Above this many keys, buckets that have refilled completely are forgotten.
+    MAX_KEYS = 10_000
 
     def __init__(self) -> None:
         self.buckets: dict[str, tuple[float, float]] = {}
 
-    def allow(self, key: str, rate: float, now: float) -> bool:
-        tokens, last = self.buckets.get(key, (rate, now))
-        tokens = min(rate, tokens + (now - last) * rate)
+    def _tokens(self, key: str, rate: float, burst: float, now: float) -> float:
+        tokens, last = self.buckets.get(key, (burst, now))
+        return min(burst, tokens + (now - last) * rate)
+
+    def available(self, key: str, rate: float, now: float, *, burst: float | None = None) -> bool:
+        """Whether `allow` would allow one request now, spending nothing."""
+        return self._tokens(key, rate, max(burst or rate, 1.0), now) >= 1
+
+    def allow(self, key: str, rate: float, now: float, *, burst: float | None = None) -> bool:
+        """Spend one request if the bucket has one."""
+        cap = max(burst or rate, 1.0)
+        tokens = self._tokens(key, rate, cap, now)
+        if len(self.buckets) >= self.MAX_KEYS and key not in self.buckets:
+            self._forget_full(now, rate, cap)
         if tokens < 1:
             self.buckets[key] = (tokens, now)
             return False
         self.buckets[key] = (tokens - 1, now)
         return True
+
+    def _forget_full(self, now: float, rate: float, burst: float) -> None:
+        full = [k for k, (tokens, last) in self.buckets.items() if tokens + (now - last) * rate >= burst]
+        for key in full:
+            del self.buckets[key]
 
 
 @dataclass
@@ -62,6 +87,16 @@ class PushContext:
     profiles: ProfileRegistry
     limiter: RateLimiter
     max_bytes: int
+    #: Requests a client address may make a minute that fail the signature check or name no source.
+    unverified_per_min: int = 60
+    unverified: RateLimiter = field(default_factory=RateLimiter)
+
+    def unverified_left(self, client: str) -> bool:
+        return self.unverified.available(client, self.unverified_per_min / 60, time.monotonic(),
+                                         burst=self.unverified_per_min)
+
+    def spend_unverified(self, client: str) -> None:
+        self.unverified.allow(client, self.unverified_per_min / 60, time.monotonic(), burst=self.unverified_per_min)
 
 
 class PushDeps(Protocol):
@@ -102,6 +137,25 @@ async def _source(pool: asyncpg.Pool, name: str) -> tuple[PushSource, PushPlatfo
         raise HTTPException(409, f"push source {src.name}: {e}") from None
 
 
+def _client(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+async def _checked_source(
+    ctx: PushContext, pool: asyncpg.Pool, name: str, client: str
+) -> tuple[PushSource, PushPlatform]:
+    """The source named, unless the client address has no budget left for unverified requests
+    (429); an unknown name spends that budget (404)."""
+    if not ctx.unverified_left(client):
+        raise HTTPException(429, "该地址签名校验失败的请求过多，请稍后再试 / too many requests from this address "
+                                 "failed the signature check or named no source; retry later")
+    try:
+        return await _source(pool, name)
+    except HTTPException:
+        ctx.spend_unverified(client)
+        raise
+
+
 async def _body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -119,18 +173,21 @@ async def _body(request: Request, limit: int) -> bytes:
 @router.post("/push/{source}")
 async def push(source: str, request: Request, d: Deps) -> dict[str, Any]:
     """Accept one platform push. 200 with counts, 401 bad signature, 404 unknown source, 413 too
-    large, 422 when nothing in the body is a report or a notice, 429 over the source's rate.
+    large, 422 when nothing in the body is a report or a notice, 429 over the source's rate (spent only
+    once the signature checks) or when this address sent too many unverified requests.
 
     The source's platform (`ingest.codecs.registry.PLATFORMS`) checks and decodes the body;
     readings go to the pipeline, notices to `ingest.notices`, failures to the dead letters."""
     ctx = d.push
-    src, platform = await _source(d.pool, source)
-    if not ctx.limiter.allow(src.name, src.rate_per_s, time.monotonic()):
-        raise HTTPException(429, f"push source {src.name} is over its rate of {src.rate_per_s:g} requests/s")
+    client = _client(request)
+    src, platform = await _checked_source(ctx, d.pool, source, client)
     body = await _body(request, ctx.max_bytes)
     received_ms = d.clock()
     if not src.secret or not platform.verify(src.secret, body, request.headers, request.query_params):
+        ctx.spend_unverified(client)
         raise HTTPException(401, platform.refusal)
+    if not ctx.limiter.allow(src.name, src.rate_per_s, time.monotonic()):
+        raise HTTPException(429, f"push source {src.name} is over its rate of {src.rate_per_s:g} requests/s")
     transport = f"http:{src.platform}"
     origin = f"http:{src.name}"
     codec = platform.name  # device profiles are part of the platform codecs
@@ -170,6 +227,7 @@ async def push(source: str, request: Request, d: Deps) -> dict[str, Any]:
 @router.get("/push/{source}", response_class=PlainTextResponse)
 async def url_verification(
     source: str,
+    request: Request,
     d: Deps,
     msg: Annotated[str, Query()],
     nonce: Annotated[str, Query()],
@@ -177,7 +235,9 @@ async def url_verification(
 ) -> str:
     """A platform (OneNET) checks a push URL by sending `msg`, `nonce` and `signature`; answer
     `msg` if it checks."""
-    src, platform = await _source(d.pool, source)
+    client = _client(request)
+    src, platform = await _checked_source(d.push, d.pool, source, client)
     if platform.verify_url is None or not src.secret or not platform.verify_url(src.secret, msg, nonce, signature):
+        d.push.spend_unverified(client)
         raise HTTPException(401, "signature does not check")
     return msg
