@@ -40,7 +40,7 @@ REGIONS = [f"江西省/赣州市/{d}/{s}" for d in ("章贡区", "南康区", "�
 FILL = """
 INSERT INTO units (unit_id, name, region, industry)
 SELECT 'U' || u, '单位 ' || u, ($2::text[])[1 + u % array_length($2::text[], 1)],
-       (ARRAY['residential','commerce','health','education','small_venue'])[1 + u % 5]
+       (ARRAY['residential','commercial','hospital','school','nine_small'])[1 + u % 5]
 FROM generate_series(0, $1 - 1) AS u;
 """
 DEVICES = """

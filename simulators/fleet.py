@@ -18,10 +18,10 @@ from typing import Any, Literal
 from devices.kinds import Kind
 
 Industry = Literal[
-    "civil_affairs", "health", "education", "religion", "commerce", "residential", "small_venue", "industrial"
+    "welfare", "hospital", "school", "religious", "commercial", "residential", "nine_small", "industrial"
 ]
 INDUSTRIES: tuple[Industry, ...] = (
-    "civil_affairs", "health", "education", "religion", "commerce", "residential", "small_venue", "industrial"
+    "welfare", "hospital", "school", "religious", "commercial", "residential", "nine_small", "industrial"
 )
 #: How a device reaches the service: straight to MQTT, through its unit's MQTT gateway (a JSON
 #: batch), through an NB-IoT platform's HTTP push (ctwing, onenet) or a vendor cloud's generic
@@ -71,11 +71,11 @@ TEMPLATES: dict[Industry, UnitTemplate] = {
         ("阳光花园", "江南华府", "锦绣苑", "和谐家园", "滨江名都", "书香门第", "紫荆园", "金色家园"), "小区",
         {Kind.smoke: (4, 16), Kind.gas: (0, 4), Kind.water: (0, 1), Kind.electrical: (0, 1)}, 0.3, 0.0,
     ),
-    "small_venue": UnitTemplate(
+    "nine_small": UnitTemplate(
         ("张记餐馆", "好又多超市", "老王五金店", "小美理发店", "平安网吧", "如家小旅馆", "幸福麻将馆", "兴旺粉店"), "",
         {Kind.smoke: (1, 3), Kind.gas: (0, 1), Kind.electrical: (0, 1)}, 0.0, 0.0,
     ),
-    "commerce": UnitTemplate(
+    "commercial": UnitTemplate(
         ("万达广场", "天虹商场", "国美电器", "步行街商城", "华润万家", "新世纪百货"), "",
         {Kind.smoke: (2, 6), Kind.gas: (0, 1), Kind.electrical: (1, 3), Kind.water: (0, 1)}, 0.5, 0.4,
     ),
@@ -83,19 +83,19 @@ TEMPLATES: dict[Industry, UnitTemplate] = {
         ("宏达纺织厂", "稀土材料公司", "恒通机械厂", "绿源食品厂", "华强电子厂", "金诚物流仓库"), "",
         {Kind.smoke: (2, 5), Kind.gas: (0, 1), Kind.electrical: (1, 4), Kind.water: (1, 2)}, 0.6, 0.5,
     ),
-    "health": UnitTemplate(
+    "hospital": UnitTemplate(
         ("第三人民医院", "社区卫生服务中心", "中医院", "妇幼保健院"), "",
         {Kind.smoke: (2, 6), Kind.gas: (0, 1), Kind.electrical: (0, 2), Kind.water: (0, 1)}, 0.9, 0.3,
     ),
-    "education": UnitTemplate(
+    "school": UnitTemplate(
         ("第一中学", "实验小学", "阳光幼儿园", "职业技术学校"), "",
         {Kind.smoke: (2, 6), Kind.gas: (0, 1), Kind.electrical: (0, 2), Kind.water: (0, 1)}, 0.8, 0.3,
     ),
-    "civil_affairs": UnitTemplate(
+    "welfare": UnitTemplate(
         ("福寿养老院", "社会福利院", "颐养中心", "敬老院"), "",
         {Kind.smoke: (2, 5), Kind.gas: (0, 1), Kind.electrical: (0, 1)}, 0.7, 0.0,
     ),
-    "religion": UnitTemplate(
+    "religious": UnitTemplate(
         ("慈云寺", "福音堂", "万寿宫", "清真寺"), "",
         {Kind.smoke: (2, 4), Kind.electrical: (0, 1)}, 0.0, 0.0,
     ),
@@ -372,7 +372,7 @@ class _Builder:
         if kind is Kind.gas:
             dev.gas_type = rng.choice(("methane", "methane", "lpg")) if unit.industry != "industrial" else rng.choice(
                 ("methane", "hydrogen", "co"))
-            dev.valve = "open" if unit.industry in ("residential", "small_venue") and rng.random() < 0.5 else "none"
+            dev.valve = "open" if unit.industry in ("residential", "nine_small") and rng.random() < 0.5 else "none"
         elif kind is Kind.electrical:
             dev.phases = rng.choice((1, 3, 3))
             dev.channels = rng.choice((1, 1, 2))
@@ -409,8 +409,8 @@ class _Builder:
 
 def _anchor_industries() -> tuple[Industry, ...]:
     """The first units cycle through every industry so that even a small fleet has each one."""
-    return ("residential", "small_venue", "commerce", "health", "industrial", "education", "civil_affairs",
-            "religion", "residential", "small_venue")
+    return ("residential", "nine_small", "commercial", "hospital", "industrial", "school", "welfare",
+            "religious", "residential", "nine_small")
 
 
 def build_fleet(n_devices: int, seed: int) -> SimFleet:
@@ -430,7 +430,7 @@ def build_fleet(n_devices: int, seed: int) -> SimFleet:
         street = rng.choices(streets, _STREET_WEIGHTS)[0]
         unit = b.unit(i, industry, street)
         t = TEMPLATES[industry]
-        floors = {"residential": 30, "small_venue": 2, "religion": 2}.get(industry, 8)
+        floors = {"residential": 30, "nine_small": 2, "religious": 2}.get(industry, 8)
         if rng.random() < t.gateway_p:
             unit.gateway_id = f"gw{codes[street]}{i:05d}"
         kinds = [k for k, (lo, hi) in t.mix.items() for _ in range(rng.randint(lo, hi))]

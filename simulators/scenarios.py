@@ -189,11 +189,12 @@ def district_of(region: str) -> str:
 
 _ROLES: tuple[tuple[str, Callable[[list[SimDevice]], bool], tuple[str, ...]], ...] = (
     ("panel_fire", lambda ds: any(d.kind is Kind.uitd and d.components for d in ds), ()),
-    ("electrical_then_smoke", lambda ds: _has(ds, Kind.electrical) and _has(ds, Kind.smoke), ("commerce", "industrial")),
-    ("fire_spread", lambda ds: _count(ds, Kind.smoke) >= 3, ("residential", "civil_affairs", "health")),
+    ("electrical_then_smoke", lambda ds: _has(ds, Kind.electrical) and _has(ds, Kind.smoke),
+     ("commercial", "industrial")),
+    ("fire_spread", lambda ds: _count(ds, Kind.smoke) >= 3, ("residential", "welfare", "hospital")),
     ("fire_spread", lambda ds: _count(ds, Kind.smoke) >= 2, ()),
-    ("gas_leak", lambda ds: _has(ds, Kind.gas), ("small_venue", "residential")),
-    ("cooking_transient", lambda ds: _has(ds, Kind.smoke), ("small_venue", "residential")),
+    ("gas_leak", lambda ds: _has(ds, Kind.gas), ("nine_small", "residential")),
+    ("cooking_transient", lambda ds: _has(ds, Kind.smoke), ("nine_small", "residential")),
     ("smoke_heat", lambda ds: _has(ds, Kind.smoke), ()),
     ("test_button", lambda ds: _has(ds, Kind.smoke), ()),
     ("flapping", lambda ds: _has(ds, Kind.smoke), ()),
