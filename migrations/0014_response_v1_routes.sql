@@ -3,13 +3,17 @@
 -- `webhook` (units.contacts) are mirrored, whoever writes them, into responders with a
 -- `v1-webhook-*` webhook channel, named as migrations/0010_response_loop.sql named them.
 
+-- A deleted channel keeps its row for the history of what it carried (configuration emptied).
+ALTER TABLE channels ADD COLUMN deleted_at timestamptz;
+
 CREATE FUNCTION mx_v1_webhook_channel(url text, actor text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     channel text := 'v1-webhook-' || substr(md5(url), 1, 12);
 BEGIN
     INSERT INTO channels (name, type, config, updated_by)
     VALUES (channel, 'webhook', jsonb_build_object('url', url, 'secret', ''), actor)
-    ON CONFLICT (name) DO NOTHING;
+    ON CONFLICT (name) DO UPDATE SET config = EXCLUDED.config, deleted_at = NULL, updated_at = now()
+     WHERE channels.deleted_at IS NOT NULL;
     RETURN channel;
 END $$;
 

@@ -16,6 +16,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from alerting.admin_api import router as alarm_settings_router
 from alerting.api import router as alarms_router
 from alerting.overview_api import router as overview_router
+from alerting.response.channels.store import router as channels_router
+from alerting.response.notifications_api import router as notifications_router
+from alerting.response.responders import router as responders_router
 from alerting.risk_api import router as risk_router
 from devices.api import router as devices_router
 from devices.clock import Clock, wall_clock_ms
@@ -71,6 +74,9 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
     app.include_router(overview_router)
     app.include_router(alarms_router)
     app.include_router(alarm_settings_router)
+    app.include_router(channels_router)
+    app.include_router(responders_router)
+    app.include_router(notifications_router)
     app.include_router(risk_router)
     app.include_router(push_router)
     app.include_router(gb26875_router)

@@ -27,6 +27,7 @@ from alerting.api import AlarmDeps
 from alerting.config import RuleConfig
 from alerting.core.correlator import Correlator
 from alerting.overview_api import OverviewDeps
+from alerting.response.channels.store import ResponseDeps
 from alerting.risk_api import RiskDeps
 from alerting.risk_service import RiskService
 from alerting.service import AlarmService
@@ -111,9 +112,9 @@ class Services:
 
 def _satisfies(
     services: Services,
-) -> tuple[AuthDeps, DeviceDeps, ReadingsDeps, PushDeps, Gb26875Deps, AlarmDeps, OverviewDeps, RiskDeps]:
+) -> tuple[AuthDeps, DeviceDeps, ReadingsDeps, PushDeps, Gb26875Deps, AlarmDeps, OverviewDeps, RiskDeps, ResponseDeps]:
     """Never called: mypy checks here that `Services` provides what every router reads."""
-    return services, services, services, services, services, services, services, services
+    return services, services, services, services, services, services, services, services, services
 
 
 @contextlib.asynccontextmanager

@@ -177,7 +177,7 @@ async def test_immediate_alarm_starts_at_level_one_climbs_a_level_a_minute_and_n
         (3, f"{url}/ok/dispatch", 1, True),
     ]
     assert not any("elsewhere" in p or "other-city" in p for p, _ in rx.calls)
-    path, body = next(c for c in rx.calls if c[0] == "/ok/dispatch")
+    _, body = next(c for c in rx.calls if c[0] == "/ok/dispatch")
     assert (body["level"], body["level_name"], body["contact"]) == (3, "fire_brigade_dispatch", "119")
     assert body["alarm"]["escalation_level"] == 3 and body["alarm"]["region"] == REGION
     timeline = await pool.fetch("SELECT action, detail FROM alarm_events ORDER BY event_id")
@@ -290,7 +290,8 @@ async def test_notifications_written_with_the_escalation_survive_a_restart(
             await wait_for(lambda: _count(pool, 2))
     finally:
         await restarted.close()
-    assert sorted((p, b["level"], b["alarm"]["escalation_level"]) for p, b in rx.calls) == [("/ok/0", 0, 1), ("/ok/1", 1, 1)]
+    told = sorted((p, b["level"], b["alarm"]["escalation_level"]) for p, b in rx.calls)
+    assert told == [("/ok/0", 0, 1), ("/ok/1", 1, 1)]
     assert len({b["notification_id"] for _, b in rx.calls}) == 2
     assert await outbox(pool) == [(0, "sent", 1), (1, "sent", 1)]
     assert await attempts(pool) == [(0, f"{url}/ok/0", 1, True), (1, f"{url}/ok/1", 1, True)]

@@ -117,7 +117,8 @@ RETURNING n.id, n.alarm_id, n.event_id, n.level, n.reason, n.responder_id, n.gro
           clock_timestamp() AS now
 """
 _RESPONDER = "SELECT * FROM responders WHERE responder_id = $1"
-_CHANNELS = "SELECT name, type, config, endpoint, updated_at FROM channels WHERE name = ANY($1::text[])"
+_CHANNELS = """SELECT name, type, config, endpoint FROM channels
+               WHERE name = ANY($1::text[]) AND deleted_at IS NULL"""
 _LAST_SENT_PERSONAL = """
 SELECT max(n.sent_at) FROM notifications n WHERE n.responder_id = $1 AND n.state IN ('sent', 'acked')
    AND NOT EXISTS (SELECT 1 FROM notifications g WHERE g.id = n.digest_of AND g.group_channel IS NOT NULL)
