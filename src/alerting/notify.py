@@ -27,8 +27,9 @@ from typing import Any
 import asyncpg
 import httpx
 
-from alerting.lifecycle import DB_DOWN, LEVEL_NAMES, Clock, loads, to_dt
+from alerting.lifecycle import LEVEL_NAMES, Clock, loads, to_dt
 from alerting.metrics import AlarmMetrics
+from devices.db_errors import UNAVAILABLE
 from alerting.response.http import ERROR_CLASSES, RETRY_STATUSES, error_class, outbound_client, status_class
 from devices.outbound import NOT_ALLOWED, OutboundPolicy, OutboundRefused, Resolver, check_url, system_resolver
 
@@ -130,7 +131,7 @@ class Notifier:
                 if free > 0:
                     try:
                         jobs = await self._claim(free)
-                    except (*DB_DOWN, asyncpg.PostgresError) as e:
+                    except (*UNAVAILABLE, asyncpg.PostgresError) as e:
                         log.error("cannot read the notification outbox (%s); retrying", e)
                 for job in jobs:
                     self._busy += 1
@@ -179,7 +180,7 @@ class Notifier:
 
     async def _release(self, job: Job) -> None:
         """Give a claimed row back at once, its attempt uncounted (shutting down mid-delivery)."""
-        with contextlib.suppress(*DB_DOWN, asyncpg.PostgresError):
+        with contextlib.suppress(*UNAVAILABLE, asyncpg.PostgresError):
             async with asyncio.timeout(2):
                 await self.pool.execute(_RELEASE, job.id)
 
