@@ -15,14 +15,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import AnyHttpUrl, BaseModel, Field
 
-from alerting.api import Alarms, _like_prefix
+from alerting.api import Alarms
 from alerting.lifecycle import LEVEL_NAMES, MAX_LEVEL
 from alerting.service import UnknownDevice
-from devices import fleet_query
+from devices import fleet_query, registry
 from devices.api import Outbound
 from devices.auth import Admin, Operator
 from devices.cursors import int_cursor
 from devices.outbound import OutboundRefused, check_target
+from devices.scope import Scope
 
 router = APIRouter(prefix="/api/v1", tags=["alarm settings"])
 
@@ -44,7 +45,10 @@ async def clear_flapping(
     slot = fleet.slot(device_id)
     if slot < 0:
         raise HTTPException(404, f"unknown device {device_id}")
-    if not principal.sees_region(fleet_query.snapshot(fleet, slot)["region"]):
+    region = fleet_query.snapshot(fleet, slot)["region"]
+    device = await registry.get_device(alarms.pool, device_id) if principal.industries else None
+    industry = device["industry"] if device else None
+    if not principal.sees(region, industry):
         raise HTTPException(403, f"device {device_id} is outside your regions")
     try:
         cleared = await alarms.clear_flapping(device_id, principal.name, body.note if body else None)
@@ -94,10 +98,11 @@ async def list_contacts(
 ) -> dict[str, Any]:
     """Contacts ordered by region, level and name."""
     offset = int_cursor(cursor) if cursor is not None else 0
+    under, params = Scope(region=region.strip("/") if region else None).sql(first=4)  # whole path segments
     rows = await alarms.pool.fetch(
-        """SELECT * FROM region_contacts WHERE ($1::text IS NULL OR region LIKE $1) AND ($2::int IS NULL OR level = $2)
-           ORDER BY region, level, name OFFSET $3 LIMIT $4""",
-        None if region is None else _like_prefix(region), level, offset, limit + 1,
+        f"""SELECT * FROM region_contacts WHERE {under} AND ($1::int IS NULL OR level = $1)
+           ORDER BY region, level, name OFFSET $2 LIMIT $3""",
+        level, offset, limit + 1, *params,
     )
     items = [_contact(r) for r in rows[:limit]]
     return {"items": items, "next_cursor": str(offset + limit) if len(rows) > limit else None}

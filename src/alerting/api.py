@@ -34,7 +34,7 @@ from alerting.model import OPEN_STATUSES, AlarmType, Response, Severity
 from alerting.notify import shown_detail
 from alerting.service import AlarmService
 from alerting.stream import StreamEvent
-from devices.auth import Operator, Principal, Viewer, principal_of
+from devices.auth import IndustryFilter, Operator, Principal, RegionFilter, Viewer, list_scope, principal_of
 from devices.auth import deps as auth_deps
 from devices.cursors import int_cursor
 
@@ -70,10 +70,6 @@ Alarms = Annotated[AlarmService, Depends(alarm_service)]
 ListFilter = Annotated[list[str] | None, Query(description="one or more values, repeated or comma-separated")]
 
 
-def _like_prefix(prefix: str) -> str:
-    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 def _values(name: str, given: list[str] | None) -> list[str]:
     values = [v for item in given or [] for v in item.split(",") if v]
     bad = [v for v in values if v not in FILTER_VALUES[name]]
@@ -94,7 +90,8 @@ async def list_alarms(
     severity: ListFilter = None,
     type: ListFilter = None,
     response: ListFilter = None,
-    region: Annotated[str | None, Query(description="region path prefix")] = None,
+    region: RegionFilter = None,
+    industry: IndustryFilter = None,
     unit_id: str | None = None,
     device_id: str | None = None,
     since: Annotated[datetime | None, Query(description="alarms seen or cleared at or after this time")] = None,
@@ -113,10 +110,9 @@ async def list_alarms(
     for name, given in (("status", status), ("severity", severity), ("type", type), ("response", response)):
         if values := _values(name, given):
             clauses.append(f"{name} = ANY({arg(values)}::text[])")
-    if region:
-        clauses.append(f"region LIKE {arg(_like_prefix(region))}")
-    if principal.regions:
-        clauses.append(f"region LIKE ANY({arg([_like_prefix(r) for r in principal.regions])}::text[])")
+    scope, scope_args = list_scope(principal, region, industry).sql(industry_col=UNIT_INDUSTRY, first=len(args) + 1)
+    clauses.append(scope)
+    args += scope_args
     if unit_id:
         clauses.append(f"unit_id = {arg(unit_id)}")
     if device_id:
@@ -145,7 +141,7 @@ async def alarm_stream(
     malformed id is 400; an id ahead of the newest event resumes from now (new alarms follow)."""
     principal = await _principal(request, token)
     after = _event_id(last_event_id_header or last_event_id)
-    events = alarms.hub.events(principal.sees_region, after)
+    events = _in_industries(alarms.hub.events(principal.sees_region, after), principal, alarms)
     return StreamingResponse(
         _sse(events), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
@@ -184,7 +180,7 @@ async def alarm_ws(websocket: WebSocket, token: str | None = None, last_event_id
 
 
 async def _ws_send(websocket: WebSocket, service: AlarmService, principal: Principal, after: int | None) -> None:
-    async for event in service.hub.events(principal.sees_region, after):
+    async for event in _in_industries(service.hub.events(principal.sees_region, after), principal, service):
         if event is not None:  # uvicorn's WebSocket pings keep the connection alive
             await websocket.send_text(_json({"id": _id(event), "event": event.event, "data": event.data}))
     await websocket.close(1013, "cut off for falling behind; reconnect with last_event_id")
@@ -198,8 +194,10 @@ async def _ws_watch(websocket: WebSocket) -> None:
 @router.get("/{alarm_id}")
 async def get_alarm(alarm_id: str, principal: Viewer, alarms: Alarms) -> dict[str, Any]:
     """The alarm with its evidence and rule, its timeline (every change) and its notification attempts."""
-    row = await alarms.pool.fetchrow("SELECT * FROM alarms WHERE alarm_id = $1", _alarm_id(alarm_id))
-    if row is None or not principal.sees_region(row["region"]):
+    row = await alarms.pool.fetchrow(
+        f"SELECT *, {UNIT_INDUSTRY} AS unit_industry FROM alarms WHERE alarm_id = $1", _alarm_id(alarm_id)
+    )
+    if row is None or not principal.sees(row["region"], row["unit_industry"]):
         raise HTTPException(404, f"alarm {alarm_id} does not exist")
     events = await alarms.pool.fetch(
         "SELECT event_id, at, action, actor, detail FROM alarm_events WHERE alarm_id = $1 ORDER BY event_id",
@@ -232,6 +230,7 @@ class ResolveBody(BaseModel):
 @router.post("/{alarm_id}/ack")
 async def ack_alarm(alarm_id: str, principal: Operator, alarms: Alarms) -> dict[str, Any]:
     """Acknowledge: active_unack -> active_ack, cleared_unack -> cleared_ack; 409 otherwise."""
+    await _check_industry(alarms, principal, alarm_id)
     try:
         alarm = await alarms.lifecycle.acknowledge(_alarm_id(alarm_id), principal.name, principal.sees_region)
     except AlarmNotFound as e:
@@ -244,6 +243,7 @@ async def ack_alarm(alarm_id: str, principal: Operator, alarms: Alarms) -> dict[
 @router.post("/{alarm_id}/resolve")
 async def resolve_alarm(alarm_id: str, body: ResolveBody, principal: Operator, alarms: Alarms) -> dict[str, Any]:
     """Resolve with a classification and a note (any status but resolved; 409 for a resolved alarm)."""
+    await _check_industry(alarms, principal, alarm_id)
     try:
         alarm = await alarms.lifecycle.resolve(
             _alarm_id(alarm_id), body.classification, body.note, principal.name, principal.sees_region
@@ -256,6 +256,46 @@ async def resolve_alarm(alarm_id: str, body: ResolveBody, principal: Operator, a
 
 
 # --- helpers ----------------------------------------------------------------------------------
+#: an alarm's industry: its unit's (alarms of no unit have none)
+UNIT_INDUSTRY = "(SELECT u.industry FROM units u WHERE u.unit_id = alarms.unit_id)"
+
+
+async def _check_industry(alarms: AlarmService, principal: Principal, alarm_id: str) -> None:
+    """404, as for an unknown alarm, when an industry-scoped token acts on an alarm of another
+    industry (the lifecycle checks the region)."""
+    if principal.industries:
+        found = await alarms.pool.fetchval(
+            f"SELECT {UNIT_INDUSTRY} = ANY($2::text[]) FROM alarms WHERE alarm_id = $1",
+            _alarm_id(alarm_id), list(principal.industries),
+        )
+        if not found:
+            raise HTTPException(404, f"alarm {alarm_id} does not exist")
+
+
+def _in_industries(
+    events: AsyncIterator[StreamEvent | None], principal: Principal, alarms: AlarmService
+) -> AsyncIterator[StreamEvent | None]:
+    """The stream's events of alarms whose unit is of the principal's industries (all when the
+    token has no industry scope; the hub filters by region)."""
+    return _industry_filtered(events, principal.industries, alarms) if principal.industries else events
+
+
+async def _industry_filtered(
+    events: AsyncIterator[StreamEvent | None], industries: tuple[str, ...], alarms: AlarmService
+) -> AsyncIterator[StreamEvent | None]:
+    industry_of: dict[str, str | None] = {}  # units' industries, read once per stream
+    async for event in events:
+        if event is not None:
+            unit_id = str(event.data.get("unit_id") or "")
+            if unit_id not in industry_of:
+                industry_of[unit_id] = unit_id and await alarms.pool.fetchval(
+                    "SELECT industry FROM units WHERE unit_id = $1", unit_id
+                )
+            if industry_of[unit_id] not in industries:
+                continue
+        yield event
+
+
 async def _principal(conn: HTTPConnection, token: str | None) -> Principal:
     """The caller of a stream: the Authorization header, or a token given in the query or a message."""
     authorization = f"Bearer {token}" if token is not None else conn.headers.get("authorization", "")
@@ -263,7 +303,7 @@ async def _principal(conn: HTTPConnection, token: str | None) -> Principal:
 
 
 def _alarm_id(text: str) -> int:
-    if not text.isdigit() or len(text) > 18:
+    if not EVENT_ID.fullmatch(text):  # ASCII digits within bigint, like event ids
         raise HTTPException(404, f"alarm {text} does not exist")
     return int(text)
 

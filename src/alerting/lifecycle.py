@@ -38,7 +38,6 @@ from alerting.response import outbox
 from alerting.response.targets import AlarmFacts, levels_due, max_level, raise_level
 from alerting.stream import AlarmHub, RegionFilter
 from devices.clock import Clock
-from devices.db_errors import UNAVAILABLE
 from devices.fleet import FLAPPING, Fleet
 
 log = logging.getLogger(__name__)
@@ -53,6 +52,15 @@ TRANSIENT_RULE = "transient"
 UNACKED_RULE = "unacked_60s"
 FIRE_CLASS_NAMES = tuple(sorted(t.name for t in FIRE_CLASS))
 DEFAULT_ESCALATION_S = {"immediate": 60.0, "verify": 300.0}
+#: Errors meaning "the database is unreachable right now": retried, never dropped.
+DB_DOWN = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
 
 #: pg_advisory_xact_lock key every alarm-writing transaction takes first (migrations/0004): event
 #: ids then commit in increasing order across processes, which gap-free streams rely on.
@@ -229,14 +237,14 @@ def fold(alarm: Alarm, d: Decision, now_ms: int) -> Change | None:
     severity = min(Severity[alarm.severity], d.severity)
     response = min(Response[alarm.response], d.response)
     notify = None
-    told: int | None = None
-    upgrade = False
     if severity.name != alarm.severity or response.name != alarm.response:
         new.severity, new.response = severity.name, response.name
         new.rule = _with_rule(alarm.rule, d.rule)
         detail["from"] = {"severity": alarm.severity, "response": alarm.response, "rule": alarm.rule}
         detail["to"] = {"severity": new.severity, "response": new.response, "rule": new.rule}
         action = "upgraded"
+        told: int | None = None
+        upgrade = False
         if response.name != alarm.response:
             if alarm.response == "none":
                 new.escalated_at_ms = now_ms  # escalation starts once the alarm needs a response
@@ -476,7 +484,7 @@ class AlarmLifecycle:
                     for d in ignored:
                         self.metrics.ignored.labels(d.action).inc()
                 return
-            except UNAVAILABLE as e:  # retried, never dropped
+            except DB_DOWN as e:
                 if self.metrics:
                     self.metrics.db_errors.inc()
                 if not self.db_down:

@@ -10,17 +10,17 @@ import asyncpg
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 
+from alerting.api import UNIT_INDUSTRY
 from alerting.model import ACTIVE_STATUSES
-from devices import fleet_query
+from devices import fleet_query, registry
 from devices.api import ms_iso
-from devices.auth import Viewer
+from devices.auth import IndustryFilter, RegionFilter, Viewer, list_scope
 from devices.fleet import Fleet
-from devices.registry import region_scoped
 
 router = APIRouter(prefix="/api/v1", tags=["devices"])
 
-_ACTIVE_ALARMS_SQL = f"""SELECT severity, status, count(*) AS n FROM alarms
-WHERE status = ANY($3::text[]) AND {region_scoped(1, 2)}
+_ACTIVE_ALARMS_SQL = """SELECT severity, status, count(*) AS n FROM alarms
+WHERE status = ANY($1::text[]) AND {scope}
 GROUP BY severity, status"""
 
 
@@ -43,13 +43,23 @@ async def overview(
     principal: Viewer,
     d: Annotated[OverviewDeps, Depends(deps)],
     region_depth: Annotated[int, Query(ge=1, le=6, description="region levels to count by (1: province)")] = 1,
+    region: RegionFilter = None,
+    industry: IndustryFilter = None,
 ) -> dict[str, Any]:
-    """Counts by status, kind and region; the (up to 100) devices offline longest; active alarms."""
+    """Counts by status, kind and region; the (up to 100) devices offline longest; active alarms;
+    within the token's scope and the `region` and `industry` filters."""
     fleet = d.fleet
-    counts = fleet_query.counts(fleet, scope=principal.regions or None, region_depth=region_depth)
-    offline = fleet_query.query(fleet, status="offline", scope=principal.regions or None, limit=fleet.size or 1)
+    scope = list_scope(principal, region, industry)
+    unit_ids, regions = await registry.scoped_unit_ids(d.pool, scope), scope.regions or None
+    counts = fleet_query.counts(
+        fleet, unit_ids=unit_ids, region_prefix=scope.region, scope=regions, region_depth=region_depth
+    )
+    offline = fleet_query.query(
+        fleet, status="offline", unit_ids=unit_ids, region_prefix=scope.region, scope=regions, limit=fleet.size or 1
+    )
     longest = offline[np.argsort(fleet.offline_since_ms[offline], kind="stable")[:100]]
-    rows = await d.pool.fetch(_ACTIVE_ALARMS_SQL, None, list(principal.regions), list(ACTIVE_STATUSES))
+    where, params = scope.sql(industry_col=UNIT_INDUSTRY, first=2)
+    rows = await d.pool.fetch(_ACTIVE_ALARMS_SQL.format(scope=where), list(ACTIVE_STATUSES), *params)
     return {
         **counts,
         "offline_devices": [

@@ -1,7 +1,8 @@
 """Risk colours, scores, aggregates, trend warnings and per-region reports (docs/risk.md).
 
-Every route reads the `RiskService` of the app's lifespan and honours the token's region scope:
-units outside it are left out, and a trend or report of a region outside it is 403.
+Every route reads the `RiskService` of the app's lifespan and honours the token's region and
+industry scope (`devices.scope`): units and alarms outside it are left out, and a trend or
+report of a region outside it is 403.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from alerting.risk import COLOURS
 from alerting.risk_report import report_csv, report_html
 from alerting.risk_service import RiskService
+from alerting.risk_table import RiskTable
 from alerting.risk_trend import TrendAlert, aggregate, region_prefix
-from devices.auth import Principal, Viewer
+from devices.auth import IndustryFilter, Viewer, industry_filter
 from devices.cursors import id_cursor
 from devices.registry import InvalidSpec, region_path
+from devices.scope import Scope
 
 router = APIRouter(prefix="/api/v1/risk", tags=["risk"])
 Colour = Literal["red", "orange", "yellow", "green"]
@@ -53,22 +56,18 @@ def _region(raw: str | None) -> str:
         raise HTTPException(422, str(e)) from None
 
 
-def _under(region: str, prefix: str) -> bool:
-    return prefix == "" or region == prefix or region.startswith(prefix + "/")
-
-
-def _visible(principal: Principal, regions: list[str], prefix: str) -> np.ndarray:
-    return np.fromiter((principal.sees_region(r) and _under(r, prefix) for r in regions), bool, len(regions))
+def _visible(scope: Scope, t: RiskTable) -> np.ndarray:
+    return np.fromiter((scope.sees(u.region, u.industry) for u in t.units), bool, len(t.units))
 
 
 @router.get("/units")
 async def unit_colours(
     principal: Viewer, risk: Risk, colour: Colour | None = None, region: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None,
+    industry: IndustryFilter = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None,
 ) -> dict[str, Any]:
     """Units with score and colour in unit_id order; `cursor` is the previous page's `next_cursor`."""
     t = await risk.table()
-    keep = _visible(principal, t.regions, _region(region))
+    keep = _visible(principal.scope(_region(region), industry_filter(industry)), t)
     if colour is not None:
         keep &= t.scores.colour == COLOURS.index(colour)
     after = id_cursor(cursor) if cursor is not None else None
@@ -85,17 +84,17 @@ async def unit_risk(unit_id: str, principal: Viewer, risk: Risk) -> dict[str, An
     i = t.index.get(unit_id)
     if i is None:
         raise HTTPException(404, f"unknown unit {unit_id}")
-    if not principal.sees_region(t.units[i].region):
+    if not principal.sees(t.units[i].region, t.units[i].industry):
         raise HTTPException(403, f"unit {unit_id} is outside your regions")
     return {**t.row(i, detail=True), "computed_at": datetime.fromtimestamp(t.computed_ms / 1000, UTC)}
 
 
 @router.get("/aggregates")
 async def aggregates(principal: Viewer, risk: Risk, by: Literal["region", "industry"] = "region", depth: Depth = 3,
-                     region: str | None = None) -> dict[str, Any]:
+                     region: str | None = None, industry: IndustryFilter = None) -> dict[str, Any]:
     """Per region prefix (first `depth` levels) or industry: units per colour, mean and max score."""
     t = await risk.table()
-    rows = np.flatnonzero(_visible(principal, t.regions, _region(region)))
+    rows = np.flatnonzero(_visible(principal.scope(_region(region), industry_filter(industry)), t))
     if by == "region":
         keys = region_prefix([t.units[i].region for i in rows], depth)
     else:
@@ -120,10 +119,10 @@ async def trends(principal: Viewer, risk: Risk, by: Literal["region", "industry"
     prefix = _region(region)
     if prefix and not principal.sees_region(prefix):
         raise HTTPException(403, "region outside your token's scope")
-    scope = [prefix] if prefix else list(principal.regions)
+    scope = principal.scope(prefix)
     alerts = await risk.trends(by, depth=depth, weeks=weeks, scope=scope)
     if by == "region":
-        alerts = [a for a in alerts if principal.sees_region(a.group) and _under(a.group, prefix)]
+        alerts = [a for a in alerts if scope.sees_region(a.group)]
     return {"items": [_alert_out(a) for a in alerts], "next_cursor": None}
 
 
@@ -134,7 +133,7 @@ async def region_report(principal: Viewer, risk: Risk, region: str = "", format:
     path = _region(region)
     if not principal.sees_region(path):
         raise HTTPException(403, "region outside your token's scope")
-    rows = await risk.region_report(path, weeks)
+    rows = await risk.region_report(principal.scope(path), weeks)
     stem = "risk-report-" + (path.replace("/", "-") or "all")
     if format == "html":
         page = report_html(path, rows, risk.wall().strftime("%Y-%m-%d %H:%M UTC"))

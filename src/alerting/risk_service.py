@@ -39,7 +39,7 @@ from alerting.risk_trend import (
 from devices.fleet import FAULT, LOW_BATTERY, OFFLINE, ONLINE, QUARANTINED, TAMPER, Fleet
 from devices.fleet_query import live_flags
 from devices.kinds import Kind
-from devices.registry import region_scoped
+from devices.scope import Scope
 
 FIRE_TYPES = sorted(t.name for t in FIRE_CLASS)
 #: Alarm types about the health of devices, not about a hazard: left out of trends and report counts.
@@ -69,35 +69,38 @@ _CHANGED_UNITS_SQL = """
 SELECT DISTINCT a.unit_id FROM alarm_events e JOIN alarms a ON a.alarm_id = e.alarm_id
 WHERE e.event_id > $1 AND e.event_id <= $2 AND a.unit_id IS NOT NULL"""
 
-# Alarms per (region, industry, age in whole weeks before $1), hazards only, tests left out.
-_TREND_SQL = f"""
+EVERYTHING = Scope()
+
+# Alarms per (region, industry, age in whole weeks before $1), hazards only, tests left out;
+# {scope}: a `Scope.sql` predicate from $4.
+_TREND_SQL = """
 SELECT region, industry, floor(extract(epoch FROM $1 - first_seen) / 604800)::int AS age, count(*) AS c
 FROM (SELECT a.region, coalesce(u.industry, '') AS industry, a.first_seen, a.type, a.classification
       FROM alarms a LEFT JOIN units u ON u.unit_id = a.unit_id) x
 WHERE first_seen > $1 - make_interval(weeks => $2) AND first_seen <= $1 AND type = ANY($3::text[])
-  AND classification IS DISTINCT FROM 'test' AND {region_scoped(4, 5)}
+  AND classification IS DISTINCT FROM 'test' AND {scope}
 GROUP BY 1, 2, 3"""
 
-# A region and everything under it, by whole path segments ('' is everything).
-_UNDER = "($1 = '' OR {col} = $1 OR starts_with({col}, $1 || '/'))"
-_REPORT_SQL = f"""
-WITH w AS (SELECT generate_series(date_trunc('week', $2 AT TIME ZONE 'UTC') - make_interval(weeks => $3 - 1),
-                                  date_trunc('week', $2 AT TIME ZONE 'UTC'), interval '1 week') AS week),
+# {alarms}, {offline}, {devices}: `Scope.sql` predicates from $4 over the alarms, the offline
+# alarms `o` and the devices' units `u`.
+_REPORT_SQL = """
+WITH w AS (SELECT generate_series(date_trunc('week', $1 AT TIME ZONE 'UTC') - make_interval(weeks => $2 - 1),
+                                  date_trunc('week', $1 AT TIME ZONE 'UTC'), interval '1 week') AS week),
 a AS (SELECT date_trunc('week', first_seen AT TIME ZONE 'UTC') AS week, count(*) AS alarms,
              count(*) FILTER (WHERE classification = 'false_alarm') AS false_alarms,
              count(*) FILTER (WHERE classification IS NOT NULL) AS classified
       FROM alarms
-      WHERE {_UNDER.format(col="region")} AND type = ANY($4::text[]) AND classification IS DISTINCT FROM 'test'
+      WHERE {alarms} AND type = ANY($3::text[]) AND classification IS DISTINCT FROM 'test'
         AND first_seen >= (SELECT min(week) FROM w) AT TIME ZONE 'UTC'
       GROUP BY 1)
 SELECT w.week, coalesce(a.alarms, 0) AS alarms, coalesce(a.false_alarms, 0) AS false_alarms,
        coalesce(a.classified, 0) AS classified,
        (SELECT count(DISTINCT d) FROM alarms o CROSS JOIN LATERAL unnest(o.device_ids) d
-        WHERE o.type IN ('offline', 'network_outage') AND {_UNDER.format(col="o.region")}
+        WHERE o.type IN ('offline', 'network_outage') AND {offline}
           AND o.first_seen < (w.week + interval '7 days') AT TIME ZONE 'UTC'
           AND coalesce(o.cleared_at, o.resolved_at, 'infinity') >= w.week AT TIME ZONE 'UTC') AS offline_devices,
        (SELECT count(*) FROM devices d JOIN units u ON u.unit_id = d.unit_id
-        WHERE {_UNDER.format(col="u.region")} AND NOT d.quarantined
+        WHERE {devices} AND NOT d.quarantined
           AND d.created_at < (w.week + interval '7 days') AT TIME ZONE 'UTC') AS devices
 FROM w LEFT JOIN a ON a.week = w.week ORDER BY w.week"""
 
@@ -220,12 +223,13 @@ class RiskService:
         }
 
     async def trends(
-        self, by: Literal["region", "industry"], *, depth: int = 3, weeks: int = 13, scope: Sequence[str] = (),
+        self, by: Literal["region", "industry"], *, depth: int = 3, weeks: int = 13, scope: Scope = EVERYTHING,
         p_max: float = P_MAX, min_count: int = MIN_COUNT, min_baseline: float = MIN_BASELINE,
     ) -> list[TrendAlert]:
         """Trend warnings per region prefix (its first `depth` levels) or per industry, over
-        alarms in `scope` (region paths; empty: all); `weeks` includes the current one."""
-        rows = await self.pool.fetch(_TREND_SQL, self.wall(), weeks, HAZARD_TYPES, None, list(scope))
+        alarms in `scope`; `weeks` includes the current one."""
+        where, params = scope.sql(first=4)
+        rows = await self.pool.fetch(_TREND_SQL.format(scope=where), self.wall(), weeks, HAZARD_TYPES, *params)
         if by == "region":
             keys = region_prefix([r["region"] or "" for r in rows], depth)
         else:
@@ -239,9 +243,17 @@ class RiskService:
         alerts = trend_alerts(names, weekly, p_max=p_max, min_count=min_count, min_baseline=min_baseline)
         return [a for a in alerts if a.group]  # alarms without a region or unit form no group
 
-    async def region_report(self, region: str, weeks: int = 13) -> list[ReportRow]:
-        """Calendar weeks (Monday, UTC), oldest first, the current one last."""
-        rows = await self.pool.fetch(_REPORT_SQL, region, self.wall(), weeks, HAZARD_TYPES)
+    async def region_report(self, scope: Scope, weeks: int = 13) -> list[ReportRow]:
+        """Calendar weeks (Monday, UTC), oldest first, the current one last, of what is in `scope`."""
+        (alarms, params), (offline, _), (devices, _) = (
+            scope.sql(region, industry, first=4) for region, industry in (
+                ("region", "(SELECT x.industry FROM units x WHERE x.unit_id = alarms.unit_id)"),
+                ("o.region", "(SELECT x.industry FROM units x WHERE x.unit_id = o.unit_id)"),
+                ("u.region", "u.industry"),
+            )
+        )
+        sql = _REPORT_SQL.format(alarms=alarms, offline=offline, devices=devices)
+        rows = await self.pool.fetch(sql, self.wall(), weeks, HAZARD_TYPES, *params)
 
         def col(name: str) -> np.ndarray:
             return np.array([r[name] for r in rows], np.float64)

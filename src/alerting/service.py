@@ -18,7 +18,7 @@ import asyncpg
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from alerting.lifecycle import AlarmLifecycle
+from alerting.lifecycle import DB_DOWN, AlarmLifecycle
 from alerting.listen import follow
 from alerting.metrics import AlarmMetrics
 from alerting.model import Decision
@@ -28,7 +28,6 @@ from alerting.stream import AlarmHub, db_replay
 from alerting.writer import DecisionWriter
 from devices.batch import ReadingColumns
 from devices.clock import Clock
-from devices.db_errors import UNAVAILABLE
 from devices.fleet import FLAPPING, Fleet
 from devices.outbound import OutboundPolicy
 from devices.reading import Reading
@@ -207,7 +206,7 @@ class AlarmService:
                 if failing:
                     log.info("%s recovered", name)
                 failing = False
-            except UNAVAILABLE as e:
+            except DB_DOWN as e:
                 if not failing:
                     log.error("%s failed: database unavailable (%s); retrying", name, e)
                 failing = True

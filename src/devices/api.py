@@ -5,9 +5,9 @@ commands (every command, not only valves and breakers: a viewer sends none); adm
 push sources and tokens, and alone set a unit contact's `webhook` (an outbound
 target, CONTRACT §9: checked against the outbound policy, 422 naming a refused address; an
 operator may resend the webhooks a unit already has). A token scoped to regions sees only devices and
-units whose unit region lies under one of them (whole path segments): lists are filtered,
-anything else is 403.
-Bulk import needs an operator token without a region scope. Lists answer
+units whose unit region lies under one of them (whole path segments), and one scoped to industries
+only those of units of these industries (`devices.scope`): lists are filtered, anything else is 403.
+Bulk import needs an operator token without a region or industry scope. Lists answer
 `{"items": [...], "next_cursor": ...}`; pass `next_cursor` back as `cursor` for the next page.
 Times are RFC 3339 (UTC).
 """
@@ -23,13 +23,24 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices import fleet_query, registry
-from devices.auth import Admin, Operator, Principal, Viewer, create_token
+from devices.auth import (
+    Admin,
+    IndustryFilter,
+    Operator,
+    Principal,
+    RegionFilter,
+    Viewer,
+    create_token,
+    industry_filter,
+    list_scope,
+)
 from devices.commands import COMMANDS, InvalidCommand, ParamsTooLarge
 from devices.cursors import bad_cursor, id_cursor, time_cursor
 from devices.importer import UnusableImport
 from devices.kinds import Kind
 from devices.outbound import OutboundPolicy, OutboundRefused, check_target
 from devices.registry import DeviceSpec, InvalidSpec, KindConflict, UnitSpec, UnknownUnit
+from devices.scope import INDUSTRIES
 from devices.service import DeviceService
 
 router = APIRouter(prefix="/api/v1", tags=["devices"])
@@ -88,13 +99,6 @@ def ms_iso(ms: int | None) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, UTC) if ms else None
 
 
-def _region(raw: str | None) -> str | None:
-    try:
-        return registry.region_path(raw) or None
-    except InvalidSpec as e:
-        raise HTTPException(422, str(e)) from None
-
-
 def _page(items: list[dict[str, Any]], limit: int, cursor_of: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
     return {"items": items, "next_cursor": cursor_of(items[-1]) if len(items) == limit else None}
 
@@ -142,7 +146,7 @@ async def visible_device(svc: DeviceService, principal: Principal, device_id: st
     device = await registry.get_device(svc.pool, device_id)
     if device is None:
         raise HTTPException(404, f"unknown device {device_id}")
-    if not principal.sees_region(device["region"]):
+    if not principal.sees(device["region"], device["industry"]):
         raise HTTPException(403, f"device {device_id} is outside your regions")
     return device
 
@@ -155,12 +159,12 @@ async def register_device(body: DeviceIn, response: Response, principal: Operato
         spec = DeviceSpec.parse(body.model_dump(exclude_unset=True))
     except InvalidSpec as e:
         raise HTTPException(422, str(e)) from None
-    if principal.regions:
+    if principal.scoped:
         unit = await registry.get_unit(svc.pool, spec.unit_id) if spec.unit_id else None
-        if unit is None or not principal.sees_region(unit["region"]):
+        if unit is None or not principal.sees(unit["region"], unit["industry"]):
             raise HTTPException(403, "a region-scoped token registers devices only in units of its regions")
         existing = await registry.get_device(svc.pool, spec.device_id)
-        if existing is not None and not principal.sees_region(existing["region"]):
+        if existing is not None and not principal.sees(existing["region"], existing["industry"]):
             raise HTTPException(403, f"device {spec.device_id} is outside your regions")
     try:
         outcome = await svc.register(spec)
@@ -182,8 +186,8 @@ async def register_device(body: DeviceIn, response: Response, principal: Operato
 async def import_devices(request: Request, principal: Operator, svc: Devices) -> dict[str, Any]:
     """Bulk register from CSV (header row naming the columns) or JSON lines. Existing devices of the
     same kind are updated. Answers counts created/updated/rejected and each rejected row's line and reason."""
-    if principal.regions:
-        raise HTTPException(403, "bulk import needs a token without a region scope")
+    if principal.scoped:
+        raise HTTPException(403, "bulk import needs a token without a region or industry scope")
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media in CSV_TYPES:
         fmt: Literal["csv", "ndjson"] = "csv"
@@ -207,8 +211,9 @@ async def list_devices(
     svc: Devices,
     kind: Annotated[Literal["smoke", "gas", "electrical", "water", "uitd"] | None, Query()] = None,
     status: Annotated[Literal["online", "offline", "alarm", "fault", "unknown"] | None, Query()] = None,
-    region: Annotated[str | None, Query(description="region path prefix")] = None,
+    region: RegionFilter = None,
     unit_id: str | None = None,
+    industry: IndustryFilter = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> dict[str, Any]:
@@ -219,9 +224,13 @@ async def list_devices(
         after = fleet.slot(id_cursor(cursor))
         if after < 0:
             raise bad_cursor()
+    scope = list_scope(principal, region, industry)
+    unit_ids = await registry.scoped_unit_ids(svc.pool, scope)
+    if unit_id:
+        unit_ids = [unit_id] if unit_ids is None or unit_id in unit_ids else []
     slots = fleet_query.query(
-        fleet, kind=Kind.parse(kind) if kind else None, status=status, unit_ids=[unit_id] if unit_id else None,
-        region_prefix=_region(region), scope=principal.regions or None, after_slot=after, limit=limit,
+        fleet, kind=Kind.parse(kind) if kind else None, status=status, unit_ids=unit_ids,
+        region_prefix=scope.region, scope=scope.regions or None, after_slot=after, limit=limit,
     )
     ids = [fleet.device_ids[s] for s in slots.tolist()]
     found = await registry.get_devices(svc.pool, ids)
@@ -299,7 +308,8 @@ async def get_command(cmd_id: uuid.UUID, principal: Viewer, svc: Devices) -> dic
     if command is None:
         raise HTTPException(404, f"unknown command {cmd_id}")
     device = await registry.get_device(svc.pool, command["device_id"])
-    if not principal.sees_region(device["region"] if device else ""):
+    visible = principal.sees(device["region"], device["industry"]) if device else not principal.scoped
+    if not visible:
         raise HTTPException(403, "this command's device is outside your regions")
     return command
 
@@ -308,14 +318,14 @@ async def get_command(cmd_id: uuid.UUID, principal: Viewer, svc: Devices) -> dic
 class UnitIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {
         "unit_id": "U-nanwai-01", "name": "南外街道农贸市场", "address": "章贡区南外街道1号",
-        "region": "江西省/赣州市/章贡区/南外街道", "industry": "market",
+        "region": "江西省/赣州市/章贡区/南外街道", "industry": "commercial",
         "contacts": [{"name": "张三", "phone": "13800000000", "role": "owner"}]}})
 
     unit_id: str | None = Field(None, description="generated when absent")
     name: str
     address: str = ""
     region: str = Field("", description="path such as 江西省/赣州市/章贡区/南外街道")
-    industry: str = "other"
+    industry: str = Field("other", description=f"one of {', '.join(INDUSTRIES)}")
     contacts: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_CONTACTS)
     location: dict[str, Any] | str | None = None
 
@@ -335,7 +345,7 @@ async def _visible_unit(svc: DeviceService, principal: Principal, unit_id: str) 
     unit = await registry.get_unit(svc.pool, unit_id)
     if unit is None:
         raise HTTPException(404, f"unknown unit {unit_id}")
-    if not principal.sees_region(unit["region"]):
+    if not principal.sees(unit["region"], unit["industry"]):
         raise HTTPException(403, f"unit {unit_id} is outside your regions")
     return unit
 
@@ -349,11 +359,13 @@ async def upsert_unit(
         spec = UnitSpec.parse(body.model_dump(exclude_unset=True))
     except InvalidSpec as e:
         raise HTTPException(422, str(e)) from None
-    if principal.regions:
+    if principal.scoped:
         if not principal.sees_region(spec.region):
             raise HTTPException(403, f"region {spec.region or '(none)'} is outside your regions")
+        if not principal.sees(spec.region, spec.industry):
+            raise HTTPException(403, f"industry {spec.industry} is outside your token's industries")
         existing = await registry.get_unit(svc.pool, spec.unit_id)
-        if existing is not None and not principal.sees_region(existing["region"]):
+        if existing is not None and not principal.sees(existing["region"], existing["industry"]):
             raise HTTPException(403, f"unit {spec.unit_id} is outside your regions")
     await _check_webhooks(spec, principal, outbound, svc)
     async with svc.pool.acquire() as conn:
@@ -390,14 +402,14 @@ async def list_units(
     principal: Viewer,
     d: Deps,
     svc: Devices,
-    region: Annotated[str | None, Query(description="region path prefix")] = None,
+    region: RegionFilter = None,
+    industry: IndustryFilter = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> dict[str, Any]:
+    scope = list_scope(principal, region, industry)
     after = id_cursor(cursor) if cursor is not None else None
-    units = await registry.list_units(
-        svc.pool, region_prefix=_region(region), scope=principal.regions, after=after, limit=limit
-    )
+    units = await registry.list_units(svc.pool, scope=scope, after=after, limit=limit)
     colours = await _colours(d, [u["unit_id"] for u in units])
     return _page([unit_out(u, colours) for u in units], limit, lambda u: u["unit_id"])
 
@@ -455,6 +467,7 @@ class TokenIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     role: Literal["admin", "operator", "viewer"]
     regions: list[str] = Field(default_factory=list, description="region path prefixes; empty: every region")
+    industries: list[str] = Field(default_factory=list, description="industries (CONTRACT §11); empty: every one")
 
 
 @router.post("/tokens", status_code=201)
@@ -464,5 +477,6 @@ async def new_token(body: TokenIn, principal: Admin, svc: Devices) -> dict[str, 
         regions = sorted({registry.region_path(r) for r in body.regions} - {""})
     except InvalidSpec as e:
         raise HTTPException(422, str(e)) from None
-    token = await create_token(svc.pool, body.name, body.role, regions)
-    return {"name": body.name, "role": body.role, "regions": regions, "token": token}
+    scoped_industries = list(industry_filter(body.industries))
+    token = await create_token(svc.pool, body.name, body.role, regions, scoped_industries)
+    return {"name": body.name, "role": body.role, "regions": regions, "industries": scoped_industries, "token": token}

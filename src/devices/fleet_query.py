@@ -16,6 +16,7 @@ import numpy as np
 
 from devices.fleet import ALARM, FAULT, FLAG_NAMES, LIVENESS_FLAGS, OFFLINE, ONLINE, Fleet, Interner
 from devices.kinds import Kind
+from devices.scope import under
 
 STATUS_NAMES = ("unknown", "online", "offline", "fault", "alarm")
 STATUS_CODES = {name: code for code, name in enumerate(STATUS_NAMES)}
@@ -66,14 +67,9 @@ def _status_code(status: str) -> int:
         raise ValueError(f"unknown status {status!r}; expected one of {', '.join(STATUS_NAMES)}") from None
 
 
-def _under(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith(prefix + "/")
-
-
 def _units_in_regions(fleet: Fleet, prefixes: Sequence[str]) -> np.ndarray:
     """Per unit id, whether its region lies under one of the prefixes (plus a False entry for unit -1)."""
-    wanted = [p.strip("/") for p in prefixes]
-    region_ok = np.fromiter((any(_under(name, p) for p in wanted) for name in fleet.regions.names), bool,
+    region_ok = np.fromiter((any(under(name, p) for p in prefixes) for name in fleet.regions.names), bool,
                             len(fleet.regions))
     unit_region = fleet.unit_region[: len(fleet.units)]
     return np.append(np.append(region_ok, False)[unit_region], False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -19,6 +19,7 @@ import asyncpg
 
 from devices.fleet import THRESHOLD_NAMES
 from devices.kinds import DEVICE_ID_RE, Kind
+from devices.scope import Scope, UnknownIndustry, industry
 
 Db: TypeAlias = asyncpg.Pool | asyncpg.Connection
 MAX_REGION_LEVELS = 6
@@ -221,17 +222,24 @@ class UnitSpec:
             name=name,
             address=_text(fields, "address", max_len=500) or "",
             region=region_path(region),
-            industry=_text(fields, "industry", max_len=64) or "other",
+            industry=_industry(fields.get("industry")),
             contacts=contacts,
             location=location,
         )
+
+
+def _industry(value: Any) -> str:
+    try:
+        return "other" if value is None else industry(value)
+    except UnknownIndustry as e:
+        raise InvalidSpec(str(e)) from None
 
 
 # --- units -----------------------------------------------------------------------------------
 def unit_dict(r: asyncpg.Record) -> dict[str, Any]:
     return {
         "unit_id": r["unit_id"], "name": r["name"], "address": r["address"], "region": r["region"],
-        "industry": r["industry"], "contacts": json.loads(r["contacts"]),
+        "industry": r["industry"], "industry_detail": r["industry_detail"], "contacts": json.loads(r["contacts"]),
         "location": None if r["location"] is None else json.loads(r["location"]),
         "maintenance": r["maintenance"], "created_at": r["created_at"], "updated_at": r["updated_at"],
     }
@@ -260,27 +268,23 @@ async def get_unit(db: Db, unit_id: str) -> dict[str, Any] | None:
     return None if row is None else unit_dict(row)
 
 
-REGION_SCOPED = """(${prefix}::text IS NULL OR region = ${prefix} OR starts_with(region, ${prefix} || '/'))
-    AND (cardinality(${scope}::text[]) = 0
-         OR EXISTS (SELECT 1 FROM unnest(${scope}::text[]) s WHERE region = s OR starts_with(region, s || '/')))"""
-
-
-def region_scoped(prefix_param: int, scope_param: int) -> str:
-    """SQL: `region` lies under the prefix parameter (NULL: any) and under one of the scope
-    parameter's paths (empty: any), by whole path segments as `devices.fleet_query` matches."""
-    return REGION_SCOPED.replace("${prefix}", f"${prefix_param}").replace("${scope}", f"${scope_param}")
-
-
-async def list_units(
-    db: Db, *, region_prefix: str | None, scope: Sequence[str], after: str | None, limit: int
-) -> list[dict[str, Any]]:
-    """Units in unit_id order after `after`, in a region under `region_prefix` and within `scope`."""
+async def list_units(db: Db, *, scope: Scope, after: str | None, limit: int) -> list[dict[str, Any]]:
+    """Units in unit_id order after `after`, within `scope` (a token's, narrowed by filters)."""
+    where, params = scope.sql(first=3)
     rows = await db.fetch(
-        f"SELECT * FROM units WHERE ($1::text IS NULL OR unit_id > $1) AND {region_scoped(2, 3)} "
-        "ORDER BY unit_id LIMIT $4",
-        after, region_prefix, list(scope), limit,
+        f"SELECT * FROM units WHERE ($1::text IS NULL OR unit_id > $1) AND {where} ORDER BY unit_id LIMIT $2",
+        after, limit, *params,
     )
     return [unit_dict(r) for r in rows]
+
+
+async def scoped_unit_ids(db: Db, scope: Scope) -> list[str] | None:
+    """The units within `scope` when it filters by industry (the fleet in memory knows regions,
+    not industries); None when it does not."""
+    if not scope.by_industry:
+        return None
+    where, params = scope.sql()
+    return [r["unit_id"] for r in await db.fetch(f"SELECT unit_id FROM units WHERE {where}", *params)]
 
 
 async def set_unit_maintenance(db: Db, unit_id: str, on: bool) -> bool:
@@ -338,7 +342,7 @@ async def register_device(conn: asyncpg.Connection, spec: DeviceSpec) -> Registe
 
 
 DEVICE_SELECT = """
-    SELECT d.*, u.region, u.name AS unit_name, u.maintenance AS unit_maintenance
+    SELECT d.*, u.region, u.industry, u.name AS unit_name, u.maintenance AS unit_maintenance
     FROM devices d LEFT JOIN units u USING (unit_id)
 """
 
@@ -346,7 +350,7 @@ DEVICE_SELECT = """
 def device_dict(r: asyncpg.Record) -> dict[str, Any]:
     return {
         "device_id": r["device_id"], "kind": r["kind"], "unit_id": r["unit_id"], "unit_name": r["unit_name"],
-        "region": r["region"] or "",
+        "region": r["region"] or "", "industry": r["industry"],
         "location": None if r["location"] is None else json.loads(r["location"]),
         "heartbeat_s": r["heartbeat_s"], "thresholds": json.loads(r["thresholds"]), "profile": r["profile"],
         "cell_id": r["cell_id"], "maintenance": r["maintenance"], "unit_maintenance": bool(r["unit_maintenance"]),

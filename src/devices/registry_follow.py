@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from devices.db_errors import UNAVAILABLE
 from devices.fleet import Fleet
 from devices.registry import full_thresholds
 
@@ -54,7 +53,7 @@ async def follow_registry(pool: asyncpg.Pool, fleet: Fleet, interval_s: float) -
         try:
             now: datetime = await pool.fetchval("SELECT now()")
             count = await refresh(pool, fleet, since)
-        except (*UNAVAILABLE, asyncpg.PostgresError) as e:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
             log.warning("registry refresh failed (%s); retrying", e)
             continue
         if count:

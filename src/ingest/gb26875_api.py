@@ -91,7 +91,7 @@ async def uitd_request(device_id: str, body: UitdRequestIn, principal: Operator,
     if not device_id.startswith(UITD_PREFIX) or not device_id[len(UITD_PREFIX):].isdigit():
         raise HTTPException(404, f"{device_id} is not a transmission device (uitd-<address>)")
     device = await registry.get_device(d.pool, device_id)
-    if device is not None and not principal.sees_region(device["region"]):
+    if device is not None and not principal.sees(device["region"], device["industry"]):
         raise HTTPException(403, f"device {device_id} is outside your regions")
     address = int(device_id[len(UITD_PREFIX):])
     objects = bytes([body.duty_minutes]) if body.request == "duty_check" else b""

@@ -31,7 +31,6 @@ import numpy as np
 
 from devices.batch import ReadingColumns
 from devices.clock import Clock, wall_clock_ms
-from devices.db_errors import UNAVAILABLE
 from devices.fleet import QUARANTINED, Fleet
 from devices.kinds import ATTENTION_EVENTS
 from devices.reading import Reading
@@ -416,7 +415,7 @@ class Pipeline:
             started = time.perf_counter()
             try:
                 written = await self.store.write(merged.rows, merged.new_devices, merged.dead_letters)
-            except (*UNAVAILABLE, asyncpg.PostgresError) as e:  # unavailable, or refused: held, never dropped
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
                 async with self.buffer_changed:
                     self.buffer.extendleft(reversed(taken))
                 if self.db_up:

@@ -35,7 +35,6 @@ from devices.api import DeviceDeps
 from devices.auth import AuthDeps
 from devices.clock import Clock
 from devices.commands import CommandService
-from devices.db_errors import UNAVAILABLE
 from devices.fleet import Fleet
 from devices.fleet_metrics import FleetCollector
 from devices.outbound import OutboundPolicy
@@ -61,8 +60,6 @@ log = logging.getLogger(__name__)
 Job = Coroutine[Any, Any, None]
 #: How long a stop waits for readings already taken to be written (and so acknowledged).
 DRAIN_TIMEOUT_S = 5
-#: How soon partition maintenance is tried again after the database was unavailable.
-PARTITION_RETRY_S = 60
 
 
 @dataclass
@@ -99,11 +96,6 @@ class Services:
     def outbound(self) -> OutboundPolicy:
         """Where outbound calls may go (`MIAOXIANG_OUTBOUND_ALLOW`, CONTRACT §9)."""
         return OutboundPolicy.parse(self.settings.outbound_allow)
-
-    @property
-    def database_writing(self) -> bool:
-        """False while the readings writer or the alarm writer is retrying a failed write."""
-        return self.pipeline.db_up and not self.alarms.lifecycle.db_down
 
     @property
     def broker_ready(self) -> bool:
@@ -241,16 +233,10 @@ async def _build(
 
 
 async def _maintain_partitions(store: ReadingStore, settings: Settings) -> None:
-    """Every hour (every minute while the database is unavailable): the coming days' partitions."""
     while True:
-        try:
-            made, dropped = await store.maintain_partitions(
-                datetime.now(UTC).date(), ahead_days=7, retention_days=settings.readings_retention_days
-            )
-        except UNAVAILABLE as e:
-            log.warning("readings partition maintenance postponed: database unavailable (%s)", e)
-            await asyncio.sleep(PARTITION_RETRY_S)
-            continue
+        made, dropped = await store.maintain_partitions(
+            datetime.now(UTC).date(), ahead_days=7, retention_days=settings.readings_retention_days
+        )
         if made or dropped:
             log.info("readings partitions: %d created, %d dropped past retention", made, dropped)
         await asyncio.sleep(3600)

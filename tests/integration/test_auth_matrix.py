@@ -1,13 +1,21 @@
 """Auth on every /api/v1 route, generated from `app.routes` so a new route cannot be forgotten:
-401 without or with a bad token, 403 for a too-weak role or outside a region scope; tokens
-hashed at rest; no secret in the logs of a real `miaoxiang serve`; CORS closed by default."""
+401 without or with a bad token, 403 for a too-weak role or outside a region scope; scopes by
+whole region path segments (`zone/1` never sees `zone/10`) and by industry on every list, count,
+detail and stream route, and `region=`/`industry=` filters that only narrow; tokens hashed at
+rest; no secret in the logs of a real `miaoxiang serve`; CORS closed by default."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import csv
 import hashlib
+import io
 import json
 import re
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +70,13 @@ async def call(svc: RunningService, method: str, path: str, token: str | None) -
     return await svc.http.request(method, concrete(path), json=body, headers=headers)
 
 
-async def token(svc: RunningService, role: str, regions: list[str] | None = None) -> str:
-    r = await svc.http.post("/api/v1/tokens", json={"name": f"{role}-t", "role": role, "regions": regions or []},
-                            headers=svc.auth())
+async def token(
+    svc: RunningService, role: str, regions: list[str] | None = None, industries: list[str] | None = None
+) -> str:
+    body: dict[str, Any] = {"name": f"{role}-t", "role": role, "regions": regions or []}
+    if industries is not None:
+        body["industries"] = industries
+    r = await svc.http.post("/api/v1/tokens", json=body, headers=svc.auth())
     assert r.status_code == 201, r.text
     return str(r.json()["token"])
 
@@ -123,6 +135,204 @@ async def test_region_scope_is_enforced(settings: Settings) -> None:
         assert r.status_code == 403
         listed = (await svc.http.get("/api/v1/devices", headers=outside)).json()["items"]
         assert listed == []
+
+
+# --- scopes: whole region segments and industries on every list, count, detail and stream route ---
+@dataclass
+class World:
+    """Three units: u1 (zone/1, school), u10 (zone/10, hospital), u1h (zone/1/a, hospital); one
+    smoke detector and one active alarm each; alarm events in the order u10, u1, u1h."""
+
+    svc: RunningService
+    alarm: dict[str, str]  # unit id -> alarm id
+    events: dict[str, int]  # unit id -> event id of its alarm's event
+
+
+UNITS = {"u1": ("zone/1", "school"), "u10": ("zone/10", "hospital"), "u1h": ("zone/1/a", "hospital")}
+
+
+async def world(svc: RunningService, database_url: str) -> World:
+    admin = svc.auth()
+    svc.app.state.services.risk.ttl_s = 0  # risk grades of units registered just now
+    for unit_id, (region, industry) in UNITS.items():
+        r = await svc.http.post("/api/v1/units", headers=admin,
+                                json={"unit_id": unit_id, "name": unit_id, "region": region, "industry": industry})
+        assert r.status_code == 201, r.text
+        r = await svc.http.post("/api/v1/devices", headers=admin, json={"device_id": f"d-{unit_id}", "kind": "smoke",
+                                                                         "unit_id": unit_id})
+        assert r.status_code == 201, r.text
+    alarm, events = {}, {}
+    db = await asyncpg.connect(database_url)
+    try:
+        for unit_id in ("u10", "u1", "u1h"):
+            region = UNITS[unit_id][0]
+            alarm_id = await db.fetchval(
+                """INSERT INTO alarms (alarm_key, type, severity, response, status, device_ids, unit_id, region,
+                                       first_seen, last_seen, rule)
+                   VALUES ($1, 'smoke', 'major', 'verify', 'active_unack', ARRAY[$1], $2, $3, now(), now(), 'smoke')
+                   RETURNING alarm_id""", f"d-{unit_id}", unit_id, region)
+            events[unit_id] = await db.fetchval(
+                """INSERT INTO alarm_events (alarm_id, action, snapshot) VALUES ($1, 'raised', jsonb_build_object(
+                       'alarm_id', $5::text, 'unit_id', $2::text, 'region', $3::text, 'device_ids', ARRAY[$4::text]))
+                   RETURNING event_id""", alarm_id, unit_id, region, f"d-{unit_id}", str(alarm_id))
+            alarm[unit_id] = str(alarm_id)
+    finally:
+        await db.close()
+    return World(svc, alarm, events)
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+async def listed(svc: RunningService, path: str, auth: dict[str, str], key: str, **params: Any) -> list[str]:
+    r = await svc.http.get(path, headers=auth, params=params)
+    assert r.status_code == 200, f"{path} {params}: {r.status_code} {r.text[:200]}"
+    return sorted(str(item[key]) for item in r.json()["items"])
+
+
+async def streamed(w: World, secret: str, last_unit: str | None) -> tuple[list[str], list[str]]:
+    """Unit ids of the alarm events the SSE stream and the WebSocket send from the start, up to
+    the event of `last_unit`'s alarm (None: what they send within a second)."""
+    last = str(w.events[last_unit]) if last_unit else None
+    sse: list[str] = []
+    async with w.svc.http.stream("GET", "/api/v1/alarms/stream", params={"token": secret, "last_event_id": "0"}) as r:
+        assert r.status_code == 200
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10 if last else 1):
+                event_id = ""
+                async for line in r.aiter_lines():
+                    if line.startswith("id:"):
+                        event_id = line.partition(":")[2].strip()
+                    elif line.startswith("data:"):
+                        sse.append(json.loads(line.partition(":")[2])["unit_id"])
+                        if event_id == last:
+                            break
+    import websockets
+
+    ws_url = w.svc.base_url.replace("http", "ws") + f"/api/v1/alarms/ws?token={secret}&last_event_id=0"
+    ws: list[str] = []
+    async with websockets.connect(ws_url) as conn:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10 if last else 1):
+                while True:
+                    message = json.loads(await conn.recv())
+                    ws.append(message["data"]["unit_id"])
+                    if message["id"] == last:
+                        break
+    return sse, ws
+
+
+def report_totals(text: str) -> tuple[int, int]:
+    """(alarms over every week, devices at the last week) of a risk report CSV."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    return sum(int(r["alarms"]) for r in rows), int(rows[-1]["devices"])
+
+
+async def check_scope(w: World, auth: dict[str, str], sees: Callable[[str], bool]) -> None:
+    """Every list, count, detail and stream route shows exactly the units `sees` admits."""
+    svc = w.svc
+    units = sorted(u for u in UNITS if sees(u))
+    assert await listed(svc, "/api/v1/alarms", auth, "unit_id") == units
+    assert await listed(svc, "/api/v1/devices", auth, "unit_id") == units
+    assert await listed(svc, "/api/v1/units", auth, "unit_id") == units
+    assert await listed(svc, "/api/v1/risk/units", auth, "unit_id") == units
+    overview = (await svc.http.get("/api/v1/stats/overview", headers=auth)).json()
+    assert (overview["total"], overview["active_alarms"]["total"]) == (len(units), len(units))
+    by_industry = await svc.http.get("/api/v1/risk/aggregates", params={"by": "industry"}, headers=auth)
+    assert sum(g["units"] for g in by_industry.json()["items"]) == len(units)
+    for unit_id in UNITS:
+        shown = sees(unit_id)
+        r = await svc.http.get(f"/api/v1/alarms/{w.alarm[unit_id]}", headers=auth)
+        assert r.status_code == (200 if shown else 404), (unit_id, r.status_code)
+        device = f"/api/v1/devices/d-{unit_id}"
+        for path in (device, f"{device}/readings", f"{device}/commands", f"/api/v1/units/{unit_id}",
+                     f"/api/v1/risk/units/{unit_id}"):
+            r = await svc.http.get(path, headers=auth)
+            assert r.status_code == (200 if shown else 403), (path, r.status_code, r.text[:200])
+    secret = auth["Authorization"].removeprefix("Bearer ")
+    in_order = [u for u in ("u10", "u1", "u1h") if sees(u)]
+    got = await streamed(w, secret, in_order[-1] if in_order else None)
+    assert got == (in_order, in_order)
+
+
+async def test_region_scope_is_by_whole_segments_on_every_route(settings: Settings) -> None:
+    async with running_service(settings) as svc:
+        w = await world(svc, settings.database_url)
+        admin = svc.auth()
+        await check_scope(w, admin, lambda u: True)
+        zone1 = bearer(await token(svc, "viewer", ["zone/1"]))
+        await check_scope(w, zone1, lambda u: u != "u10")
+        await check_scope(w, bearer(await token(svc, "viewer", ["zone/10"])), lambda u: u == "u10")
+        # LIKE metacharacters in a scope are literal: z_ne/1 is not zone/1
+        await check_scope(w, bearer(await token(svc, "viewer", ["z_ne/1", "zone%"])), lambda u: False)
+
+        # a region= filter narrows the scope, never widens it, by whole segments too
+        for path in ("/api/v1/alarms", "/api/v1/devices", "/api/v1/units", "/api/v1/risk/units"):
+            assert await listed(svc, path, zone1, "unit_id", region="zone/10") == [], path
+            assert await listed(svc, path, zone1, "unit_id", region="zone") == ["u1", "u1h"], path
+            assert await listed(svc, path, zone1, "unit_id", region="zone/1/a") == ["u1h"], path
+            assert await listed(svc, path, admin, "unit_id", region="zone/1") == ["u1", "u1h"], path
+        overview = (await svc.http.get("/api/v1/stats/overview", params={"region": "zone/10"}, headers=zone1)).json()
+        assert (overview["total"], overview["active_alarms"]["total"]) == (0, 0)
+        for path in ("/api/v1/risk/trends", "/api/v1/risk/report"):
+            r = await svc.http.get(path, params={"region": "zone/10"}, headers=zone1)
+            assert r.status_code == 403, path
+        r = await svc.http.get("/api/v1/risk/report", params={"region": "zone/1"}, headers=zone1)
+        assert report_totals(r.text) == (2, 2)
+
+        # acting on an alarm outside the scope: as if it did not exist
+        operator = bearer(await token(svc, "operator", ["zone/1"]))
+        r = await svc.http.post(f"/api/v1/alarms/{w.alarm['u10']}/ack", headers=operator)
+        assert r.status_code == 404
+        r = await svc.http.post(f"/api/v1/alarms/{w.alarm['u10']}/resolve", headers=operator,
+                                json={"classification": "test"})
+        assert r.status_code == 404
+        assert (await svc.http.post(f"/api/v1/alarms/{w.alarm['u1']}/ack", headers=operator)).status_code == 200
+
+
+async def test_industry_scope_holds_on_every_route(settings: Settings) -> None:
+    async with running_service(settings) as svc:
+        w = await world(svc, settings.database_url)
+        hospitals = bearer(await token(svc, "viewer", industries=["hospital"]))
+        await check_scope(w, hospitals, lambda u: UNITS[u][1] == "hospital")
+        both = bearer(await token(svc, "viewer", ["zone/1"], ["hospital"]))  # both must match
+        await check_scope(w, both, lambda u: u == "u1h")
+
+        # an industry= filter narrows, never widens; unknown industries are refused with the list
+        for path in ("/api/v1/alarms", "/api/v1/devices", "/api/v1/units", "/api/v1/risk/units"):
+            assert await listed(svc, path, hospitals, "unit_id", industry="school") == [], path
+            assert await listed(svc, path, hospitals, "unit_id", industry="school,hospital") == ["u10", "u1h"], path
+            assert await listed(svc, path, svc.auth(), "unit_id", industry="school") == ["u1"], path
+            r = await svc.http.get(path, params={"industry": "market"}, headers=hospitals)
+            assert r.status_code == 422 and "rental_housing" in r.json()["detail"], path
+        overview = (await svc.http.get("/api/v1/stats/overview", params={"industry": "school"}, headers=hospitals))
+        assert (overview.json()["total"], overview.json()["active_alarms"]["total"]) == (0, 0)
+        r = await svc.http.get("/api/v1/risk/report", headers=hospitals)
+        assert report_totals(r.text) == (2, 2)
+        r = await svc.http.get("/api/v1/risk/report", params={"region": "zone/1"}, headers=both)
+        assert report_totals(r.text) == (1, 1)
+
+        # writes and actions stay inside the industries
+        operator = bearer(await token(svc, "operator", industries=["hospital"]))
+        r = await svc.http.post(f"/api/v1/alarms/{w.alarm['u1']}/ack", headers=operator)
+        assert r.status_code == 404
+        assert (await svc.http.post(f"/api/v1/alarms/{w.alarm['u10']}/ack", headers=operator)).status_code == 200
+        r = await svc.http.post("/api/v1/units", headers=operator,
+                                json={"unit_id": "u1", "name": "x", "region": "zone/1", "industry": "hospital"})
+        assert r.status_code == 403  # u1 is a school
+        r = await svc.http.post("/api/v1/units", headers=operator, json={"name": "x", "industry": "school"})
+        assert r.status_code == 403
+        r = await svc.http.post("/api/v1/devices", headers=operator, json={"device_id": "d-x", "kind": "smoke",
+                                                                            "unit_id": "u1"})
+        assert r.status_code == 403
+        assert (await svc.http.post("/api/v1/devices/d-u1/maintenance", headers=operator,
+                                    json={"on": True})).status_code == 403
+        r = await svc.http.post("/api/v1/units", headers=svc.auth(), json={"name": "x", "industry": "market"})
+        assert r.status_code == 422 and "nine_small" in r.json()["detail"]
+        r = await svc.http.post("/api/v1/tokens", headers=svc.auth(),
+                                json={"name": "t", "role": "viewer", "industries": ["health"]})
+        assert r.status_code == 422 and "hospital" in r.json()["detail"]
 
 
 async def test_tokens_are_hashed_at_rest(settings: Settings) -> None:

@@ -241,7 +241,7 @@ async def test_import_csv_and_json_lines(api: Api) -> None:
     assert r.status_code == 422 and r.json()["detail"].startswith("unknown column(s) id;")
     r = await api.http.post("/api/v1/devices/import", content=csv_body,
                             headers={**api.auth("zhanggong_operator"), "content-type": "text/csv"})
-    assert (r.status_code, r.json()["detail"]) == (403, "bulk import needs a token without a region scope")
+    assert (r.status_code, r.json()["detail"]) == (403, "bulk import needs a token without a region or industry scope")
 
 
 # --- listing -----------------------------------------------------------------------------------
@@ -330,7 +330,7 @@ async def test_units_create_replace_list_and_maintenance(api: Api) -> None:
             "name": "农贸市场",
             "address": "南外街道1号",
             "region": f" {ZHANGGONG}/ ",
-            "industry": "market",
+            "industry": "commercial",
             "contacts": contacts,
         },
         headers=api.auth("operator"),
