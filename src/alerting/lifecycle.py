@@ -50,6 +50,7 @@ MAX_LEVEL = len(LEVEL_NAMES) - 1
 EVIDENCE_MAX = 50
 TRANSIENT_RULE = "transient"
 UNACKED_RULE = "unacked_60s"
+LATE_REPORT = "late_report"  # the audit action of a report judged late (`late_change`)
 FIRE_CLASS_NAMES = tuple(sorted(t.name for t in FIRE_CLASS))
 DEFAULT_ESCALATION_S = {"immediate": 60.0, "verify": 300.0}
 #: Errors meaning "the database is unreachable right now": retried, never dropped.
@@ -219,17 +220,32 @@ def new_alarm(d: Decision, alarm_id: int, unit_id: str | None, region: str, now_
     )
 
 
+def report_seq(d: Decision) -> int | None:
+    """The seq of the report behind a decision (its evidence entry of the same device time), if any."""
+    for entry in d.evidence:
+        if entry.get("ts_ms") == d.ts_ms and entry.get("device_id") in d.device_ids and "seq" in entry:
+            return entry["seq"]
+    return None
+
+
 def _raised_detail(d: Decision) -> dict[str, Any]:
-    return {"ts": rfc3339(d.ts_ms), "rule": d.rule}
+    """The audit detail of a raise: its device time, rule and seq (what recognises a copy of it)."""
+    detail: dict[str, Any] = {"ts": rfc3339(d.ts_ms), "rule": d.rule}
+    seq = report_seq(d)
+    if seq is not None:
+        detail["seq"] = seq
+    return detail
 
 
-def fold(alarm: Alarm, d: Decision, now_ms: int) -> Change | None:
-    """A raise decision on the open alarm of its (key, type); None when it is a late report."""
-    if d.ts_ms < alarm.state_ms:
+def fold(alarm: Alarm, d: Decision, now_ms: int, *, fresh: bool = False) -> Change | None:
+    """A raise decision on the open alarm of its (key, type); None when it is older (device time)
+    than the alarm's state, unless `fresh`: received after the alarm's latest change and no copy
+    of a report it took (a device clock set back), when it folds all the same."""
+    if d.ts_ms < alarm.state_ms and not fresh:
         return None
     devices = _union(alarm.device_ids, d.device_ids)
     new = replace(alarm, count=alarm.count + 1, last_seen_ms=max(alarm.last_seen_ms, d.ts_ms), device_ids=devices)
-    detail: dict[str, Any] = {"ts": rfc3339(d.ts_ms), "rule": d.rule}
+    detail = _raised_detail(d)
     action = "repeated"
     if alarm.status == "cleared_unack":
         new.status, new.cleared_at_ms, action = "active_unack", None, "reopened"
@@ -271,6 +287,15 @@ def clear(alarm: Alarm, d: Decision) -> Change | None:
         detail["from"] = {"response": alarm.response, "rule": alarm.rule}
         detail["to"] = {"response": "none", "rule": new.rule}
     return Change(new, "cleared", detail)
+
+
+def late_change(alarm: Alarm, d: Decision, received_ms: int) -> Change:
+    """The audit trace of a report judged late for `alarm` (older than its state and received
+    before its latest change, or a copy of a report it took; a clear older than its last raise):
+    the alarm unchanged, an audit row `late_report`."""
+    detail = {**_raised_detail(d), "decision": d.action, "received": rfc3339(received_ms),
+              "state": rfc3339(alarm.state_ms)}
+    return Change(alarm, LATE_REPORT, detail)
 
 
 def ack_change(alarm: Alarm, actor: str, now_ms: int) -> Change:
@@ -350,6 +375,15 @@ class Notify(Protocol):
     def wake(self) -> None: ...
 
 
+def _late_for(alarm_id: str, received: str, ts: str, seq: str) -> str:
+    """SQL: a raise received at `received`, of device time `ts` and seq `seq`, is late for alarm
+    `alarm_id` (see `_IS_LATE`)."""
+    return f"""coalesce((SELECT max(e.at) FROM alarm_events e
+                WHERE e.alarm_id = {alarm_id} AND e.action <> '{LATE_REPORT}') >= {received}
+           OR EXISTS (SELECT 1 FROM alarm_events e WHERE e.alarm_id = {alarm_id} AND e.detail ->> 'ts' = {ts}
+                      AND coalesce(e.detail ->> 'seq', '') = {seq}), false)"""
+
+
 #: The partial unique index's predicate (migrations/0001_initial.sql), which ON CONFLICT must name.
 _OPEN_SQL = ", ".join(f"'{status}'" for status in OPEN_STATUSES)
 _NEW_ALARM = f"""
@@ -359,10 +393,19 @@ INSERT INTO alarms (alarm_key, type, severity, response, status, device_ids, uni
 SELECT $1, $2, $3, $4, 'active_unack', $5, $6,
        coalesce(nullif($7, ''), (SELECT region FROM units WHERE unit_id = $6), ''),
        $8, $8, 1, $9, $10::jsonb, CASE WHEN $4 = 'immediate' THEN 1 ELSE 0 END, $11, $11, $11
-WHERE NOT EXISTS (  -- a report no newer than the newest closed alarm of this key raises nothing
-    SELECT 1 FROM alarms WHERE alarm_key = $1 AND type = $2 AND status IN ('cleared_ack', 'resolved')
-       AND greatest(last_seen, cleared_at) >= $8)
+WHERE NOT EXISTS (  -- a late report raises nothing (`_decide` audits it on the closed alarm)
+    SELECT 1 FROM alarms c WHERE c.alarm_key = $1 AND c.type = $2 AND c.status IN ('cleared_ack', 'resolved')
+       AND greatest(c.last_seen, c.cleared_at) >= $8 AND {_late_for("c.alarm_id", "$12", "$13", "$14")})
 ON CONFLICT (alarm_key, type) WHERE status IN ({_OPEN_SQL})
+"""
+#: Whether a raise older (device time) than alarm $1's state is late for it: received ($2) no
+#: later than the alarm's latest change, or a copy (device time $3 as `rfc3339`, seq $4 or '')
+#: of a report it took. A clock set back makes reports older than they are; the receive time
+#: does not lie, so only a report in flight when the alarm changed, or a copy, is late.
+_IS_LATE = "SELECT " + _late_for("$1", "$2", "$3", "$4")
+_LATEST_CLOSED = """
+SELECT * FROM alarms WHERE alarm_key = $1 AND type = $2 AND status IN ('cleared_ack', 'resolved')
+   AND greatest(last_seen, cleared_at) >= $3 ORDER BY alarm_id DESC LIMIT 1 FOR UPDATE
 """
 #: A raise inside a transaction: the new alarm, or the open one locked to fold into.
 _INSERT_OR_LOCK = _NEW_ALARM + """
@@ -375,8 +418,8 @@ _RAISE_NEW = "WITH new AS (" + _NEW_ALARM + """
 DO NOTHING RETURNING alarm_id, region)
 , event AS (
 INSERT INTO alarm_events (alarm_id, at, action, actor, detail, snapshot)
-SELECT alarm_id, $11, 'raised', 'system', $12::jsonb,
-       $13::jsonb || jsonb_build_object('alarm_id', alarm_id::text, 'region', region)
+SELECT alarm_id, $11, 'raised', 'system', $15::jsonb,
+       $16::jsonb || jsonb_build_object('alarm_id', alarm_id::text, 'region', region)
 FROM new
 RETURNING event_id, alarm_id, snapshot ->> 'region' AS region)
 SELECT event_id, alarm_id, region FROM event
@@ -399,6 +442,14 @@ FEW = 8
 
 def _opt_dt(ms: int | None) -> datetime | None:
     return None if ms is None else to_dt(ms)
+
+
+def _report_args(d: Decision, received_ms: int | None, now_ms: int) -> tuple[datetime, str, str]:
+    """The parameters that judge whether a raise is late (`_IS_LATE`): receive time (else now),
+    device time as the audit detail writes it, seq ('' when none)."""
+    seq = report_seq(d)
+    received = to_dt(now_ms if received_ms is None else received_ms)
+    return received, rfc3339(d.ts_ms) or "", "" if seq is None else str(seq)
 
 
 def _held_ms(row: asyncpg.Record) -> int | None:
@@ -514,8 +565,8 @@ class AlarmLifecycle:
             async with conn.transaction():  # the alarm, its audit row and its notifications
                 row = await conn.fetchrow(
                     _RAISE_NEW, d.key, d.type.name, d.severity.name, d.response.name, d.device_ids, unit_id, region,
-                    to_dt(d.ts_ms), d.rule, dumps(d.evidence), to_dt(now), dumps(_raised_detail(d)),
-                    dumps(alarm.to_json()),
+                    to_dt(d.ts_ms), d.rule, dumps(d.evidence), to_dt(now), *_report_args(d, received_ms, now),
+                    dumps(_raised_detail(d)), dumps(alarm.to_json()),
                 )
                 if row is None:
                     return False
@@ -531,7 +582,7 @@ class AlarmLifecycle:
         ignored: list[Decision] = []
         async with self._committing() as (conn, now, changes):
             for d, received in zip(decisions, received_ms):
-                change = await self._decide(conn, d, now)
+                change = await self._decide(conn, d, now, received)
                 if change is None:
                     ignored.append(d)
                     continue
@@ -551,27 +602,43 @@ class AlarmLifecycle:
             for change, received in changes:
                 self._committed(change, received)
 
-    async def _decide(self, conn: asyncpg.Connection, d: Decision, now: int) -> Change | None:
-        """The change one decision makes, with its alarm row locked; None when it changes nothing."""
+    async def _decide(
+        self, conn: asyncpg.Connection, d: Decision, now: int, received_ms: int | None = None
+    ) -> Change | None:
+        """The change one decision makes, with its alarm row locked; None when it changes nothing.
+        A report judged late changes nothing but leaves its trace: `late_report` on the alarm it
+        was late for. `received_ms`: when its reading was received (else now)."""
+        received = now if received_ms is None else received_ms
         if d.action == "raise":
             unit_id, region = self._place(d)
+            report = _report_args(d, received, now)
             row = await conn.fetchrow(
                 _INSERT_OR_LOCK, d.key, d.type.name, d.severity.name, d.response.name, d.device_ids, unit_id,
-                region, to_dt(d.ts_ms), d.rule, dumps(d.evidence), to_dt(now),
+                region, to_dt(d.ts_ms), d.rule, dumps(d.evidence), to_dt(now), *report,
             )
-            if row is None:
-                return None  # older than the newest closed alarm of its key
+            if row is None:  # late for a closed alarm of its key
+                closed = await conn.fetchrow(_LATEST_CLOSED, d.key, d.type.name, to_dt(d.ts_ms))
+                return None if closed is None else late_change(Alarm.from_record(closed), d, received)
+            alarm = Alarm.from_record(row)
             if row["inserted"]:
-                alarm = Alarm.from_record(row)
                 level = alarm.escalation_level if alarm.response != "none" else None
                 return Change(alarm, "raised", _raised_detail(d), notify_level=level)
-            return fold(Alarm.from_record(row), d, now)
+            change = fold(alarm, d, now)
+            if change is None and not await conn.fetchval(_IS_LATE, alarm.alarm_id, *report):
+                change = fold(alarm, d, now, fresh=True)
+            return change or late_change(alarm, d, received)
         if d.action == "clear":
             row = await conn.fetchrow(
                 "SELECT * FROM alarms WHERE alarm_key = $1 AND type = $2 AND status = ANY($3::text[]) FOR UPDATE",
                 d.key, d.type.name, list(OPEN_STATUSES),
             )
-            return None if row is None else clear(Alarm.from_record(row), d)
+            if row is None:
+                return None
+            alarm = Alarm.from_record(row)
+            change = clear(alarm, d)
+            if change is None and alarm.status in ACTIVE_STATUSES:  # older than the alarm's newest raise
+                return late_change(alarm, d, received)
+            return change
         raise ValueError(f"unknown decision action {d.action!r}")
 
     def _place(self, d: Decision) -> tuple[str | None, str]:
@@ -705,6 +772,8 @@ class AlarmLifecycle:
         self.hub.publish(change.event_id, alarm)
         if change.notify_level is not None and self.notifier is not None:
             self.notifier.wake()
+        if change.action == LATE_REPORT:
+            self._late(change)
         m = self.metrics
         if m is None:
             return
@@ -717,3 +786,12 @@ class AlarmLifecycle:
             m.escalations.labels(str(change.alarm.escalation_level)).inc()
         if received_ms is not None:
             m.stream_latency.observe(max(0, self.clock() - received_ms) / 1000)
+
+    def _late(self, change: Change) -> None:
+        """A report judged late: counted by type and decision, and logged (a fire-class one as a warning)."""
+        a, detail = change.alarm, change.detail
+        level = logging.WARNING if a.type in FIRE_CLASS_NAMES else logging.INFO
+        log.log(level, "late %s of %s/%s (device time %s, received %s) recorded on alarm %d (state %s)",
+                detail["decision"], a.alarm_key, a.type, detail["ts"], detail["received"], a.alarm_id, detail["state"])
+        if self.metrics:
+            self.metrics.late.labels(a.type, detail["decision"]).inc()

@@ -11,8 +11,12 @@ class AlarmMetrics:
         self.folded = Counter("mx_alarms_folded_total", "Repeats folded into an open alarm", ["type"], registry=registry)
         self.changes = Counter("mx_alarm_changes_total", "Alarm changes written, by action", ["action"], registry=registry)
         self.ignored = Counter(
-            "mx_alarm_ignored_decisions_total", "Decisions that changed nothing: late reports, clears of nothing",
-            ["action"], registry=registry,
+            "mx_alarm_ignored_decisions_total", "Decisions that changed nothing: clears of nothing, late reports "
+            "with no alarm to record them on", ["action"], registry=registry,
+        )
+        self.late = Counter(
+            "mx_alarm_late_reports_total", "Reports judged late (audited as `late_report` on their alarm), by alarm "
+            "type and decision (raise, clear)", ["type", "decision"], registry=registry,
         )
         self.db_errors = Counter("mx_alarm_db_errors_total", "Failed alarm writes (connection errors are retried)", registry=registry)
         self.ack_seconds = Histogram(

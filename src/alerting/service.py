@@ -59,9 +59,8 @@ class UnknownDevice(Exception):
 
 def enrich(decisions: list[Decision], readings: list[Reading]) -> None:
     """Add what the numeric columns cannot carry (fault codes, gas type, valve, cell, the device's
-    alarm code) to the
-    evidence entries that name a reading of this batch (by `device_id` and `ts_ms`); drop the
-    core's batch row index, which means nothing once stored."""
+    alarm code, the device clock's skew) to the evidence entries that name a reading of this batch
+    (by `device_id` and `ts_ms`); drop the core's batch row index, which means nothing once stored."""
     by_reading = {(r.detector_id, r.ts_ms): r for r in readings}
     for d in decisions:
         for entry in d.evidence:
@@ -72,8 +71,9 @@ def enrich(decisions: list[Decision], readings: list[Reading]) -> None:
             for name in EVIDENCE_METRICS:
                 if name in r.metrics and name not in entry:
                     entry[name] = r.metrics[name]
-            if "alarm_code" in r.extra:
-                entry.setdefault("alarm_code", r.extra["alarm_code"])
+            for name in ("alarm_code", "clock_skew"):  # clock_skew: the device's clock was ahead (ingest.clock_skew)
+                if name in r.extra:
+                    entry.setdefault(name, r.extra[name])
             if r.seq is not None:
                 entry.setdefault("seq", r.seq)
 

@@ -36,6 +36,7 @@ from devices.auth import (
 )
 from devices.commands import COMMANDS, InvalidCommand, ParamsTooLarge
 from devices.cursors import bad_cursor, id_cursor, time_cursor
+from devices.fleet import ClockSkewMark
 from devices.importer import UnusableImport
 from devices.kinds import Kind
 from devices.outbound import OutboundPolicy, OutboundRefused, check_target
@@ -138,7 +139,13 @@ def live_state(svc: DeviceService, device_id: str) -> dict[str, Any]:
         "flags": snap["flags"],
         "in_maintenance": snap["maintenance"],
         "muted_until": ms_iso(snap["muted_until_ms"]),
+        "clock_skew": clock_skew_out(svc.fleet.clock_skew.get(device_id)),
     }
+
+
+def clock_skew_out(mark: ClockSkewMark | None) -> dict[str, Any] | None:
+    """A device's clock-skew mark (`ingest.clock_skew`): its clock is ahead, since when and by how much."""
+    return None if mark is None else {"since": ms_iso(mark.since_ms), "last_offset_s": mark.last_offset_s}
 
 
 async def visible_device(svc: DeviceService, principal: Principal, device_id: str) -> dict[str, Any]:

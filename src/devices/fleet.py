@@ -150,6 +150,15 @@ class Interner:
 
 
 @dataclass(slots=True, frozen=True)
+class ClockSkewMark:
+    """A device whose clock runs ahead of the service (`ingest.clock_skew`): since when (receive
+    time of the first report of the streak) and by how much its latest such report was ahead."""
+
+    since_ms: int
+    last_offset_s: float
+
+
+@dataclass(slots=True, frozen=True)
 class AppliedBatch:
     """What one `Fleet.apply` changed.
 
@@ -188,6 +197,7 @@ class Fleet:
       (NaN = default; read-only: `set_thresholds` writes them).
     Per-unit columns (length >= `len(units)`): unit_region int32 (region id, -1),
       unit_maintenance bool.
+    `clock_skew`: device id -> `ClockSkewMark` of the few devices whose clock is ahead (live only).
     """
 
     def __init__(self, capacity: int = 1024) -> None:
@@ -201,6 +211,8 @@ class Fleet:
         self.unit_maintenance = np.zeros(16, bool)
         #: Devices holding an override of each threshold: one nobody overrides needs no per-device look-up.
         self.overrides = dict.fromkeys(THRESHOLD_NAMES, 0)
+        self.clock_skew: dict[str, ClockSkewMark] = {}
+        self._components: dict[int, int] = {}  # parent slot -> its components, counted once (add_component)
         self._alloc(capacity)
         _freeze(self.thresholds)
 
@@ -304,6 +316,20 @@ class Fleet:
         self.refresh_offline_at(np.array([s]))
         return s
 
+    def add_component(self, parent: int, detector_id: str, kind: Kind, limit: int) -> int:
+        """Register a new component (`detector_id`) of the device in slot `parent`, in its unit;
+        answer its slot, or -1 when the device has `limit` components already."""
+        count = self._components.get(parent)
+        if count is None:
+            count = int(np.count_nonzero(self.parent[: self.size] == parent))
+        if count >= limit:
+            return -1
+        unit = int(self.unit[parent])
+        slot = self.upsert(detector_id, kind, unit_id=self.units.names[unit] if unit >= 0 else None,
+                           parent_id=self.device_ids[parent])
+        self._components[parent] = count + 1
+        return slot
+
     def bulk_load(
         self,
         device_ids: Sequence[str],
@@ -324,6 +350,7 @@ class Fleet:
         """
         n = len(device_ids)
         index, ids = self.index, self.device_ids
+        self._components.clear()  # parents may gain components: count again when asked
         for d in device_ids:
             if d not in index:
                 index[d] = len(ids)

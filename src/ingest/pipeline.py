@@ -34,6 +34,8 @@ from devices.clock import Clock, wall_clock_ms
 from devices.fleet import QUARANTINED, Fleet
 from devices.kinds import ATTENTION_EVENTS
 from devices.reading import Reading
+from ingest.clock_skew import DEFAULT_TOLERANCE_S, check_clocks
+from ingest.components import keep_components_of_panels
 from ingest.metrics import IngestMetrics
 from ingest.registration import AutoRegistration
 from ingest.storage import DeadLetter, ReadingStore, prepare_many
@@ -163,6 +165,8 @@ class Pipeline:
         quarantine_per_min: int = 100,
         quarantine_max: int = 10_000,
         clock: Clock = wall_clock_ms,
+        clock_skew_tolerance_s: float = DEFAULT_TOLERANCE_S,
+        max_components: int = 4096,
     ) -> None:
         self.fleet = fleet
         self.store = store
@@ -178,6 +182,8 @@ class Pipeline:
             count_quarantined=lambda: int(np.count_nonzero(fleet.flags[: fleet.size] & QUARANTINED)),
         )
         self.clock = clock
+        self.clock_skew_ms = int(clock_skew_tolerance_s * 1000)  # device times further ahead: `ingest.clock_skew`
+        self.max_components = max_components  # per device (`Fleet.add_component`); beyond, dead letters
         self.dedupe = Deduper(dedupe_window_s * 1000)
         store.untimed_window_ms = dedupe_window_s * 1000  # one dedupe window, in memory and in the database
         self.lanes: dict[Lane, asyncio.Queue[Submission]] = {
@@ -299,7 +305,10 @@ class Pipeline:
         accepted: list[Reading] = []
         slots: list[int] = []
         rows = flush.rows
-        known = self._registered_slots([r for sub in batch for r in sub.readings])
+        every = [r for sub in batch for r in sub.readings]
+        check_clocks(every, self.clock_skew_ms, self.fleet.clock_skew)  # one place every transport passes
+        keep_components_of_panels(every)
+        known = self._registered_slots(every)
         offset = 0
         for sub in batch:
             readings = sub.readings
@@ -369,10 +378,11 @@ class Pipeline:
             return slot
         comp = fleet.slot(r.detector_id)
         if comp < 0:
-            unit = int(fleet.unit[slot])
-            comp = fleet.upsert(
-                r.detector_id, r.kind, unit_id=fleet.units.names[unit] if unit >= 0 else None, parent_id=r.device_id
-            )
+            comp = fleet.add_component(slot, r.detector_id, r.kind, self.max_components)
+            if comp < 0:
+                self._reject(flush, sub, index, "too_many_components",
+                             f"设备 {r.device_id} 的部件已达上限 {self.max_components}，部件 {r.component} 未登记; "
+                             f"device {r.device_id} has {self.max_components} components already", now)
         return comp
 
     def _reject(self, flush: Flush, sub: Submission, index: int, cause: str, reason: str, now: int) -> None:

@@ -202,6 +202,7 @@ async def _build(
         metrics=metrics,
         batch_max=settings.batch_max, batch_ms=settings.batch_ms, queue_max=settings.queue_max,
         dedupe_window_s=settings.dedupe_window_s, unknown_devices=settings.unknown_devices, clock=clock,
+        clock_skew_tolerance_s=settings.clock_skew_tolerance_s, max_components=settings.max_components_per_device,
         quarantine_per_min=settings.quarantine_per_min, quarantine_max=settings.quarantine_max,
     )
     mqtt = MqttTransport(

@@ -109,6 +109,14 @@ class Settings(BaseSettings):
         600, ge=1,
         description="Redelivered reports within this window are recognised in memory (PostgreSQL dedupes beyond)",
     )
+    clock_skew_tolerance_s: float = Field(
+        300.0, ge=0,
+        description="A device time further ahead of the receive time is replaced by the receive time and the "
+        "reading and device are flagged `clock_skew`",
+    )
+    max_components_per_device: int = Field(
+        4096, ge=1, description="Panel components (uitd) one device may have as detectors; beyond, dead letters",
+    )
     push_max_bytes: int = Field(1_048_576, ge=1024, description="Largest HTTP push body (413 above)")
     push_unverified_per_min: int = Field(
         60, ge=1, description="HTTP push requests one client address may make a minute that fail the signature or "
