@@ -35,6 +35,11 @@ PUBLIC = re.compile(r"^/api/v1/ingest/push/")  # platforms authenticate by signa
 ADMIN_ONLY = {("GET", "/api/v1/push-sources"), ("POST", "/api/v1/push-sources"), ("GET", "/api/v1/dead-letters"),
               ("POST", "/api/v1/tokens"), ("GET", "/api/v1/escalation-contacts"), ("POST", "/api/v1/escalation-contacts"),
               ("DELETE", "/api/v1/escalation-contacts")}
+ADMIN_PREFIXES = re.compile(r"^/api/v1/(channels|responders)(/|$)")  # CONTRACT §9: admin only, every method
+
+
+def admin_only(method: str, path: str) -> bool:
+    return (method, path) in ADMIN_ONLY or bool(ADMIN_PREFIXES.match(path))
 
 
 def api_routes(settings: Settings) -> list[tuple[str, str]]:
@@ -91,11 +96,11 @@ async def test_every_route_needs_a_token_and_the_right_role(settings: Settings) 
                 assert r.status_code == 401, f"{method} {path} with {bad!r}: {r.status_code}"
             r = await call(svc, method, path, "Basic abc")  # wrong scheme is no token
             assert r.status_code == 401
-            weakest_denied = viewer if method != "GET" or (method, path) in ADMIN_ONLY else None
+            weakest_denied = viewer if method != "GET" or admin_only(method, path) else None
             if weakest_denied is not None:
                 r = await call(svc, method, path, weakest_denied)
                 assert r.status_code == 403, f"viewer on {method} {path}: {r.status_code} {r.text[:100]}"
-            if (method, path) in ADMIN_ONLY:
+            if admin_only(method, path):
                 r = await call(svc, method, path, operator)
                 assert r.status_code == 403, f"operator on {method} {path}: {r.status_code}"
             elif method == "GET" and not path.endswith("/stream"):  # a viewer may read: not 401/403 (404/422 for the dummy ids is fine)
@@ -243,8 +248,9 @@ async def check_scope(w: World, auth: dict[str, str], sees: Callable[[str], bool
     assert sum(g["units"] for g in by_industry.json()["items"]) == len(units)
     for unit_id in UNITS:
         shown = sees(unit_id)
-        r = await svc.http.get(f"/api/v1/alarms/{w.alarm[unit_id]}", headers=auth)
-        assert r.status_code == (200 if shown else 404), (unit_id, r.status_code)
+        for path in (f"/api/v1/alarms/{w.alarm[unit_id]}", f"/api/v1/alarms/{w.alarm[unit_id]}/notifications"):
+            r = await svc.http.get(path, headers=auth)
+            assert r.status_code == (200 if shown else 404), (path, r.status_code)
         device = f"/api/v1/devices/d-{unit_id}"
         for path in (device, f"{device}/readings", f"{device}/commands", f"/api/v1/units/{unit_id}",
                      f"/api/v1/risk/units/{unit_id}"):
