@@ -88,12 +88,13 @@ async def uitd_request(device_id: str, body: UitdRequestIn, principal: Operator,
     server = d.gb26875
     if server is None:
         raise HTTPException(404, "the GB/T 26875.3 listener is disabled (MIAOXIANG_GB26875_ENABLED)")
-    if not device_id.startswith(UITD_PREFIX) or not device_id[len(UITD_PREFIX):].isdigit():
+    address_text = device_id[len(UITD_PREFIX):]
+    if not device_id.startswith(UITD_PREFIX) or not (address_text.isascii() and address_text.isdigit()):
         raise HTTPException(404, f"{device_id} is not a transmission device (uitd-<address>)")
     device = await registry.get_device(d.pool, device_id)
     if device is not None and not principal.sees(device["region"], device["industry"]):
         raise HTTPException(403, f"device {device_id} is outside your regions")
-    address = int(device_id[len(UITD_PREFIX):])
+    address = int(address_text)
     objects = bytes([body.duty_minutes]) if body.request == "duty_check" else b""
     try:
         frame = await server.request(address, REQUESTS[body.request], objects, timeout=body.timeout_s)

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from alerting.response.page import FEEDBACK_MAX_BYTES
 from devices.commands import DOWNLINK_PARAMS_BYTES
 from miaoxiang.settings import Settings
 
@@ -45,14 +46,17 @@ def body_caps(settings: Settings) -> list[BodyCap]:
         BodyCap("POST", re.compile(r"/api/v1/units"), settings.http_unit_max_bytes),
         BodyCap("POST", re.compile(r"/api/v1/devices/[^/]+/commands"), COMMAND_MAX_BYTES),
         BodyCap("POST", re.compile(r"/api/v1/ingest/push/[^/]+"), settings.push_max_bytes),
+        BodyCap("POST", re.compile(r"/r/[^/]+/feedback"), FEEDBACK_MAX_BYTES),  # a photo up to 5 MiB
     ]
 
 
 class BodyRefused(HTTPException):
-    """A request body over its cap (413) or too slow (408); the connection is closed after the answer."""
+    """A request body over its cap (413) or too slow (408, and the connection is closed). After
+    a 413 the server discards the rest of the body unread, so the client sees the answer rather
+    than a reset connection; the request head deadline bounds how long that may take."""
 
-    def __init__(self, status_code: int, detail: str) -> None:
-        super().__init__(status_code, detail, headers={"Connection": "close"})
+    def __init__(self, status_code: int, detail: str, *, close: bool = False) -> None:
+        super().__init__(status_code, detail, headers={"Connection": "close"} if close else None)
 
 
 def too_large(max_bytes: int) -> BodyRefused:
@@ -61,7 +65,7 @@ def too_large(max_bytes: int) -> BodyRefused:
 
 def too_slow(timeout_s: float) -> BodyRefused:
     return BodyRefused(
-        408, f"请求体未在 {timeout_s:g} 秒内发送完毕 / request body not complete within {timeout_s:g} s"
+        408, f"请求体未在 {timeout_s:g} 秒内发送完毕 / request body not complete within {timeout_s:g} s", close=True
     )
 
 
@@ -134,10 +138,9 @@ class BodyLimits:
 
 async def _answer(send: Send, refused: BodyRefused) -> None:
     body = json.dumps({"detail": refused.detail}, ensure_ascii=False).encode()
-    await send({"type": "http.response.start", "status": refused.status_code, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-    ]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(name.lower().encode(), value.encode()) for name, value in (refused.headers or {}).items()]
+    await send({"type": "http.response.start", "status": refused.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

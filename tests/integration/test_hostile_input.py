@@ -231,6 +231,72 @@ async def test_schemathesis_finds_no_server_error(hostile_settings: Settings) ->
     assert not failures, "\n".join(failures[:20])
 
 
+#: Values no parameter should turn into a 500: digits `str.isdigit()` takes but `int()` does not
+#: (`²`), digits `int()` takes but are not ASCII (Arabic-Indic, fullwidth, mathematical), integers
+#: far beyond bigint, signs, exponents, and text that is not a number at all.
+HOSTILE_VALUES = ["²", "١٢٣", "\uff11\uff12\uff13", "\U0001d7d9\U0001d7da\U0001d7db", "9" * 40, "-" + "9" * 30,
+                  "-1", "1e309", "0x1F", "Ⅻ", "NaN", "1:²", "²:1", "9" * 25 + ":1", "1 ", "", "ü" * 70]
+
+
+async def test_unicode_digits_and_huge_integers_in_every_parameter_never_5xx(hostile_settings: Settings) -> None:
+    """Every query, path and header parameter of every operation of the OpenAPI spec, one at a
+    time, set to each hostile value (the others as schemathesis generates them): never a 5xx."""
+    schemathesis = pytest.importorskip("schemathesis")
+    import anyio
+    import requests
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hsettings
+
+    started = time.monotonic()
+    failures: list[str] = []
+    statuses: Counter[int] = Counter()
+    seconds: Counter[str] = Counter()
+    async with running_service(hostile_settings) as svc:
+        await configure_sources(svc)
+        spec = (await svc.http.get("/openapi.json")).json()
+        schema = schemathesis.openapi.from_dict(spec)
+        operations = [op.ok() for op in schema.get_all_operations()]
+
+        def sweep(op: Any) -> None:
+            @given(case=op.as_strategy())
+            @hsettings(max_examples=1, deadline=None, database=None, derandomize=True,
+                       suppress_health_check=list(HealthCheck))
+            def check(case: Any) -> None:
+                for location, params in (("query", op.query), ("path_parameters", op.path_parameters),
+                                         ("headers", op.headers)):
+                    for param in params:
+                        for value in HOSTILE_VALUES:
+                            if location == "path_parameters" and not value:
+                                continue  # an empty path segment is another route
+                            mutated = dict(getattr(case, location) or {})
+                            mutated[param.name] = value.encode() if location == "headers" else value
+                            slow = time.monotonic()
+                            changed = case.operation.Case(**{**_case_parts(case), location: mutated})
+                            request = changed.as_transport_kwargs(base_url=svc.base_url, headers=svc.auth())
+                            with requests.request(**request, timeout=10, stream=True) as response:  # streams unread
+                                status = response.status_code
+                            statuses[status] += 1
+                            seconds[f"{op.label} {param.name}"] += time.monotonic() - slow
+                            if status >= 500:
+                                failures.append(f"{op.label} {location} {param.name}={value!r} -> {status}")
+
+            check()
+
+        await anyio.to_thread.run_sync(lambda: [sweep(op) for op in operations])
+        assert svc.app.state.services.background_error is None
+    print("\nHOSTILE parameters:", json.dumps({"operations": len(operations), "calls": sum(statuses.values()),
+                                               "statuses": {str(k): v for k, v in sorted(statuses.items())},
+                                               "5xx": len(failures), "seconds": round(time.monotonic() - started, 1),
+                                               "slowest": seconds.most_common(5)}))
+    assert sum(statuses.values()) > 500
+    assert not failures, "\n".join(failures[:30])
+
+
+def _case_parts(case: Any) -> dict[str, Any]:
+    return {"method": case.method, "path_parameters": case.path_parameters, "headers": case.headers,
+            "query": case.query, "cookies": case.cookies, "body": case.body, "media_type": case.media_type}
+
+
 async def test_unstorable_values_are_refused_with_422(hostile_settings: Settings) -> None:
     """What PostgreSQL cannot store (NUL in text) or would store wrongly (a rate beyond real's
     range, or one that rounds to 0 and blocks the source for good) is the caller's error."""

@@ -35,7 +35,7 @@ def _iso(t: datetime | None) -> str | None:
 
 @router.get("/{alarm_id}/notifications")
 async def alarm_notifications(alarm_id: str, principal: Viewer, d: Deps) -> dict[str, Any]:
-    if not alarm_id.isdigit() or len(alarm_id) > 18:
+    if not (alarm_id.isascii() and alarm_id.isdigit()) or len(alarm_id) > 18:  # not `²`
         raise HTTPException(404, f"alarm {alarm_id} does not exist")
     alarm = await d.pool.fetchrow(
         """SELECT a.alarm_id, a.region, (SELECT u.industry FROM units u WHERE u.unit_id = a.unit_id) AS industry

@@ -158,7 +158,7 @@ async def _checked_source(
 
 async def _body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"body over {limit} bytes")
     chunks: list[bytes] = []
     size = 0
