@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from alerting.response.channels.base import OK, Message, Recipient, SendResult
 from alerting.response.http import NO_ADDRESS, PROVIDER, Outbound
-from devices.outbound import NOT_ALLOWED, OutboundRefused, resolve_allowed
+from devices.outbound import NOT_ALLOWED, OutboundRefused, check_url, resolve_allowed
 
 
 class SmtpConfig(BaseModel):
@@ -44,6 +44,11 @@ class _Pinned(smtplib.SMTP):
     the configured host."""
 
     address = ""
+
+    def pin(self, host: str, address: str) -> None:
+        """Name `host` (EHLO, TLS verification) but connect to `address`."""
+        self._host = host  # what `starttls` and `SMTP_SSL` verify the certificate against
+        self.address = address
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         return socket.create_connection((self.address, port), timeout, self.source_address)
@@ -70,7 +75,7 @@ def _deliver(config: SmtpConfig, address: str, timeout_s: float, context: ssl.SS
         client = _PinnedSSL(timeout=timeout_s, context=context)
     else:
         client = _Pinned(timeout=timeout_s)
-    client.address = address
+    client.pin(config.host, address)
     try:
         client.connect(config.host, config.port)
         client.ehlo()
@@ -116,6 +121,7 @@ class Smtp:
             return SendResult(False, NO_ADDRESS)
         c = self.config
         try:
+            check_url(f"https://{f'[{c.host}]' if ':' in c.host else c.host}:{c.port}/", self.out.policy)  # a literal
             async with asyncio.timeout(self.out.timeout_s):
                 addresses = await resolve_allowed(c.host, c.port, self.out.policy, self.out.resolve)
         except OutboundRefused:
