@@ -21,34 +21,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-import ssl
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import httpcore
 import httpx
 
 from alerting.lifecycle import DB_DOWN, LEVEL_NAMES, Clock, loads, to_dt
 from alerting.metrics import AlarmMetrics
-from devices.outbound import (
-    NOT_ALLOWED,
-    OutboundPolicy,
-    OutboundRefused,
-    Resolver,
-    check_url,
-    resolve_allowed,
-    system_resolver,
-)
+from alerting.response.http import ERROR_CLASSES, RETRY_STATUSES, error_class, outbound_client, status_class
+from devices.outbound import NOT_ALLOWED, OutboundPolicy, OutboundRefused, Resolver, check_url, system_resolver
 
 log = logging.getLogger(__name__)
-
-#: HTTP answers worth another attempt; any other 4xx will not get better by retrying.
-RETRY_STATUSES = frozenset({408, 425, 429})
-#: what an attempt records and the API shows: `http 2xx` for a success, else one of these
-ERROR_CLASSES = ("timeout", "refused", "dns", "tls", NOT_ALLOWED, "http 3xx", "http 4xx", "http 5xx")
 
 _CLAIM = """
 UPDATE notification_outbox o SET attempts = o.attempts + 1, next_at = clock_timestamp() + make_interval(secs => $2)
@@ -85,102 +69,6 @@ class Job:
     def payload(self) -> dict[str, Any]:
         return {"notification_id": str(self.id), "alarm": self.alarm, "level": self.level,
                 "level_name": LEVEL_NAMES[self.level], "contact": self.contact}
-
-
-class Unresolved(httpcore.ConnectError):
-    """The target's host name did not resolve."""
-
-
-class CheckedBackend(httpcore.AsyncNetworkBackend):
-    """Connections only to addresses the outbound policy allows: each connection resolves its
-    host afresh and connects to an allowed address of the answer (the next one if it fails),
-    never to the name, so what was checked is what is reached."""
-
-    def __init__(self, policy: OutboundPolicy, resolve: Resolver = system_resolver) -> None:
-        self.policy = policy
-        self.resolve = resolve
-        self.inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        try:
-            async with asyncio.timeout(timeout):
-                addresses = await resolve_allowed(host, port, self.policy, self.resolve)
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"resolving {host} took longer than {timeout} s") from None
-        except OSError as e:
-            raise Unresolved(f"{host} does not resolve") from e
-        failed: httpcore.ConnectError | None = None
-        for address in addresses:
-            try:
-                return await self.inner.connect_tcp(address, port, timeout, local_address, socket_options)
-            except httpcore.ConnectError as e:
-                failed = e
-        assert failed is not None  # resolve_allowed answers at least one address
-        raise failed
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        raise OutboundRefused("unix sockets are not outbound targets")
-
-    async def sleep(self, seconds: float) -> None:
-        await self.inner.sleep(seconds)
-
-
-class CheckedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport over a pool whose every connection goes through `CheckedBackend`, with
-    no keep-alive (every attempt resolves and checks again) and no proxy from the environment."""
-
-    def __init__(self, policy: OutboundPolicy, resolve: Resolver = system_resolver) -> None:
-        super().__init__(trust_env=False)
-        # httpx has no parameter for the network backend: the pool it made is replaced by one
-        # with the checking backend and otherwise httpx's defaults.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
-            max_connections=100,
-            max_keepalive_connections=0,
-            network_backend=CheckedBackend(policy, resolve),
-        )
-
-
-def outbound_client(
-    policy: OutboundPolicy, *, timeout_s: float, headers: dict[str, str] | None = None,
-    resolve: Resolver = system_resolver,
-) -> httpx.AsyncClient:
-    """An HTTP client for outbound calls under `policy`; redirects are answers, not followed."""
-    return httpx.AsyncClient(
-        transport=CheckedTransport(policy, resolve), timeout=timeout_s, headers=headers,
-        follow_redirects=False, trust_env=False,
-    )
-
-
-def status_class(status: int) -> str:
-    return f"http {status // 100}xx"
-
-
-def error_class(error: BaseException) -> str:
-    """The class of a failed call (`ERROR_CLASSES`), judged by the error and what caused it."""
-    chain: list[BaseException] = []
-    cause: BaseException | None = error
-    while cause is not None and cause not in chain:
-        chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    if any(isinstance(c, OutboundRefused) for c in chain):
-        return NOT_ALLOWED
-    if any(isinstance(c, (Unresolved, socket.gaierror)) for c in chain):
-        return "dns"
-    if any(isinstance(c, ssl.SSLError) for c in chain):
-        return "tls"
-    if any(isinstance(c, (httpx.TimeoutException, httpcore.TimeoutException, TimeoutError)) for c in chain):
-        return "timeout"
-    return "refused"
 
 
 def shown_detail(ok: bool, detail: str) -> str:
