@@ -253,14 +253,14 @@ def fold(alarm: Alarm, d: Decision, now_ms: int, *, fresh: bool = False) -> Chan
     severity = min(Severity[alarm.severity], d.severity)
     response = min(Response[alarm.response], d.response)
     notify = None
+    told: int | None = None
+    upgrade = False
     if severity.name != alarm.severity or response.name != alarm.response:
         new.severity, new.response = severity.name, response.name
         new.rule = _with_rule(alarm.rule, d.rule)
         detail["from"] = {"severity": alarm.severity, "response": alarm.response, "rule": alarm.rule}
         detail["to"] = {"severity": new.severity, "response": new.response, "rule": new.rule}
         action = "upgraded"
-        told: int | None = None
-        upgrade = False
         if response.name != alarm.response:
             if alarm.response == "none":
                 new.escalated_at_ms = now_ms  # escalation starts once the alarm needs a response

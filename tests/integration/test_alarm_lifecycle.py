@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from alerting.lifecycle import AlarmLifecycle, InvalidTransition
 from alerting.metrics import AlarmMetrics
 from alerting.model import AlarmType, Decision, Response, Severity
-from alerting.notify import Notifier
+from alerting.response.notifier import Notifier
 from alerting.stream import AlarmHub, StreamEvent, db_replay
 from devices.fleet import FLAPPING, Fleet
 from devices.kinds import Kind
@@ -70,8 +70,8 @@ class Worker:
         return list(self.hub.recent)
 
     async def queued_levels(self) -> list[int]:
-        """Levels of the notifications written to the outbox (one catch-all contact per level)."""
-        return [r["level"] for r in await self.lifecycle.pool.fetch("SELECT level FROM notification_outbox ORDER BY id")]
+        """Levels of the notifications written (one catch-all contact per level)."""
+        return [r["level"] for r in await self.lifecycle.pool.fetch("SELECT level FROM notifications ORDER BY id")]
 
 
 def smoke(ts: int, action: str = "raise", *, device: str = "D1", rule: str = "smoke_alarm",
@@ -189,7 +189,7 @@ async def test_stronger_raise_upgrades_and_records_why(pool: asyncpg.Pool) -> No
     assert up["action"] == "upgraded"
     assert json.loads(up["detail"])["from"] == {"severity": "major", "response": "verify", "rule": "smoke_alarm"}
     assert json.loads(up["detail"])["to"]["response"] == "immediate"
-    assert await w.queued_levels() == [0, 0]  # becoming immediate notifies the current level again
+    assert await w.queued_levels() == [0, 1]  # becoming immediate goes at once to level 1 (CONTRACT §8 v2)
 
 
 async def test_transient_clear_sets_response_none_and_stays_visible(pool: asyncpg.Pool) -> None:
@@ -259,10 +259,10 @@ async def test_unacknowledged_verify_fire_alarm_becomes_immediate_after_60s(pool
     assert (rows["device:D1"]["response"], rows["device:D1"]["rule"]) == ("immediate", "smoke_alarm+unacked_60s")
     assert rows["device:D1"]["severity"] == "major"
     assert [rows[k]["response"] for k in ("device:D2", "device:D3", "device:E1")] == ["verify"] * 3
-    assert rows["device:D1"]["escalation_level"] == 1  # now immediate: 60 s per level, already due
+    assert rows["device:D1"]["escalation_level"] == 1  # now immediate: at once to level 1, then 60 s per level
     await w.lifecycle.tick(T0 + 61_000)  # applied once
     d1 = [e["action"] for e in await events(pool) if e["alarm_id"] == ids["device:D1"]]
-    assert d1 == ["raised", "upgraded", "escalated"]
+    assert d1 == ["raised", "upgraded"]
 
 
 async def test_the_60s_wait_restarts_when_a_cleared_alarm_reopens(pool: asyncpg.Pool) -> None:

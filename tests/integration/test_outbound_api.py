@@ -99,7 +99,7 @@ async def test_only_admins_set_unit_contact_webhooks_and_only_allowed_ones(setti
         assert r.json()["contacts"] == [hook] and r.json()["address"] == "章贡区南外街道1号"
 
 
-async def test_the_alarm_detail_shows_attempt_classes_never_socket_text(settings: Settings) -> None:
+async def test_the_alarm_notifications_show_attempt_classes_never_socket_text(settings: Settings) -> None:
     async with running_service(settings.model_copy(update={"outbound_allow": []})) as svc:
         pool: asyncpg.Pool = svc.app.state.services.pool
         # configured when it was allowed (or before the policy existed): each send checks again
@@ -113,13 +113,11 @@ async def test_the_alarm_detail_shows_attempt_classes_never_socket_text(settings
         async with aiomqtt.Client(host, int(port)) as pub:
             report = {"ts": int(time.time() * 1000), "seq": 1, "event": "alarm", "data": {"temperature_c": 25}}
             await pub.publish(settings.topic("evt", "smoke", DEVICE), json.dumps(report), qos=1)
-        alarm_id = await wait_for(lambda: pool.fetchval("SELECT alarm_id FROM notification_attempts"), timeout=20)
-        # an attempt recorded before attempts were classes
-        await pool.execute("""INSERT INTO notification_attempts (alarm_id, level, target, attempt, ok, detail)
-                              VALUES ($1, 0, 'http://127.0.0.1:9/old', 1, false,
-                                      'old: ConnectError: [Errno 111] Connection refused')""", alarm_id)
-        r = await svc.http.get(f"/api/v1/alarms/{alarm_id}", headers=svc.auth())
+        alarm_id = await wait_for(lambda: pool.fetchval("SELECT alarm_id FROM notifications WHERE state = 'failed'"),
+                                  timeout=20)
+        r = await svc.http.get(f"/api/v1/alarms/{alarm_id}/notifications", headers=svc.auth())
         assert r.status_code == 200, r.text
-        assert [(n["target"], n["ok"], n["detail"]) for n in r.json()["notifications"]] == [
-            ("http://127.0.0.1:9/desk", False, NOT_ALLOWED), ("http://127.0.0.1:9/old", False, "refused")]
-        assert await pool.fetchval("SELECT state FROM notification_outbox") == "failed"  # not retried
+        [told] = r.json()["items"]
+        assert (told["responder"]["name"], told["state"], told["error_class"]) == ("desk", "failed", NOT_ALLOWED)
+        assert [(s["ok"], s["error_class"]) for s in told["sends"]] == [(False, NOT_ALLOWED)]  # not retried
+        assert "127.0.0.1" not in r.text  # neither the address nor a socket's text

@@ -1,4 +1,5 @@
-"""Send-time outbound policy (CONTRACT §9): the notifier, with real PostgreSQL and real local
+"""Send-time outbound policy (CONTRACT §9): the notifier (`alerting.response.notifier`, its webhook
+channels made from v1 escalation contacts), with real PostgreSQL and real local
 HTTP servers, checks the address it connects to on every attempt, after resolution, follows no
 redirect, and records each failure as a class, never a socket's error text.
 
@@ -22,7 +23,7 @@ import uvicorn
 
 from alerting.lifecycle import AlarmLifecycle
 from alerting.model import AlarmType, Decision, Response, Severity
-from alerting.notify import Notifier
+from alerting.response.notifier import Notifier
 from alerting.stream import AlarmHub, db_replay
 from devices.fleet import Fleet
 from devices.kinds import Kind
@@ -129,13 +130,14 @@ async def notify(
         with contextlib.suppress(asyncio.CancelledError):
             await worker
     details: dict[str, list[str]] = {t: [] for t in targets}
-    for r in await pool.fetch("SELECT target, detail FROM notification_attempts ORDER BY id"):
+    for r in await pool.fetch("""SELECT c.config ->> 'url' AS target, coalesce(s.error_class, 'http 2xx') AS detail
+                                   FROM notification_sends s JOIN channels c ON c.name = s.channel ORDER BY s.id"""):
         details[r["target"]].append(r["detail"])
     return details
 
 
 async def _all_done(pool: asyncpg.Pool, n: int) -> bool:
-    return await pool.fetchval("SELECT count(*) FROM notification_outbox WHERE state <> 'pending'") >= n
+    return await pool.fetchval("SELECT count(*) FROM notifications WHERE state <> 'queued'") >= n
 
 
 async def test_redirects_are_answers_not_followed(pool: asyncpg.Pool) -> None:
@@ -158,7 +160,7 @@ async def test_a_name_that_now_resolves_to_loopback_is_refused_when_sent(pool: a
         details = await notify(pool, [url, f"http://localhost:{port}/ok"], allow=[], answers=answers)
     assert details == {url: [NOT_ALLOWED], f"http://localhost:{port}/ok": [NOT_ALLOWED]}  # refused at once, final
     assert rx.calls == []
-    states = await pool.fetch("SELECT state, attempts FROM notification_outbox")
+    states = await pool.fetch("SELECT state, attempts FROM notifications")
     assert {(s["state"], s["attempts"]) for s in states} == {("failed", 1)}
 
 
@@ -198,7 +200,7 @@ async def test_every_failure_is_recorded_as_its_class(pool: asyncpg.Pool) -> Non
             f"https://127.0.0.1:{port}/status/200": "tls",  # TLS to a plain-HTTP server
             f"http://nowhere.example:{port}/": "dns",
             "http://169.254.169.254/latest/meta-data/": NOT_ALLOWED,
-            "gopher://127.0.0.1:6379/_INFO": NOT_ALLOWED,
+            "gopher://127.0.0.1:6379/_INFO": "config",  # no channel type sends there: never connected
         }
         details = await notify(pool, list(targets), allow=["127.0.0.1"], attempts=1, timeout_s=0.5)
     assert details == {t: [cls] for t, cls in targets.items()}
