@@ -48,7 +48,8 @@ export function render() {
       h("strong", {}, term("type", a.type)), " ",
       h("span", { class: `badge severity-${a.severity}` }, term("severity", a.severity)), " ",
       h("span", { class: `badge response-${a.response}` }, term("response", a.response)), " ",
-      h("span", { class: "badge", testid: "detail-status", "data-status": a.status }, term("status", a.status))),
+      h("span", { class: "badge", testid: "detail-status", "data-status": a.status }, term("status", a.status)),
+      " ", clockSkewBadge((a.evidence ?? []).find((e) => e.clock_skew)?.clock_skew)),
     facts(a),
     actions(a),
     h("h3", {}, t("alarm.timeline")),
@@ -127,13 +128,20 @@ function change(detail) {
     h("span", { class: "pair" }, `${k}: ${term(k, detail.from?.[k])} → ${term(k, detail.to[k])}`));
 }
 
+/** Evidence from a device whose clock was ahead (`clock_skew`: recorded at the receive time). */
+function clockSkewBadge(skew) {
+  return skew && h("span", { class: "badge clock-skew", testid: "clock-skew",
+    title: t("clock.skewEvidence", { s: fmtValue(skew.offset_s), device: fmtTime(skew.device_ts_ms) }) }, t("clock.skew"));
+}
+
 function evidenceItem(e) {
   return h("li", { class: "tl-evidence", testid: "timeline-evidence" },
     h("span", { class: "tl-kind" }, t("alarm.evidence")),
     e.device_id && h("button", { type: "button", class: "link", onclick: () => view.onDevice(e.device_id) }, e.device_id),
     e.event && h("span", { class: "pair" }, term("event", e.event)),
+    clockSkewBadge(e.clock_skew),
     metrics(e.metrics),
-    pairs(e, [...TIME_KEYS, "device_id", "event", "metrics"]));
+    pairs(e, [...TIME_KEYS, "device_id", "event", "metrics", "clock_skew"]));
 }
 
 function eventItem(e) {

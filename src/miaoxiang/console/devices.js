@@ -65,6 +65,12 @@ function statusBadge(status) {
   return h("span", { class: `badge devstatus-${status ?? "unknown"}` }, term("devstatus", status ?? "unknown"));
 }
 
+/** A device whose clock runs ahead (`clock_skew`: its readings are recorded at the receive time). */
+function clockSkewBadge(skew) {
+  return skew && h("span", { class: "badge clock-skew", testid: "clock-skew",
+    title: t("clock.skewTitle", { s: fmtValue(skew.last_offset_s), since: fmtTime(skew.since) }) }, t("clock.skew"));
+}
+
 function renderList() {
   byId("device-more").hidden = !cursor;
   fill(byId("device-list"), listed.length === 0
@@ -73,7 +79,7 @@ function renderList() {
       h("td", {}, h("button", { type: "button", class: "link", onclick: () => showDevice(d.device_id).catch(view.onError) }, d.device_id)),
       h("td", {}, term("kind", d.kind)),
       h("td", {}, d.unit_name ?? d.unit_id ?? "—"),
-      h("td", {}, statusBadge(d.status)),
+      h("td", {}, statusBadge(d.status), " ", clockSkewBadge(d.clock_skew)),
       h("td", {}, fmtTime(d.last_seen)),
       h("td", { class: "num" }, fmtValue(d.battery_pct)),
       h("td", { class: "num" }, fmtValue(d.rsrp_dbm)))));
@@ -127,7 +133,7 @@ export function render() {
     ["devices.kind", term("kind", d.kind)],
     ["alarm.unit", d.unit_name ? `${d.unit_name} (${d.unit_id})` : d.unit_id ?? "—"],
     ["alarm.region", d.region || "—"],
-    ["devices.status", statusBadge(d.status)],
+    ["devices.status", [statusBadge(d.status), " ", clockSkewBadge(d.clock_skew)]],
     ["devices.last_seen", fmtTime(d.last_seen)],
     ["devices.battery", d.battery_pct === null || d.battery_pct === undefined ? "—" : `${fmtValue(d.battery_pct)} %`],
     ["devices.signal", d.rsrp_dbm === null || d.rsrp_dbm === undefined ? "—"

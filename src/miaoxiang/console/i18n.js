@@ -198,6 +198,12 @@ const STRINGS = {
   "action.cleared": ["恢复", "cleared"],
   "action.resolved": ["处置", "resolved"],
   "action.notified": ["通知", "notified"],
+  "action.late_report": ["迟到上报（未改变告警）", "late report (alarm unchanged)"],
+  "clock.skew": ["设备时钟超前", "Device clock ahead"],
+  "clock.skewTitle": ["设备时间超前 {s} 秒，已按接收时间记录（自 {since}）",
+    "The device's time was {s} s ahead; recorded at the receive time (since {since})"],
+  "clock.skewEvidence": ["设备时间超前 {s} 秒（设备报 {device}），已按接收时间记录",
+    "The device's time was {s} s ahead (it said {device}); recorded at the receive time"],
 
   "kind.smoke": ["独立烟感", "Smoke alarm"],
   "kind.gas": ["可燃气体探测器", "Gas detector"],
