@@ -32,6 +32,7 @@ from starlette.requests import HTTPConnection
 from alerting.lifecycle import Alarm, AlarmNotFound, Classification, InvalidTransition, loads, rfc3339, to_ms
 from alerting.model import OPEN_STATUSES, AlarmType, Response, Severity
 from alerting.notify import shown_detail
+from alerting.response import alarm_view
 from alerting.service import AlarmService
 from alerting.stream import StreamEvent
 from devices.auth import IndustryFilter, Operator, Principal, RegionFilter, Viewer, list_scope, principal_of
@@ -125,7 +126,7 @@ async def list_alarms(
         clauses.append(f"alarm_id < {arg(int_cursor(cursor))}")
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     rows = await alarms.pool.fetch(f"SELECT * FROM alarms {where} ORDER BY alarm_id DESC LIMIT {arg(limit + 1)}", *args)
-    items = [Alarm.from_record(r).to_json() for r in rows[:limit]]
+    items = await _shown(alarms, principal, [Alarm.from_record(r).to_json() for r in rows[:limit]])
     return {"items": items, "next_cursor": items[-1]["alarm_id"] if len(rows) > limit else None}
 
 
@@ -207,13 +208,15 @@ async def get_alarm(alarm_id: str, principal: Viewer, alarms: Alarms) -> dict[st
         "SELECT level, target, attempt, at, ok, detail FROM notification_attempts WHERE alarm_id = $1 ORDER BY id",
         row["alarm_id"],
     )
+    audit = [
+        {"event_id": str(e["event_id"]), "at": rfc3339(to_ms(e["at"])), "action": e["action"], "actor": e["actor"],
+         "detail": loads(e["detail"])}
+        for e in events
+    ]
+    (shown,) = await _shown(alarms, principal, [Alarm.from_record(row).to_json()])
     return {
-        **Alarm.from_record(row).to_json(),
-        "timeline": [
-            {"event_id": str(e["event_id"]), "at": rfc3339(to_ms(e["at"])), "action": e["action"], "actor": e["actor"],
-             "detail": loads(e["detail"])}
-            for e in events
-        ],
+        **shown,
+        "timeline": alarm_view.merged(audit, await alarm_view.notification_entries(alarms.pool, row["alarm_id"])),
         "notifications": [
             {"level": a["level"], "target": a["target"], "attempt": a["attempt"], "at": rfc3339(to_ms(a["at"])),
              "ok": a["ok"], "detail": shown_detail(a["ok"], a["detail"])}
@@ -237,7 +240,7 @@ async def ack_alarm(alarm_id: str, principal: Operator, alarms: Alarms) -> dict[
         raise HTTPException(404, str(e)) from None
     except InvalidTransition as e:
         raise HTTPException(409, str(e)) from None
-    return alarm.to_json()
+    return (await _shown(alarms, principal, [alarm.to_json()]))[0]
 
 
 @router.post("/{alarm_id}/resolve")
@@ -252,12 +255,20 @@ async def resolve_alarm(alarm_id: str, body: ResolveBody, principal: Operator, a
         raise HTTPException(404, str(e)) from None
     except InvalidTransition as e:
         raise HTTPException(409, str(e)) from None
-    return alarm.to_json()
+    return (await _shown(alarms, principal, [alarm.to_json()]))[0]
 
 
 # --- helpers ----------------------------------------------------------------------------------
 #: an alarm's industry: its unit's (alarms of no unit have none)
 UNIT_INDUSTRY = "(SELECT u.industry FROM units u WHERE u.unit_id = alarms.unit_id)"
+
+
+async def _shown(alarms: AlarmService, principal: Principal, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Alarm objects with their v2 additions (unit, devices, response times), unit contacts'
+    phone numbers only for operators and admins."""
+    return await alarm_view.with_extras(
+        alarms.pool, items, phones=principal.may("operator"), admin=principal.may("admin")
+    )
 
 
 async def _check_industry(alarms: AlarmService, principal: Principal, alarm_id: str) -> None:

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, get_args
@@ -133,6 +133,8 @@ class Alarm:
     resolved_at_ms: int | None
     created_at_ms: int
     active_since_ms: int
+    #: when an operator dispatched micro stations and the fire brigade (CONTRACT §9), if one did
+    dispatched_at_ms: int | None = None
 
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> Alarm:
@@ -148,6 +150,7 @@ class Alarm:
             classification=r["classification"], note=r["note"], acked_by=r["acked_by"], acked_at_ms=ms("acked_at"),
             cleared_at_ms=ms("cleared_at"), resolved_by=r["resolved_by"], resolved_at_ms=ms("resolved_at"),
             created_at_ms=to_ms(r["created_at"]), active_since_ms=to_ms(r["active_since"]),
+            dispatched_at_ms=None if r.get("dispatched_at") is None else to_ms(r["dispatched_at"]),
         )
 
     @property
@@ -173,6 +176,8 @@ class Alarm:
             "evidence": self.evidence,
             "escalation_level": self.escalation_level,
             "classification": self.classification,
+            "raised_at": rfc3339(self.created_at_ms),
+            "dispatched_at": rfc3339(self.dispatched_at_ms),
         }
 
 
@@ -690,6 +695,31 @@ class AlarmLifecycle:
             change = transition(Alarm.from_record(row), now)
             await self._save(conn, change, now)
             changes.append((change, None))
+        return change
+
+    async def act(
+        self,
+        alarm_id: int,
+        step: Callable[[asyncpg.Connection, Alarm, int], Awaitable[Change | None]],
+        then: Callable[[asyncpg.Connection, Change], Awaitable[None]] | None = None,
+    ) -> Change | None:
+        """Record what a person did about an alarm besides an operator's transition (a responder's
+        ack, arrival or feedback; a dispatch): with the alarm row locked, `step` writes its own rows
+        and answers the audit change (None: nothing to record, e.g. a repeat); the audit row reaches
+        the stream like any change; `then` runs after it in the same transaction (its event id
+        known). Raises AlarmNotFound, or what `step` raises. The notifier is woken afterwards."""
+        async with self._committing() as (conn, now, changes):
+            row = await conn.fetchrow("SELECT * FROM alarms WHERE alarm_id = $1 FOR UPDATE", alarm_id)
+            if row is None:
+                raise AlarmNotFound(alarm_id)
+            change = await step(conn, Alarm.from_record(row), now)
+            if change is not None:
+                await self._save(conn, change, now)
+                if then is not None:
+                    await then(conn, change)
+                changes.append((change, None))
+        if change is not None and self.notifier is not None:
+            self.notifier.wake()
         return change
 
     # --- timers --------------------------------------------------------------------------

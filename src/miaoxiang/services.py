@@ -28,6 +28,7 @@ from alerting.config import RuleConfig
 from alerting.core.correlator import Correlator
 from alerting.overview_api import OverviewDeps
 from alerting.response.channels.store import ResponseDeps
+from alerting.response.page import Buckets, PageDeps
 from alerting.risk_api import RiskDeps
 from alerting.risk_service import RiskService
 from alerting.service import AlarmService
@@ -97,6 +98,11 @@ class Services:
         """Where outbound calls may go (`MIAOXIANG_OUTBOUND_ALLOW`, CONTRACT §9)."""
         return OutboundPolicy.parse(self.settings.outbound_allow)
 
+    @functools.cached_property
+    def responder_buckets(self) -> Buckets:
+        """The responder page's per-client-address rate limit (CONTRACT §9)."""
+        return Buckets()
+
     @property
     def broker_ready(self) -> bool:
         """The MQTT client's, or the scale-out links', connection (what `/readyz` shows as broker)."""
@@ -112,9 +118,11 @@ class Services:
 
 def _satisfies(
     services: Services,
-) -> tuple[AuthDeps, DeviceDeps, ReadingsDeps, PushDeps, Gb26875Deps, AlarmDeps, OverviewDeps, RiskDeps, ResponseDeps]:
+) -> tuple[
+    AuthDeps, DeviceDeps, ReadingsDeps, PushDeps, Gb26875Deps, AlarmDeps, OverviewDeps, RiskDeps, ResponseDeps, PageDeps
+]:
     """Never called: mypy checks here that `Services` provides what every router reads."""
-    return services, services, services, services, services, services, services, services, services
+    return services, services, services, services, services, services, services, services, services, services
 
 
 @contextlib.asynccontextmanager

@@ -120,7 +120,8 @@ async def test_list_filters_newest_first_with_cursor(api: Api) -> None:
     assert [a["device_ids"] for a in r2.json()["items"]] == [["G2"], ["G1"]] and r2.json()["next_cursor"] is None
     first = page["items"][1]
     assert set(first) == {"alarm_id", "type", "severity", "response", "status", "device_ids", "unit_id", "region",
-                          "first_seen", "last_seen", "count", "rule", "evidence", "escalation_level", "classification"}
+                          "first_seen", "last_seen", "count", "rule", "evidence", "escalation_level", "classification",
+                          "raised_at", "dispatched_at", "unit", "devices", "response_times"}
     assert isinstance(first["alarm_id"], str) and first["first_seen"] == "2026-11-22T10:05:00.000Z"
 
     async def ids(**params: Any) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -35,3 +36,43 @@ async def issue(
     token = secrets.token_urlsafe(TOKEN_BYTES)
     stored = await conn.fetchval(_ISSUE, token_hash(token), alarm_id, responder_id, group_channel)
     return token if stored is not None else None
+
+
+#: how long a link works after its alarm is resolved (CONTRACT §9)
+AFTER_RESOLVED_S = 24 * 3600
+
+_LOOKUP = """
+SELECT t.token_hash, t.alarm_id, t.responder_id, t.group_channel
+  FROM response_tokens t JOIN alarms a USING (alarm_id)
+  LEFT JOIN responders r ON r.responder_id = t.responder_id
+ WHERE t.token_hash = $1 AND t.revoked_at IS NULL
+   AND (t.responder_id IS NULL OR r.deleted_at IS NULL)
+   AND (t.group_channel IS NULL OR EXISTS (SELECT 1 FROM channels c WHERE c.name = t.group_channel))
+   AND (a.resolved_at IS NULL OR a.resolved_at > now() - make_interval(secs => $2))
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """What a live token stands for: one alarm, and a responder or a group robot channel."""
+
+    token_hash: bytes
+    alarm_id: int
+    responder_id: str | None
+    group_channel: str | None
+
+    @property
+    def group(self) -> bool:
+        """A group robot's link: the person types a name."""
+        return self.group_channel is not None
+
+
+async def lookup(conn: asyncpg.Connection | asyncpg.Pool, token: str) -> Binding | None:
+    """The binding of a live token; None when unknown, revoked, its responder deleted or its
+    channel gone, or more than 24 h after its alarm was resolved."""
+    if not 16 <= len(token) <= 128:
+        return None
+    row = await conn.fetchrow(_LOOKUP, token_hash(token), float(AFTER_RESOLVED_S))
+    if row is None:
+        return None
+    return Binding(bytes(row["token_hash"]), row["alarm_id"], row["responder_id"], row["group_channel"])
