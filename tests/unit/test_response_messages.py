@@ -12,7 +12,10 @@ TZ = ZoneInfo("Asia/Shanghai")
 AT = datetime(2026, 12, 6, 2, 5, 9, tzinfo=UTC)  # 10:05:09 in Shanghai
 
 
-def text(n: int = 1, token: str | None = "tok1", unit: str = "赣州市章贡区南外街道某某综合市场有限公司第一分公司") -> AlarmText:
+LONG_UNIT = "赣州市章贡区南外街道某某综合市场有限公司第一分公司"
+
+
+def text(n: int = 1, token: str | None = "tok1", unit: str = LONG_UNIT) -> AlarmText:
     return AlarmText(alarm_id=n, type="smoke", severity="major", response="verify", first_seen=AT, unit_name=unit,
                      address="南外街道 1 号", duty_phone="+8613800000000", device_locations=("3 楼 301",), token=token)
 
@@ -23,7 +26,8 @@ def test_a_single_message_in_chinese_names_everything() -> None:
                  "2026-12-06 10:05:09", "https://mx.example.cn/r/tok1"):
         assert part in m.text
     assert m.link == "https://mx.example.cn/r/tok1" and m.alarm_ids == (1,)
-    assert m.sms == {"type": "烟感报警", "unit": "赣州市章贡区南外街道某某综合市场有限公司", "time": "10:05", "token": "tok1"}
+    assert m.sms == {"type": "烟感报警", "unit": LONG_UNIT[:20], "time": "10:05", "token": "tok1"}
+    assert m.sms["unit"] == "赣州市章贡区南外街道某某综合市场有限公司"
     assert len(m.sms["unit"]) <= 20
 
 
