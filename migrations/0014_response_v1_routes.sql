@@ -72,3 +72,6 @@ BEGIN
 END $$;
 CREATE TRIGGER units_contacts_v2 AFTER INSERT OR UPDATE OF contacts ON units
     FOR EACH ROW EXECUTE FUNCTION mx_v1_unit_contact_sync();
+
+-- v1's contact resolution is the responders' now (alerting.response.targets).
+DROP FUNCTION mx_escalation_contacts(text, text, integer);

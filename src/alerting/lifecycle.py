@@ -2,9 +2,9 @@
 
 The transitions are pure functions of an `Alarm` value (top half). `AlarmLifecycle` applies
 them in PostgreSQL, one transaction per change: the alarm row, and its `alarm_events` audit row
-whose id becomes the stream event id and, when a level is reached, its notifications in
-`notification_outbox`; after the commit the change goes to the stream hub and the notifier
-is woken.
+whose id becomes the stream event id and, when a level is reached, its `notifications` for the
+responders `alerting.response.targets` selects (`alerting.response.outbox`); after the commit the
+change goes to the stream hub and the notifier is woken.
 
 Status machine: active_unack -ack-> active_ack; active_* -clear-> cleared_*; cleared_unack
 -repeat-> active_unack; cleared_unack -ack-> cleared_ack; anything but resolved -resolve->

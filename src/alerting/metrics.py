@@ -31,10 +31,11 @@ class AlarmMetrics:
         self.subscribers = Gauge("mx_alarm_stream_subscribers", "Live SSE and WebSocket subscribers", registry=registry)
         self.cut_off = Counter("mx_alarm_stream_cut_off_total", "Subscribers cut off for not keeping up", registry=registry)
         self.notify_attempts = Counter(
-            "mx_alarm_notification_attempts_total", "Webhook deliveries attempted", ["ok"], registry=registry
+            "mx_alarm_notification_attempts_total", "Notification sends attempted, every channel type", ["ok"],
+            registry=registry,
         )
         self.notify_pending = Gauge(
-            "mx_alarm_notification_outbox_pending", "Notifications in the outbox waiting for delivery or a retry",
+            "mx_alarm_notification_outbox_pending", "Notifications queued: waiting to be sent, for a digest or a retry",
             registry=registry,
         )
         self.notify_failed = Counter(

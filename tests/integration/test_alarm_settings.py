@@ -65,17 +65,19 @@ async def test_admin_configures_escalation_contacts_per_region_and_level(setting
         assert [c["name"] for c in page["items"] + rest["items"]] == ["119", "网格员", "other"] and rest[
             "next_cursor"
         ] is None
-        # what the notifier will use: the unit's own webhook contacts join level 0; region prefixes by whole segment
+        # what the notifier will use (CONTRACT §9): each contact is a responder of its level's role scoped
+        # to its region, the unit's own webhook contact a unit_contact of the unit, each with a webhook channel
         pool: asyncpg.Pool = svc.app.state.services.pool
-        resolved = {lvl: sorted(r["webhook"] for r in await pool.fetch(
-            "SELECT * FROM mx_escalation_contacts($1, 'U1', $2)", REGION, lvl)) for lvl in range(4)}
-        assert resolved == {0: ["http://127.0.0.1:9/unit-desk"], 1: ["http://127.0.0.1:9/grid-2"], 2: [],
-                            3: ["https://127.0.0.1:9/dispatch"]}
-        assert await pool.fetch("SELECT * FROM mx_escalation_contacts('江西省/赣州市市', 'U9', 1)") == []
+        told = """SELECT r.role, r.regions, r.unit_ids, c.config ->> 'url' AS url FROM responders r
+                    JOIN channels c ON c.name = r.channels[1] WHERE r.deleted_at IS NULL"""
+        assert {(r["role"], *r["regions"], *r["unit_ids"], r["url"]) for r in await pool.fetch(told)} == {
+            ("grid_worker", "浙江省", "http://127.0.0.1:9/o"), ("unit_contact", "U1", "http://127.0.0.1:9/unit-desk"),
+            ("fire_brigade", "https://127.0.0.1:9/dispatch"), ("grid_worker", "江西省/赣州市", "http://127.0.0.1:9/grid-2")}
         r = await svc.http.delete(
             "/api/v1/escalation-contacts", params={"region": "浙江省", "level": 1, "name": "other"}, headers=svc.auth()
         )
         assert r.status_code == 204
+        assert len(await pool.fetch(told)) == 3  # its responder retired
         r = await svc.http.delete(
             "/api/v1/escalation-contacts", params={"region": "浙江省", "level": 1, "name": "other"}, headers=svc.auth()
         )
