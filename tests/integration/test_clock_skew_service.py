@@ -29,7 +29,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-async def _publish(settings: Settings, topic: str, *reports: dict[str, Any]) -> None:
+async def _publish(settings: Settings, topic: str, *reports: Any) -> None:
     host, port = _broker(settings.mqtt_url or "")
     async with aiomqtt.Client(host, port) as pub:
         for report in reports:
@@ -105,5 +105,28 @@ async def test_components_beyond_the_bound_are_dead_lettered(settings: Settings)
             assert await conn.fetchval("SELECT count(*) FROM readings WHERE device_id = $1", device) == 2
             fleet = svc.app.state.services.fleet
             assert fleet.slot(f"{device}:1:1:1") >= 0 and fleet.slot(f"{device}:1:1:2") < 0
+        finally:
+            await conn.close()
+
+
+async def test_a_gateway_batch_is_clamped_on_the_columnar_path_and_its_copy_is_recognised(settings: Settings) -> None:
+    t = now_ms()
+    batch = [{"device_id": "gw-w1", "kind": "water", "ts": YEAR_9999_MS, "seq": 5, "event": "report",
+              "data": {"pressure_mpa": 0.3}},
+             {"device_id": "gw-w2", "kind": "water", "ts": t, "seq": 6, "event": "report", "data": {"level_m": 2.5}}]
+    async with running_service(settings) as svc:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            await _publish(settings, settings.topic("batch", "gw-1"), batch, batch)  # delivered twice
+            await wait_for(lambda: conn.fetchval("SELECT count(*) = 2 FROM readings"))
+            rows = {r["device_id"]: r for r in await conn.fetch("SELECT * FROM readings")}
+            skewed, plain = rows["gw-w1"], rows["gw-w2"]
+            assert skewed["untimed"] and skewed["ts"] == skewed["received_at"]
+            assert json.loads(skewed["extra"])["clock_skew"]["device_ts_ms"] == YEAR_9999_MS
+            assert not plain["untimed"] and int(plain["ts"].timestamp() * 1000) == t and plain["extra"] is None
+            fleet = svc.app.state.services.fleet
+            assert set(fleet.clock_skew) == {"gw-w1"}
+            metrics = (await svc.http.get("/metrics")).text
+            assert 'mx_ingest_duplicates_total{transport="mqtt"} 2.0' in metrics  # the copy, both elements
         finally:
             await conn.close()
