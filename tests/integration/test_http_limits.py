@@ -288,3 +288,22 @@ async def test_html_pages_carry_csp_and_every_response_nosniff(limited: Settings
     for r in (report, console, health, missing, docs):
         assert r.headers.get_list("x-content-type-options") == ["nosniff"], r.url
     assert "content-security-policy" not in health.headers
+
+
+async def test_live_streams_outlast_the_head_deadline(limited: Settings) -> None:
+    """The head deadline ends at the head: an SSE stream and a WebSocket stay open beyond it."""
+    import websockets
+
+    async with running_service(limited) as svc:
+        ws_url = svc.base_url.replace("http://", "ws://") + "/api/v1/alarms/ws?token=test-admin-token"
+        async with svc.http.stream("GET", "/api/v1/alarms/stream", headers=svc.auth()) as sse, \
+                websockets.connect(ws_url) as ws:
+            assert sse.status_code == 200
+            lines = sse.aiter_lines()
+            assert await anext(lines) == "retry: 2000"
+            await asyncio.sleep(HEAD_TIMEOUT_S + 1.0)
+            pong = await ws.ping()
+            await asyncio.wait_for(pong, 2)  # the WebSocket still answers
+            with pytest.raises(TimeoutError):  # the stream is open, waiting for events (no end)
+                while True:
+                    await asyncio.wait_for(anext(lines), 0.5)
