@@ -161,7 +161,7 @@ def test_render_escapes_everything() -> None:
     view = PageView(
         token="tok", group=True, type="smoke", severity="major", response="verify", status="active_unack",
         unit_name="<script>alert(1)</script>", address='"><img src=x>', duty_phone="+86 797 1", devices=(
-            ("smoke", "<b>3F</b>"),), local_time="2026-12-06 12:00:00 (Asia/Shanghai)", happened=(), done=frozenset(
+            ("smoke", "<b>3F</b>"),), local_time="2026-12-06 12:00:00", tz="Asia/Shanghai", happened=(), done=frozenset(
             {"ack"}))
     page = render(view)
     assert "<script>alert" not in page and "<img src=x>" not in page and "<b>3F</b>" not in page

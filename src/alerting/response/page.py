@@ -150,6 +150,12 @@ async def page_js(_: Page) -> Response:
                     headers={**HEADERS, "Cache-Control": "max-age=3600"})
 
 
+@router.get("/-/icon.svg", include_in_schema=False)
+async def page_icon(_: Page) -> Response:
+    return Response(_static("icon.svg"), media_type="image/svg+xml",
+                    headers={**HEADERS, "Cache-Control": "max-age=3600"})
+
+
 # --- the page ----------------------------------------------------------------------------------
 @router.get("/{token}", response_class=HTMLResponse)
 async def page(token: str, d: Page) -> HTMLResponse:
@@ -187,6 +193,7 @@ class PageView:
     duty_phone: str | None
     devices: tuple[tuple[str, str], ...]  # (kind, place)
     local_time: str
+    tz: str
     happened: tuple[tuple[str, str], ...]  # (local time, what)
     done: frozenset[str]  # this link's actions already recorded
 
@@ -199,7 +206,10 @@ class PageView:
             return "" if at is None else at.astimezone(tz).strftime("%m-%d %H:%M:%S")
 
         unit = extras.get("unit") or {}
-        happened: list[tuple[datetime, str]] = []
+        happened: list[tuple[datetime, str]] = [(row["created_at"], "告警产生 / alarm raised")]
+        notified_s = (extras.get("response_times") or {}).get("notified_s")
+        if notified_s is not None:
+            happened.append((row["created_at"] + timedelta(seconds=notified_s), "已发出通知 / notifications sent"))
         if row["acked_at"] is not None:
             happened.append((row["acked_at"], "值班员已确认 / operator acknowledged"))
         if row["dispatched_at"] is not None:
@@ -207,17 +217,18 @@ class PageView:
         for a in actions:
             who = a["responder_name"] or a["person"] or "—"
             what = {"ack": "已收到 / acknowledged", "arrive": "已到场 / arrived on site",
-                    "feedback": f"反馈 / feedback: {a['classification'] or ''}"}[a["action"]]
+                    "feedback": f"反馈 / feedback: {CLASSIFICATION_TEXT.get(a['classification'], '')}"}[a["action"]]
             happened.append((a["at"], f"{who} {what}"))
         if row["resolved_at"] is not None:
-            happened.append((row["resolved_at"], f"已处置 / resolved: {row['classification'] or ''}"))
+            happened.append((row["resolved_at"],
+                             f"已处置 / resolved: {CLASSIFICATION_TEXT.get(row['classification'], '')}"))
         happened.sort(key=lambda h: h[0])
         return cls(
             token=token, group=binding.group, type=alarm.type, severity=alarm.severity, response=alarm.response,
             status=alarm.status, unit_name=unit.get("name"), address=unit.get("address"),
             duty_phone=duty_phone(unit.get("contacts")),
             devices=tuple((str(d.get("kind") or ""), place(d)) for d in extras.get("devices") or []),
-            local_time=row["first_seen"].astimezone(tz).strftime("%Y-%m-%d %H:%M:%S") + f" ({tz.key})",
+            local_time=row["first_seen"].astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"), tz=tz.key,
             happened=tuple((local(at), what) for at, what in happened),
             done=frozenset(a["action"] for a in actions if a["mine"]),
         )
@@ -273,12 +284,26 @@ def render(v: PageView) -> str:
         severity_class=_e(v.severity), severity=_e(severity), response=_e(response),
         status=_e(STATUS_TEXT.get(v.status, v.status)),
         unit=_e(v.unit_name or "—"), address=_e(v.address or "—"), phone=phone,
-        devices=devices or "<li class=muted>—</li>", time=_e(v.local_time), happened=happened,
-        base=f"/r/{_e(v.token)}", name=name, options=options,
+        devices=devices or "<li class=muted>—</li>", time=_e(v.local_time), tz=_e(v.tz), happened=happened,
+        base=f"/r/{_e(v.token)}", name=name,
         ack=_button("ack", "收到 Ack", "已收到 ✓ Acknowledged", v.done),
         arrive=_button("arrive", "到场 Arrive", "已到场 ✓ Arrived", v.done),
         feedback=_button("feedback", "提交反馈 Send feedback", "已反馈 ✓ Feedback sent", v.done),
+        feedback_fields="" if "feedback" in v.done else FEEDBACK_FIELDS.format(name=name, options=options),
     )
+
+
+#: the feedback form's fields (left out once this link has sent its feedback)
+FEEDBACK_FIELDS = """{name}
+      <label>现场判断 Classification
+        <select name="classification" required>{options}</select>
+      </label>
+      <label>说明 Note <span class="muted">(≤ 500)</span>
+        <textarea name="note" maxlength="500" rows="3"></textarea>
+      </label>
+      <label>照片 Photo <span class="muted">(JPEG/PNG ≤ 5 MiB)</span>
+        <input type="file" name="photo" accept="image/jpeg,image/png">
+      </label>"""
 
 
 def _button(action: str, label: str, done_label: str, done: frozenset[str]) -> str:
