@@ -38,6 +38,7 @@ from alerting.response import outbox
 from alerting.response.targets import AlarmFacts, levels_due, max_level, raise_level
 from alerting.stream import AlarmHub, RegionFilter
 from devices.clock import Clock
+from devices.db_errors import UNAVAILABLE
 from devices.fleet import FLAPPING, Fleet
 
 log = logging.getLogger(__name__)
@@ -53,15 +54,6 @@ UNACKED_RULE = "unacked_60s"
 LATE_REPORT = "late_report"  # the audit action of a report judged late (`late_change`)
 FIRE_CLASS_NAMES = tuple(sorted(t.name for t in FIRE_CLASS))
 DEFAULT_ESCALATION_S = {"immediate": 60.0, "verify": 300.0}
-#: Errors meaning "the database is unreachable right now": retried, never dropped.
-DB_DOWN = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-)
 
 #: pg_advisory_xact_lock key every alarm-writing transaction takes first (migrations/0004): event
 #: ids then commit in increasing order across processes, which gap-free streams rely on.
@@ -540,7 +532,7 @@ class AlarmLifecycle:
                     for d in ignored:
                         self.metrics.ignored.labels(d.action).inc()
                 return
-            except DB_DOWN as e:
+            except UNAVAILABLE as e:  # retried, never dropped
                 if self.metrics:
                     self.metrics.db_errors.inc()
                 if not self.db_down:

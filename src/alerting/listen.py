@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import asyncpg
 
-from alerting.lifecycle import DB_DOWN
 from alerting.stream import AlarmHub
+from devices.db_errors import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,11 @@ async def _listen(hub: AlarmHub, dsn: str, retry_max_s: float) -> None:
                 except TimeoutError:
                     await conn.execute("SELECT 1")  # find a silently dead connection
             log.warning("alarm event listener lost its connection; reconnecting")
-        except DB_DOWN as e:
-            log.warning("alarm event listener cannot connect (%s); retrying in %.1f s", e, delay)
+        except (*UNAVAILABLE, asyncpg.PostgresError) as e:  # never a reason to stop the service
+            log.warning("alarm event listener cannot listen (%s); retrying in %.1f s", e, delay)
         finally:
             if conn is not None and not conn.is_closed():
-                await conn.close(timeout=2)
+                conn.terminate()  # never waits on, nor raises from, a connection already lost
         await asyncio.sleep(delay)
         delay = min(delay * 2, retry_max_s)
 
@@ -70,6 +70,6 @@ async def _catch_up(hub: AlarmHub, retry_max_s: float) -> None:
     while True:
         try:
             await hub.catch_up()
-        except (*DB_DOWN, asyncpg.PostgresError) as e:
+        except (*UNAVAILABLE, asyncpg.PostgresError) as e:
             log.warning("cannot read alarm events for the stream (%s); retrying", e)
             await asyncio.sleep(retry_max_s / 5)

@@ -18,7 +18,7 @@ import asyncpg
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from alerting.lifecycle import DB_DOWN, AlarmLifecycle
+from alerting.lifecycle import AlarmLifecycle
 from alerting.listen import follow
 from alerting.metrics import AlarmMetrics
 from alerting.model import Decision
@@ -28,6 +28,7 @@ from alerting.stream import AlarmHub, db_replay
 from alerting.writer import DecisionWriter
 from devices.batch import ReadingColumns
 from devices.clock import Clock
+from devices.db_errors import UNAVAILABLE
 from devices.fleet import FLAPPING, Fleet
 from devices.outbound import OutboundPolicy
 from devices.reading import Reading
@@ -206,7 +207,7 @@ class AlarmService:
                 if failing:
                     log.info("%s recovered", name)
                 failing = False
-            except DB_DOWN as e:
+            except UNAVAILABLE as e:
                 if not failing:
                     log.error("%s failed: database unavailable (%s); retrying", name, e)
                 failing = True

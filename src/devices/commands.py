@@ -24,6 +24,7 @@ from typing import Any, Literal
 import asyncpg
 
 from devices.clock import Clock
+from devices.db_errors import UNAVAILABLE
 from devices.fleet import Fleet
 from devices.kinds import Kind
 from devices.registry import InvalidSpec, full_thresholds, merge_thresholds, parse_thresholds
@@ -47,7 +48,8 @@ STATES = ("sent", "acked", "failed", "timeout")
 #: What a platform that carried a command says of it: it ended (acked, failed) or is on its way (sent).
 PlatformState = Literal["acked", "failed", "sent"]
 MUTE_DEFAULT_S = 600
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+#: The database unavailable (devices.db_errors), or refusing one statement: logged, retried later.
+DB_ERRORS = (*UNAVAILABLE, asyncpg.PostgresError)
 MAX_S = 86_400
 
 

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from devices.db_errors import UNAVAILABLE
 from devices.fleet import Fleet
 from devices.registry import full_thresholds
 
@@ -53,7 +54,7 @@ async def follow_registry(pool: asyncpg.Pool, fleet: Fleet, interval_s: float) -
         try:
             now: datetime = await pool.fetchval("SELECT now()")
             count = await refresh(pool, fleet, since)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
+        except (*UNAVAILABLE, asyncpg.PostgresError) as e:
             log.warning("registry refresh failed (%s); retrying", e)
             continue
         if count:

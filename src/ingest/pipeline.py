@@ -31,6 +31,7 @@ import numpy as np
 
 from devices.batch import ReadingColumns
 from devices.clock import Clock, wall_clock_ms
+from devices.db_errors import UNAVAILABLE
 from devices.fleet import QUARANTINED, Fleet
 from devices.kinds import ATTENTION_EVENTS
 from devices.reading import Reading
@@ -425,7 +426,7 @@ class Pipeline:
             started = time.perf_counter()
             try:
                 written = await self.store.write(merged.rows, merged.new_devices, merged.dead_letters)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
+            except (*UNAVAILABLE, asyncpg.PostgresError) as e:  # unavailable, or refused: held, never dropped
                 async with self.buffer_changed:
                     self.buffer.extendleft(reversed(taken))
                 if self.db_up:

@@ -25,6 +25,7 @@ from alerting.response.stats import router as response_stats_router
 from alerting.risk_api import router as risk_router
 from devices.api import router as devices_router
 from devices.clock import Clock, wall_clock_ms
+from devices.db_errors import UNAVAILABLE
 from ingest.gb26875_api import router as gb26875_router
 from ingest.readings_api import router as readings_router
 from ingest.transports.http_push import router as push_router
@@ -33,6 +34,9 @@ from miaoxiang.http_limits import BodyLimits, body_caps
 from miaoxiang.security_headers import SecurityHeaders
 from miaoxiang.services import Services, running
 from miaoxiang.settings import Settings
+
+#: A session that can write: not a standby, not read-only (`default_transaction_read_only`).
+_WRITABLE = "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'"
 
 
 def services(request: Request) -> Services:
@@ -72,6 +76,14 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
         reason = "text must not contain NUL characters" if "0x00" in str(exc) else str(exc).splitlines()[0]
         return JSONResponse({"detail": f"not storable: {reason}"}, status_code=422)
 
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        """The database cannot serve now (`devices.db_errors`): 503 and when to retry, not a 500."""
+        detail = f"数据库暂不可用，请稍后重试 / database unavailable, retry later ({type(exc).__name__})"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
+
+    for unavailable in UNAVAILABLE:
+        app.add_exception_handler(unavailable, database_unavailable)
+
     app.include_router(devices_router)
     app.include_router(readings_router)
     app.include_router(overview_router)
@@ -96,7 +108,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
     async def readyz(svc: Running, response: Response) -> dict[str, object]:
         checks: dict[str, bool] = {"database": False, "broker": False}
         with contextlib.suppress(Exception):
-            checks["database"] = await asyncio.wait_for(svc.pool.fetchval("SELECT true"), 2)
+            checks["database"] = svc.database_writing and await asyncio.wait_for(svc.pool.fetchval(_WRITABLE), 2)
         checks["broker"] = svc.broker_ready
         checks["background"] = svc.background_error is None
         ready = all(checks.values())

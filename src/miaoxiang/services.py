@@ -36,6 +36,7 @@ from devices.api import DeviceDeps
 from devices.auth import AuthDeps
 from devices.clock import Clock
 from devices.commands import CommandService
+from devices.db_errors import UNAVAILABLE
 from devices.fleet import Fleet
 from devices.fleet_metrics import FleetCollector
 from devices.outbound import OutboundPolicy
@@ -61,6 +62,8 @@ log = logging.getLogger(__name__)
 Job = Coroutine[Any, Any, None]
 #: How long a stop waits for readings already taken to be written (and so acknowledged).
 DRAIN_TIMEOUT_S = 5
+#: How soon partition maintenance is tried again after the database was unavailable.
+PARTITION_RETRY_S = 60
 
 
 @dataclass
@@ -102,6 +105,11 @@ class Services:
     def responder_buckets(self) -> Buckets:
         """The responder page's per-client-address rate limit (CONTRACT §9)."""
         return Buckets()
+
+    @property
+    def database_writing(self) -> bool:
+        """False while the readings writer or the alarm writer is retrying a failed write."""
+        return self.pipeline.db_up and not self.alarms.lifecycle.db_down
 
     @property
     def broker_ready(self) -> bool:
@@ -242,10 +250,16 @@ async def _build(
 
 
 async def _maintain_partitions(store: ReadingStore, settings: Settings) -> None:
+    """Every hour (every minute while the database is unavailable): the coming days' partitions."""
     while True:
-        made, dropped = await store.maintain_partitions(
-            datetime.now(UTC).date(), ahead_days=7, retention_days=settings.readings_retention_days
-        )
+        try:
+            made, dropped = await store.maintain_partitions(
+                datetime.now(UTC).date(), ahead_days=7, retention_days=settings.readings_retention_days
+            )
+        except UNAVAILABLE as e:
+            log.warning("readings partition maintenance postponed: database unavailable (%s)", e)
+            await asyncio.sleep(PARTITION_RETRY_S)
+            continue
         if made or dropped:
             log.info("readings partitions: %d created, %d dropped past retention", made, dropped)
         await asyncio.sleep(3600)

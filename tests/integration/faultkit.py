@@ -1,11 +1,13 @@
 """Real processes for fault tests: a private Mosquitto, a throwaway PostgreSQL cluster, the
-service as a `miaoxiang serve` subprocess, and a QoS 1 publisher that survives broker restarts.
+service as a `miaoxiang serve` subprocess, a QoS 1 publisher that survives broker restarts, an
+alarm stream reader, and outages of one database on a shared server (`DbOutage`).
 
 Everything binds to 127.0.0.1 on spare ports; every process is stopped by its own handle.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -16,11 +18,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import asyncpg
 import httpx
 import paho.mqtt.client as paho
 import pytest
@@ -351,3 +354,123 @@ def in_thread(fn: Callable[[], None]) -> tuple[threading.Thread, list[BaseExcept
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return t, errors
+
+
+# --- the alarm stream -----------------------------------------------------------------------------
+class SseReader:
+    """Collects (event, data) from the alarm stream in a thread."""
+
+    def __init__(self, base: str) -> None:
+        self.events: list[tuple[float, str, dict[str, Any]]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(base,), daemon=True)
+        self.thread.start()
+
+    def _run(self, base: str) -> None:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        timeout = httpx.Timeout(5, read=None)
+        with httpx.stream("GET", f"{base}/api/v1/alarms/stream", headers=headers, timeout=timeout) as r:
+            event = "message"
+            for line in r.iter_lines():
+                if self.stop.is_set():
+                    return
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                elif line.startswith("data:"):
+                    self.events.append((time.monotonic(), event, json.loads(line.split(":", 1)[1])))
+                    event = "message"
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [d for _, e, d in self.events if e == event]
+
+
+# --- outages of one database on a shared server ---------------------------------------------------
+#: What an outage looks like to the service (tests/integration/test_db_unavailable.py):
+#: - not_accepting: `ALLOW_CONNECTIONS false` and its backends terminated (maintenance, failover);
+#: - terminated: its backends terminated again and again (a server restarting, a proxy cutting);
+#: - read_only: `default_transaction_read_only` and new sessions (a standby after failover);
+#: - statement_timeout: every statement cancelled after 100 ms, its tables locked meanwhile.
+OutageKind = Literal["not_accepting", "terminated", "read_only", "statement_timeout"]
+OUTAGE_KINDS: tuple[OutageKind, ...] = ("not_accepting", "terminated", "read_only", "statement_timeout")
+#: Tables the statement-timeout outage locks: every write of the service waits on one of them.
+_LOCKED = "readings, devices, dead_letters, alarms, alarm_events, device_state, notification_outbox, commands"
+
+
+class DbOutage:
+    """One outage of the database `db` on the server at `admin_url` (never the server's own
+    configuration: only `ALTER DATABASE db`, undone by `end`)."""
+
+    def __init__(self, kind: OutageKind, admin_url: str, db_url: str) -> None:
+        self.kind = kind
+        self.admin_url = admin_url
+        self.db_url = db_url
+        self.db = db_url.rsplit("/", 1)[1].split("?", 1)[0]
+        self._locker: asyncpg.Connection | None = None
+        self._terminator: asyncio.Task[None] | None = None
+        self.active = False
+
+    async def _admin(self, *sql: str) -> None:
+        conn = await asyncpg.connect(self.admin_url)
+        try:
+            for statement in sql:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    def _terminate_sql(self) -> str:
+        return ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                f"WHERE datname = '{self.db}' AND pid <> pg_backend_pid()")
+
+    async def start(self) -> None:
+        db, terminate = f'"{self.db}"', self._terminate_sql()
+        self.active = True
+        if self.kind == "not_accepting":
+            await self._admin(f"ALTER DATABASE {db} ALLOW_CONNECTIONS false", terminate)
+        elif self.kind == "terminated":
+            self._terminator = asyncio.create_task(self._terminate_forever())
+        elif self.kind == "read_only":
+            await self._admin(f"ALTER DATABASE {db} SET default_transaction_read_only = on", terminate)
+        else:
+            await self._admin(f"ALTER DATABASE {db} SET statement_timeout = '100ms'", terminate)
+            self._locker = await asyncpg.connect(self.db_url, server_settings={"statement_timeout": "0"})
+            await self._locker.execute("BEGIN")
+            await self._locker.execute(f"LOCK TABLE {_LOCKED} IN ACCESS EXCLUSIVE MODE")
+
+    async def _terminate_forever(self) -> None:
+        conn = await asyncpg.connect(self.admin_url)
+        try:
+            while True:
+                await conn.execute(self._terminate_sql())
+                await asyncio.sleep(0.005)
+        finally:
+            await conn.close()
+
+    async def end(self) -> None:
+        if not self.active:
+            return
+        self.active = False
+        db, terminate = f'"{self.db}"', self._terminate_sql()
+        if self._terminator is not None:
+            self._terminator.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._terminator
+            self._terminator = None
+        if self._locker is not None:
+            await self._locker.close()
+            self._locker = None
+        if self.kind == "not_accepting":
+            await self._admin(f"ALTER DATABASE {db} ALLOW_CONNECTIONS true")
+        elif self.kind == "read_only":  # sessions keep their defaults: a failback gives new ones
+            await self._admin(f"ALTER DATABASE {db} RESET default_transaction_read_only", terminate)
+        elif self.kind == "statement_timeout":
+            await self._admin(f"ALTER DATABASE {db} RESET statement_timeout", terminate)
+
+
+@contextlib.asynccontextmanager
+async def db_outage(kind: OutageKind, admin_url: str, db_url: str) -> AsyncIterator[DbOutage]:
+    """An outage that is always ended, even when the test fails mid-way."""
+    outage = DbOutage(kind, admin_url, db_url)
+    try:
+        yield outage
+    finally:
+        await outage.end()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -17,8 +16,8 @@ import httpx
 import pytest
 
 from tests.integration.faultkit import (
-    ADMIN_TOKEN,
     Publisher,
+    SseReader,
     in_thread,
     mosquitto,
     pg_cluster,
@@ -167,32 +166,6 @@ async def test_broker_restart_mid_stream_reconnects_and_loses_nothing(database_u
     assert "reconnecting in" in log and log.count("lane subscribed") >= 4  # both lanes, twice
     assert total == distinct == n
     check_alarms(alarms)
-
-
-class SseReader:
-    """Collects (event, data) from the alarm stream in a thread."""
-
-    def __init__(self, base: str) -> None:
-        self.events: list[tuple[float, str, dict]] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(base,), daemon=True)
-        self.thread.start()
-
-    def _run(self, base: str) -> None:
-        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        with httpx.stream("GET", f"{base}/api/v1/alarms/stream", headers=headers, timeout=httpx.Timeout(5, read=None)) as r:
-            event = "message"
-            for line in r.iter_lines():
-                if self.stop.is_set():
-                    return
-                if line.startswith("event:"):
-                    event = line.split(":", 1)[1].strip()
-                elif line.startswith("data:"):
-                    self.events.append((time.monotonic(), event, json.loads(line.split(":", 1)[1])))
-                    event = "message"
-
-    def named(self, event: str) -> list[dict]:
-        return [d for _, e, d in self.events if e == event]
 
 
 async def test_postgres_outage_buffers_streams_alarms_and_writes_everything_after(topic_prefix: str, tmp_path: Path) -> None:

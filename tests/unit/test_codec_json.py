@@ -16,6 +16,7 @@ from devices.reading import Reading
 from ingest.codecs.errors import DecodeError
 from ingest.codecs.json_report import MAX_BATCH, decode_json_batch, decode_json_report, encode_json_report
 from ingest.codecs.registry import decode_report
+from ingest.codecs.values import METRIC_LIMIT
 
 CONTRACT_EXAMPLE = b"""{"device_id": "868120301234567", "kind": "smoke", "ts": 1795341600000, "seq": 4711,
  "event": "alarm", "data": {"smoke_obscuration_pct_m": 4.2, "temperature_c": 31.5,
@@ -244,31 +245,32 @@ def test_empty_batch() -> None:
 
 # Round trips for every kind with metrics valid for it
 _FINITE = st.floats(allow_nan=False, allow_infinity=False)
-_NUMBER_LIST = st.lists(_FINITE, min_size=1, max_size=3)
+_METRIC = st.floats(-METRIC_LIMIT, METRIC_LIMIT)  # what a metric may hold (ingest.codecs.values)
+_NUMBER_LIST = st.lists(_METRIC, min_size=1, max_size=3)
 JSON_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "battery_pct": st.floats(0, 100),
     "battery_mv": st.floats(0, 10_000),
-    "rsrp_dbm": _FINITE,
-    "sinr_db": _FINITE,
+    "rsrp_dbm": _METRIC,
+    "sinr_db": _METRIC,
     "ecl": st.integers(0, 2),
     "pci": st.integers(0, 503),
     "cell_id": st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=64),
-    "smoke_obscuration_pct_m": _FINITE,
-    "temperature_c": _FINITE,
-    "gas_lel_pct": _FINITE,
+    "smoke_obscuration_pct_m": _METRIC,
+    "temperature_c": _METRIC,
+    "gas_lel_pct": _METRIC,
     "gas_type": st.sampled_from(GAS_TYPES),
     "valve": st.sampled_from(VALVE_STATES),
     "mains_ok": st.booleans(),
     "residual_current_ma": _NUMBER_LIST,
-    "cable_temp_c": st.lists(_FINITE, min_size=1, max_size=4),
+    "cable_temp_c": st.lists(_METRIC, min_size=1, max_size=4),
     "voltage_v": _NUMBER_LIST,
     "current_a": _NUMBER_LIST,
-    "power_kw": _FINITE,
+    "power_kw": _METRIC,
     "arc_faults": st.integers(0, 1000),
     "pyrolysis_index": st.floats(0, 100),
     "breaker": st.sampled_from(BREAKER_STATES),
-    "pressure_mpa": _FINITE,
-    "level_m": _FINITE,
+    "pressure_mpa": _METRIC,
+    "level_m": _METRIC,
     "fault_code": st.one_of(st.sampled_from(FAULT_CODES), st.text(min_size=1, max_size=20).filter(lambda s: "\x00" not in s)),
 }
 _JSON_SCALARS = st.one_of(

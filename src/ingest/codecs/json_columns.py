@@ -16,7 +16,6 @@ mixed batches included.
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
@@ -27,6 +26,7 @@ from .errors import DecodeError
 from .values import (
     _ENUMS,
     _MAX_TEXT,
+    DEFAULT_RANGE,
     MAX_TS_MS,
     METRIC_TYPES,
     RANGES,
@@ -43,7 +43,6 @@ _JOINED_IDS = re.compile(f"{_ID_CHARS}(?:\n{_ID_CHARS})*")
 _EVENTS: dict[Any, Event] = {**EVENT_BY_NAME, None: Event.report}
 _NUMBER_TYPES = frozenset((int, float))
 _BAD = DecodeError("a batch element does not validate")  # the caller only needs to know it failed
-_UNBOUNDED = (-math.inf, math.inf)
 
 
 class _Invalid(Exception):
@@ -139,7 +138,7 @@ def _validate_column(name: str, holders: list[dict[str, Any]]) -> None:
     if kind is float or kind is int:
         if not types <= _NUMBER_TYPES:
             raise _Invalid
-        lo, hi = RANGES.get(name, _UNBOUNDED)
+        lo, hi = RANGES.get(name, DEFAULT_RANGE)
         low, high = min(values), max(values)  # finite: orjson refuses NaN and infinities
         # every int metric's range fits in 2**31: its ints pass through a float unchanged
         if low < lo or high > hi:

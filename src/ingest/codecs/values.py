@@ -24,10 +24,16 @@ SEQ_LIMIT = 2**31
 
 #: Metric name -> python type of its value (`devices.kinds` plus `fault_code`).
 METRIC_TYPES: dict[str, type] = {**NB_METRICS, **{k: t for m in KIND_METRICS.values() for k, t in m.items()}, "fault_code": str}
-#: Metric name -> inclusive range of its values (numbers without an entry need only be finite).
+#: Largest magnitude of a numeric metric: the fleet's live state (and its checkpoint, the `real`
+#: columns of `device_state`) keeps metrics as float32, where anything larger becomes infinity,
+#: which no JSON column stores. So a metric beyond it is refused here, where the sender is told.
+METRIC_LIMIT = 3.4028234663852886e38
+#: Range of a number without an entry in RANGES.
+DEFAULT_RANGE = (-METRIC_LIMIT, METRIC_LIMIT)
+#: Metric name -> inclusive range of its values (DEFAULT_RANGE for numbers without an entry).
 RANGES: dict[str, tuple[float, float]] = {
     "battery_pct": (0, 100),
-    "battery_mv": (0, math.inf),
+    "battery_mv": (0, METRIC_LIMIT),
     "ecl": (0, 2),
     "pci": (0, 2**31 - 1),
     "arc_faults": (0, 2**31 - 1),
@@ -92,7 +98,7 @@ def _finite(name: str, value: Any) -> float:
 
 
 def _in_range(name: str, v: float) -> None:
-    lo, hi = RANGES.get(name, (-math.inf, math.inf))
+    lo, hi = RANGES.get(name, DEFAULT_RANGE)
     if not lo <= v <= hi:
         raise DecodeError(f"metric {name} must be between {lo:g} and {hi:g}, got {v:g}")
 
@@ -106,6 +112,7 @@ def _number_list(name: str, value: Any) -> list[float]:
         f = finite_float(x)
         if f is None:
             raise DecodeError(f"metric {name} must hold finite numbers only, got {show(x)}")
+        _in_range(name, f)
         out.append(f)
     return out
 
