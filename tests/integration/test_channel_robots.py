@@ -163,7 +163,7 @@ async def test_webhook_signed_body_accepted() -> None:
             assert await channel.send(MESSAGE, Recipient("网格员")) == SendResult(True)
         body = server.requests[0].json()
     assert body == {"notification_id": "42", "level": 1, "level_name": "grid_worker", "contact": "网格员",
-                    "alarm": {"alarm_id": 7, "type": "fire"}}
+                    "alarm": {"alarm_id": 7, "type": "fire"}, "text": MESSAGE.text, "link": MESSAGE.link}
 
 
 @pytest.mark.parametrize(("mode", "secret", "expected"), [

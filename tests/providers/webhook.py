@@ -1,6 +1,6 @@
 """A receiver of Miaoxiang's signed webhook (CONTRACT §9): `X-Miaoxiang-Timestamp` (ms) no older
 than 5 minutes, `X-Miaoxiang-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`,
-and v1's body fields. Answers 204, 401 for a bad signature, 400 for a bad body; `mode` "5xx"
+v1's body fields, `text` and `link`. Answers 204, 401 for a bad signature, 400 for a bad body; `mode` "5xx"
 answers 503, "slow" after 2 s."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from tests.providers.server import Reply, Request
 
-FIELDS = {"notification_id", "level", "level_name", "contact", "alarm"}
+FIELDS = {"notification_id", "level", "level_name", "contact", "alarm", "text", "link"}
 
 
 @dataclass

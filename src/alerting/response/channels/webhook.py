@@ -1,5 +1,7 @@
 """A signed JSON webhook (CONTRACT §9 `webhook`): v1's body (`notification_id`, `level`,
-`level_name`, `contact`, `alarm`) with headers `X-Miaoxiang-Timestamp` (ms) and
+`level_name`, `contact`, `alarm`) plus the message's `text` (a digest's one line per alarm, each
+with its own link) and `link` (the first alarm's responder link, null without
+MIAOXIANG_PUBLIC_URL), with headers `X-Miaoxiang-Timestamp` (ms) and
 `X-Miaoxiang-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`. Receivers
 reject a timestamp older than 5 minutes and dedupe on `notification_id`. Sent on any 2xx; a 5xx,
 408, 425 or 429 is worth a retry, another answer is not."""
@@ -48,7 +50,8 @@ class Webhook:
     async def send(self, message: Message, recipient: Recipient) -> SendResult:
         level_name = LEVEL_NAMES[message.level] if 0 <= message.level < len(LEVEL_NAMES) else str(message.level)
         payload = {"notification_id": str(message.notification_id), "level": message.level,
-                   "level_name": level_name, "contact": recipient.name, "alarm": dict(message.alarm)}
+                   "level_name": level_name, "contact": recipient.name, "alarm": dict(message.alarm),
+                   "text": message.text, "link": message.link}
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str).encode()
         timestamp = str(int(self.clock() * 1000))
         headers = {"Content-Type": "application/json; charset=utf-8", TIMESTAMP: timestamp,
