@@ -20,6 +20,7 @@ from alerting.response.channels.store import router as channels_router
 from alerting.response.dispatch import router as dispatch_router
 from alerting.response.notifications_api import router as notifications_router
 from alerting.response.page import router as responder_page_router
+from alerting.response.photos import router as photos_router
 from alerting.response.responders import router as responders_router
 from alerting.response.stats import router as response_stats_router
 from alerting.risk_api import router as risk_router
@@ -95,6 +96,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
     app.include_router(dispatch_router)
     app.include_router(response_stats_router)
     app.include_router(responder_page_router)
+    app.include_router(photos_router)
     app.include_router(risk_router)
     app.include_router(push_router)
     app.include_router(gb26875_router)

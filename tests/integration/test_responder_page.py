@@ -32,6 +32,7 @@ from alerting.response import tokens
 from alerting.response.dispatch import router as dispatch_router
 from alerting.response.page import PHOTO_MAX_BYTES, Buckets
 from alerting.response.page import router as page_router
+from alerting.response.photos import router as photos_router
 from alerting.response.stats import router as stats_router
 from alerting.service import AlarmService
 from alerting.stream import AlarmHub, db_replay
@@ -117,7 +118,7 @@ async def env(settings: Settings) -> AsyncIterator[Env]:
     lifecycle = AlarmLifecycle(pool, hub, fleet, clock, metrics=metrics)
     service = AlarmService(pool, fleet, Correlator(RuleConfig()), lifecycle, hub, clock)
     app = FastAPI()
-    for router in (alarms_router, dispatch_router, stats_router, page_router):
+    for router in (alarms_router, dispatch_router, stats_router, page_router, photos_router):
         app.include_router(router)
     buckets = Buckets(burst=1000)
     services = SimpleNamespace(admin_token=settings.admin_token, pool=pool, alarms=service, responder_buckets=buckets)
@@ -239,6 +240,7 @@ async def test_ack_arrive_feedback_once_each_hold_the_climb_and_reach_the_timeli
     assert mine == [("responder_acked", "responder:gw1"), ("arrived", "responder:gw1"), ("feedback", "responder:gw1")]
     proposal = next(e for e in detail["timeline"] if e["action"] == "feedback")["detail"]
     assert proposal["proposed_classification"] == "false_alarm" and proposal["note"] == "做饭油烟"
+    assert proposal["photo_url"] is None
     times = detail["response_times"]
     assert times["acked_s"] == pytest.approx(5.0, abs=0.01) and times["arrived_s"] == pytest.approx(65.0, abs=0.01)
     assert times["notified_s"] is None and times["resolved_s"] is None
@@ -299,6 +301,13 @@ async def test_feedback_photo_stripped_limits_and_bad_input(env: Env) -> None:
     assert kind == "image/jpeg" and b"SecretCam" not in photo and b"where I was" not in photo
     with Image.open(io.BytesIO(photo)) as im:
         assert im.size == (64, 48) and not im.getexif() and "exif" not in im.info and "comment" not in im.info
+    detail = (await env.http.get(f"/api/v1/alarms/{alarm}", headers=ADMIN)).json()
+    url = next(e for e in detail["timeline"] if e["action"] == "feedback")["detail"]["photo_url"]
+    shown = await env.http.get(url, headers=ADMIN)
+    assert shown.status_code == 200 and shown.headers["content-type"] == "image/jpeg" and shown.content == photo
+    elsewhere = await env.token("viewer", ["浙江省"])
+    assert (await env.http.get(url, headers=elsewhere)).status_code == 404
+    assert (await env.http.get(f"/api/v1/alarms/{alarm}/photos/999", headers=ADMIN)).status_code == 404
 
 
 async def test_body_over_the_cap_is_refused_before_reading(env: Env) -> None:

@@ -45,6 +45,7 @@ from starlette.requests import HTTPConnection
 from alerting.lifecycle import CLASSIFICATIONS, Alarm, AlarmNotFound, Change
 from alerting.response import alarm_view, tokens
 from alerting.response.messages import RESPONSE_ZH, SEVERITY_ZH, TYPE_ZH
+from alerting.response.photos import photo_url
 from alerting.service import AlarmService
 
 router = APIRouter(prefix="/r", tags=["responder page"])
@@ -543,7 +544,8 @@ async def record(alarms: AlarmService, binding: tokens.Binding, act: Action) -> 
         if act.lat is not None:
             detail |= {"lat": act.lat, "lon": act.lon}
         if act.action == "feedback":
-            detail |= {"proposed_classification": act.classification, "note": act.note, "photo": photo is not None}
+            detail |= {"proposed_classification": act.classification, "note": act.note,
+                       "photo_url": photo_url(alarm.alarm_id, added) if photo else None}
         return Change(alarm, AUDIT_ACTION[act.action], detail, actor=actor(binding, act.person))
 
     return await alarms.lifecycle.act(binding.alarm_id, step) is not None
