@@ -27,7 +27,7 @@ SHIPPED_DIR = Path(__file__).resolve().parent.parent / "profiles"
 REJECTED = "profile_rejected"
 
 Context = Literal["data", "event"]
-Platform = Literal["ctwing", "onenet"]
+Platform = Literal["ctwing", "onenet", "iotda", "aliyun"]
 _NUMBER_TEXT = re.compile(r"\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*")
 _HEX_TEXT = re.compile(r"\s*(?:0[xX])?([0-9A-Fa-f]{1,16})\s*")
 
