@@ -2,6 +2,8 @@
 
 - `POST /api/v1/devices/{device_id}/flapping/clear` (operator): lift a detector's flapping mark
   (CONTRACT §8), audited in `device_audit` with the operator's name.
+- `POST /api/v1/devices/{device_id}/flooding/clear` (operator): lift a detector's flooding mark
+  (docs/escalation.md, "Flooding detectors"), audited the same way.
 - `POST /api/v1/escalation-contacts` (admin): add or replace the contact `name` of a region path
   and level (0 unit contact, 1 grid worker, 2 micro fire station, 3 fire brigade dispatch) with
   its webhook URL (an outbound target: 422 naming an address the outbound policy refuses,
@@ -55,6 +57,31 @@ async def clear_flapping(
     except UnknownDevice as e:
         raise HTTPException(404, str(e)) from None
     return {"device_id": device_id, "flapping": False, "cleared": cleared, "by": principal.name}
+
+
+class FloodingClear(BaseModel):
+    note: str | None = Field(None, max_length=4000)
+
+
+@router.post("/devices/{device_id}/flooding/clear")
+async def clear_flooding(
+    device_id: str, principal: Operator, alarms: Alarms, body: FloodingClear | None = None
+) -> dict[str, Any]:
+    """Clear the detector's flooding mark (its alarm rate stayed above the flood bound);
+    `cleared` says whether it was marked. Only a new full window above the rate marks it again."""
+    fleet = alarms.fleet
+    slot = fleet.slot(device_id)
+    if slot < 0:
+        raise HTTPException(404, f"unknown device {device_id}")
+    region = fleet_query.snapshot(fleet, slot)["region"]
+    device = await registry.get_device(alarms.pool, device_id) if principal.industries else None
+    if not principal.sees(region, device["industry"] if device else None):
+        raise HTTPException(403, f"device {device_id} is outside your regions")
+    try:
+        cleared = await alarms.clear_flooding(device_id, principal.name, body.note if body else None)
+    except UnknownDevice as e:
+        raise HTTPException(404, str(e)) from None
+    return {"device_id": device_id, "flooding": False, "cleared": cleared, "by": principal.name}
 
 
 class ContactIn(BaseModel):

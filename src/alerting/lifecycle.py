@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from alerting.flood import DEVICE_KEY, FloodWatch, Repeats
 from alerting.metrics import AlarmMetrics
 from alerting.model import ACTIVE_STATUSES, FIRE_CLASS, OPEN_STATUSES, Decision, Response, Severity
 from alerting.response import outbox
@@ -39,7 +41,7 @@ from alerting.response.targets import AlarmFacts, levels_due, max_level, raise_l
 from alerting.stream import AlarmHub, RegionFilter
 from devices.clock import Clock
 from devices.db_errors import UNAVAILABLE
-from devices.fleet import FLAPPING, Fleet
+from devices.fleet import FLAPPING, FLOODING, Fleet
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ EVIDENCE_MAX = 50
 TRANSIENT_RULE = "transient"
 UNACKED_RULE = "unacked_60s"
 LATE_REPORT = "late_report"  # the audit action of a report judged late (`late_change`)
+FLOODING_RULE = "flooding"
 FIRE_CLASS_NAMES = tuple(sorted(t.name for t in FIRE_CLASS))
 DEFAULT_ESCALATION_S = {"immediate": 60.0, "verify": 300.0}
 
@@ -272,6 +275,17 @@ def fold(alarm: Alarm, d: Decision, now_ms: int, *, fresh: bool = False) -> Chan
     return Change(new, action, detail, notify_level=notify, folded=True, told_level=told, upgrade=upgrade)
 
 
+def is_repeat(alarm: Alarm, d: Decision, now_ms: int) -> Alarm | None:
+    """The alarm after `d` when `d` only repeats it (count and last_seen change, nothing else:
+    no reopening, upgrade or new device), else None."""
+    if d.action != "raise" or alarm.status not in ACTIVE_STATUSES:
+        return None
+    change = fold(alarm, d, now_ms)
+    if change is None or change.action != "repeated" or change.alarm.device_ids != alarm.device_ids:
+        return None
+    return change.alarm
+
+
 def clear(alarm: Alarm, d: Decision) -> Change | None:
     """A clear decision: the condition ended. None when already cleared or when it is late."""
     if d.ts_ms < alarm.last_seen_ms or alarm.status not in ACTIVE_STATUSES:
@@ -435,10 +449,27 @@ WITH changed AS (
 CHUNK = 500
 #: ... unless there are at most this many: then each goes alone, a new alarm in one statement.
 FEW = 8
+#: Open alarms remembered to recognise repeats without a round trip (least recently used forgotten).
+OPEN_CACHE = 10_000
+#: Passes over one batch: each writes what is not a repeat, at most one decision per alarm, so that
+#: the repeats behind a new alarm in the same batch are coalesced once it exists; the last writes all.
+PASSES = 3
+_ACTIVE_SQL = ", ".join(f"'{status}'" for status in ACTIVE_STATUSES)
+#: Coalesced repeats of an alarm still active; no row when it was cleared or closed meanwhile.
+_ADD_REPEATS = f"""
+UPDATE alarms SET count = count + $2, last_seen = greatest(last_seen, $3)
+WHERE alarm_id = $1 AND status IN ({_ACTIVE_SQL}) RETURNING *
+"""
+_DEVICE_AUDIT = "INSERT INTO device_audit (device_id, action, actor, detail) VALUES ($1, $2, $3, $4::jsonb)"
 
 
 def _opt_dt(ms: int | None) -> datetime | None:
     return None if ms is None else to_dt(ms)
+
+
+def _held_ms(row: asyncpg.Record) -> int | None:
+    """Until when a responder's ack holds the alarm's climb (`alarms.held_until`), if it does."""
+    return None if row["held_until"] is None else to_ms(row["held_until"])
 
 
 def _report_args(d: Decision, received_ms: int | None, now_ms: int) -> tuple[datetime, str, str]:
@@ -447,11 +478,6 @@ def _report_args(d: Decision, received_ms: int | None, now_ms: int) -> tuple[dat
     seq = report_seq(d)
     received = to_dt(now_ms if received_ms is None else received_ms)
     return received, rfc3339(d.ts_ms) or "", "" if seq is None else str(seq)
-
-
-def _held_ms(row: asyncpg.Record) -> int | None:
-    """Until when a responder's ack holds the alarm's climb (`alarms.held_until`), if it does."""
-    return None if row["held_until"] is None else to_ms(row["held_until"])
 
 
 class AlarmLifecycle:
@@ -467,6 +493,9 @@ class AlarmLifecycle:
         escalation_s: dict[str, float] | None = None,
         unacked_upgrade_s: float = 60.0,
         retry_max_s: float = 5.0,
+        repeat_flush_s: float = 1.0,
+        flood_alarms_per_s: float = 5.0,
+        flood_window_s: float = 10.0,
         device_tz: str = "Asia/Shanghai",
     ) -> None:
         self.pool = pool
@@ -484,6 +513,12 @@ class AlarmLifecycle:
         self._writer = asyncio.Lock()
         #: True from a failed write until the next one succeeds (raises are then shown as pending).
         self.db_down = False
+        #: Flood control: open alarms as last written or repeated here, by (key, type); repeats not
+        #: yet written (`flush`, every `repeat_flush_s`); the decision rate marking a device flooding.
+        self._open: OrderedDict[tuple[str, str], Alarm] = OrderedDict()
+        self._repeats: dict[tuple[str, str], Repeats] = {}
+        self.repeat_flush_s = repeat_flush_s
+        self.flood = FloodWatch(flood_alarms_per_s, flood_window_s)
 
     # --- decisions from the correlation core ---------------------------------------------
     async def handle(
@@ -492,27 +527,83 @@ class AlarmLifecycle:
         """Apply decisions; those of one (key, type) in their order. `received_ms[i]`, when given,
         is when the reading behind decision i was received (receipt-to-stream latency metric).
 
-        A few decisions (the usual batch) are written one by one, a new alarm in one round trip;
-        a storm of them in transactions of up to CHUNK, sorted by (key, type) so that concurrent
-        workers lock alarms in one order. While the database is unreachable this
-        retries (after showing each raise as `alarm_pending` on the stream, unless the caller
-        already did: `shown`), so the caller feels backpressure instead of losing an alarm. A
-        decision the database rejects is logged and skipped, the others still written.
+        A repeat of an open alarm (count and last_seen only) is coalesced in memory and written by
+        `flush` (at most once per second per alarm), so that a flooding detector never delays the
+        other decisions: new alarms, upgrades, reopenings and clears are written at once, after
+        the coalesced repeats of their own alarm. A few decisions (the usual batch) are written
+        one by one, a new alarm in one round trip; a storm of them in transactions of up to
+        CHUNK, sorted by (key, type) so that concurrent workers lock alarms in one order. While
+        the database is unreachable this retries (after showing each raise as `alarm_pending` on
+        the stream, unless the caller already did: `shown`), so the caller feels backpressure
+        instead of losing an alarm. A decision the database rejects is logged and skipped, the
+        others still written.
         """
         received = list(received_ms) if received_ms is not None else [None] * len(decisions)
-        order = sorted(range(len(decisions)), key=lambda i: (decisions[i].key, decisions[i].type))
-        size = 1 if len(order) <= FEW else CHUNK
-        unshown = [] if shown else list(decisions)
-        if self.db_down:
-            self.show_pending(unshown)
-        for start in range(0, len(order), size):
-            chunk = order[start:start + size]
-            await self._apply([decisions[i] for i in chunk], [received[i] for i in chunk], unshown)
+        self.flood.count(list(decisions))
+        todo = list(range(len(decisions)))
+        unshown: list[Decision] | None = None
+        for n in range(PASSES):
+            write, later, taken = self._sort_out(decisions, todo, last=n == PASSES - 1)
+            if unshown is None:
+                unshown = [] if shown else [decisions[i] for i in todo if i not in taken]
+                if self.db_down:
+                    self.show_pending(unshown)
+            order = sorted(write, key=lambda i: (decisions[i].key, decisions[i].type))
+            size = 1 if len(order) <= FEW else CHUNK
+            for start in range(0, len(order), size):
+                chunk = order[start:start + size]
+                await self._apply([decisions[i] for i in chunk], [received[i] for i in chunk], unshown)
+            if not later:
+                return
+            todo = later
+
+    def _sort_out(
+        self, decisions: Sequence[Decision], todo: list[int], *, last: bool
+    ) -> tuple[list[int], list[int], set[int]]:
+        """One pass: coalesce the repeats; answer the decisions to write now (the first one of
+        each other alarm; on the `last` pass all of them), those for the next pass, and the
+        indexes coalesced."""
+        write: list[int] = []
+        later: list[int] = []
+        taken: set[int] = set()
+        blocked: set[tuple[str, str]] = set()
+        for i in todo:
+            d = decisions[i]
+            key = (d.key, d.type.name)
+            if key in blocked:
+                (write if last else later).append(i)
+            elif self._coalesce(key, d):
+                taken.add(i)
+            else:
+                write.append(i)
+                blocked.add(key)
+        return write, later, taken
+
+    def _coalesce(self, key: tuple[str, str], d: Decision) -> bool:
+        """Take `d` into its alarm's pending repeats when it is a repeat of an alarm known open."""
+        alarm = self._open.get(key)
+        if alarm is None:
+            return False
+        after = is_repeat(alarm, d, self.clock())
+        pending = self._repeats.get(key)
+        if after is None or (pending is not None and pending.alarm_id != alarm.alarm_id):
+            return False
+        self._open[key] = after
+        self._open.move_to_end(key)
+        if pending is None:
+            self._repeats[key] = Repeats(alarm.alarm_id, 1, d)
+        else:
+            pending.add(d)
+        if self.metrics:
+            self.metrics.folded.labels(d.type.name).inc()
+        return True
 
     def show_pending(self, decisions: list[Decision]) -> None:
-        """Show raises the database cannot take yet on the stream at once (each only once)."""
+        """Show raises the database cannot take yet on the stream at once (each only once); not
+        the repeats of an alarm known open, which change nothing but its count."""
         for d in decisions:
-            if d.action == "raise":
+            known = self._open.get((d.key, d.type.name))
+            if d.action == "raise" and (known is None or is_repeat(known, d, self.clock()) is None):
                 self.hub.publish_pending(self._pending_json(d))
         decisions.clear()
 
@@ -575,17 +666,100 @@ class AlarmLifecycle:
             return True
 
     async def _write_decisions(self, decisions: list[Decision], received_ms: list[int | None]) -> list[Decision]:
-        """Write decisions in one transaction; answer those that changed nothing."""
+        """Write decisions in one transaction, each after the coalesced repeats of its alarm;
+        answer those that changed nothing."""
         ignored: list[Decision] = []
-        async with self._committing() as (conn, now, changes):
-            for d, received in zip(decisions, received_ms):
-                change = await self._decide(conn, d, now, received)
-                if change is None:
-                    ignored.append(d)
-                    continue
-                await self._save(conn, change, now)
-                changes.append((change, received))
+        taken: list[tuple[tuple[str, str], Repeats]] = []
+        try:
+            async with self._committing() as (conn, now, changes):
+                for d, received in zip(decisions, received_ms):
+                    await self._flush_key(conn, (d.key, d.type.name), now, changes, taken)
+                    change = await self._decide(conn, d, now, received)
+                    if change is None:
+                        ignored.append(d)
+                        continue
+                    await self._save(conn, change, now)
+                    changes.append((change, received))
+        except BaseException:
+            self._restore(taken)
+            raise
         return ignored
+
+    async def _flush_key(
+        self, conn: asyncpg.Connection, key: tuple[str, str], now: int, changes: list[tuple[Change, int | None]],
+        taken: list[tuple[tuple[str, str], Repeats]],
+    ) -> None:
+        """Write the coalesced repeats of one alarm (if any) in the caller's transaction; they
+        go to `taken` (put back by `_restore` should the transaction fail)."""
+        repeats = self._repeats.pop(key, None)
+        if repeats is None:
+            return
+        taken.append((key, repeats))
+        change = await self._write_repeats(conn, repeats, now)
+        if change is not None:
+            changes.append((change, None))
+
+    async def _write_repeats(self, conn: asyncpg.Connection, r: Repeats, now: int) -> Change | None:
+        """Add `r.count` repeats to their alarm: one update, one audit row, one stream event. When
+        the alarm is no longer active (cleared or closed by another process meanwhile), the
+        newest repeat is decided as usual instead (and the others' count is lost)."""
+        row = await conn.fetchrow(_ADD_REPEATS, r.alarm_id, r.count, to_dt(r.last.ts_ms))
+        if row is None:
+            log.warning("alarm %d closed while %d repeats waited; the newest decided anew", r.alarm_id, r.count)
+            change = await self._decide(conn, r.last, now)
+            if change is not None:
+                await self._save(conn, change, now)
+            return change
+        alarm = Alarm.from_record(row)
+        detail = {**_raised_detail(r.last), "repeats": r.count}
+        change = Change(alarm, "repeated", detail)
+        event = (to_dt(now), change.action, change.actor, dumps(detail), dumps(alarm.to_json()))
+        change.event_id = await conn.fetchval(_RAISED_EVENT, alarm.alarm_id, *event)
+        return change
+
+    def _restore(self, taken: list[tuple[tuple[str, str], Repeats]]) -> None:
+        """Put back repeats whose write failed, before any coalesced since."""
+        for key, repeats in taken:
+            newer = self._repeats.get(key)
+            self._repeats[key] = repeats if newer is None else repeats.merge(newer)
+
+    async def flush(self, now_ms: int) -> None:
+        """Write the repeats coalesced so far (up to CHUNK alarms per transaction, so that other
+        writes interleave), then mark the devices whose alarm rate stayed above the flood bound."""
+        keys = list(self._repeats)
+        for start in range(0, len(keys), CHUNK):
+            taken: list[tuple[tuple[str, str], Repeats]] = []
+            try:
+                async with self._committing() as (conn, now, changes):
+                    for key in keys[start:start + CHUNK]:
+                        await self._flush_key(conn, key, now, changes, taken)
+            except BaseException:
+                self._restore(taken)
+                raise
+        for device_id in self.flood.due(now_ms):
+            slot = self.fleet.slot(device_id)
+            if slot >= 0 and not int(self.fleet.flags[slot]) & FLOODING:
+                await self._mark_flooding(device_id, slot)
+
+    async def _mark_flooding(self, device_id: str, slot: int) -> None:
+        """Mark a device flooding: audited in `device_audit`, and on each of its open alarms (rule
+        `+flooding`, audit event `flooding_marked`) in one transaction; then the fleet flag."""
+        flood = self.flood
+        detail = {"alarms_per_s": flood.rate_per_s, "window_s": flood.window_s}
+        async with self._committing() as (conn, now, changes):
+            await conn.execute(_DEVICE_AUDIT, device_id, "flooding_marked", "system", dumps(detail))
+            rows = await conn.fetch(
+                "SELECT * FROM alarms WHERE alarm_key = $1 AND status = ANY($2::text[]) ORDER BY alarm_id FOR UPDATE",
+                DEVICE_KEY + device_id, list(OPEN_STATUSES),
+            )
+            for row in rows:
+                alarm = Alarm.from_record(row)
+                change = Change(replace(alarm, rule=_with_rule(alarm.rule, FLOODING_RULE)), "flooding_marked", detail)
+                await self._save(conn, change, now)
+                changes.append((change, None))
+        self.fleet.set_flooding(slot, True)
+        log.warning("device %s marked flooding: over %g alarm decisions/s for %g s; its repeats are coalesced",
+                    device_id, flood.rate_per_s, flood.window_s)
 
     @contextlib.asynccontextmanager
     async def _committing(self) -> AsyncIterator[tuple[asyncpg.Connection, int, list[tuple[Change, int | None]]]]:
@@ -662,6 +836,23 @@ class AlarmLifecycle:
         return {**new_alarm(d, 0, *self._place(d), self.clock()).to_json(), "alarm_id": None}
 
     # --- operators -----------------------------------------------------------------------
+    async def clear_flooding(self, slot: int, actor: str, note: str | None) -> bool:
+        """Lift a device's flooding mark; answer whether it was marked. Audited in `device_audit`
+        and cleared in the saved live state in one transaction, then in the fleet; only a new
+        full window above the rate marks it again."""
+        if not int(self.fleet.flags[slot]) & FLOODING:
+            return False
+        device_id = self.fleet.device_ids[slot]
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(_DEVICE_AUDIT, device_id, "flooding_cleared", actor, dumps({"note": note}))
+            await conn.execute(
+                "UPDATE device_state SET flags = flags & ~$2::integer, updated_at = now() WHERE device_id = $1",
+                device_id, FLOODING,
+            )
+        self.fleet.set_flooding(slot, False)
+        self.flood.forget(device_id)
+        return True
+
     async def acknowledge(self, alarm_id: int, actor: str, sees: RegionFilter | None = None) -> Alarm:
         """Acknowledge; raises AlarmNotFound (also when outside `sees`) or InvalidTransition."""
         change = await self._operate(alarm_id, sees, lambda a, now: ack_change(a, actor, now))
@@ -680,13 +871,25 @@ class AlarmLifecycle:
     async def _operate(
         self, alarm_id: int, sees: RegionFilter | None, transition: Callable[[Alarm, int], Change]
     ) -> Change:
-        async with self._committing() as (conn, now, changes):
-            row = await conn.fetchrow("SELECT * FROM alarms WHERE alarm_id = $1 FOR UPDATE", alarm_id)
-            if row is None or (sees is not None and not sees(row["region"])):
-                raise AlarmNotFound(alarm_id)
-            change = transition(Alarm.from_record(row), now)
-            await self._save(conn, change, now)
-            changes.append((change, None))
+        """An operator's transition, after the coalesced repeats of the alarm."""
+        taken: list[tuple[tuple[str, str], Repeats]] = []
+        select = "SELECT * FROM alarms WHERE alarm_id = $1 FOR UPDATE"
+        try:
+            async with self._committing() as (conn, now, changes):
+                row = await conn.fetchrow(select, alarm_id)
+                if row is None or (sees is not None and not sees(row["region"])):
+                    raise AlarmNotFound(alarm_id)
+                key = (row["alarm_key"], row["type"])
+                pending = self._repeats.get(key)
+                if pending is not None and pending.alarm_id == alarm_id:
+                    await self._flush_key(conn, key, now, changes, taken)
+                    row = await conn.fetchrow(select, alarm_id)
+                change = transition(Alarm.from_record(row), now)
+                await self._save(conn, change, now)
+                changes.append((change, None))
+        except BaseException:
+            self._restore(taken)
+            raise
         return change
 
     async def act(
@@ -790,6 +993,7 @@ class AlarmLifecycle:
         )
 
     def _committed(self, change: Change, received_ms: int | None) -> None:
+        self._remember(change.alarm)
         alarm = change.alarm.to_json()
         self.hub.publish(change.event_id, alarm)
         if change.notify_level is not None and self.notifier is not None:
@@ -808,6 +1012,24 @@ class AlarmLifecycle:
             m.escalations.labels(str(change.alarm.escalation_level)).inc()
         if received_ms is not None:
             m.stream_latency.observe(max(0, self.clock() - received_ms) / 1000)
+
+    def _remember(self, a: Alarm) -> None:
+        """Keep the open alarm of a committed change for recognising its repeats (with the newest
+        last_seen of the repeats coalesced since; without evidence, which decides nothing there);
+        forget it once cleared or closed."""
+        key = (a.alarm_key, a.type)
+        known = self._open.get(key)
+        if a.status not in ACTIVE_STATUSES:
+            if known is not None and known.alarm_id == a.alarm_id:
+                del self._open[key]
+            return
+        newest = a.last_seen_ms
+        if known is not None and known.alarm_id == a.alarm_id:
+            newest = max(newest, known.last_seen_ms)
+        self._open[key] = replace(a, last_seen_ms=newest, evidence=[])
+        self._open.move_to_end(key)
+        if len(self._open) > OPEN_CACHE:
+            self._open.popitem(last=False)
 
     def _late(self, change: Change) -> None:
         """A report judged late: counted by type and decision, and logged (a fire-class one as a warning)."""

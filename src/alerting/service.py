@@ -187,17 +187,38 @@ class AlarmService:
             self.on_flapping_cleared(device_id)
         return True
 
+    async def clear_flooding(self, device_id: str, actor: str, note: str | None = None) -> bool:
+        """Lift a detector's flooding mark (docs/escalation.md); answer whether it was marked.
+        Audited in `device_audit`, saved before the live flag changes; raises UnknownDevice."""
+        slot = self.fleet.slot(device_id)
+        if slot < 0:
+            raise UnknownDevice(device_id)
+        return await self.lifecycle.clear_flooding(slot, actor, note)
+
     async def run(self) -> None:
-        """The decision writer, the sweep loop, the timer loop, the notification worker and the
-        event listener, until cancelled."""
+        """The decision writer, the repeat flush, the sweep loop, the timer loop, the notification
+        worker and the event listener, until cancelled."""
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.writer.run())
+            tg.create_task(self._flush_repeats())
             tg.create_task(self._every(self.sweep_interval_s, self.sweep, "offline sweep"))
             tg.create_task(self._every(self.tick_interval_s, self.lifecycle.tick, "alarm timers"))
             if self.notifier is not None:
                 tg.create_task(self.notifier.run())
             if self.listen_dsn is not None:
                 tg.create_task(follow(self.hub, self.listen_dsn))
+
+    async def _flush_repeats(self) -> None:
+        """Write coalesced alarm repeats every `repeat_flush_s`, and once more when stopped (after
+        the pipeline drained), so that a clean stop loses no count."""
+        try:
+            await self._every(self.lifecycle.repeat_flush_s, self.lifecycle.flush, "alarm repeat flush")
+        except asyncio.CancelledError:
+            try:
+                await asyncio.wait_for(self.lifecycle.flush(self.clock()), 5)
+            except (Exception, asyncio.CancelledError) as e:
+                log.warning("last alarm repeats not written: %r", e)
+            raise
 
     async def _every(self, interval_s: float, job: Callable[[int], Awaitable[None]], name: str) -> None:
         failing = False

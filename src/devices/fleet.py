@@ -34,6 +34,7 @@ QUARANTINED = 1 << 8  # auto-registered from traffic, not yet registered by an o
 FLAPPING = 1 << 9  # 3+ alarm/clear cycles in 10 minutes, until an operator clears it
 VALVE_CLOSED = 1 << 10
 BREAKER_TRIPPED = 1 << 11
+FLOODING = 1 << 12  # alarm decisions above a sustained rate (alerting.flood), until an operator clears it
 
 #: Flag bit -> name, as shown by the API.
 FLAG_NAMES: dict[int, str] = {
@@ -49,6 +50,7 @@ FLAG_NAMES: dict[int, str] = {
     FLAPPING: "flapping",
     VALVE_CLOSED: "valve_closed",
     BREAKER_TRIPPED: "breaker_tripped",
+    FLOODING: "flooding",
 }
 #: Bits owned by the registry (`upsert`, `bulk_load`, maintenance helpers), not by live traffic.
 REGISTRY_FLAGS = MAINTENANCE | QUARANTINED
@@ -444,6 +446,10 @@ class Fleet:
     def clear_flapping(self, slot: int) -> None:
         """An operator clears a detector's flapping mark."""
         self._set_bit(slot, FLAPPING, False)
+
+    def set_flooding(self, slot: int, on: bool) -> None:
+        """Mark a detector flooding (the alarm lifecycle decides when), or an operator clears it."""
+        self._set_bit(slot, FLOODING, on)
 
     def set_thresholds(self, slot: int, thresholds: Mapping[str, float | None]) -> None:
         """Replace a device's thresholds: names not given (or None) fall back to the defaults."""

@@ -138,6 +138,10 @@ class Settings(BaseSettings):
         "else 408",
     )
     sweep_interval_s: float = Field(5.0, gt=0, le=10, description="Offline sweep period (at most 10 s)")
+    flood_alarms_per_s: float = Field(
+        5.0, gt=0, description="A device with at least this many alarm decisions per second ...")
+    flood_window_s: float = Field(
+        10.0, gt=0, description="... for this long is marked flooding (docs/escalation.md)")
     checkpoint_interval_s: float = Field(
         30.0, gt=0,
         description="How often changed live state is written to `device_state`",

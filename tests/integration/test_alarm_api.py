@@ -64,6 +64,7 @@ class Api:
         d = Decision(action, f"device:{device}", type, Severity.major, response, f"{type.name}_rule", ts, [device],
                      None, [{"device_id": device, "ts_ms": ts}])
         await self.service.lifecycle.handle([d])
+        await self.service.lifecycle.flush(ts)  # a repeat is coalesced until the next flush: write it now
 
     async def token(self, role: str, regions: list[str] | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {await create_token(self.pool, role, role, regions or [])}"}

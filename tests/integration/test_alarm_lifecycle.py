@@ -94,11 +94,15 @@ async def test_raise_and_repeats_fold_into_one_alarm(pool: asyncpg.Pool) -> None
     await w.lifecycle.handle([smoke(T0)])
     await w.lifecycle.handle([smoke(T0 + 30_000), smoke(T0 + 60_000)])
     [a] = await alarms(pool)
+    assert a["count"] == 1  # repeats are coalesced in memory until the next flush
+    await w.lifecycle.flush(T0)
+    [a] = await alarms(pool)
     assert (a["alarm_key"], a["type"], a["status"], a["count"]) == ("device:D1", "smoke", "active_unack", 3)
     assert (a["unit_id"], a["region"]) == ("U1", REGION)
     assert a["last_seen"].timestamp() * 1000 == T0 + 60_000 and a["first_seen"].timestamp() * 1000 == T0
     evs = await events(pool)
-    assert [e["action"] for e in evs] == ["raised", "repeated", "repeated"]
+    assert [e["action"] for e in evs] == ["raised", "repeated"]  # one write for both repeats
+    assert json.loads(evs[1]["detail"])["repeats"] == 2
     # the stream carries every change, with the audit row's id and snapshot
     assert [(p.event_id, p.data) for p in w.published()] == [(e["event_id"], json.loads(e["snapshot"])) for e in evs]
     snap = w.published()[-1].data
@@ -183,6 +187,7 @@ async def test_stronger_raise_upgrades_and_records_why(pool: asyncpg.Pool) -> No
     await w.lifecycle.handle([smoke(T0)])
     hot = smoke(T0 + 2_000, rule="smoke_temp_57c", response=Response.immediate, severity=Severity.critical)
     await w.lifecycle.handle([hot, smoke(T0 + 3_000)])  # a weaker repeat keeps the upgrade
+    await w.lifecycle.flush(T0)
     [a] = await alarms(pool)
     assert (a["response"], a["severity"], a["rule"], a["count"]) == ("immediate", "critical", "smoke_alarm+smoke_temp_57c", 3)
     up = (await events(pool))[1]
