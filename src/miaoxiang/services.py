@@ -205,6 +205,7 @@ async def _build(
     alarms = alarm_service_class(settings).create(
         pool=pool, fleet=fleet, correlator=Correlator(RuleConfig()), clock=clock, registry=registry,
         sweep_interval_s=settings.sweep_interval_s, listen_dsn=db_url,
+        flood_alarms_per_s=settings.flood_alarms_per_s, flood_window_s=settings.flood_window_s,
         outbound=OutboundPolicy.parse(settings.outbound_allow), public_url=settings.public_url,
         language=settings.language, device_tz=settings.device_tz,
     )
