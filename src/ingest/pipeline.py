@@ -50,6 +50,10 @@ BatchHandler = Callable[[list[Reading], ReadingColumns], Awaitable["asyncio.Futu
 #: received for a single report, the element's own text for a batch element.
 RawOf = Callable[[int], bytes]
 EVT_RESERVE = 10_000  # readings the evt lane may add beyond queue_max
+#: Event-loop turns without a new submission that end an `evt` batch, and the longest an
+#: `evt` batch gathers (`Pipeline._gather`).
+EVT_IDLE_TURNS = 4
+EVT_GATHER_S = 0.1
 WRITE_CHUNK = 20_000  # readings per COPY
 
 
@@ -191,6 +195,9 @@ class Pipeline:
             "evt": asyncio.Queue(maxsize=10_000),
             "tel": asyncio.Queue(maxsize=max(100, queue_max // 50)),
         }
+        #: Clear while the evt lane gathers a batch: telemetry starts no batch meanwhile.
+        self._evt_not_gathering = asyncio.Event()
+        self._evt_not_gathering.set()
         self.buffer: deque[Flush] = deque()
         self.buffered = 0
         self.buffer_changed = asyncio.Condition()
@@ -283,11 +290,38 @@ class Pipeline:
             count = len(batch[0].readings)
             if lane == "tel":
                 count = await self._fill(queue, batch, count)
+                await self._evt_not_gathering.wait()
+            else:
+                count = await self._gather(queue, batch, count)
             while count < self.batch_max and not queue.empty():
                 batch.append(queue.get_nowait())
                 count += len(batch[-1].readings)
             self.metrics.queue_depth.labels(lane).set(queue.qsize())
             await self._process(batch, lane)
+
+    async def _gather(self, queue: asyncio.Queue[Submission], batch: list[Submission], count: int) -> int:
+        """Add to an `evt` batch what arrives while the loop turns, until EVT_IDLE_TURNS turns
+        bring nothing or EVT_GATHER_S has passed; answer its count. The MQTT client
+        reads one packet per turn, so without this each alarm of a flood would be a batch of its
+        own, correlated alone, and the lane would fall behind a single flooding detector. The
+        telemetry lane starts no batch meanwhile, so alarms keep their priority."""
+        idle = 0
+        loop = asyncio.get_running_loop()
+        until = loop.time() + EVT_GATHER_S
+        self._evt_not_gathering.clear()
+        try:
+            while idle < EVT_IDLE_TURNS and count < self.batch_max and loop.time() < until:
+                await asyncio.sleep(0)
+                if queue.empty():
+                    idle += 1
+                    continue
+                idle = 0
+                while count < self.batch_max and not queue.empty():
+                    batch.append(queue.get_nowait())
+                    count += len(batch[-1].readings)
+        finally:
+            self._evt_not_gathering.set()
+        return count
 
     async def _fill(self, queue: asyncio.Queue[Submission], batch: list[Submission], count: int) -> int:
         """Add to `batch` until it holds `batch_max` readings or `batch_ms` has passed; answer its
