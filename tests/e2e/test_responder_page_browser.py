@@ -128,3 +128,8 @@ async def test_responder_page_on_a_phone(svc: RunningService, phone: Any, artifa
     assert status == "active_unack"  # the page never acknowledges for the operator
     detail = (await svc.http.get(f"/api/v1/alarms/{alarm_id}", headers=svc.auth())).json()
     assert detail["response_times"]["acked_s"] is not None and detail["response_times"]["arrived_s"] is not None
+
+    # the service's body cap for feedback (a 5 MiB photo and the form) answers 413 to more
+    big = await svc.http.post(f"/r/{token}/feedback", data={"classification": "fire"},
+                              files={"photo": ("big.jpg", b"\xff\xd8" + b"\0" * (6 << 20), "image/jpeg")})
+    assert big.status_code == 413
