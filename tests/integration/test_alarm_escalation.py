@@ -189,6 +189,10 @@ async def _count(pool: asyncpg.Pool, n: int) -> bool:
     return await pool.fetchval("SELECT count(*) FROM notification_sends") >= n
 
 
+async def _sent(pool: asyncpg.Pool, n: int) -> bool:
+    return await pool.fetchval("SELECT count(*) FROM notifications WHERE state = 'sent'") >= n
+
+
 async def test_verify_alarm_climbs_every_five_minutes_until_acknowledged_and_only_fire_class_past_level_one(
     pool: asyncpg.Pool, receiver: tuple[Receiver, str]
 ) -> None:
@@ -216,7 +220,7 @@ async def test_verify_alarm_climbs_every_five_minutes_until_acknowledged_and_onl
         clock.now = T0 + 3_600_000
         await lc.tick(clock.now)
         assert await pool.fetchval("SELECT escalation_level FROM alarms WHERE alarm_id = $1", smoke) == 2
-        await wait_for(lambda: _count(pool, 6))
+        await wait_for(lambda: _sent(pool, 6))
     assert sorted(p for p, _ in rx.calls) == ["/ok/0", "/ok/0", "/ok/0", "/ok/1", "/ok/1", "/ok/2"]
     told = await pool.fetch("SELECT level, reason, state FROM notifications WHERE alarm_id = $1 ORDER BY id", smoke)
     assert [tuple(r) for r in told] == [(0, "level", "sent"), (1, "upgrade", "sent"), (1, "level", "sent"),

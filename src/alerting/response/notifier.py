@@ -125,16 +125,13 @@ SELECT max(n.sent_at) FROM notifications n WHERE n.responder_id = $1 AND n.state
 """
 _LAST_SENT_GROUP = "SELECT max(sent_at) FROM notifications WHERE group_channel = $1 AND state IN ('sent', 'acked')"
 _RECENT_SENDS = "SELECT at FROM notification_sends WHERE channel = $1 AND at > clock_timestamp() - interval '60 s'"
-#: the group robot's row for (alarm, level, reason): made, or the existing one
+#: the group robot's row for (alarm, level, reason): made, or the existing one (after the
+#: transaction that is making it, if any: the no-op update waits for it)
 _GROUP_ROW = """
-WITH made AS (
-    INSERT INTO notifications (alarm_id, event_id, level, reason, group_channel) VALUES ($1, $2, $3, $4, $5)
-    ON CONFLICT DO NOTHING RETURNING id, state, sent_at)
-SELECT id, state, sent_at FROM made
-UNION ALL
-SELECT id, state, sent_at FROM notifications
- WHERE alarm_id = $1 AND level = $3 AND reason = $4 AND group_channel = $5 AND responder_id IS NULL
-LIMIT 1
+INSERT INTO notifications (alarm_id, event_id, level, reason, group_channel) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (alarm_id, coalesce(responder_id, ''), coalesce(group_channel, ''), level, reason)
+DO UPDATE SET level = EXCLUDED.level
+RETURNING id, state, sent_at
 """
 _RIDE = """UPDATE notifications SET digest_of = $2, channel = $3,
                   state = CASE WHEN $4 = 'sent' THEN 'sent' ELSE state END, sent_at = $5,
@@ -430,32 +427,34 @@ class Notifier:
             return
         message = compose(texts, level, self.public_url, self.tz, self.language, notification_id=carrier.id)
         attempt = carrier.attempts + 1
+        sends: list[tuple[Any, ...]] = []
         retry = False
         last = SendResult(False, "no channel")
         used = channels[-1]["name"] if channels else None
         for ch in channels:
             used = ch["name"]
-            result = await self._send(http, ch, message, recipient)
-            await self.pool.execute(_SEND, carrier.id, ch["name"], attempt, result.ok, result.error_class,
-                                    result.provider_code)
-            self._count(ch["type"], result)
-            if result.ok:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    await conn.execute(_FINISH, ids, "sent", ch["name"], None, None, carrier.id)
-                    await conn.execute(_RIDERS_SENT, ids)
-                return
-            retry = retry or result.retry
-            last = result
-        if retry and attempt < self.attempts:
-            delay = min(self.backoff_s * 2 ** (attempt - 1), self.backoff_max_s)
-            await self.pool.execute(_RETRY, ids, carrier.id, used, last.error_class, last.provider_code, delay)
-            return
-        if self.metrics:
+            last = await self._send(http, ch, message, recipient)
+            self._count(ch["type"], last)
+            sends.append((carrier.id, ch["name"], attempt, last.ok, last.error_class, last.provider_code))
+            if last.ok:
+                break
+            retry = retry or last.retry
+        again = not last.ok and retry and attempt < self.attempts
+        if not last.ok and not again and self.metrics:
             self.metrics.notify_failed.inc()
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(_FINISH, ids, "failed", used, last.error_class, last.provider_code, carrier.id)
-            await conn.execute(_RIDERS_BACK, ids)
-        self._wake.set()
+        async with self.pool.acquire() as conn, conn.transaction():  # the attempts and their outcome together
+            await conn.executemany(_SEND, sends)
+            if last.ok:
+                await conn.execute(_FINISH, ids, "sent", used, None, None, carrier.id)
+                await conn.execute(_RIDERS_SENT, ids)
+            elif again:
+                delay = min(self.backoff_s * 2 ** (attempt - 1), self.backoff_max_s)
+                await conn.execute(_RETRY, ids, carrier.id, used, last.error_class, last.provider_code, delay)
+            else:
+                await conn.execute(_FINISH, ids, "failed", used, last.error_class, last.provider_code, carrier.id)
+                await conn.execute(_RIDERS_BACK, ids)
+        if not last.ok and not again:
+            self._wake.set()  # riders may go on to their next channel
 
     async def _send(
         self, http: Outbound, ch: asyncpg.Record, message: Message, recipient: Recipient
