@@ -269,9 +269,15 @@ async def test_group_channel_link_asks_the_name(env: Env) -> None:
     r = await env.http.post(f"/r/{token}/ack", data={})
     assert r.status_code == 422 and "姓名" in r.json()["detail"]
     assert (await env.http.post(f"/r/{token}/ack", data={"name": "张三"})).status_code == 204
+    for bad in ({"name": "李四", "lat": 25.8}, {"name": "李四", "lat": "north", "lon": 1},
+                {"name": "李四", "lat": 91, "lon": 0}, {"name": "x" * 65}):
+        assert (await env.http.post(f"/r/{token}/arrive", json=bad)).status_code == 422, bad
+    r = await env.http.post(f"/r/{token}/arrive", json={"name": "李四", "lat": 25.83, "lon": 114.93})
+    assert r.status_code == 204
+    assert await env.pool.fetchval("SELECT person FROM responder_actions WHERE action = 'arrive'") == "李四"
     actor = await env.pool.fetchval("SELECT actor FROM alarm_events WHERE action = 'responder_acked'")
     assert actor == "group:duty-room:张三"
-    assert await env.pool.fetchval("SELECT person FROM responder_actions") == "张三"
+    assert await env.pool.fetchval("SELECT person FROM responder_actions WHERE action = 'ack'") == "张三"
     await env.pool.execute("DELETE FROM channels WHERE name = 'duty-room'")
     assert (await env.http.get(f"/r/{token}")).status_code == 404  # dies with its channel
 
