@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Any
 
 import asyncpg
 import httpx
@@ -246,6 +247,33 @@ async def test_ack_arrive_feedback_once_each_hold_the_climb_and_reach_the_timeli
     assert times["notified_s"] is None and times["resolved_s"] is None
     # the audit rows reached the stream (ids in alarm_events, published by the hub)
     assert await env.pool.fetchval("SELECT count(*) FROM alarm_events WHERE actor = 'responder:gw1'") == 3
+
+
+async def test_responder_actions_and_dispatch_reach_the_stream(env: Env) -> None:
+    alarm = await env.raise_()
+    raised = await env.pool.fetchval("SELECT max(event_id) FROM alarm_events")
+    await env.responder("gw1", "grid_worker")
+    token = await env.link(alarm, "gw1")
+    assert (await env.http.post(f"/r/{token}/ack")).status_code == 204
+    assert (await env.http.post(f"/api/v1/alarms/{alarm}/dispatch", headers=ADMIN)).status_code == 200
+    written = await env.pool.fetch("SELECT event_id, action FROM alarm_events WHERE event_id > $1 ORDER BY event_id",
+                                   raised)
+    assert [w["action"] for w in written] == ["responder_acked", "dispatched"]
+    headers = {**ADMIN, "Last-Event-ID": str(raised)}
+    async with env.http.stream("GET", "/api/v1/alarms/stream", headers=headers) as r:
+        assert r.status_code == 200
+        seen: list[tuple[str, dict[str, Any]]] = []
+        event_id = ""
+        async with asyncio.timeout(10):
+            async for line in r.aiter_lines():
+                if line.startswith("id:"):
+                    event_id = line[3:].strip()
+                elif line.startswith("data:"):
+                    seen.append((event_id, json.loads(line[5:])))
+                    if len(seen) == 2:
+                        break
+    assert [int(i) for i, _ in seen] == [w["event_id"] for w in written]
+    assert seen[0][1]["dispatched_at"] is None and seen[1][1]["dispatched_at"] is not None
 
 
 async def test_verify_ack_stops_the_climb_and_form_posts_redirect(env: Env) -> None:
