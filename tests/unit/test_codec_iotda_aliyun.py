@@ -1,5 +1,5 @@
 """Huawei IoTDA (notify_data, legacy deviceDataChanged) and Alibaba Cloud IoT (items, params, events,
-status) messages through the shipped profiles; the subscription table of the registry."""
+status) messages through the shipped profiles."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from ingest.codecs.errors import DecodeError
 from ingest.codecs.iotda import decode_iotda, huawei_time
 from ingest.codecs.platform import PlatformResult
 from ingest.codecs.profiles import REJECTED, ProfileRegistry
-from ingest.codecs.registry import SUBSCRIPTIONS, UnknownCodec, subscription_platform
 
 PROFILES = ProfileRegistry.load()
 RECEIVED = 1_795_341_601_500
@@ -200,10 +199,3 @@ def test_envelope_keeps_binary_as_base64() -> None:
     env = json.loads(envelope("/t", "m", "1", b"\xff\x00"))
     assert env == {"topic": "/t", "messageId": "m", "generateTime": "1", "content_base64": "/wA="}
 
-
-def test_subscription_table() -> None:
-    assert {k: v.codec for k, v in SUBSCRIPTIONS.items()} == {
-        "ctwing_mq": "ctwing", "iotda_amqp": "iotda", "aliyun_amqp": "aliyun"}
-    assert subscription_platform("iotda_amqp").decode is decode_iotda
-    with pytest.raises(UnknownCodec):
-        subscription_platform("kafka")

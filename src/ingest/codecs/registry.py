@@ -5,9 +5,10 @@ A transport (connector) never chooses a decoder by a chain of conditions; it loo
 - `REPORTS`: one report by its first byte (`{` JSON, 0xA5 MX1);
 - `TOPICS`: an MQTT uplink by its topic kind (`evt`, `tel`, `batch`, `ack`);
 - `PLATFORMS`: an HTTP push by its source's `platform` (`ctwing`, `onenet`, `generic`), with how
-  that platform authenticates a push;
-- `SUBSCRIPTIONS`: a message of a platform queue subscription by its source's `platform`
-  (`ctwing_mq`, `iotda_amqp`, `aliyun_amqp`).
+  that platform authenticates a push.
+
+Queue subscriptions (`ingest.subscriptions.kinds`) decode with these platform codecs too
+(`decode_ctwing`, `codecs.iotda.decode_iotda`, `codecs.aliyun.decode_aliyun`).
 
 Every decoder answers a `PlatformResult` (readings, per-item errors, notices), so the transports
 handle all of them alike. Adding a platform is its own codec module and one entry in `PLATFORMS`.
@@ -23,11 +24,9 @@ from typing import Protocol
 from devices.kinds import Kind
 from devices.reading import Reading
 
-from .aliyun import decode_aliyun
 from .ctwing import decode_ctwing, verify_ctwing
 from .errors import DecodeError
 from .generic import decode_generic, verify_generic_push
-from .iotda import decode_iotda
 from .json_report import decode_json_batch_indexed, decode_json_report
 from .mx1 import MAGIC, decode_mx1_report
 from .onenet import decode_onenet, verify_onenet_push, verify_onenet_url
@@ -173,29 +172,3 @@ def push_platform(name: str) -> PushPlatform:
         known = ", ".join(PLATFORM_NAMES)
         raise UnknownCodec(f"push platform {name[:64]!r} is unknown; platforms are {known}") from None
 
-
-# --- platform queue subscriptions, by name ------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class SubscriptionPlatform:
-    name: str  # a push source's `platform`
-    codec: str  # the codec label of metrics and dead letters
-    decode: PushDecoder
-
-
-SUBSCRIPTIONS: dict[str, SubscriptionPlatform] = {
-    s.name: s
-    for s in (
-        SubscriptionPlatform("ctwing_mq", "ctwing", decode_ctwing),  # the HTTP push's envelope, over Pulsar
-        SubscriptionPlatform("iotda_amqp", "iotda", decode_iotda),
-        SubscriptionPlatform("aliyun_amqp", "aliyun", decode_aliyun),  # the envelope of codecs.aliyun.envelope
-    )
-}
-
-
-def subscription_platform(name: str) -> SubscriptionPlatform:
-    """The subscription kind a push source names; `UnknownCodec` for any other name."""
-    try:
-        return SUBSCRIPTIONS[name]
-    except KeyError:
-        known = ", ".join(SUBSCRIPTIONS)
-        raise UnknownCodec(f"subscription platform {name[:64]!r} is unknown; platforms are {known}") from None
