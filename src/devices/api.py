@@ -14,6 +14,7 @@ Times are RFC 3339 (UTC).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -72,6 +73,26 @@ class DeviceDeps(Protocol):
 
     @property
     def outbound(self) -> OutboundPolicy: ...
+
+    @property
+    def subscriptions(self) -> SubscriptionControl | None: ...
+
+
+class SubscriptionControl(Protocol):
+    """The platform subscriptions' supervisor as the push-source routes see it (the root wires
+    `ingest.subscriptions.supervisor.Subscriptions`)."""
+
+    def check(self, platform: str, config: Mapping[str, Any]) -> None:
+        """`ValueError` with the reason unless `platform` can consume with `config`."""
+        ...
+
+    async def changed(self, name: str) -> None:
+        """The source was created, replaced or deleted: (re)start or stop its consumer."""
+        ...
+
+    def state(self, name: str) -> dict[str, Any] | None:
+        """The consumer's state (connected, messages, redelivered, lag, last_error), None if none runs."""
+        ...
 
 
 def deps(request: Request) -> DeviceDeps:
@@ -437,35 +458,89 @@ async def unit_maintenance(unit_id: str, body: MaintenanceIn, principal: Operato
 
 
 # --- administration --------------------------------------------------------------------------
+#: Platforms a push source is consumed from (a queue) rather than pushed by (HTTP); the ingest
+#: registry's `SUBSCRIPTION_PLATFORMS` (a unit test keeps the two and the table's check equal).
+SUBSCRIPTION_PLATFORMS = ("ctwing_mq", "iotda_amqp", "aliyun_amqp")
+_SOURCE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # the push_sources.name check
+
+
 class PushSourceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    platform: Literal["ctwing", "onenet", "generic"]
+    platform: Literal["ctwing", "onenet", "generic", "ctwing_mq", "iotda_amqp", "aliyun_amqp"]
     secret: str | None = Field(None, description="HMAC secret (generic)")
     token: str | None = Field(None, description="push token (onenet, ctwing)")
     tenant: str = "default"
     profile: str | None = None
     rate_per_s: float = Field(1000, ge=0.01, le=1_000_000, description="requests per second allowed")
-
-
-@router.post("/push-sources", status_code=201)
-async def upsert_push_source(body: PushSourceIn, response: Response, principal: Admin, svc: Devices) -> dict[str, Any]:
-    """Configure an HTTP push source (201) or replace one (200). The secret is never answered."""
-    if body.secret is not None and body.token is not None:
-        raise HTTPException(422, "give secret or token, not both")
-    source, created = await registry.upsert_push_source(
-        svc.pool, name=body.name, platform=body.platform, secret=body.secret or body.token,
-        tenant=body.tenant, profile=body.profile, rate_per_s=body.rate_per_s,
+    config: dict[str, Any] | None = Field(
+        None, description="a subscription's settings (ctwing_mq, iotda_amqp, aliyun_amqp; CONTRACT §3); "
+                          "its secrets are never answered"
     )
-    if not created:
-        response.status_code = 200
+
+
+def _source_out(source: dict[str, Any], d: DeviceDeps) -> dict[str, Any]:
+    """A push source with its consumer's state (`state`: null when no consumer runs for it)."""
+    if source["platform"] in SUBSCRIPTION_PLATFORMS:
+        source["state"] = d.subscriptions.state(source["name"]) if d.subscriptions is not None else None
     return source
 
 
+@router.post("/push-sources", status_code=201)
+async def upsert_push_source(
+    body: PushSourceIn, response: Response, principal: Admin, d: Deps, svc: Devices
+) -> dict[str, Any]:
+    """Configure a push source (201) or replace one (200): an HTTP push (`secret` or `token`) or a
+    subscription (`config`), whose consumer is (re)started. Secrets are never answered."""
+    if body.secret is not None and body.token is not None:
+        raise HTTPException(422, "give secret or token, not both")
+    subscription = body.platform in SUBSCRIPTION_PLATFORMS
+    if subscription:
+        if body.secret is not None or body.token is not None:
+            raise HTTPException(422, "订阅的凭据放在 config 中 / a subscription's credentials go in config")
+        if body.config is None:
+            raise HTTPException(422, f"{body.platform} 需要 config / {body.platform} needs config")
+        if d.subscriptions is None:
+            raise HTTPException(409, "此进程不运行订阅 / this process runs no subscriptions")
+        try:
+            d.subscriptions.check(body.platform, body.config)
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
+    elif body.config:
+        raise HTTPException(422, f"HTTP 推送源没有 config / an HTTP push source ({body.platform}) takes no config")
+    source, created = await registry.upsert_push_source(
+        svc.pool, name=body.name, platform=body.platform, secret=body.secret or body.token,
+        tenant=body.tenant, profile=body.profile, rate_per_s=body.rate_per_s, config=body.config,
+    )
+    if d.subscriptions is not None:
+        await d.subscriptions.changed(body.name)
+    if not created:
+        response.status_code = 200
+    return _source_out(source, d)
+
+
 @router.get("/push-sources")
-async def list_push_sources(principal: Admin, svc: Devices) -> dict[str, Any]:
-    return {"items": await registry.list_push_sources(svc.pool), "next_cursor": None}
+async def list_push_sources(principal: Admin, d: Deps, svc: Devices) -> dict[str, Any]:
+    return {"items": [_source_out(s, d) for s in await registry.list_push_sources(svc.pool)], "next_cursor": None}
+
+
+@router.get("/push-sources/{name}")
+async def get_push_source(name: str, principal: Admin, d: Deps, svc: Devices) -> dict[str, Any]:
+    source = await registry.get_push_source(svc.pool, name) if _SOURCE_NAME.fullmatch(name) else None
+    if source is None:
+        raise HTTPException(404, f"未知推送源 / unknown push source {name[:64]!r}")
+    return _source_out(source, d)
+
+
+@router.delete("/push-sources/{name}", status_code=204)
+async def delete_push_source(name: str, principal: Admin, d: Deps, svc: Devices) -> Response:
+    """Delete a push source; a subscription's consumer stops (what it has in flight settles first)."""
+    if not _SOURCE_NAME.fullmatch(name) or not await registry.delete_push_source(svc.pool, name):
+        raise HTTPException(404, f"未知推送源 / unknown push source {name[:64]!r}")
+    if d.subscriptions is not None:
+        await d.subscriptions.changed(name)
+    return Response(status_code=204)
 
 
 class TokenIn(BaseModel):

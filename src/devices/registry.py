@@ -395,26 +395,46 @@ async def load_devices(db: Db) -> list[asyncpg.Record]:
 
 
 # --- push sources and dead letters -------------------------------------------------------------
+#: Settings of a subscription source's `config` that are secrets (every platform's, CONTRACT §3 v2).
+SECRET_SETTINGS = frozenset({"token", "access_code", "access_secret", "password"})
+
+
 def push_source_dict(r: asyncpg.Record) -> dict[str, Any]:
-    """A push source as shown to an admin: whether a secret is set, never the secret."""
+    """A push source as shown to an admin: whether a secret is set, never the secret; a
+    subscription's `config` without its secret settings, which `secrets_set` names."""
+    config = r["config"]
+    config = json.loads(config) if isinstance(config, str) else dict(config or {})
     return {
         "name": r["name"], "platform": r["platform"], "tenant": r["tenant"], "profile": r["profile"],
         "rate_per_s": r["rate_per_s"], "has_secret": r["secret"] is not None, "created_at": r["created_at"],
+        "config": {k: v for k, v in config.items() if k not in SECRET_SETTINGS},
+        "secrets_set": sorted(k for k in config if k in SECRET_SETTINGS),
     }
 
 
 async def upsert_push_source(
-    db: Db, *, name: str, platform: str, secret: str | None, tenant: str, profile: str | None, rate_per_s: float
+    db: Db, *, name: str, platform: str, secret: str | None, tenant: str, profile: str | None, rate_per_s: float,
+    config: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     row = await db.fetchrow(
-        """INSERT INTO push_sources (name, platform, secret, tenant, profile, rate_per_s)
-           VALUES ($1, $2, $3, $4, $5, $6)
+        """INSERT INTO push_sources (name, platform, secret, tenant, profile, rate_per_s, config)
+           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)
            ON CONFLICT (name) DO UPDATE SET platform = EXCLUDED.platform, secret = EXCLUDED.secret,
-               tenant = EXCLUDED.tenant, profile = EXCLUDED.profile, rate_per_s = EXCLUDED.rate_per_s
+               tenant = EXCLUDED.tenant, profile = EXCLUDED.profile, rate_per_s = EXCLUDED.rate_per_s,
+               config = EXCLUDED.config
            RETURNING *, (xmax = 0) AS created""",
-        name, platform, secret, tenant, profile, rate_per_s,
+        name, platform, secret, tenant, profile, rate_per_s, json.dumps(dict(config or {})),
     )
     return push_source_dict(row), bool(row["created"])
+
+
+async def get_push_source(db: Db, name: str) -> dict[str, Any] | None:
+    row = await db.fetchrow("SELECT * FROM push_sources WHERE name = $1", name)
+    return None if row is None else push_source_dict(row)
+
+
+async def delete_push_source(db: Db, name: str) -> bool:
+    return await db.fetchval("DELETE FROM push_sources WHERE name = $1 RETURNING true", name) is not None
 
 
 async def list_push_sources(db: Db) -> list[dict[str, Any]]:

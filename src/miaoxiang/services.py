@@ -49,6 +49,7 @@ from ingest.metrics import IngestMetrics
 from ingest.pipeline import Pipeline, lane_for
 from ingest.readings_api import ReadingsDeps
 from ingest.storage import ReadingStore
+from ingest.subscriptions.supervisor import Subscriptions
 from ingest.transports.gb26875_tcp import GB26875Server
 from ingest.transports.http_push import PushContext, PushDeps, RateLimiter
 from ingest.transports.mqtt import BrokerConfig, MqttTransport
@@ -89,6 +90,8 @@ class Services:
     #: the broker actually used (the embedded one when `mqtt_url` is not set)
     mqtt_url: str
     mqtt_protocol: str
+    #: the platform subscriptions' consumers (CONTRACT §3 v2); None in a worker process
+    subscriptions: Subscriptions | None = None
     #: the exception that stopped the background jobs, if one did
     background_error: BaseException | None = None
 
@@ -119,9 +122,11 @@ class Services:
     def jobs(self) -> list[Job]:
         """This role's background jobs."""
         maintenance = _maintain_partitions(self.store, self.settings)
+        subscriptions = [] if self.subscriptions is None else [self.subscriptions.run()]
         if self.links is None:
-            return [self.pipeline.run(), self.mqtt.run(), self.alarms.run(), self.devices.run(), maintenance]
-        return self.links.jobs(self.pipeline, self.alarms, self.devices, self.pool, maintenance)
+            return [self.pipeline.run(), self.mqtt.run(), self.alarms.run(), self.devices.run(), maintenance,
+                    *subscriptions]
+        return [*self.links.jobs(self.pipeline, self.alarms, self.devices, self.pool, maintenance), *subscriptions]
 
 
 def _satisfies(
@@ -243,10 +248,12 @@ async def _build(
         pipeline=pipeline, metrics=metrics, profiles=ProfileRegistry.load(settings.profiles_dir),
         limiter=RateLimiter(), max_bytes=settings.push_max_bytes, unverified_per_min=settings.push_unverified_per_min,
     )
+    subscriptions = None if settings.role == "worker" else Subscriptions(pool, push, devices, registry)
     return Services(
         settings=settings, metrics_registry=registry, pool=pool, clock=clock, fleet=fleet, commands=commands,
         devices=devices, alarms=alarms, risk=RiskService(pool, fleet), pipeline=pipeline, store=store, mqtt=mqtt,
         links=links, push=push, gb26875=gb26875, mqtt_url=mqtt_url, mqtt_protocol=protocol,
+        subscriptions=subscriptions,
     )
 
 

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from devices.api import SUBSCRIPTION_PLATFORMS as API_SUBSCRIPTION_PLATFORMS
 from devices.api import PushSourceIn
 from devices.kinds import Event, Kind
 from devices.reading import Reading
+from devices.registry import SECRET_SETTINGS
 from ingest.codecs.errors import DecodeError
 from ingest.codecs.generic import hmac_signature
 from ingest.codecs.json_report import encode_json_report
@@ -34,6 +36,7 @@ from ingest.codecs.registry import (
     report_label,
     topic_codec,
 )
+from ingest.subscriptions.kinds import KINDS, SUBSCRIPTION_PLATFORMS
 from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR
 
 READING = Reading(
@@ -162,9 +165,18 @@ def test_an_unknown_platform_is_a_clear_error() -> None:
 
 
 def test_the_api_and_the_database_accept_exactly_the_registered_platforms() -> None:
-    """Adding a platform to the registry must also open POST /push-sources and the table's check."""
+    """Adding a platform (HTTP push or subscription) to the registry must also open POST
+    /push-sources and the table's check (as the newest migration that sets it leaves it)."""
     api = typing.get_args(PushSourceIn.model_fields["platform"].annotation)
-    sql = (Path(DEFAULT_MIGRATIONS_DIR) / "0001_initial.sql").read_text()
-    check = re.search(r"platform\s+text NOT NULL CHECK \(platform IN \(([^)]*)\)\)", sql)
+    sql = (Path(DEFAULT_MIGRATIONS_DIR) / "0015_subscriptions.sql").read_text()
+    check = re.search(r"CHECK \(platform IN \(([^)]*)\)\)", sql)
     assert check is not None
-    assert sorted(api) == sorted(PLATFORM_NAMES) == sorted(v.strip(" '") for v in check.group(1).split(","))
+    registered = sorted((*PLATFORM_NAMES, *SUBSCRIPTION_PLATFORMS))
+    assert sorted(api) == registered == sorted(v.strip(" '") for v in check.group(1).split(","))
+    assert API_SUBSCRIPTION_PLATFORMS == SUBSCRIPTION_PLATFORMS
+    assert set(KINDS) <= set(SUBSCRIPTION_PLATFORMS)
+
+
+def test_every_subscription_secret_is_kept_from_the_api() -> None:
+    """The devices side redacts a literal set of settings: every kind's secrets must be in it."""
+    assert {s for kind in KINDS.values() for s in kind.secrets} <= SECRET_SETTINGS
