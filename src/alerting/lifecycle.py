@@ -37,7 +37,7 @@ from alerting.flood import DEVICE_KEY, FloodWatch, Repeats
 from alerting.metrics import AlarmMetrics
 from alerting.model import ACTIVE_STATUSES, FIRE_CLASS, OPEN_STATUSES, Decision, Response, Severity
 from alerting.response import outbox
-from alerting.response.targets import AlarmFacts, levels_due, max_level, raise_level
+from alerting.response.targets import CLIMBING_TYPES, AlarmFacts, levels_due, max_level, raise_level
 from alerting.stream import AlarmHub, RegionFilter
 from devices.clock import Clock
 from devices.db_errors import UNAVAILABLE
@@ -923,13 +923,15 @@ class AlarmLifecycle:
         esc = self.escalation_ms
         rows = await self.pool.fetch(
             """SELECT * FROM alarms WHERE status = 'active_unack' AND (
-                   (escalation_level < $1 AND (held_until IS NULL OR held_until <= $6)
+                   (escalation_level < CASE WHEN severity IN ('minor', 'warning') THEN 0
+                                            WHEN type = ANY($7::text[]) THEN $1 ELSE 1 END  -- targets.max_level
+                    AND (held_until IS NULL OR held_until <= $6)
                     AND ((response = 'immediate' AND escalated_at <= $2)
                          OR (response = 'verify' AND escalated_at <= $3)))
                    OR (response = 'verify' AND type = ANY($4::text[]) AND active_since <= $5))
                ORDER BY alarm_id""",
             MAX_LEVEL, to_dt(now_ms - esc.get("immediate", 0)), to_dt(now_ms - esc.get("verify", 0)),
-            list(FIRE_CLASS_NAMES), to_dt(now_ms - self.unacked_upgrade_ms), to_dt(now_ms),
+            list(FIRE_CLASS_NAMES), to_dt(now_ms - self.unacked_upgrade_ms), to_dt(now_ms), sorted(CLIMBING_TYPES),
         )
         for row in rows:
             if self._timer_changes(Alarm.from_record(row), now_ms, _held_ms(row)):
