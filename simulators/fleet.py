@@ -50,6 +50,9 @@ STREETS: tuple[tuple[str, int], ...] = (
     ("江西省/南昌市/西湖区/朝阳洲街道", 360103),
 )
 _STREET_WEIGHTS = (6, 4, 3, 2, 3, 2, 2, 4, 2, 2)
+#: WGS-84 centres of the simulated cities (Ganzhou, Nanchang); units lie within ~6 km of theirs.
+CITY_CENTRES: dict[str, tuple[float, float]] = {"赣州市": (25.83, 114.93), "南昌市": (28.68, 115.89)}
+_SPREAD_DEG = 0.05
 _ROADS = ("文清路", "红旗大道", "章江路", "青年路", "东阳山路", "八一大道", "阳明路", "中山路", "解放路", "健康路")
 _CELL_CAPACITY = 150  # NB devices per simulated cell before a street gets another cell
 
@@ -150,6 +153,19 @@ class SimUnit:
     contacts: list[dict[str, str]]
     gateway_id: str | None = None
     device_ids: list[str] = field(default_factory=list)
+
+    @property
+    def location(self) -> tuple[float, float]:
+        """(lat, lon), WGS-84: near its city's centre, a function of the unit id alone (so adding
+        locations changed no other property of a seeded fleet)."""
+        return place_near(CITY_CENTRES[self.region.split("/")[1]], self.unit_id)
+
+
+def place_near(centre: tuple[float, float], key: str, spread_deg: float = _SPREAD_DEG) -> tuple[float, float]:
+    """A point within `spread_deg` of `centre`, fixed by `key` (6 decimals, ~0.1 m)."""
+    digest = hashlib.sha256(key.encode()).digest()
+    dlat, dlon = (int.from_bytes(digest[i : i + 4], "big") / 2**32 * 2 - 1 for i in (0, 4))
+    return round(centre[0] + dlat * spread_deg, 6), round(centre[1] + dlon * spread_deg, 6)
 
 
 @dataclass(slots=True)
@@ -257,7 +273,7 @@ class SimFleet:
     def registry_rows(self) -> RegistryRows:
         units = [
             {"unit_id": u.unit_id, "name": u.name, "address": u.address, "region": u.region, "industry": u.industry,
-             "contacts": [dict(c) for c in u.contacts]}
+             "contacts": [dict(c) for c in u.contacts], "location": dict(zip(("lat", "lon"), u.location, strict=True))}
             for u in self.units
         ]
         devices = []

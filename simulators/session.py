@@ -1,7 +1,9 @@
 """Play a simulated fleet against a running service and score it (`miaoxiang simulate`, demo, e2e).
 
 `run_session(target, plan)`: register the fleet's units and devices through the HTTP API,
-configure the push sources its NB-IoT platforms use, play the chosen scenarios (all cast onto
+configure the push sources its NB-IoT platforms use (and, with `Plan.responders`, the simulated
+responders of `simulators.responders` with their webhook channels to a local `WebhookSink`, which
+needs the service's MIAOXIANG_OUTBOUND_ALLOW to list 127.0.0.1), play the chosen scenarios (all cast onto
 one fleet, so they run at once) merged with background telemetry, wait out their deadlines,
 fetch every alarm and score each scenario with its ground truth (`simulators.score`).
 """
@@ -38,9 +40,19 @@ from simulators.publish import (
     route_by_transport,
     stderr_progress,
 )
+from simulators.responders import (
+    DEMO_DELAYS,
+    Delays,
+    SimResponder,
+    SimResponders,
+    channel_body,
+    plan_responders,
+    responder_body,
+)
 from simulators.scenarios import SCENARIOS, Scenario, ScenarioUnavailable, Step
 from simulators.score import ScoreRow, score
 from simulators.uitd_sink import UitdSink
+from simulators.webhook_sink import WebhookSink
 
 Route = Callable[[Step], Sink | None]
 #: Background telemetry keeps going this long after the last scenario message (scenario seconds).
@@ -80,6 +92,7 @@ class Plan:
     idle_compression: float | None = None
     background: bool = True
     sweep_slack_s: float = 10.0
+    responders: bool = False
 
 
 @dataclass
@@ -171,6 +184,47 @@ async def publishers(target: Target, fleet: SimFleet, http: httpx.AsyncClient, t
         )
 
 
+async def register_responders(http: httpx.AsyncClient, responders: Sequence[SimResponder], sink_url: str, secret: str,
+                              *, parallel: int = 16) -> None:
+    """Each responder's webhook channel to the sink, then the responder; one that exists already
+    (a demo's persistent database) is brought up to date (`PUT` channel, `PATCH` responder)."""
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(r: SimResponder) -> None:
+        async with gate:
+            channel = channel_body(r, sink_url, secret)
+            answer = await http.post("/api/v1/channels", json=channel)
+            if answer.status_code == 409:
+                answer = await http.put(f"/api/v1/channels/{r.channel}", json={"config": channel["config"]})
+            await _check(answer)
+            body = responder_body(r)
+            answer = await http.post("/api/v1/responders", json=body)
+            if answer.status_code == 409:
+                body.pop("responder_id")
+                answer = await http.patch(f"/api/v1/responders/{r.responder_id}", json=body)
+            await _check(answer)
+
+    await asyncio.gather(*(one(r) for r in responders))
+
+
+@contextlib.asynccontextmanager
+async def simulated_responders(http: httpx.AsyncClient, fleet: SimFleet, clock: SimClock, *, seed: int,
+                               delays: Delays = DEMO_DELAYS) -> AsyncIterator[SimResponders]:
+    """Start the webhook receiver, register the fleet's responders with channels to it, and act
+    on the links they receive until the context ends (responses still waiting are cancelled)."""
+    responders = plan_responders(fleet)
+    secret = secrets.token_hex(16)
+    async with httpx.AsyncClient(timeout=30) as page:
+        sim = SimResponders(responders, page, clock, {u.unit_id: u.location for u in fleet.units}, seed, delays)
+        async with WebhookSink(secret, sim.on_delivery) as sink:
+            await register_responders(http, responders, sink.url, secret)
+            say(f"registered {len(responders)} simulated responders (webhooks to {sink.url})")
+            try:
+                yield sim
+            finally:
+                await sim.aclose()
+
+
 async def fetch_alarms(http: httpx.AsyncClient) -> list[dict[str, Any]]:
     """Every alarm, following `next_cursor`."""
     alarms: list[dict[str, Any]] = []
@@ -227,22 +281,27 @@ async def run_session(target: Target, plan: Plan, *, clock: SimClock | None = No
         await register_fleet(http, fleet)
         targets = await configure_push_sources(http, uuid.uuid4().hex[:6])
         say(f"registered {len(fleet.units)} units and {len(fleet.devices)} devices in {time.monotonic() - t0:.1f} s")
-        start_ms = clock.now_ms()
-        played, unavailable = build_scenarios(fleet, plan.seed, plan.scenarios, start_ms)
-        for why in unavailable:
-            say(f"skipped: {why}")
-        say(f"playing {', '.join(s.name for s in played) or 'nothing'} at compression {plan.compression:g}")
-        async with publishers(target, fleet, http, targets) as route:
-            stats = await play(steps_of(fleet, plan, played, start_ms), route, clock=clock,
-                               limiter=TokenBucket.on_clock(clock, plan.rate), progress=stderr_progress, progress_every=500)
-        end_ms = max((s.end_ms for s in played), default=start_ms) + round(plan.sweep_slack_s * 1000)
-        if plan.idle_compression:
-            say(f"fast-forwarding {(end_ms - clock.now_ms()) / 3.6e6:.1f} scenario hours at {plan.idle_compression:g}x")
-            await fast_forward(clock, end_ms, plan.idle_compression)
-        else:
-            say(f"waiting {clock.real_seconds(max(0, end_ms - clock.now_ms())):.0f} s for the last deadlines")
-            await clock.sleep_until(end_ms)
-        await settle(http)
-        alarms = await fetch_alarms(http)
+        async with contextlib.AsyncExitStack() as stack:  # the simulated responders act until the alarms are fetched
+            if plan.responders:
+                await stack.enter_async_context(simulated_responders(http, fleet, clock, seed=plan.seed))
+            start_ms = clock.now_ms()
+            played, unavailable = build_scenarios(fleet, plan.seed, plan.scenarios, start_ms)
+            for why in unavailable:
+                say(f"skipped: {why}")
+            say(f"playing {', '.join(s.name for s in played) or 'nothing'} at compression {plan.compression:g}")
+            async with publishers(target, fleet, http, targets) as route:
+                stats = await play(steps_of(fleet, plan, played, start_ms), route, clock=clock,
+                                   limiter=TokenBucket.on_clock(clock, plan.rate), progress=stderr_progress,
+                                   progress_every=500)
+            end_ms = max((s.end_ms for s in played), default=start_ms) + round(plan.sweep_slack_s * 1000)
+            if plan.idle_compression:
+                hours = (end_ms - clock.now_ms()) / 3.6e6
+                say(f"fast-forwarding {hours:.1f} scenario hours at {plan.idle_compression:g}x")
+                await fast_forward(clock, end_ms, plan.idle_compression)
+            else:
+                say(f"waiting {clock.real_seconds(max(0, end_ms - clock.now_ms())):.0f} s for the last deadlines")
+                await clock.sleep_until(end_ms)
+            await settle(http)
+            alarms = await fetch_alarms(http)
     rows = [row for s in played for row in score(s, alarms, sweep_slack_s=plan.sweep_slack_s)]
     return SessionResult(rows, stats, unavailable, len(alarms))

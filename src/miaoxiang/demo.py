@@ -1,6 +1,8 @@
 """`miaoxiang demo`: the service (embedded PostgreSQL and MQTT broker unless URLs are set), its
 console, and a simulated fleet sending background telemetry with the scenario library replayed
-every few minutes, so alarms keep appearing. Runs until interrupted."""
+every few minutes, so alarms keep appearing, and simulated responders (a contact per unit, grid
+workers, micro fire stations) who open their links and acknowledge, arrive and give feedback
+after seeded delays. Runs until interrupted."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import sys
 import httpx
 from pydantic import SecretStr
 
+from miaoxiang.embedded import free_port
 from miaoxiang.server import serving
 from miaoxiang.settings import Settings
 from simulators.background import background, merge_steps
@@ -20,7 +23,16 @@ from simulators.fleet import SimFleet, build_fleet
 from simulators.publish import play
 from simulators.scenarios import SCENARIOS, Scenario, ScenarioUnavailable
 from simulators.score import score
-from simulators.session import Route, Target, configure_push_sources, fetch_alarms, publishers, register_fleet, say
+from simulators.session import (
+    Route,
+    Target,
+    configure_push_sources,
+    fetch_alarms,
+    publishers,
+    register_fleet,
+    say,
+    simulated_responders,
+)
 
 #: A new round of scenarios starts this often (seconds); each scenario of a round starts STAGGER_S after the previous.
 ROUND_S = 240.0
@@ -64,7 +76,13 @@ async def run_demo(settings: Settings, *, devices: int, seed: int) -> None:
     SIGTERM or SIGINT cancels it (miaoxiang.shutdown): the contexts unwind innermost first, so the
     simulated fleet stops before the publishers, the HTTP client and the service it talks to."""
     token = settings.admin_token.get_secret_value() if settings.admin_token else secrets.token_urlsafe(18)
-    settings = settings.model_copy(update={"admin_token": SecretStr(token)})
+    port = settings.http_port or free_port()
+    # the simulated responders' webhooks listen on loopback; their links lead to this service
+    settings = settings.model_copy(update={
+        "admin_token": SecretStr(token), "http_port": port,
+        "public_url": settings.public_url or f"http://{settings.http_host}:{port}",
+        "outbound_allow": [*settings.outbound_allow, "127.0.0.1"],
+    })
     async with serving(settings) as (app, base):
         print(f"\n秒响 Miaoxiang demo\n  console:     {base}/#token={token}\n  admin token: {token}\n"
               f"  (the link signs you in; Ctrl-C stops the demo)\n", file=sys.stderr, flush=True)
@@ -80,6 +98,7 @@ async def run_demo(settings: Settings, *, devices: int, seed: int) -> None:
             targets = await configure_push_sources(http, "demo")
             say(f"registered {len(fleet.units)} units and {len(fleet.devices)} devices")
             clock = SimClock.live()
-            async with publishers(target, fleet, http, targets) as route, asyncio.TaskGroup() as tg:
+            async with (simulated_responders(http, fleet, clock, seed=seed),
+                        publishers(target, fleet, http, targets) as route, asyncio.TaskGroup() as tg):
                 tg.create_task(play(background(fleet, seed, clock.now_ms()), route, clock=clock))
                 tg.create_task(_rounds(fleet, seed, route, clock, http))

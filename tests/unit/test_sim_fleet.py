@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devices.kinds import DEVICE_ID_RE, Kind
-from simulators.fleet import INDUSTRIES, STREETS, build_fleet, imei_check_digit, imei_valid
+from simulators.fleet import CITY_CENTRES, INDUSTRIES, STREETS, build_fleet, imei_check_digit, imei_valid
 
 T0 = 1_795_341_600_000
 
@@ -139,7 +139,10 @@ def test_registry_rows(fleet) -> None:
     unit_ids = {u["unit_id"] for u in rows.units}
     assert len(rows.units) == len(fleet.units) and len(rows.devices) == len(fleet.devices)
     for u in rows.units:
-        assert set(u) == {"unit_id", "name", "address", "region", "industry", "contacts"}
+        assert set(u) == {"unit_id", "name", "address", "region", "industry", "contacts", "location"}
+        lat, lon = CITY_CENTRES[u["region"].split("/")[1]]
+        assert abs(u["location"]["lat"] - lat) <= 0.05 and abs(u["location"]["lon"] - lon) <= 0.05
+    assert len({(u["location"]["lat"], u["location"]["lon"]) for u in rows.units}) == len(rows.units)
     for row in rows.devices:
         d = fleet.device(row["device_id"])
         assert row["unit_id"] in unit_ids and row["kind"] == d.kind.name
