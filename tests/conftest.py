@@ -13,8 +13,14 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, settings
 
 from miaoxiang.settings import Settings
+
+# Property tests judge behaviour, not speed: on a 2-core machine shared with PostgreSQL and the
+# broker, example generation can be slow, and that must not fail a test.
+settings.register_profile("shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("shared-machine")
 
 PG_HOST_URL = os.environ.get("MIAOXIANG_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 MQTT_HOST, MQTT_PORT = "127.0.0.1", int(os.environ.get("MIAOXIANG_TEST_MQTT_PORT", "1883"))
