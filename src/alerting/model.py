@@ -28,6 +28,7 @@ class AlarmType(IntEnum):
     device_fault = 12
     panel_fire = 13
     panel_fault = 14
+    duty_missed = 15  # 查岗 not answered in time (CONTRACT §11)
 
 
 class Severity(IntEnum):

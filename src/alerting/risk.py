@@ -7,10 +7,13 @@ The score of a unit is 0-100, the sum of four capped parts (docs/risk.md explain
   health    25 x offline share + 15 x fault share + 10 x low-battery share
             + 10 per device with unresolved tamper                                 cap 40
   coverage  40 when the unit has no working fire detector                          (40 or 0)
+  upkeep    open work orders 3 each, overdue ones 8 more each,
+            shielded panel points 4 each                                           cap 20
 
-score = min(alarms + history + health + coverage, 100).
+score = min(alarms + history + health + coverage + upkeep, 100).
 Colour: red when an open fire-class alarm needs an immediate response (秒响应) or score >= 60;
-orange when score >= 35; yellow when score >= 15; green otherwise.
+orange when score >= 35; yellow when score >= 15; green otherwise. A supervisor's override
+(unexpired) replaces the colour, never the score.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ ALARMS_CAP = 60.0
 FIRE_WEIGHT, FALSE_ALARM_WEIGHT, HISTORY_CAP = 15.0, 2.0, 30.0
 OFFLINE_WEIGHT, FAULT_WEIGHT, LOW_BATTERY_WEIGHT, TAMPER_WEIGHT, HEALTH_CAP = 25.0, 15.0, 10.0, 10.0, 40.0
 NO_COVERAGE = 40.0
+WORK_ORDER_WEIGHT, OVERDUE_WEIGHT, SHIELDED_WEIGHT, UPKEEP_CAP = 3.0, 8.0, 4.0, 20.0
 #: Lower score bounds of yellow, orange and red.
 THRESHOLDS = (15.0, 35.0, 60.0)
-PARTS = ("alarms", "history", "health", "coverage")
+PARTS = ("alarms", "history", "health", "coverage", "upkeep")
 
 
 @dataclass(slots=True)
@@ -46,6 +50,10 @@ class UnitInputs:
     low_battery: np.ndarray
     tamper_open: np.ndarray
     working: np.ndarray  # fire detectors online and not faulty
+    work_orders_open: np.ndarray  # work orders not verified or cancelled (overdue ones included)
+    work_orders_overdue: np.ndarray  # of those, past their due date
+    shielded_points: np.ndarray  # panel points shielded now
+    override: np.ndarray  # a supervisor's colour: 1 + index into COLOURS, 0 for none
 
     @classmethod
     def zeros(cls, n: int) -> UnitInputs:
@@ -68,7 +76,7 @@ class UnitInputs:
 class Scores:
     score: np.ndarray  # float64, 0-100
     colour: np.ndarray  # int8 index into COLOURS
-    parts: np.ndarray  # (units, 4) float64, the PARTS before the 100 cap
+    parts: np.ndarray  # (units, 5) float64, the PARTS before the 100 cap
 
 
 def colour_of(score: np.ndarray, immediate_fire: np.ndarray) -> np.ndarray:
@@ -89,6 +97,14 @@ def unit_scores(x: UnitInputs) -> Scores:
         HEALTH_CAP,
     )
     coverage = np.where(x.working <= 0, NO_COVERAGE, 0.0)
-    parts = np.stack([alarms, history, health, coverage], axis=1)
+    upkeep = np.minimum(
+        WORK_ORDER_WEIGHT * x.work_orders_open + OVERDUE_WEIGHT * x.work_orders_overdue
+        + SHIELDED_WEIGHT * x.shielded_points,
+        UPKEEP_CAP,
+    )
+    parts = np.stack([alarms, history, health, coverage, upkeep], axis=1)
     score = np.minimum(parts.sum(axis=1), 100.0)
-    return Scores(score, colour_of(score, x.active_immediate_fire), parts)
+    colour = colour_of(score, x.active_immediate_fire)
+    overridden = x.override > 0
+    colour[overridden] = (x.override[overridden] - 1).astype(np.int8)
+    return Scores(score, colour, parts)

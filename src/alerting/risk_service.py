@@ -18,12 +18,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import numpy as np
 
 from alerting.model import FIRE_CLASS, OPEN_STATUSES, AlarmType, Severity
-from alerting.risk import UnitInputs
+from alerting.risk import COLOURS, UnitInputs
 from alerting.risk_report import ReportRow, report_rows
 from alerting.risk_table import RiskTable, UnitRow
 from alerting.risk_trend import (
@@ -68,6 +69,16 @@ GROUP BY unit_id"""
 _CHANGED_UNITS_SQL = """
 SELECT DISTINCT a.unit_id FROM alarm_events e JOIN alarms a ON a.alarm_id = e.alarm_id
 WHERE e.event_id > $1 AND e.event_id <= $2 AND a.unit_id IS NOT NULL"""
+
+# Work orders (if migration 0016 is in), shielded points and unexpired overrides per unit.
+_WORK_ORDERS_SQL = """
+SELECT unit_id, count(*) AS open, count(*) FILTER (WHERE due < $1) AS overdue
+FROM work_orders WHERE unit_id IS NOT NULL AND state NOT IN ('verified', 'cancelled') GROUP BY unit_id"""
+_SHIELDED_SQL = """
+SELECT d.unit_id, count(*) AS points FROM panel_shields s JOIN devices d ON d.device_id = s.device_id
+WHERE s.cleared_at IS NULL AND d.unit_id IS NOT NULL GROUP BY d.unit_id"""
+_OVERRIDES_SQL = """
+SELECT DISTINCT ON (unit_id) unit_id, colour, until, lifted_at FROM risk_overrides ORDER BY unit_id, id DESC"""
 
 EVERYTHING = Scope()
 
@@ -122,6 +133,7 @@ class RiskService:
     def __init__(
         self, pool: asyncpg.Pool, fleet: Fleet, ttl_s: float = 10.0, *, full_every_s: float = 3600.0,
         clock: Callable[[], float] = time.monotonic, wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        device_tz: str = "Asia/Shanghai",
     ) -> None:
         self.pool = pool
         self.fleet = fleet
@@ -129,6 +141,8 @@ class RiskService:
         self.full_every_s = full_every_s
         self.clock = clock
         self.wall = wall
+        #: work orders' due dates are local dates in this zone
+        self.tz = ZoneInfo(device_tz)
         self._table = RiskTable()
         self._lock = asyncio.Lock()
         self._at: float | None = None
@@ -173,6 +187,7 @@ class RiskService:
                 dirty = sorted({r["unit_id"] for r in changed if r["unit_id"] in t.index} | set(new_units))
             if dirty is None or dirty:
                 await self._read_alarm_inputs(conn, dirty)
+            t.set_supervision(await self._supervision(conn))
         self._watermark = mark
         t.set_health(self._device_health())
         changed_rows = t.rescore(int(self.wall().timestamp() * 1000))
@@ -198,6 +213,24 @@ class RiskService:
                 values.fires_90d[i] = r["fires"]
                 values.false_alarms_90d[i] = r["false_alarms"]
         t.set_alarm_inputs(target, values.take(target))
+
+    async def _supervision(self, conn: asyncpg.Connection) -> dict[str, np.ndarray]:
+        """Per table row: open and overdue work orders, shielded points, the override colour (1 + index)."""
+        t = self._table
+        out = {name: np.zeros(len(t)) for name in ("work_orders_open", "work_orders_overdue", "shielded_points",
+                                                    "override")}
+        now = self.wall()
+        if await conn.fetchval("SELECT to_regclass('work_orders') IS NOT NULL"):
+            for r in await conn.fetch(_WORK_ORDERS_SQL, now.astimezone(self.tz).date()):
+                if (i := t.index.get(r["unit_id"])) is not None:
+                    out["work_orders_open"][i], out["work_orders_overdue"][i] = r["open"], r["overdue"]
+        for r in await conn.fetch(_SHIELDED_SQL):
+            if (i := t.index.get(r["unit_id"])) is not None:
+                out["shielded_points"][i] = r["points"]
+        for r in await conn.fetch(_OVERRIDES_SQL):
+            if (i := t.index.get(r["unit_id"])) is not None and r["lifted_at"] is None and r["until"] > now:
+                out["override"][i] = COLOURS.index(r["colour"]) + 1
+        return out
 
     def _device_health(self) -> dict[str, np.ndarray]:
         """Per table row: devices, offline, faulty, low-battery and tampered ones, working detectors."""

@@ -17,6 +17,8 @@ from alerting.risk import COLOURS, PARTS, Scores, UnitInputs, unit_scores
 
 ALARM_INPUTS = ("active_by_severity", "active_immediate_fire", "fires_90d", "false_alarms_90d")
 HEALTH_INPUTS = ("devices", "offline", "faulty", "low_battery", "tamper_open", "working")
+#: work orders, shielded points and overrides: small tables, re-read for every unit each refresh
+SUPERVISION_INPUTS = ("work_orders_open", "work_orders_overdue", "shielded_points", "override")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,10 @@ class RiskTable:
         for name in HEALTH_INPUTS:
             getattr(self.inputs, name)[:] = health[name]
 
+    def set_supervision(self, values: dict[str, np.ndarray]) -> None:
+        for name in SUPERVISION_INPUTS:
+            getattr(self.inputs, name)[:] = values[name]
+
     def rescore(self, now_ms: int) -> np.ndarray:
         """Recompute every score; answer the rows whose colour changed (new rows included)."""
         before = self.scores.colour
@@ -95,6 +101,8 @@ class RiskTable:
             out["inputs"] = {
                 "active_by_severity": dict(zip(("critical", "major", "minor", "warning"),
                                                (int(v) for v in x.active_by_severity[i]), strict=True)),
-                **{name: int(getattr(x, name)[i]) for name in ALARM_INPUTS[1:] + HEALTH_INPUTS},
+                **{name: int(getattr(x, name)[i])
+                   for name in ALARM_INPUTS[1:] + HEALTH_INPUTS + SUPERVISION_INPUTS[:3]},
             }
+            out["override"] = COLOURS[int(x.override[i]) - 1] if x.override[i] > 0 else None
         return out

@@ -15,7 +15,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from alerting.admin_api import router as alarm_settings_router
 from alerting.api import router as alarms_router
+from alerting.dutychecks_api import router as duty_checks_router
 from alerting.overview_api import router as overview_router
+from alerting.reports.monthly_api import router as monthly_report_router
 from alerting.response.channels.store import router as channels_router
 from alerting.response.dispatch import router as dispatch_router
 from alerting.response.notifications_api import router as notifications_router
@@ -24,6 +26,9 @@ from alerting.response.photos import router as photos_router
 from alerting.response.responders import router as responders_router
 from alerting.response.stats import router as response_stats_router
 from alerting.risk_api import router as risk_router
+from alerting.risk_override import router as risk_override_router
+from alerting.shields import router as shields_router
+from alerting.shifts import router as shifts_router
 from devices.api import router as devices_router
 from devices.clock import Clock, wall_clock_ms
 from devices.db_errors import UNAVAILABLE
@@ -98,6 +103,11 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
     app.include_router(responder_page_router)
     app.include_router(photos_router)
     app.include_router(risk_router)
+    app.include_router(risk_override_router)
+    app.include_router(duty_checks_router)
+    app.include_router(shifts_router)
+    app.include_router(shields_router)
+    app.include_router(monthly_report_router)
     app.include_router(push_router)
     app.include_router(gb26875_router)
     app.include_router(console_router())

@@ -18,15 +18,19 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from alerting import shields
 from alerting.api import AlarmDeps
 from alerting.config import RuleConfig
 from alerting.core.correlator import Correlator
+from alerting.dutychecks import DutyChecks, DutySender, SendOutcome
 from alerting.overview_api import OverviewDeps
+from alerting.reports import online_sample
 from alerting.response.channels.store import ResponseDeps
 from alerting.response.page import Buckets, PageDeps
 from alerting.risk_api import RiskDeps
@@ -42,6 +46,7 @@ from devices.fleet_metrics import FleetCollector
 from devices.outbound import OutboundPolicy
 from devices.reading import Reading
 from devices.service import DeviceService
+from ingest.codecs.gb26875_appdata import DUTY_CHECK
 from ingest.codecs.profiles import ProfileRegistry
 from ingest.gb26875_api import Gb26875Deps
 from ingest.gb26875_metrics import GB26875Collector
@@ -50,7 +55,7 @@ from ingest.pipeline import Pipeline, lane_for
 from ingest.readings_api import ReadingsDeps
 from ingest.storage import ReadingStore
 from ingest.subscriptions.supervisor import Subscriptions
-from ingest.transports.gb26875_tcp import GB26875Server
+from ingest.transports.gb26875_tcp import GB26875Server, NotConnected, RequestError
 from ingest.transports.http_push import PushContext, PushDeps, RateLimiter
 from ingest.transports.mqtt import BrokerConfig, MqttTransport
 from miaoxiang.embedded import embedded_broker, embedded_postgres_url
@@ -114,6 +119,19 @@ class Services:
         """False while the readings writer or the alarm writer is retrying a failed write."""
         return self.pipeline.db_up and not self.alarms.lifecycle.db_down
 
+    @functools.cached_property
+    def duty_checks(self) -> DutyChecks:
+        """查岗 (CONTRACT §11): sent through the GB/T 26875 listener, settled from readings."""
+        return DutyChecks(self.pool, self.alarms.lifecycle, self.clock, _duty_sender(self.gb26875),
+                          random_regions=self.settings.duty_check_random_regions, device_tz=self.settings.device_tz)
+
+    def oversight_jobs(self) -> list[Job]:
+        """Settling duty checks and the daily online sample: once, not in a worker."""
+        if self.settings.role == "worker":
+            return []
+        return [self.duty_checks.run(), online_sample.run(self.pool, self.fleet, self.clock,
+                                                            ZoneInfo(self.settings.device_tz))]
+
     @property
     def broker_ready(self) -> bool:
         """The MQTT client's, or the scale-out links', connection (what `/readyz` shows as broker)."""
@@ -149,7 +167,7 @@ async def running(settings: Settings, *, clock: Clock, registry: CollectorRegist
             if not task.cancelled() and task.exception() is not None:
                 services.background_error = task.exception()
 
-        background = asyncio.create_task(_run_background(*services.jobs()))
+        background = asyncio.create_task(_run_background(*services.jobs(), *services.oversight_jobs()))
         background.add_done_callback(record_failure)
         try:
             yield services
@@ -236,7 +254,7 @@ async def _build(
     )
     if links is not None and settings.role == "worker":
         links.uplink = mqtt
-    gb26875 = _gb26875_server(settings, pipeline, clock)
+    gb26875 = _gb26875_server(settings, pipeline, clock, pool)
     if gb26875 is not None:
         await gb26875.start()
         stack.push_async_callback(gb26875.close)
@@ -251,7 +269,8 @@ async def _build(
     subscriptions = None if settings.role == "worker" else Subscriptions(pool, push, devices, registry)
     return Services(
         settings=settings, metrics_registry=registry, pool=pool, clock=clock, fleet=fleet, commands=commands,
-        devices=devices, alarms=alarms, risk=RiskService(pool, fleet), pipeline=pipeline, store=store, mqtt=mqtt,
+        devices=devices, alarms=alarms, risk=RiskService(pool, fleet, device_tz=settings.device_tz),
+        pipeline=pipeline, store=store, mqtt=mqtt,
         links=links, push=push, gb26875=gb26875, mqtt_url=mqtt_url, mqtt_protocol=protocol,
         subscriptions=subscriptions,
     )
@@ -294,13 +313,34 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def _gb26875_server(settings: Settings, pipeline: Pipeline, clock: Clock) -> GB26875Server | None:
-    """The GB/T 26875.3 listener feeding the pipeline; a frame is confirmed once durably written."""
+def _duty_sender(server: GB26875Server | None) -> DutySender:
+    """Send a duty check (control 91, the minutes as its byte) and tell how the device took it."""
+
+    async def send(device_id: str, minutes: int) -> SendOutcome:
+        if server is None:
+            return "unreachable"
+        try:
+            await server.request(int(device_id.removeprefix("uitd-")), DUTY_CHECK, bytes([minutes]))
+        except NotConnected:
+            return "unreachable"
+        except (RequestError, ConnectionError):
+            return "sent"  # not confirmed: missed unless the answer still comes
+        return "confirmed"
+
+    return send
+
+
+def _gb26875_server(
+    settings: Settings, pipeline: Pipeline, clock: Clock, pool: asyncpg.Pool
+) -> GB26875Server | None:
+    """The GB/T 26875.3 listener feeding the pipeline; a frame is confirmed once durably written.
+    Shield changes of panel points are kept for supervision (`alerting.shields`) once written."""
     if not settings.gb26875_enabled:
         return None
 
     async def submit(readings: list[Reading]) -> None:
         await (await pipeline.submit(readings, lane=lane_for(readings), transport="tcp", source="tcp:gb26875"))
+        await shields.record(pool, readings)
 
     async def dead_letter(raw: bytes, source: str, reason: str) -> None:
         await (await pipeline.dead_letter("tcp", source, reason, raw))

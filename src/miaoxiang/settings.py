@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     gb26875_under_test: list[int] = Field(
         default_factory=list, description="Transmission device addresses under test: their fire bits raise no fire"
     )
+    duty_check_random_regions: list[str] = Field(
+        default_factory=list,
+        description="Regions given one random 查岗 a day each, of a transmission device picked at random (empty: off)",
+    )
     gb26875_allow_peers: list[str] = Field(
         default_factory=list,
         description="GB/T 26875.3: peer networks allowed to connect (JSON list of CIDRs); empty allows every peer",

@@ -167,7 +167,7 @@ async def test_colours_follow_the_documented_score(world: World) -> None:
 
 async def test_one_unit_explains_its_score(world: World) -> None:
     r = (await world.http.get("/api/v1/risk/units/u-orange")).json()
-    assert r["parts"] == {"alarms": 20.0, "history": 30.0, "health": 0.0, "coverage": 0.0}
+    assert r["parts"] == {"alarms": 20.0, "history": 30.0, "health": 0.0, "coverage": 0.0, "upkeep": 0.0}
     assert r["inputs"]["active_by_severity"]["major"] == 1 and r["inputs"]["false_alarms_90d"] == 24
     assert r["inputs"]["working"] == 4
     assert (await world.http.get("/api/v1/risk/units/nope")).status_code == 404

@@ -12,14 +12,16 @@ from hypothesis import strategies as st
 from alerting.risk import COLOURS, THRESHOLDS, UnitInputs, unit_scores
 
 FIELDS = ("active_by_severity", "active_immediate_fire", "fires_90d", "false_alarms_90d", "devices", "offline", "faulty",
-          "low_battery", "tamper_open", "working")
+          "low_battery", "tamper_open", "working", "work_orders_open", "work_orders_overdue", "shielded_points",
+          "override")
 
 
 def unit(**over: object) -> dict[str, object]:
     """A healthy unit of 10 online detectors, with `over` changed."""
     base: dict[str, object] = {"active_by_severity": [0, 0, 0, 0], "active_immediate_fire": 0, "fires_90d": 0,
                                "false_alarms_90d": 0, "devices": 10, "offline": 0, "faulty": 0, "low_battery": 0,
-                               "tamper_open": 0, "working": 10}
+                               "tamper_open": 0, "working": 10, "work_orders_open": 0, "work_orders_overdue": 0,
+                               "shielded_points": 0, "override": 0}
     return {**base, **over}
 
 
@@ -42,6 +44,11 @@ KNOWN = {
     "every detector offline and faulty": (unit(offline=10, faulty=10, working=0), 80.0, "red"),
     "everything at once, capped": (unit(active_by_severity=[3, 3, 3, 3], fires_90d=9, offline=10, faulty=10, working=0,
                                         tamper_open=4), 100.0, "red"),
+    "2 open work orders, 1 overdue, 1 shielded point": (
+        unit(work_orders_open=2, work_orders_overdue=1, shielded_points=1), 18.0, "yellow"),
+    "upkeep capped at 20": (unit(work_orders_open=5, work_orders_overdue=5, shielded_points=5), 20.0, "yellow"),
+    "red by score, overridden green": (unit(active_by_severity=[1, 1, 0, 0], override=1), 60.0, "green"),
+    "healthy, overridden orange": (unit(override=3), 0.0, "orange"),
 }
 
 
@@ -53,13 +60,13 @@ def test_known_units_get_their_scores_and_colours() -> None:
 
 def test_parts_explain_the_score() -> None:
     s = unit_scores(inputs([unit(active_by_severity=[0, 1, 0, 0], fires_90d=1, offline=4, working=0)]))
-    assert s.parts[0].tolist() == [20.0, 15.0, 10.0, 40.0]
+    assert s.parts[0].tolist() == [20.0, 15.0, 10.0, 40.0, 0.0]
     assert s.score[0] == 85.0
 
 
 def test_no_units() -> None:
     s = unit_scores(UnitInputs.zeros(0))
-    assert s.score.shape == (0,) and s.colour.shape == (0,) and s.parts.shape == (0, 4)
+    assert s.score.shape == (0,) and s.colour.shape == (0,) and s.parts.shape == (0, 5)
 
 
 def scalar_score(u: dict) -> float:
@@ -68,7 +75,8 @@ def scalar_score(u: dict) -> float:
     history = min(15 * u["fires_90d"] + 2 * u["false_alarms_90d"], 30)
     n = max(u["devices"], 1)
     health = min((25 * u["offline"] + 15 * u["faulty"] + 10 * u["low_battery"]) / n + 10 * u["tamper_open"], 40)
-    return min(alarms + history + health + (40 if u["working"] <= 0 else 0), 100)
+    upkeep = min(3 * u["work_orders_open"] + 8 * u["work_orders_overdue"] + 4 * u["shielded_points"], 20)
+    return min(alarms + history + health + (40 if u["working"] <= 0 else 0) + upkeep, 100)
 
 
 def scalar_colour(u: dict, score: float) -> str:
@@ -82,6 +90,7 @@ unit_strategy = st.fixed_dictionaries({
     "active_by_severity": st.lists(small, min_size=4, max_size=4), "active_immediate_fire": st.integers(0, 2),
     "fires_90d": small, "false_alarms_90d": st.integers(0, 30), "devices": st.integers(0, 50), "offline": small,
     "faulty": small, "low_battery": small, "tamper_open": st.integers(0, 3), "working": small,
+    "work_orders_open": small, "work_orders_overdue": small, "shielded_points": small, "override": st.just(0),
 })
 
 

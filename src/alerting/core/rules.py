@@ -53,6 +53,7 @@ DEFAULTS: dict[AlarmType, tuple[Severity, Response]] = {
     A.device_fault: (Severity.minor, Response.none),
     A.panel_fire: (Severity.critical, Response.verify),
     A.panel_fault: (Severity.minor, Response.none),
+    A.duty_missed: (Severity.minor, Response.verify),  # raised by alerting.dutychecks, not by a rule
 }
 _DEFAULT_TABLE = np.array([DEFAULTS[t] for t in sorted(AlarmType)], np.int8)
 #: Alarm types a kind's `alarm` / `alarm_clear` events are about.

@@ -29,7 +29,7 @@ TYPE_ZH = {
     "offline": "设备离线", "network_outage": "网络中断", "tamper": "设备防拆", "low_battery": "电量低",
     "device_fault": "设备故障", "panel_fire": "火灾报警控制器火警", "panel_fault": "火灾报警控制器故障",
     "co_high": "一氧化碳超标", "pyrolysis_warning": "热解粒子预警", "charger_overheat": "充电桩过温",
-    "charger_overcurrent": "充电桩过流", "charger_leakage": "充电桩漏电",
+    "charger_overcurrent": "充电桩过流", "charger_leakage": "充电桩漏电", "duty_missed": "查岗未应答",
 }
 SEVERITY_ZH = {"critical": "紧急", "major": "重要", "minor": "次要", "warning": "提示"}
 RESPONSE_ZH = {"immediate": "秒响应", "verify": "待核实", "none": "无需响应"}

@@ -167,6 +167,7 @@ const STRINGS = {
   "type.device_fault": ["设备故障", "Device fault"],
   "type.panel_fire": ["主机火警", "Panel fire"],
   "type.panel_fault": ["主机故障", "Panel fault"],
+  "type.duty_missed": ["查岗未应答", "Duty check missed"],
 
   "severity.critical": ["特别严重", "Critical"],
   "severity.major": ["严重", "Major"],
