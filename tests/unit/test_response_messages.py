@@ -81,3 +81,10 @@ def test_a_group_robot_gets_at_most_twenty_messages_a_minute() -> None:
     assert p.messages == [[d(1, True), d(2, True), d(3)]]
     p = plan([d(1, True), d(2, True), d(3)], now=63.0, last_sent=None, digest_s=10, recent_sends=sent, per_min=20)
     assert p.messages == [[d(1, True)], [d(2, True), d(3)]]
+
+
+def test_every_alarm_type_has_a_chinese_name() -> None:
+    from alerting.model import AlarmType
+    from alerting.response.messages import TYPE_ZH
+
+    assert [t.name for t in AlarmType if t.name not in TYPE_ZH] == []

@@ -30,6 +30,9 @@ TYPE_ZH = {
     "device_fault": "设备故障", "panel_fire": "火灾报警控制器火警", "panel_fault": "火灾报警控制器故障",
     "co_high": "一氧化碳超标", "pyrolysis_warning": "热解粒子预警", "charger_overheat": "充电桩过温",
     "charger_overcurrent": "充电桩过流", "charger_leakage": "充电桩漏电", "duty_missed": "查岗未应答",
+    "water_pressure_high": "水压过高", "water_pressure_drop": "水压骤降", "water_level_low": "水位过低",
+    "hydrant_open": "消火栓开启", "hydrant_damaged": "消火栓损坏", "power_fault": "电源故障",
+    "panel_supervisory": "火灾报警控制器监管", "breaker_tripped": "断路器跳闸", "linkage_failed": "联动失败",
 }
 SEVERITY_ZH = {"critical": "紧急", "major": "重要", "minor": "次要", "warning": "提示"}
 RESPONSE_ZH = {"immediate": "秒响应", "verify": "待核实", "none": "无需响应"}
