@@ -2,7 +2,7 @@
 
 A worker claims due rows with `FOR UPDATE SKIP LOCKED` and a lease (several processes share the
 table; a row whose worker died is due again when its lease ends) and serves them per recipient,
-one recipient at a time in this process:
+one message to a recipient at a time and at most `concurrency` recipients at once in this process:
 
 - A responder's row goes to the first of its channels that succeeds. When the first usable one
   is a group robot, the row rides on that robot's row for (alarm, level, reason): one message per
@@ -230,6 +230,7 @@ class Notifier:
         timeout_s: float = 5.0,
         poll_s: float = 1.0,
         batch: int = 100,
+        concurrency: int = 16,
         digest_s: float = 10.0,
         group_per_min: int = 20,
         metrics: AlarmMetrics | None = None,
@@ -248,6 +249,8 @@ class Notifier:
         self.timeout_s = timeout_s
         self.poll_s = poll_s
         self.batch = batch
+        self.concurrency = concurrency
+        self._busy = 0
         self.digest_s = digest_s
         self.group_per_min = group_per_min
         self.lease_s = 2 * timeout_s + 30.0
@@ -267,7 +270,8 @@ class Notifier:
                 self._wake.clear()
                 rows: list[asyncpg.Record] = []
                 try:
-                    rows = await self.pool.fetch(_CLAIM, self.batch, self.lease_s)
+                    if self._busy < self.concurrency:  # recipients served at once, at most
+                        rows = await self.pool.fetch(_CLAIM, self.batch, self.lease_s)
                     if self.metrics:
                         self.metrics.notify_pending.set(await self.pool.fetchval(
                             "SELECT count(*) FROM notifications WHERE state = 'queued'"))
@@ -278,8 +282,9 @@ class Notifier:
                     key = f"r:{r['responder_id']}" if r["responder_id"] is not None else f"g:{r['group_channel']}"
                     by_recipient.setdefault(key, []).append(_Row.from_record(r))
                 for key, claimed in by_recipient.items():
+                    self._busy += 1
                     tg.create_task(self._serve(http, key, claimed, rows[0]["now"]))
-                if len(rows) < self.batch:
+                if len(rows) < self.batch or self._busy >= self.concurrency:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self.poll_s):
                             await self._wake.wait()
@@ -301,6 +306,7 @@ class Notifier:
         except Exception:  # one recipient must not stop the worker; the lease makes its rows due again
             log.exception("notifications %s of %s failed", [r.id for r in rows], key)
         finally:
+            self._busy -= 1
             self._wake.set()
 
     async def _channels(self, names: Sequence[str]) -> dict[str, asyncpg.Record]:
