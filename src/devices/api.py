@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal, Protocol, cast
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from devices import fleet_query, registry
+from devices import fleet_query, maintenance, registry
 from devices.auth import (
     Admin,
     IndustryFilter,
@@ -275,17 +275,31 @@ async def get_device(device_id: str, principal: Viewer, svc: Devices) -> dict[st
 
 class MaintenanceIn(BaseModel):
     on: bool
+    until: datetime | None = Field(None, description="RFC 3339; default 24 h ahead, at most 7 days ahead")
+    reason: str | None = Field(None, max_length=500)
+
+    def switch(self, principal: Principal, now_ms: int) -> maintenance.Maintenance:
+        """The switch this body asks for (422 for an `until` the contract refuses)."""
+        if not self.on:
+            return maintenance.Maintenance(False, None, None, principal.name)
+        try:
+            until = maintenance.until_for(datetime.fromtimestamp(now_ms / 1000, UTC), self.until)
+        except maintenance.BadUntil as e:
+            raise HTTPException(422, str(e)) from None
+        return maintenance.Maintenance(True, until, self.reason, principal.name)
 
 
 @router.post("/devices/{device_id}/maintenance")
 async def device_maintenance(device_id: str, body: MaintenanceIn, principal: Operator, svc: Devices) -> dict[str, Any]:
-    """Switch a device's maintenance mode (its alarms are kept with response `none`)."""
+    """Switch a device's maintenance mode (its alarms are kept with response `none`) until
+    `until`, audited with the operator's name."""
     await visible_device(svc, principal, device_id)
-    await registry.set_device_maintenance(svc.pool, device_id, body.on)
+    switch = body.switch(principal, svc.clock())
+    await maintenance.set_device(svc.pool, device_id, switch)
     slot = svc.fleet.slot(device_id)
     if slot >= 0:
         svc.fleet.set_maintenance(slot, body.on)
-    return {"device_id": device_id, "maintenance": body.on}
+    return {"device_id": device_id, **switch.shown()}
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -450,11 +464,12 @@ async def get_unit(unit_id: str, principal: Viewer, d: Deps, svc: Devices) -> di
 
 @router.post("/units/{unit_id}/maintenance")
 async def unit_maintenance(unit_id: str, body: MaintenanceIn, principal: Operator, svc: Devices) -> dict[str, Any]:
-    """Switch maintenance for a whole unit (every device in it)."""
+    """Switch maintenance for a whole unit (every device in it) until `until`, audited."""
     await _visible_unit(svc, principal, unit_id)
-    await registry.set_unit_maintenance(svc.pool, unit_id, body.on)
+    switch = body.switch(principal, svc.clock())
+    await maintenance.set_unit(svc.pool, unit_id, switch)
     svc.fleet.set_unit_maintenance(unit_id, body.on)
-    return {"unit_id": unit_id, "maintenance": body.on}
+    return {"unit_id": unit_id, **switch.shown()}
 
 
 # --- administration --------------------------------------------------------------------------

@@ -241,8 +241,15 @@ def unit_dict(r: asyncpg.Record) -> dict[str, Any]:
         "unit_id": r["unit_id"], "name": r["name"], "address": r["address"], "region": r["region"],
         "industry": r["industry"], "industry_detail": r["industry_detail"], "contacts": json.loads(r["contacts"]),
         "location": None if r["location"] is None else json.loads(r["location"]),
-        "maintenance": r["maintenance"], "created_at": r["created_at"], "updated_at": r["updated_at"],
+        "maintenance": r["maintenance"], **maintenance_fields(r),
+        "created_at": r["created_at"], "updated_at": r["updated_at"],
     }
+
+
+def maintenance_fields(r: asyncpg.Record) -> dict[str, Any]:
+    """Until when, why and by whom a device or unit is in maintenance (None when it is not)."""
+    on = r["maintenance"]
+    return {f"maintenance_{k}": r[f"maintenance_{k}"] if on else None for k in ("until", "reason", "by")}
 
 
 async def upsert_unit(conn: asyncpg.Connection, spec: UnitSpec) -> tuple[dict[str, Any], bool]:
@@ -285,11 +292,6 @@ async def scoped_unit_ids(db: Db, scope: Scope) -> list[str] | None:
         return None
     where, params = scope.sql()
     return [r["unit_id"] for r in await db.fetch(f"SELECT unit_id FROM units WHERE {where}", *params)]
-
-
-async def set_unit_maintenance(db: Db, unit_id: str, on: bool) -> bool:
-    status = await db.execute("UPDATE units SET maintenance = $2, updated_at = now() WHERE unit_id = $1", unit_id, on)
-    return status != "UPDATE 0"
 
 
 async def load_units(db: Db) -> list[asyncpg.Record]:
@@ -353,7 +355,8 @@ def device_dict(r: asyncpg.Record) -> dict[str, Any]:
         "region": r["region"] or "", "industry": r["industry"],
         "location": None if r["location"] is None else json.loads(r["location"]),
         "heartbeat_s": r["heartbeat_s"], "thresholds": json.loads(r["thresholds"]), "profile": r["profile"],
-        "cell_id": r["cell_id"], "maintenance": r["maintenance"], "unit_maintenance": bool(r["unit_maintenance"]),
+        "cell_id": r["cell_id"], "maintenance": r["maintenance"], **maintenance_fields(r),
+        "unit_maintenance": bool(r["unit_maintenance"]),
         "quarantined": r["quarantined"], "parent_id": r["parent_id"],
         "created_at": r["created_at"], "updated_at": r["updated_at"],
     }
@@ -367,13 +370,6 @@ async def get_device(db: Db, device_id: str) -> dict[str, Any] | None:
 async def get_devices(db: Db, device_ids: list[str]) -> dict[str, dict[str, Any]]:
     rows = await db.fetch(DEVICE_SELECT + " WHERE d.device_id = ANY($1::text[])", device_ids)
     return {r["device_id"]: device_dict(r) for r in rows}
-
-
-async def set_device_maintenance(db: Db, device_id: str, on: bool) -> bool:
-    status = await db.execute(
-        "UPDATE devices SET maintenance = $2, updated_at = now() WHERE device_id = $1", device_id, on
-    )
-    return status != "UPDATE 0"
 
 
 async def merge_thresholds(db: Db, device_id: str, thresholds: dict[str, float]) -> dict[str, float]:

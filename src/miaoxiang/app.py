@@ -29,6 +29,7 @@ from alerting.risk_api import router as risk_router
 from alerting.risk_override import router as risk_override_router
 from alerting.shields import router as shields_router
 from alerting.shifts import router as shifts_router
+from alerting.workorders.api import router as work_orders_router
 from devices.api import router as devices_router
 from devices.clock import Clock, wall_clock_ms
 from devices.db_errors import UNAVAILABLE
@@ -108,6 +109,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
     app.include_router(shifts_router)
     app.include_router(shields_router)
     app.include_router(monthly_report_router)
+    app.include_router(work_orders_router)
     app.include_router(push_router)
     app.include_router(gb26875_router)
     app.include_router(console_router())

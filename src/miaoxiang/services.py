@@ -36,6 +36,8 @@ from alerting.response.page import Buckets, PageDeps
 from alerting.risk_api import RiskDeps
 from alerting.risk_service import RiskService
 from alerting.service import AlarmService
+from alerting.workorders.api import WorkOrderDeps
+from alerting.workorders.sweep import Sweep
 from devices.api import DeviceDeps
 from devices.auth import AuthDeps
 from devices.clock import Clock
@@ -132,6 +134,11 @@ class Services:
         return [self.duty_checks.run(), online_sample.run(self.pool, self.fleet, self.clock,
                                                             ZoneInfo(self.settings.device_tz))]
 
+    @functools.cached_property
+    def supervision(self) -> Sweep:
+        """Work orders and maintenance expiry (CONTRACT §11), over the process's complete fleet."""
+        return Sweep(self.pool, self.fleet, self.clock, ZoneInfo(self.settings.device_tz))
+
     @property
     def broker_ready(self) -> bool:
         """The MQTT client's, or the scale-out links', connection (what `/readyz` shows as broker)."""
@@ -140,20 +147,23 @@ class Services:
     def jobs(self) -> list[Job]:
         """This role's background jobs."""
         maintenance = _maintain_partitions(self.store, self.settings)
+        supervision = [] if self.settings.role == "worker" else [self.supervision.run()]
         subscriptions = [] if self.subscriptions is None else [self.subscriptions.run()]
         if self.links is None:
             return [self.pipeline.run(), self.mqtt.run(), self.alarms.run(), self.devices.run(), maintenance,
-                    *subscriptions]
-        return [*self.links.jobs(self.pipeline, self.alarms, self.devices, self.pool, maintenance), *subscriptions]
+                    *subscriptions, *supervision]
+        return [*self.links.jobs(self.pipeline, self.alarms, self.devices, self.pool, maintenance), *subscriptions,
+                *supervision]
 
 
 def _satisfies(
     services: Services,
 ) -> tuple[
-    AuthDeps, DeviceDeps, ReadingsDeps, PushDeps, Gb26875Deps, AlarmDeps, OverviewDeps, RiskDeps, ResponseDeps, PageDeps
+    AuthDeps, DeviceDeps, ReadingsDeps, PushDeps, Gb26875Deps, AlarmDeps, OverviewDeps, RiskDeps, ResponseDeps,
+    PageDeps, WorkOrderDeps,
 ]:
     """Never called: mypy checks here that `Services` provides what every router reads."""
-    return services, services, services, services, services, services, services, services, services, services
+    return services, services, services, services, services, services, services, services, services, services, services
 
 
 @contextlib.asynccontextmanager

@@ -367,7 +367,7 @@ async def test_units_create_replace_list_and_maintenance(api: Api) -> None:
     )
     assert r.json()["in_maintenance"] is False
     r = await api.http.post("/api/v1/units/U3/maintenance", json={"on": True}, headers=api.auth("operator"))
-    assert r.json() == {"unit_id": "U3", "maintenance": True}
+    assert (r.json()["unit_id"], r.json()["maintenance"], r.json()["by"]) == ("U3", True, "op")
     assert (await api.http.get("/api/v1/devices/d1", headers=api.auth())).json()["in_maintenance"] is True
     assert (await api.http.get("/api/v1/units/U3", headers=api.auth())).json()["maintenance"] is True
     r = await api.http.post("/api/v1/devices/d1/maintenance", json={"on": True}, headers=api.auth("operator"))
