@@ -120,6 +120,14 @@ async def poll_count(conn: asyncpg.Connection, at_least: int, timeout: float = 6
         await asyncio.sleep(0.005)
 
 
+async def hold_readings(database_url: str) -> asyncpg.Connection:
+    """A session holding a lock on `readings` that lets reads through and holds every write,
+    until it is closed."""
+    held = await asyncpg.connect(database_url)
+    await held.execute("BEGIN; LOCK TABLE readings IN EXCLUSIVE MODE")
+    return held
+
+
 async def poll_received(svc: Service, at_least: int, timeout: float = 60) -> None:
     """Wait until the service has taken `at_least` readings from the broker."""
     deadline = time.monotonic() + timeout
@@ -132,9 +140,10 @@ async def test_sigterm_mid_stream_stops_serve_cleanly_and_loses_nothing(
     database_url: str, mqtt_url: str, topic_prefix: str, tmp_path: Path
 ) -> None:
     """Four runs on one persistent session, each given a quarter of the reports at full speed;
-    the first three get SIGTERM once they have taken theirs but before their telemetry batch is
-    written (a one-second batch window), and must write it before exiting; the last takes what is
-    left. A quarter stays below what the machine's Mosquitto queues for an offline session."""
+    the first three get SIGTERM once they have taken theirs but before it is written (another
+    session holds a lock on `readings` until just after the signal), and must write it before
+    exiting; the last takes what is left. A quarter stays below what the machine's Mosquitto
+    queues for an offline session."""
     messages = reports(topic_prefix, int(time.time() * 1000) - 3_600_000)
     n, quarter = len(messages), len(messages) // 4
     env = service_env(database_url=database_url, mqtt_url=mqtt_url, topic_prefix=topic_prefix,
@@ -155,6 +164,7 @@ async def test_sigterm_mid_stream_stops_serve_cleanly_and_loses_nothing(
         for run in range(4):
             with service(env, tmp_path / f"run{run}.log") as svc:
                 svc.start()
+                held = None if run == 3 else await hold_readings(database_url)
                 released[run].release()
                 if run == 3:
                     thread.join(90)
@@ -168,7 +178,11 @@ async def test_sigterm_mid_stream_stops_serve_cleanly_and_loses_nothing(
                 assert svc.proc is not None
                 children = descendants(svc.proc.pid)
                 signalled = (await count(conn))[0]
-                code, took = stop(svc.proc, signal.SIGTERM)
+                assert held is not None
+                stopping = asyncio.create_task(asyncio.to_thread(stop, svc.proc, signal.SIGTERM))
+                await asyncio.sleep(0.5)
+                await held.close()  # its writes go through now, after the signal
+                code, took = await stopping
                 stops.append((signalled, (await count(conn))[0], took))
                 log, left, svc.proc = svc.log(), alive(children), None
             assert code == 0, log[-3000:]

@@ -4,6 +4,10 @@ Each configured push source names its platform and its secret. The answer is giv
 everything accepted is durably written (or dead-lettered), so a platform that retries on a
 non-200 never loses a report and a retry of a stored one is deduplicated.
 
+Sources are cached by name for `SOURCE_TTL_S` (`SourceCache`): a push costs no query, and a
+source created, changed or deleted (through any process's API, or in SQL) takes effect in every
+process within that time. A name not configured is never cached: it is found as soon as it is.
+
 Only a request whose signature or token checks spends its source's rate: one that fails the
 check, or names no source, spends a small budget of its client address instead
 (`unverified_per_min`), and an address without budget left is answered 429 before its body is
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol, cast
 
@@ -42,6 +47,54 @@ class PushSource:
     tenant: str
     profile: str | None
     rate_per_s: float
+
+
+#: How long a push source is used as read before it is read again: the longest a change to it
+#: (a new secret, a deletion) takes to reach every process. A TTL rather than a NOTIFY, so that a
+#: lost listener connection can never keep a deleted source's secret valid.
+SOURCE_TTL_S = 1.0
+
+
+class SourceCache:
+    """Push sources by name, each read again once `ttl_s` old. Concurrent requests for a source
+    not (or no longer) cached share one query; an unknown name is not cached (an unknown name
+    spends its client's unverified budget instead, `PushContext.unverified_per_min`)."""
+
+    def __init__(self, ttl_s: float = SOURCE_TTL_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self.entries: dict[str, tuple[float, PushSource]] = {}
+        self.loading: dict[str, asyncio.Future[PushSource | None]] = {}
+
+    async def get(self, pool: asyncpg.Pool, name: str) -> PushSource | None:
+        entry = self.entries.get(name)
+        if entry is not None and self.clock() < entry[0]:
+            return entry[1]
+        loading = self.loading.get(name)
+        if loading is None:
+            loading = self.loading[name] = asyncio.ensure_future(self._load(pool, name))
+            loading.add_done_callback(self._loaded)
+        return await asyncio.shield(loading)
+
+    def _loaded(self, loading: asyncio.Future[PushSource | None]) -> None:
+        """Forget a finished query; its error is raised to whoever still waits on it."""
+        for name, pending in list(self.loading.items()):
+            if pending is loading:
+                del self.loading[name]
+        if not loading.cancelled():
+            loading.exception()  # retrieved: no "never retrieved" warning when every waiter left
+
+    async def _load(self, pool: asyncpg.Pool, name: str) -> PushSource | None:
+        read_at = self.clock()
+        row = await pool.fetchrow(
+            "SELECT name, platform, secret, tenant, profile, rate_per_s FROM push_sources WHERE name = $1", name
+        )
+        if row is None:
+            self.entries.pop(name, None)
+            return None
+        src = PushSource(**dict(row))
+        self.entries[name] = (read_at + self.ttl_s, src)
+        return src
 
 
 class RateLimiter:
@@ -90,6 +143,7 @@ class PushContext:
     #: Requests a client address may make a minute that fail the signature check or name no source.
     unverified_per_min: int = 60
     unverified: RateLimiter = field(default_factory=RateLimiter)
+    sources: SourceCache = field(default_factory=SourceCache)
 
     def unverified_left(self, client: str) -> bool:
         return self.unverified.available(client, self.unverified_per_min / 60, time.monotonic(),
@@ -122,15 +176,12 @@ def deps(request: Request) -> PushDeps:
 Deps = Annotated[PushDeps, Depends(deps)]
 
 
-async def _source(pool: asyncpg.Pool, name: str) -> tuple[PushSource, PushPlatform]:
+async def _source(sources: SourceCache, pool: asyncpg.Pool, name: str) -> tuple[PushSource, PushPlatform]:
     if not SOURCE_NAME.fullmatch(name):  # e.g. a NUL byte, which PostgreSQL would refuse with an error
         raise HTTPException(404, "unknown push source")
-    row = await pool.fetchrow(
-        "SELECT name, platform, secret, tenant, profile, rate_per_s FROM push_sources WHERE name = $1", name
-    )
-    if row is None:
+    src = await sources.get(pool, name)
+    if src is None:
         raise HTTPException(404, f"unknown push source {name!r}")
-    src = PushSource(**dict(row))
     try:
         return src, push_platform(src.platform)
     except UnknownCodec as e:  # a row the service's push_sources check would not let in
@@ -150,7 +201,7 @@ async def _checked_source(
         raise HTTPException(429, "该地址签名校验失败的请求过多，请稍后再试 / too many requests from this address "
                                  "failed the signature check or named no source; retry later")
     try:
-        return await _source(pool, name)
+        return await _source(ctx.sources, pool, name)
     except HTTPException:
         ctx.spend_unverified(client)
         raise
