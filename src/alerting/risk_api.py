@@ -79,7 +79,7 @@ async def unit_colours(
 
 @router.get("/units/{unit_id}")
 async def unit_risk(unit_id: str, principal: Viewer, risk: Risk) -> dict[str, Any]:
-    """One unit's score with its four parts and the inputs behind them."""
+    """One unit's score with its five parts, the inputs behind them and any override."""
     t = await risk.table()
     i = t.index.get(unit_id)
     if i is None:

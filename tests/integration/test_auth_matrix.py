@@ -34,7 +34,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 PUBLIC = re.compile(r"^/api/v1/ingest/push/")  # platforms authenticate by signature (CONTRACT §3)
 ADMIN_ONLY = {("GET", "/api/v1/push-sources"), ("POST", "/api/v1/push-sources"), ("GET", "/api/v1/dead-letters"),
               ("POST", "/api/v1/tokens"), ("GET", "/api/v1/escalation-contacts"), ("POST", "/api/v1/escalation-contacts"),
-              ("DELETE", "/api/v1/escalation-contacts")}
+              ("DELETE", "/api/v1/escalation-contacts"), ("PUT", "/api/v1/units/{unit_id}/risk-override"),
+              ("DELETE", "/api/v1/units/{unit_id}/risk-override")}
 ADMIN_PREFIXES = re.compile(r"^/api/v1/(channels|responders)(/|$)")  # CONTRACT §9: admin only, every method
 
 

@@ -69,8 +69,8 @@ async def _world(pool: asyncpg.Pool) -> bool:
         (date(2026, 11, 1), RA, "school", 4, 0), (date(2026, 10, 1), Q, "school", 1, 0),
     ):
         await pool.execute(
-            "INSERT INTO online_samples (day, region, industry, registered, online, taken_at) VALUES ($1, $2, $3, $4, $5,"
-            " now())", day, region, industry, registered, online,
+            "INSERT INTO online_samples (day, region, industry, registered, online, taken_at) "
+            "VALUES ($1, $2, $3, $4, $5, now())", day, region, industry, registered, online,
         )
     if not await pool.fetchval("SELECT to_regclass('work_orders') IS NOT NULL"):
         return False
@@ -140,7 +140,7 @@ async def test_monthly_report_of_a_known_month(settings: Settings) -> None:
         assert scoped["alarms", "total"] == "5" and scoped["online", "registered_at_end"] == "4"
         assert sum(int(v) for k, v in scoped.items() if k[0] == "risk_colours") == 1
 
-        for bad in ("2026-13", "2026-1", "10-2026", "２０２６-10"):
+        for bad in ("2026-13", "2026-1", "10-2026", "\uff12\uff10\uff12\uff16-10"):  # the last in fullwidth digits
             got = await svc.http.get("/api/v1/reports/monthly", params={"month": bad}, headers=svc.auth())
             assert got.status_code == 422, bad
 

@@ -4,6 +4,7 @@ shift handover, shielded panel points feeding the risk grade, and a supervisor's
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -180,11 +181,14 @@ async def test_shielded_points_raise_the_grade_and_a_supervisor_overrides_it(set
         assert audit["reason"] == body["reason"]
 
 
-async def _at_least(fetch, n: int):  # noqa: ANN001, ANN202
+Fetch = Callable[[], Awaitable[list[dict]]]
+
+
+async def _at_least(fetch: Fetch, n: int) -> list[dict] | None:
     items = await fetch()
     return items if len(items) >= n else None
 
 
-async def _exactly(fetch, n: int):  # noqa: ANN001, ANN202
+async def _exactly(fetch: Fetch, n: int) -> list[dict] | None:
     items = await fetch()
     return items if len(items) == n else None

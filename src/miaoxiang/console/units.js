@@ -14,7 +14,8 @@ let units = [];
 let truncated = false;
 let unit = null; // {unit, devices, alarms, risk}
 let trends = { region: [], industry: [] }; // trend warnings under the open region
-const PARTS = ["alarms", "history", "health", "coverage"];
+let duty = { checks: [], shift: null }; // the region's latest 查岗 and the latest shift handover
+const PARTS = ["alarms", "history", "health", "coverage", "upkeep"];
 const MAX_DEPTH = 6;
 
 const byId = (id) => document.querySelector(`[data-testid="${id}"]`);
@@ -35,11 +36,14 @@ export function riskBadge(colour) {
 export async function openRegion(path) {
   const depth = path === "" ? 1 : Math.min(path.split("/").length + 1, MAX_DEPTH);
   const none = () => ({ items: [] }); // trends are extra: the units still show without them
-  const [page, byRegion, byIndustry] = await Promise.all([
+  const [page, byRegion, byIndustry, checks, shifts] = await Promise.all([
     getAll("units", { region: path || undefined }),
     get("risk/trends", { by: "region", region: path || undefined, depth }).catch(none),
     get("risk/trends", { by: "industry", region: path || undefined }).catch(none),
+    get("duty-checks", { region: path || undefined, limit: 20 }).catch(none),
+    get("shifts", { limit: 1 }).catch(none),
   ]);
+  duty = { checks: checks.items, shift: shifts.items[0] ?? null };
   region = path;
   units = page.items.filter((u) => within(u.region ?? "", path));
   truncated = page.truncated;
@@ -130,7 +134,40 @@ function exportBar() {
   return h("div", { class: "toolbar export" },
     h("span", {}, t("risk.export")),
     h("button", { type: "button", testid: "report-csv", onclick: save("csv") }, t("risk.exportCsv")),
-    h("button", { type: "button", testid: "report-html", onclick: save("html") }, t("risk.exportChart")));
+    h("button", { type: "button", testid: "report-html", onclick: save("html") }, t("risk.exportChart")),
+    monthlyReport());
+}
+
+/** The monthly report (CONTRACT §11) of a chosen month, of the selected region, as CSV or a page. */
+function monthlyReport() {
+  const last = new Date(new Date().getFullYear(), new Date().getMonth() - 1, 1);
+  const input = h("input", { type: "month", testid: "monthly-month", "aria-label": t("report.month"),
+    value: `${last.getFullYear()}-${String(last.getMonth() + 1).padStart(2, "0")}` });
+  const save = (format) => () => {
+    const month = input.value;
+    download("reports/monthly", { month, region: region || undefined, format }, `monthly-report-${month}.${format}`)
+      .catch(view.onError);
+  };
+  return h("span", { class: "monthly" },
+    h("span", {}, t("report.monthly")), input,
+    h("button", { type: "button", testid: "monthly-csv", onclick: save("csv") }, t("risk.exportCsv")),
+    h("button", { type: "button", testid: "monthly-html", onclick: save("html") }, t("risk.exportChart")));
+}
+
+/** The latest duty checks (查岗) under the region and the last shift handover note (CONTRACT §11). */
+function dutySection() {
+  const shift = duty.shift;
+  return [
+    h("h3", {}, t("duty.title")),
+    duty.checks.length === 0 ? h("p", { class: "muted", testid: "duty-empty" }, t("duty.none"))
+      : h("ul", { class: "plain", testid: "duty-checks" }, duty.checks.map((c) => h("li", { "data-state": c.state },
+        h("span", { class: `badge duty-${c.state}` }, term("duty", c.state)), " ", c.device_id, " ",
+        h("span", { class: "muted" }, fmtTime(c.sent_at))))),
+    shift && h("p", { testid: "last-shift" }, t("duty.shift", {
+      by: shift.closed_by, at: fmtTime(shift.closed_at), alarms: shift.open_alarms.length,
+      orders: shift.open_work_orders.length,
+    }), " ", h("q", {}, shift.note)),
+  ];
 }
 
 /** The unit's score and its four parts, as the risk API explains them. */
@@ -138,6 +175,9 @@ function riskFacts(risk) {
   if (!risk) return null;
   return [
     h("h3", {}, t("risk.score"), " ", h("span", { testid: "risk-score" }, fmtValue(risk.score))),
+    risk.override
+      ? h("p", { class: "muted", testid: "risk-override" }, t("risk.overridden", { colour: term("risk", risk.override) }))
+      : null,
     h("dl", { class: "facts", testid: "risk-parts" },
       PARTS.map((p) => [h("dt", {}, term("risk.part", p)), h("dd", {}, fmtValue(risk.parts?.[p] ?? 0))])),
   ];
@@ -187,6 +227,7 @@ export function render() {
     breadcrumb(),
     exportBar(),
     trendSection(),
+    dutySection(),
     groups.length > 0 && [h("h3", {}, t("units.subregions")), h("ul", { class: "region-cards" }, groups.map(regionCard))],
     h("h3", {}, t("units.units"), " ", h("span", { class: "muted" }, t("units.count", { n: units.length }))),
     truncated && h("p", { class: "muted" }, t("units.truncated", { n: units.length })),
