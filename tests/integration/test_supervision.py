@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
 
+from alerting.reports import online_sample
 from devices.clock import wall_clock_ms
 from miaoxiang.settings import Settings
 from simulators.uitd import UitdSimulator
@@ -192,3 +194,34 @@ async def _at_least(fetch: Fetch, n: int) -> list[dict] | None:
 async def _exactly(fetch: Fetch, n: int) -> list[dict] | None:
     items = await fetch()
     return items if len(items) == n else None
+
+
+async def test_daily_random_check_and_online_sample(settings: Settings) -> None:
+    """MIAOXIANG_DUTY_CHECK_RANDOM_REGIONS: one random check a local day per region (here of a
+    device without a session: unreachable); the daily online sample is taken once a day."""
+    tz = ZoneInfo(settings.device_tz)
+    evening = datetime.now(tz).replace(hour=20, minute=30, second=0, microsecond=0)  # after any random time
+    offset = int(evening.timestamp() * 1000) - wall_clock_ms()
+
+    def clock() -> int:
+        return wall_clock_ms() + offset
+
+    settings = settings.model_copy(update={"duty_check_random_regions": [REGION]})
+    async with running_service(settings, clock=clock) as svc:
+        await _register(svc, "U-r", [401, 402])
+        await _register(svc, "U-o", [403], region="江西省/赣州市/南康区")
+        services = svc.app.state.services
+        await services.duty_checks.tick(clock())
+        await services.duty_checks.tick(clock())  # the day's check is sent once
+        checks = (await svc.http.get("/api/v1/duty-checks", headers=svc.auth())).json()["items"]
+        assert [(c["origin"], c["requested_by"], c["state"]) for c in checks] == [("random", "system", "unreachable")]
+        assert checks[0]["device_id"] in ("uitd-401", "uitd-402")
+
+        await wait_for(lambda: services.fleet.slot("uitd-403") >= 0)
+        pool: asyncpg.Pool = services.pool
+        await pool.execute("DELETE FROM online_samples")  # the background job may have taken today's already
+        assert await online_sample.take(pool, services.fleet, evening, tz)
+        assert not await online_sample.take(pool, services.fleet, evening, tz)  # once a day
+        rows = await pool.fetch("SELECT day, region, industry, registered, online FROM online_samples ORDER BY region")
+        assert [(r["day"], r["region"], r["registered"], r["online"]) for r in rows] == [
+            (evening.date(), "江西省/赣州市/南康区", 1, 0), (evening.date(), REGION, 2, 0)]
