@@ -10,7 +10,7 @@ const CLASSIFICATIONS = ["fire", "false_alarm", "test", "fault", "other"];
 const TIME_KEYS = ["ts", "at", "time", "received_at"];
 
 let shown = null; // the alarm object on screen, with `timeline` and `notifications`
-let view = { canAct: () => false, onDevice: () => {}, onError: () => {} };
+let view = { canAct: () => false, onDevice: () => {}, onWorkOrders: () => {}, onError: () => {} };
 const pane = () => document.querySelector("[data-testid='alarm-detail']");
 
 export function initDetail(options) {
@@ -56,6 +56,13 @@ export function render() {
     timeline(a));
 }
 
+/** The work orders of the alarm's device (one device) or else of its unit (CONTRACT §11). */
+function workOrdersLink(a) {
+  const filter = a.device_ids.length === 1 ? { device_id: a.device_ids[0] } : a.unit_id ? { unit_id: a.unit_id } : null;
+  return filter ? h("button", { type: "button", class: "link", testid: "alarm-work-orders",
+    onclick: () => view.onWorkOrders(filter) }, t("wo.link")) : "—";
+}
+
 function facts(a) {
   const devices = a.device_ids.map((id) =>
     h("button", { type: "button", class: "link", onclick: () => view.onDevice(id) }, id));
@@ -69,6 +76,7 @@ function facts(a) {
     ["alarm.rule", h("code", {}, a.rule)],
     ["alarm.escalation", `${a.escalation_level} · ${term("escalation", a.escalation_level)}`],
     ["alarm.classification", term("classification", a.classification)],
+    ["wo.link", workOrdersLink(a)],
   ];
   return h("dl", { class: "facts" }, rows.map(([key, value]) => [h("dt", {}, t(key)), h("dd", {}, value)]));
 }

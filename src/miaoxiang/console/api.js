@@ -57,6 +57,7 @@ async function request(method, path, { query, body, token = savedToken() } = {})
 
 export const get = (path, query) => request("GET", path, { query });
 export const post = (path, body = {}) => request("POST", path, { body });
+export const patch = (path, body = {}) => request("PATCH", path, { body });
 
 /** Every item of a paginated list route, following `next_cursor` up to `max` items. */
 export async function getAll(path, query = {}, max = 2000) {

@@ -8,6 +8,7 @@ import { lang, setLang, t } from "./i18n.js";
 import * as sound from "./sound.js";
 import * as stats from "./stats.js";
 import * as units from "./units.js";
+import * as workOrders from "./workorders.js";
 
 const STATS_EVERY_MS = 15000;
 const TOAST_MS = 6000;
@@ -52,6 +53,10 @@ function openDevice(deviceId) {
   devices.showDevice(deviceId).catch(showError);
 }
 
+function openWorkOrders(filter) {
+  workOrders.showWorkOrders(filter).catch(showError);
+}
+
 function refreshStatsSoon() {
   clearTimeout(statsSoon);
   statsSoon = setTimeout(() => stats.refreshStats().catch(showError), 1000);
@@ -79,6 +84,7 @@ function renderAll() {
   alarmDetail.render();
   devices.render();
   if (unitsLoaded) units.render();
+  workOrders.render();
   stats.render();
 }
 
@@ -153,8 +159,11 @@ function wire() {
     onChange: (alarm) => { alarmDetail.alarmChanged(alarm); refreshStatsSoon(); },
     onStream: (state) => { byId("stream-state").dataset.state = state; renderSession(); },
   });
-  alarmDetail.initDetail({ canAct, onDevice: (id) => { showView("devices"); openDevice(id); }, onError: showError });
-  devices.initDevices({ onShow: () => showView("devices"), onError: showError });
+  alarmDetail.initDetail({ canAct, onDevice: (id) => { showView("devices"); openDevice(id); }, onWorkOrders: openWorkOrders,
+    onError: showError });
+  devices.initDevices({ onShow: () => showView("devices"), onWorkOrders: openWorkOrders, onError: showError });
+  workOrders.initWorkOrders({ canAct, onShow: () => showView("workorders"),
+    onDevice: (id) => { showView("devices"); openDevice(id); }, onError: showError });
   units.initUnits({ onAlarm: openAlarm, onDevice: openDevice, onError: showError });
 }
 

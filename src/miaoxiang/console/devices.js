@@ -9,7 +9,7 @@ const KINDS = ["smoke", "gas", "electrical", "uitd", "water"];
 const STATUSES = ["online", "offline", "alarm", "fault", "unknown"];
 const READINGS_SHOWN = 12;
 
-let view = { onShow: () => {}, onError: () => {} };
+let view = { onShow: () => {}, onWorkOrders: () => {}, onError: () => {} };
 let query = {};
 let cursor = null;
 let listed = [];
@@ -143,6 +143,10 @@ export function render() {
     ["devices.profile", d.profile ?? "—"],
     ["devices.location", d.location ? fmtValue(d.location) : "—"],
     ["devices.thresholds", kv(d.thresholds)],
+    ["devices.maintenance", d.maintenance_until ? t("devices.maintenanceUntil", { until: fmtTime(d.maintenance_until),
+      by: d.maintenance_by ?? "—", reason: d.maintenance_reason ?? "" }) : d.in_maintenance ? "✓" : "—"],
+    ["wo.link", h("button", { type: "button", class: "link", testid: "device-work-orders",
+      onclick: () => view.onWorkOrders({ device_id: d.device_id }) }, t("wo.link"))],
   ];
   const metrics = chartableMetrics(readings);
   const select = h("select", { id: "chart-metric", testid: "chart-metric", onchange: (e) => { shown.metric = e.target.value; render(); } },
