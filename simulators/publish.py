@@ -4,6 +4,8 @@
   MX1 payloads per device, and gateway devices' telemetry as JSON arrays on `{root}/batch/{gw}`.
 - `HttpPushPublisher`: `POST /api/v1/ingest/push/{source}` as the device's platform sends it
   (generic with HMAC, CTWing envelope, signed OneNET), retrying 429 and 5xx answers.
+- `PulsarPublisher`: CTWing devices' readings as CTWing's MQ消息推送 delivers them, the HTTP push
+  envelope on the tenant's Pulsar topic; `ByUplink` sends a platform's devices through such a sink.
 - `TokenBucket`: messages per second, on real time or on a compressed `SimClock`.
 - `play`: sends steps when scenario time reaches them, through the sink `route` picks.
 The uitd (GB/T 26875 TCP) sink lives in `simulators.uitd`; anything with `send` and `flush` fits.
@@ -21,6 +23,7 @@ from typing import Literal, Protocol
 
 import aiomqtt
 import httpx
+import pulsar
 
 from devices.kinds import Kind
 from devices.reading import Reading
@@ -239,6 +242,54 @@ class HttpPushPublisher:
 
     async def flush(self) -> int:
         return 0
+
+
+class PulsarPublisher:
+    """CTWing envelopes of steps on a Pulsar producer (`persistent://aep-msgpush/{tenant_id}/{topic}`).
+    Sends are asynchronous; at most `window` are unconfirmed before `flush` waits for the broker."""
+
+    def __init__(self, producer: pulsar.Producer, *, tenant_id: str, window: int = 5000) -> None:
+        self.producer = producer
+        self.tenant_id = tenant_id
+        self.window = window
+        self.unconfirmed = 0
+        self.failures: list[str] = []
+
+    def _confirmed(self, result: pulsar.Result, _msg_id: pulsar.MessageId) -> None:  # a client thread
+        if result != pulsar.Result.Ok:
+            self.failures.append(str(result))
+
+    async def send(self, step: Step) -> int:
+        body, _ = ctwing_request(step.reading, "", tenant_id=self.tenant_id)
+        if self.unconfirmed >= self.window:
+            await self.flush()
+        self.producer.send_async(body, self._confirmed)
+        self.unconfirmed += 1
+        return 1
+
+    async def flush(self) -> int:
+        await asyncio.to_thread(self.producer.flush)
+        self.unconfirmed = 0
+        if self.failures:
+            failed, self.failures = self.failures, []
+            raise PublishError(f"Pulsar refused {len(failed)} messages: {failed[0]}")
+        return 0
+
+
+class ByUplink:
+    """Steps of devices whose uplink (platform) has a sink in `sinks` go there, the rest to `default`."""
+
+    def __init__(self, fleet: SimFleet, default: Sink, sinks: Mapping[str, Sink]) -> None:
+        self.fleet = fleet
+        self.default = default
+        self.sinks = dict(sinks)
+
+    async def send(self, step: Step) -> int:
+        sink = self.sinks.get(self.fleet.device(step.reading.device_id).uplink, self.default)
+        return await sink.send(step)
+
+    async def flush(self) -> int:
+        return sum([await sink.flush() for sink in (self.default, *self.sinks.values())])
 
 
 @dataclass

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import pulsar
 
 from devices.kinds import Kind
 from ingest.transports.mqtt import BrokerConfig
@@ -30,9 +31,11 @@ from simulators.clock import SimClock
 from simulators.fleet import SimFleet, build_fleet
 from simulators.publish import (
     ONENET_PROFILES,
+    ByUplink,
     HttpPushPublisher,
     MqttPublisher,
     PlayStats,
+    PulsarPublisher,
     PushTarget,
     Sink,
     TokenBucket,
@@ -75,6 +78,8 @@ class Target:
     gb26875: tuple[str, int] | None = None
     device_tz: str = "Asia/Shanghai"
     mqtt_protocol: str = "3.1.1"
+    #: CTWing devices publish through this Pulsar broker (a `ctwing_mq` source) instead of HTTP push
+    pulsar_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,18 +173,59 @@ async def configure_push_sources(http: httpx.AsyncClient, run_id: str) -> dict[s
     return targets
 
 
+#: The CTWing tenant of `miaoxiang simulate --pulsar-url`'s topic.
+SIM_TENANT_ID = "2000001"
+
+
+async def configure_pulsar_source(http: httpx.AsyncClient, run_id: str, pulsar_url: str) -> str:
+    """A `ctwing_mq` source on `pulsar_url` (topic `sim-{run_id}`); answers the topic once the
+    service's consumer is subscribed, so nothing published after is missed."""
+    topic = f"sim-{run_id}"
+    await _check(await http.post("/api/v1/push-sources", json={
+        "name": f"sim-ctwing-mq-{run_id}", "platform": "ctwing_mq",
+        "config": {"service_url": pulsar_url, "tenant_id": SIM_TENANT_ID, "topic": topic,
+                   "subscription": f"miaoxiang-{run_id}"},
+    }))
+    for _ in range(200):
+        state = (await _check(await http.get(f"/api/v1/push-sources/sim-ctwing-mq-{run_id}")))["state"]
+        if state is not None and state["connected"]:
+            return topic
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"the service did not subscribe to {pulsar_url} within 20 s")
+
+
 @contextlib.asynccontextmanager
-async def publishers(target: Target, fleet: SimFleet, http: httpx.AsyncClient, targets: dict[str, PushTarget]) -> AsyncIterator[Route]:
-    """A route sending each step through its device's transport: MQTT, HTTP push or GB/T 26875."""
+async def pulsar_publisher(pulsar_url: str, topic: str) -> AsyncIterator[PulsarPublisher]:
+    """A producer on the simulated tenant's topic; flushed and closed at the end."""
+    client = await asyncio.to_thread(pulsar.Client, pulsar_url)
+    try:
+        producer = await asyncio.to_thread(
+            client.create_producer, f"persistent://aep-msgpush/{SIM_TENANT_ID}/{topic}", batching_enabled=True,
+            batching_max_publish_delay_ms=5, block_if_queue_full=True,
+        )
+        yield PulsarPublisher(producer, tenant_id=SIM_TENANT_ID)
+    finally:
+        await asyncio.to_thread(client.close)
+
+
+@contextlib.asynccontextmanager
+async def publishers(target: Target, fleet: SimFleet, http: httpx.AsyncClient, targets: dict[str, PushTarget],
+                     pulsar_topic: str | None = None) -> AsyncIterator[Route]:
+    """A route sending each step through its device's transport: MQTT, HTTP push (CTWing devices
+    over Pulsar with `pulsar_topic`) or GB/T 26875."""
     broker = BrokerConfig.from_url(target.mqtt_url, target.mqtt_protocol)
     mqtt = broker.client(f"mxsim-{uuid.uuid4().hex[:8]}", persistent=False, receive_maximum=1000)
     async with mqtt, contextlib.AsyncExitStack() as stack:
         tcp = None
         if target.gb26875 is not None:
             tcp = await stack.enter_async_context(UitdSink(fleet, *target.gb26875, tz=target.device_tz))
+        push: Sink = HttpPushPublisher(http, fleet, targets)
+        if target.pulsar_url is not None and pulsar_topic is not None:
+            ctwing_mq = await stack.enter_async_context(pulsar_publisher(target.pulsar_url, pulsar_topic))
+            push = ByUplink(fleet, push, {"ctwing": ctwing_mq})
         yield route_by_transport(
             mqtt=MqttPublisher(mqtt, fleet, topic_root=target.topic_root),
-            http=HttpPushPublisher(http, fleet, targets),
+            http=push,
             tcp=tcp,
         )
 
@@ -279,7 +325,10 @@ async def run_session(target: Target, plan: Plan, *, clock: SimClock | None = No
                                  headers={"Authorization": f"Bearer {target.token}"}) as http:
         t0 = time.monotonic()
         await register_fleet(http, fleet)
-        targets = await configure_push_sources(http, uuid.uuid4().hex[:6])
+        run_id = uuid.uuid4().hex[:6]
+        targets = await configure_push_sources(http, run_id)
+        pulsar_topic = None if target.pulsar_url is None else await configure_pulsar_source(http, run_id,
+                                                                                             target.pulsar_url)
         say(f"registered {len(fleet.units)} units and {len(fleet.devices)} devices in {time.monotonic() - t0:.1f} s")
         async with contextlib.AsyncExitStack() as stack:  # the simulated responders act until the alarms are fetched
             if plan.responders:
@@ -289,7 +338,7 @@ async def run_session(target: Target, plan: Plan, *, clock: SimClock | None = No
             for why in unavailable:
                 say(f"skipped: {why}")
             say(f"playing {', '.join(s.name for s in played) or 'nothing'} at compression {plan.compression:g}")
-            async with publishers(target, fleet, http, targets) as route:
+            async with publishers(target, fleet, http, targets, pulsar_topic) as route:
                 stats = await play(steps_of(fleet, plan, played, start_ms), route, clock=clock,
                                    limiter=TokenBucket.on_clock(clock, plan.rate), progress=stderr_progress,
                                    progress_every=500)

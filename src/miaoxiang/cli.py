@@ -79,7 +79,7 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     host = urlsplit(args.url).hostname or "127.0.0.1"
     gb_port = settings.gb26875_port if args.gb26875_port is None else args.gb26875_port
     target = Target(args.url.rstrip("/"), token, mqtt_url, settings.topic(), (host, gb_port) if gb_port else None,
-                    settings.device_tz)
+                    settings.device_tz, pulsar_url=args.pulsar_url)
     if args.compression != 1:
         say("the service runs on real time: offline, outage and 60 s upgrade checks hold only at --compression 1")
     plan = Plan(devices=args.devices, seed=args.seed, scenarios=names, rate=args.rate, compression=args.compression,
@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--gb26875-port", type=int,
                      help="GB/T 26875 port on the URL's host (default MIAOXIANG_GB26875_PORT; 0: none)")
     sim.add_argument("--no-background", action="store_true", help="scenario messages only, no routine telemetry")
+    sim.add_argument("--pulsar-url", help="CTWing devices publish through this Pulsar broker (a ctwing_mq source "
+                                          "the simulator creates) instead of HTTP push, e.g. pulsar://127.0.0.1:6650")
     bench = sub.add_parser("bench", help="run benchmarks/*.py; write JSON and a Markdown report")
     bench.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)

@@ -12,11 +12,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
+from devices.kinds import Event
+from devices.reading import Reading
 from miaoxiang.settings import Settings
+from simulators.fleet import build_fleet
+from simulators.publish import ByUplink
+from simulators.scenarios import Step
+from simulators.session import configure_pulsar_source, pulsar_publisher
 from tests.integration.faultkit import db_outage
 from tests.integration.pulsarkit import (
+    T0,
     PulsarLite,
     envelope,
     messages,
@@ -187,3 +195,37 @@ async def _redelivered(svc: RunningService) -> bool:
 
 async def _connected(svc: RunningService) -> bool:
     return metric(await metrics(svc), "mx_subscription_connected", "ctmq") == 1
+
+
+async def test_the_simulator_publishes_ctwing_devices_through_the_pulsar_topic(
+    settings: Settings, broker: PulsarLite, database_url: str
+) -> None:
+    """`miaoxiang simulate --pulsar-url`: a ctwing_mq source is configured and subscribed first,
+    then CTWing devices' steps go to its topic, other devices' to their own sink."""
+    fleet = build_fleet(300, 7)
+    ctwing = [d for d in fleet.devices if d.uplink == "ctwing"][:20]
+    other = next(d for d in fleet.devices if d.uplink == "generic")
+    steps = [Step(T0, Reading(d.device_id, d.kind, Event.report, T0 + i * 1000, T0, seq=i,
+                              metrics={"battery_pct": 90}), "tel", "http") for d in ctwing for i in range(5)]
+    elsewhere: list[Step] = []
+
+    class Elsewhere:
+        async def send(self, step: Step) -> int:
+            elsewhere.append(step)
+            return 1
+
+        async def flush(self) -> int:
+            return 0
+
+    async with running_service(settings) as svc:
+        async with httpx.AsyncClient(base_url=svc.base_url, headers=svc.auth(), timeout=10) as http:
+            topic_name = await configure_pulsar_source(http, "t1", broker.url)
+        async with pulsar_publisher(broker.url, topic_name) as pulsar_sink:
+            sink = ByUplink(fleet, Elsewhere(), {"ctwing": pulsar_sink})
+            for step in [*steps, Step(T0, Reading(other.device_id, other.kind, Event.report, T0, T0), "tel", "http")]:
+                await sink.send(step)
+            await sink.flush()
+        await wait_for(lambda: _at_least(database_url, len(steps)), timeout=30, interval=0.2)
+        await asyncio.sleep(1)
+    assert await stored(database_url) == (len(steps), len(steps))
+    assert [s.reading.device_id for s in elsewhere] == [other.device_id]
