@@ -11,7 +11,7 @@ import io
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -357,10 +357,3 @@ async def test_maintenance_until_bound_actor_and_end_by_itself(world: World) -> 
     assert (await w.pool.fetchval("SELECT action FROM device_audit WHERE device_id = 'd-ok' ORDER BY id DESC LIMIT 1")
             == "maintenance_off")
 
-
-def test_default_due_is_the_end_of_the_next_month_locally() -> None:
-    from alerting.workorders.model import default_due
-
-    assert default_due(datetime(2026, 1, 31, 17, 0, tzinfo=UTC), TZ) == date(2026, 3, 31)  # Feb 1st in Shanghai
-    assert default_due(datetime(2026, 12, 5, tzinfo=UTC), TZ) == date(2027, 1, 31)
-    assert default_due(datetime(2026, 11, 5, tzinfo=UTC), TZ) == date(2026, 12, 31)
