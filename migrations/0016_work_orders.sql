@@ -47,18 +47,18 @@ CREATE TABLE work_order_events (
 );
 CREATE INDEX work_order_events_order_idx ON work_order_events (work_order_id, id);
 
--- Who must be told about an order (the assignee when assigned; the assignee and the region's
--- duty officers when it becomes overdue), once per (order, responder, reason). The response
--- loop's notifier carries alarm messages only; these rows wait for a sender (`sent_at`).
+-- Who must be told about an order: the assignee when assigned; the assignee and the region's
+-- duty officers each time it becomes overdue (once per due date). The response loop's notifier
+-- carries alarm messages only; these rows wait for a sender (`sent_at`).
 CREATE TABLE work_order_notices (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     work_order_id bigint NOT NULL REFERENCES work_orders(work_order_id) ON DELETE CASCADE,
     responder_id  text NOT NULL REFERENCES responders(responder_id),
     reason        text NOT NULL CHECK (reason IN ('assigned', 'overdue')),
     created_at    timestamptz NOT NULL,
-    sent_at       timestamptz,
-    UNIQUE (work_order_id, responder_id, reason)
+    sent_at       timestamptz
 );
+CREATE INDEX work_order_notices_order_idx ON work_order_notices (work_order_id, id);
 
 -- Maintenance with an end, a reason and who set it; a unit's maintenance changes are audited here
 -- (a device's in device_audit).

@@ -277,8 +277,12 @@ async def test_overdue_after_the_due_day_in_the_device_time_zone_tells_assignee_
     rows = list(csv.DictReader(io.StringIO(r.text.lstrip("\ufeff"))))
     assert [(x["reason"], x["overdue"], x["due"], x["state"]) for x in rows] == [
         ("灭火器过期", "True", "2026-03-10", "assigned")]
-    await w.http.patch(url, json={"due": "2026-04-01"}, headers=w.auth())
+    await w.http.patch(url, json={"due": "2026-03-12"}, headers=w.auth())
     assert (await w.http.get(url, headers=w.auth())).json()["overdue"] is False
+    w.clock.at = datetime(2026, 3, 13, 9, 0, tzinfo=TZ)  # past the new due day: told again
+    assert (await w.sweep.once())["overdue"] == [order["work_order_id"]]
+    notices = (await w.http.get(url, headers=w.auth())).json()["notices"]
+    assert [(n["responder_id"], n["reason"]) for n in notices][3:] == [("wang", "overdue"), ("duty-zg", "overdue")]
 
 
 async def test_scope_csv_and_cursors(world: World) -> None:

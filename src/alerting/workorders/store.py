@@ -65,8 +65,7 @@ async def _check_assignee(conn: asyncpg.Connection, assignee: str) -> None:
 async def _notice(conn: asyncpg.Connection, order_id: int, responder_ids: Sequence[str], reason: str,
                   at: datetime) -> None:
     await conn.executemany(
-        """INSERT INTO work_order_notices (work_order_id, responder_id, reason, created_at) VALUES ($1, $2, $3, $4)
-           ON CONFLICT DO NOTHING""",
+        "INSERT INTO work_order_notices (work_order_id, responder_id, reason, created_at) VALUES ($1, $2, $3, $4)",
         [(order_id, r, reason, at) for r in dict.fromkeys(responder_ids)],
     )
 
@@ -173,7 +172,8 @@ async def page(db: Db, f: Filters, after: int | None, limit: int | None) -> list
 
 async def change(pool: asyncpg.Pool, order_id: int, changes: Mapping[str, Any], actor: str, now: datetime) -> None:
     """Apply a person's `changes` (`assignee`, `state`, `due`, `reason`), each as a history event;
-    an assignee is told. The caller checked the transition; a state of `CLOSED` frees the devices."""
+    an assignee is told. The caller checked the transition; a state of `CLOSED` frees the devices.
+    A new `due` lets the order become overdue (and people be told) again."""
     async with pool.acquire() as conn, conn.transaction():
         if changes.get("assignee") is not None:
             await _check_assignee(conn, changes["assignee"])
@@ -181,8 +181,9 @@ async def change(pool: asyncpg.Pool, order_id: int, changes: Mapping[str, Any], 
             if column not in changes:
                 continue
             value = changes[column]
-            await conn.execute(
-                f"UPDATE work_orders SET {column} = $2, updated_at = $3 WHERE work_order_id = $1", order_id, value, now)
+            reset = ", overdue_at = NULL" if column == "due" else ""
+            await conn.execute(f"UPDATE work_orders SET {column} = $2, updated_at = $3{reset} WHERE work_order_id = $1",
+                               order_id, value, now)
             action = {"state": value, "assignee": "assigned"}.get(column, "edited")
             await _event(conn, order_id, now, action, actor, {column: value})
             if column == "assignee" and value is not None:

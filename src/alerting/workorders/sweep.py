@@ -62,11 +62,11 @@ class Sweep:
         return datetime.fromtimestamp(self.clock() / 1000, UTC)
 
     async def run(self) -> None:
-        """Sweep every `interval_s`; a database outage is logged and tried again next time."""
+        """Sweep every `interval_s`; a database outage or error is logged and tried again next time."""
         while True:
             try:
                 await self.once()
-            except UNAVAILABLE as e:
+            except (*UNAVAILABLE, asyncpg.PostgresError) as e:
                 log.error("supervision sweep failed (%s); retrying in %.0f s", e, self.interval_s)
             await asyncio.sleep(self.interval_s)
 
