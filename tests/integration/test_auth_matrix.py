@@ -33,6 +33,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 PUBLIC = re.compile(r"^/api/v1/ingest/push/")  # platforms authenticate by signature (CONTRACT §3)
 ADMIN_ONLY = {("GET", "/api/v1/push-sources"), ("POST", "/api/v1/push-sources"), ("GET", "/api/v1/dead-letters"),
+              ("GET", "/api/v1/push-sources/{name}"), ("DELETE", "/api/v1/push-sources/{name}"),
               ("POST", "/api/v1/tokens"), ("GET", "/api/v1/escalation-contacts"), ("POST", "/api/v1/escalation-contacts"),
               ("DELETE", "/api/v1/escalation-contacts"), ("PUT", "/api/v1/units/{unit_id}/risk-override"),
               ("DELETE", "/api/v1/units/{unit_id}/risk-override")}
