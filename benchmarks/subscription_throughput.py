@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -101,7 +102,7 @@ async def ctwing_mq_path(items: list[Reading], db: str) -> AsyncIterator[Consume
     full = f"persistent://aep-msgpush/{TENANT_ID}/{topic}"
     with private_pulsar() as url, private_mosquitto() as mqtt_url:
         def backlog() -> None:
-            client = pulsar.Client(url)
+            client = pulsar.Client(url, logger=logging.getLogger("pulsar"))  # not the C++ client's stdout
             try:
                 client.subscribe(full, subscription, consumer_type=pulsar.ConsumerType.Failover).close()
                 producer = client.create_producer(full, batching_enabled=True, block_if_queue_full=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import secrets
 import sys
 import time
@@ -197,7 +198,7 @@ async def configure_pulsar_source(http: httpx.AsyncClient, run_id: str, pulsar_u
 @contextlib.asynccontextmanager
 async def pulsar_publisher(pulsar_url: str, topic: str) -> AsyncIterator[PulsarPublisher]:
     """A producer on the simulated tenant's topic; flushed and closed at the end."""
-    client = await asyncio.to_thread(pulsar.Client, pulsar_url)
+    client = await asyncio.to_thread(pulsar.Client, pulsar_url, logger=logging.getLogger("pulsar"))
     try:
         producer = await asyncio.to_thread(
             client.create_producer, f"persistent://aep-msgpush/{SIM_TENANT_ID}/{topic}", batching_enabled=True,

@@ -4,6 +4,7 @@ producer of CTWing MQ messages, and what the subscription tests count in the dat
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from tests.integration.faultkit import VENV_BIN
 
 PULSAR_LITE = VENV_BIN / "pulsar-lite"
 TENANT_ID = "2000001"
+LOG = logging.getLogger("pulsar")  # the C++ client logs to stdout otherwise
 T0 = 1_795_341_600_000  # 2026-11-22
 
 
@@ -52,7 +54,7 @@ class PulsarLite:
     def start(self) -> None:
         config = self.workdir / "pulsar-lite.toml"
         config.write_text(f'[metrics]\naddr = "127.0.0.1:{self.metrics_port}"\n')
-        log = open(self.workdir / "pulsar-lite.log", "ab")  # noqa: SIM115 - closed with the process
+        log = open(self.workdir / "pulsar-lite.log", "ab")  # the child keeps it; closed here after the start
         self.proc = subprocess.Popen(
             [str(_binary()), "--config", str(config), "--addr", f"127.0.0.1:{self.port}",
              "--db-path", str(self.workdir / "data"), "--log-level", "warn"],
@@ -131,7 +133,7 @@ def messages(devices: int, per_device: int) -> list[bytes]:
 
 def publish(url: str, topic_name: str, bodies: list[bytes]) -> None:
     """Every body onto the topic, each stored by the broker before this returns."""
-    client = pulsar.Client(url, operation_timeout_seconds=30)
+    client = pulsar.Client(url, operation_timeout_seconds=30, logger=LOG)
     try:
         producer = client.create_producer(topic(topic_name), batching_enabled=False, block_if_queue_full=True,
                                           max_pending_messages=2000)
@@ -146,7 +148,7 @@ def publish(url: str, topic_name: str, bodies: list[bytes]) -> None:
 def subscribe_now(url: str, topic_name: str, subscription: str) -> None:
     """Create the subscription before anything is published (as CTWing does when the MQ push is
     set up), so a backlog is kept for it."""
-    client = pulsar.Client(url)
+    client = pulsar.Client(url, logger=LOG)
     try:
         client.subscribe(topic(topic_name), subscription, consumer_type=pulsar.ConsumerType.Failover,
                          initial_position=pulsar.InitialPosition.Earliest).close()
