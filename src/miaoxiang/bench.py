@@ -112,6 +112,12 @@ HEADLINES: list[tuple[str, str, Callable[[list[dict[str, Any]]], Any]]] = [
     ("alarm latency under burst, p50", "ms", lambda r: _at(r, "alarm_latency.py", "publish_to_sse_under_burst_ms", "p50")),
     ("alarm latency under burst, p99", "ms", lambda r: _at(r, "alarm_latency.py", "publish_to_sse_under_burst_ms", "p99")),
     ("burst rate reached", "msgs/s", lambda r: _at(r, "alarm_latency.py", "burst_tel", "messages_per_s")),
+    ("notification beyond digest hold, steady storm, p50", "ms",
+     lambda r: _at(r, "notify_latency.py", "phases", "steady", "beyond_hold_ms", "p50")),
+    ("notification beyond digest hold, steady storm, p99", "ms",
+     lambda r: _at(r, "notify_latency.py", "phases", "steady", "beyond_hold_ms", "p99")),
+    ("notifications lost / pending / duplicated after kill -9", "",
+     lambda r: _triple(_at(r, "notify_latency.py", "counts"))),
     ("correlation core", "readings/s", lambda r: _at(r, "core_throughput.py", "readings_per_s")),
     ("fleet 1M: load from registry + checkpoint", "s", lambda r: _at(r, "fleet_state.py", "startup_load_s")),
     ("fleet 1M: apply batches", "readings/s", lambda r: _at(r, "fleet_state.py", "apply_readings_per_s")),
@@ -131,6 +137,12 @@ HEADLINES: list[tuple[str, str, Callable[[list[dict[str, Any]]], Any]]] = [
 
 def _pair(latency: Any) -> str | None:
     return f"{latency['p50_ms']} / {latency['p99_ms']}" if isinstance(latency, dict) and "p50_ms" in latency else None
+
+
+def _triple(counts: Any) -> str | None:
+    if not isinstance(counts, dict):
+        return None
+    return f"{counts.get('lost')} / {counts.get('pending_at_end')} / {counts.get('duplicates')}"
 
 
 def headlines(results: list[dict[str, Any]]) -> list[tuple[str, str, Any]]:
