@@ -15,7 +15,7 @@ from tests.service import running_service
 @pytest.mark.browser
 @pytest.mark.integration
 async def test_work_order_list_filters_detail_and_links(
-    settings: Settings, page, artifacts: Path  # noqa: ANN001, F811
+    settings: Settings, page, artifacts: Path  # noqa: F811
 ) -> None:
     from playwright.async_api import expect
 
