@@ -57,6 +57,8 @@ LATE_REPORT = "late_report"  # the audit action of a report judged late (`late_c
 FLOODING_RULE = "flooding"
 FIRE_CLASS_NAMES = tuple(sorted(t.name for t in FIRE_CLASS))
 DEFAULT_ESCALATION_S = {"immediate": 60.0, "verify": 300.0}
+#: how long a responder's ack holds the climb of an `immediate` alarm (CONTRACT §9)
+IMMEDIATE_HOLD_S = 300
 
 #: pg_advisory_xact_lock key every alarm-writing transaction takes first (migrations/0004): event
 #: ids then commit in increasing order across processes, which gap-free streams rely on.
@@ -442,7 +444,16 @@ WITH changed AS (
     UPDATE alarms SET severity = $2, response = $3, status = $4, device_ids = $5, unit_id = $6, region = $7,
            last_seen = $8, count = $9, rule = $10, evidence = $11::jsonb, escalation_level = $12, escalated_at = $13,
            classification = $14, note = $15, acked_by = $16, acked_at = $17, cleared_at = $18, resolved_by = $19,
-           resolved_at = $20, active_since = $26
+           resolved_at = $20, active_since = $26,
+           -- a responder's ack-hold: reset when the alarm reopens (a new wait for an answer), at most
+           -- IMMEDIATE_HOLD_S more when it becomes immediate; an arrival or a feedback holds for good
+           held_until = CASE
+               WHEN held_until IS NULL OR EXISTS (SELECT 1 FROM responder_actions r WHERE r.alarm_id = $1
+                                                   AND r.action IN ('arrive', 'feedback')) THEN held_until
+               WHEN $4 = 'active_unack' AND status NOT IN ('active_unack', 'active_ack') THEN NULL
+               WHEN $3 = 'immediate' AND response <> 'immediate'
+                   THEN least(held_until, $21::timestamptz + make_interval(secs => $27))
+               ELSE held_until END
     WHERE alarm_id = $1)
 """ + _INSERT_EVENT + " VALUES ($1, $21, $22, $23, $24::jsonb, $25::jsonb) RETURNING event_id"
 #: Decisions written per transaction (sorted by key, so that workers never deadlock) ...
@@ -992,6 +1003,7 @@ class AlarmLifecycle:
             to_dt(a.last_seen_ms), a.count, a.rule, dumps(a.evidence), a.escalation_level,
             _opt_dt(a.escalated_at_ms), a.classification, a.note, a.acked_by, _opt_dt(a.acked_at_ms),
             _opt_dt(a.cleared_at_ms), a.resolved_by, _opt_dt(a.resolved_at_ms), *event, to_dt(a.active_since_ms),
+            float(IMMEDIATE_HOLD_S),
         )
 
     def _committed(self, change: Change, received_ms: int | None) -> None:

@@ -161,10 +161,15 @@ async def test_token_properties_unknown_revoked_expired(env: Env) -> None:
     assert (await env.http.get(f"/r/{token}")).status_code == 200
     assert (await env.http.get("/r/" + "A" * 32)).status_code == 404
     assert (await env.http.post("/r/" + "A" * 32 + "/ack")).status_code == 404
-    # a new issue for the same binding replaces the hash: the old link dies
+    # a later message to the same person carries a new link; the earlier one keeps working, and
+    # what the person does is recorded once, whichever link they use
     newer = await env.link(alarm, "ms1")
-    assert (await env.http.get(f"/r/{token}")).status_code == 404
+    assert newer != token
+    assert (await env.http.get(f"/r/{token}")).status_code == 200
     assert (await env.http.get(f"/r/{newer}")).status_code == 200
+    assert (await env.http.post(f"/r/{token}/ack")).status_code == 204
+    assert (await env.http.post(f"/r/{newer}/ack")).status_code == 204
+    assert await env.pool.fetchval("SELECT count(*) FROM responder_actions WHERE action = 'ack'") == 1
     # resolved 23 h ago: still works; 25 h ago: expired
     await env.pool.execute("UPDATE alarms SET status = 'resolved', resolved_at = now() - interval '23 hours'")
     assert (await env.http.get(f"/r/{newer}")).status_code == 200
@@ -478,3 +483,42 @@ async def test_response_stats_by_region_and_industry_within_scope(env: Env) -> N
     r = await env.http.get("/api/v1/stats/response", params={"to": "2020-01-01T00:00:00Z"}, headers=ADMIN)
     assert r.json()["items"] == []
 
+
+
+async def _held(env: Env, alarm: int) -> Any:
+    return await env.pool.fetchval("SELECT held_until - now() FROM alarms WHERE alarm_id = $1", alarm)
+
+
+async def test_an_ack_hold_ends_when_the_alarm_reopens_or_is_capped_when_it_becomes_immediate(env: Env) -> None:
+    """A responder's ack on a verify alarm holds its climb for good, but only for that episode: when
+    the alarm reopens the wait for an answer starts again, and when it becomes immediate the hold
+    is at most 300 s, as for an ack of an immediate alarm (CONTRACT §9)."""
+    await env.responder("uc1", "unit_contact", unit_ids=["GZ"])
+    alarm = await env.raise_()
+    assert (await env.http.post(f"/r/{await env.link(alarm, 'uc1')}/ack")).status_code == 204
+    assert (await _held(env, alarm)).days > 300  # verify: held for good
+    env.clock.now += 1000
+    await env.service.lifecycle.handle([Decision(
+        "clear", "device:S1", AlarmType.smoke, Severity.major, Response.verify, "rule", env.clock.now, ["S1"], None,
+        [])])
+    env.clock.now += 1000
+    assert await env.raise_() == alarm  # reopened: the same alarm, active and unacknowledged again
+    assert await env.pool.fetchval("SELECT status FROM alarms WHERE alarm_id = $1", alarm) == "active_unack"
+    assert await _held(env, alarm) is None
+
+    second = await env.raise_("S2")
+    assert (await env.http.post(f"/r/{await env.link(second, 'uc1')}/ack")).status_code == 204
+    env.clock.now += 1000
+    assert await env.raise_("S2", response=Response.immediate) == second  # upgraded in place
+    assert await env.pool.fetchval("SELECT response FROM alarms WHERE alarm_id = $1", second) == "immediate"
+    held = await _held(env, second)
+    assert held is not None and held.total_seconds() <= 300 + 5
+
+    third = await env.raise_("H1")
+    await env.responder("ms9", "micro_station")
+    link = await env.link(third, "ms9")
+    assert (await env.http.post(f"{'/r/' + link}/ack")).status_code == 204
+    assert (await env.http.post(f"/r/{link}/arrive")).status_code == 204  # on site: held for good
+    env.clock.now += 1000
+    await env.raise_("H1", response=Response.immediate)
+    assert (await _held(env, third)).days > 300

@@ -42,7 +42,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 from starlette.requests import HTTPConnection
 
-from alerting.lifecycle import CLASSIFICATIONS, Alarm, AlarmNotFound, Change
+from alerting.lifecycle import CLASSIFICATIONS, IMMEDIATE_HOLD_S, Alarm, AlarmNotFound, Change
 from alerting.response import alarm_view, tokens
 from alerting.response.messages import RESPONSE_ZH, SEVERITY_ZH, TYPE_ZH
 from alerting.response.photos import photo_url
@@ -57,8 +57,6 @@ FEEDBACK_MAX_BYTES = PHOTO_MAX_BYTES + 64 * 1024
 PHOTO_MAX_PIXELS = 40_000_000
 NOTE_MAX = 500
 NAME_MAX = 64
-#: how long an `immediate` alarm's climb is held by a responder's ack
-IMMEDIATE_HOLD_S = 300
 #: a hold for good (`verify` ack, arrival, feedback): far beyond any alarm's life
 FOR_GOOD = timedelta(days=3650)
 ACTIONS = ("ack", "arrive", "feedback")
@@ -497,7 +495,7 @@ _RECORD = """
 INSERT INTO responder_actions (alarm_id, token_hash, responder_id, group_channel, person, action, at, lat, lon,
                                classification, note, photo, photo_type)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-ON CONFLICT (token_hash, action) DO NOTHING
+ON CONFLICT (alarm_id, coalesce(responder_id, ''), coalesce(group_channel, ''), action) DO NOTHING
 RETURNING id
 """
 #: the hold only ever lengthens (an arrival after an ack holds for good)

@@ -12,12 +12,13 @@ import asyncpg
 #: 24 random bytes: 192 bits, URL-safe text of 32 characters
 TOKEN_BYTES = 24
 
+#: A new link for the binding, unless the binding's links were revoked (its responder or channel deleted).
 _ISSUE = """
-INSERT INTO response_tokens (token_hash, alarm_id, responder_id, group_channel) VALUES ($1, $2, $3, $4)
-ON CONFLICT (alarm_id, coalesce(responder_id, ''), coalesce(group_channel, '')) DO UPDATE
-   SET token_hash = EXCLUDED.token_hash, created_at = now()
- WHERE response_tokens.revoked_at IS NULL
-   AND NOT EXISTS (SELECT 1 FROM responder_actions a WHERE a.token_hash = response_tokens.token_hash)
+INSERT INTO response_tokens (token_hash, alarm_id, responder_id, group_channel)
+SELECT $1, $2, $3, $4
+ WHERE NOT EXISTS (SELECT 1 FROM response_tokens t WHERE t.alarm_id = $2 AND t.revoked_at IS NOT NULL
+                     AND coalesce(t.responder_id, '') = coalesce($3, '')
+                     AND coalesce(t.group_channel, '') = coalesce($4, ''))
 RETURNING token_hash
 """
 
@@ -29,8 +30,8 @@ def token_hash(token: str) -> bytes:
 async def issue(
     conn: asyncpg.Connection, alarm_id: int, responder_id: str | None = None, group_channel: str | None = None
 ) -> str | None:
-    """A new token for the binding (replacing the hash of an earlier one, whose link then dies);
-    None when the binding's token is revoked or has recorded actions (it is kept as it is)."""
+    """A new token for the binding; earlier ones stay live, so every message's link works. None
+    when the binding's links were revoked."""
     if (responder_id is None) == (group_channel is None):
         raise ValueError("a token is bound to a responder or to a group channel")
     token = secrets.token_urlsafe(TOKEN_BYTES)
