@@ -80,7 +80,7 @@ async def api(settings: Settings, mqtt_url: str) -> AsyncIterator[Api]:
         services = SimpleNamespace(
             admin_token=settings.admin_token, pool=pool, fleet=fleet, risk=None,
             devices=DeviceService(pool, fleet, commands, clock=clock),
-            outbound=OutboundPolicy.parse(settings.outbound_allow),
+            outbound=OutboundPolicy.parse(settings.outbound_allow), subscriptions=None,  # runs no consumers
         )
         tokens = {
             "admin": "test-admin-token",
