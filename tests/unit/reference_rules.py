@@ -213,7 +213,7 @@ class ReferenceCorrelator:
                 if len(past) >= history and t - past[history - 1] <= cfg.flapping_window_s * 1000:
                     flagged[s] = True
                     newly.add(s)
-                self.cycles[s] = ([t] + past)[:history]
+                self.cycles[s] = [t, *past][:history]
         for s in sorted(newly):
             fleet.flags[s] |= FLAPPING
         for h in raises:
@@ -298,14 +298,18 @@ class ReferenceCorrelator:
         for q in batch:
             found: list[tuple[str, list[Remembered]]] = []
             if "fire" in q.classes:
-                near = [m for m in everything if "fire" in m.classes and m.unit == q.unit and abs(m.ts - q.ts) <= multi_w]
+                near = [
+                    m for m in everything if "fire" in m.classes and m.unit == q.unit and abs(m.ts - q.ts) <= multi_w
+                ]
                 if any(m.slot != q.slot for m in near):
                     found.append(("multi", near))
             for mine, theirs in (("electrical", "smoke"), ("smoke", "electrical")):
                 if mine in q.classes:
-                    near = [m for m in everything if theirs in m.classes and m.unit == q.unit and abs(m.ts - q.ts) <= elec_w]
+                    near = [
+                        m for m in everything if theirs in m.classes and m.unit == q.unit and abs(m.ts - q.ts) <= elec_w
+                    ]
                     if near:
-                        found.append(("elec", near + [q]))
+                        found.append(("elec", [*near, q]))
             for kind, near in found:
                 t = triggered.setdefault(q.unit, {"multi": False, "ts": q.ts, "involved": []})
                 t["multi"] |= kind == "multi"
@@ -329,7 +333,9 @@ class ReferenceCorrelator:
     def sweep(self, offline_slots: list[int], fleet: Fleet, now_ms: int) -> list[Decision]:
         cfg = self.config
         ids = fleet.device_ids
-        new = sorted({int(s) for s in offline_slots if 0 <= int(s) < fleet.size and int(fleet.offline_since_ms[int(s)]) > 0})
+        new = sorted(
+            {int(s) for s in offline_slots if 0 <= int(s) < fleet.size and int(fleet.offline_since_ms[int(s)]) > 0}
+        )
         members: set[int] = set()
         for q in new:
             cell = int(fleet.cell[q])
@@ -375,7 +381,9 @@ class ReferenceCorrelator:
                 self.outage_members[cell] -= 1
                 heard[cell] = max(heard.get(cell, 0), seen)
             else:
-                out.append(Decision("clear", f"device:{ids[s]}", A.offline, Severity.minor, Response.none, "online", seen, [ids[s]]))
+                out.append(Decision(
+                    "clear", f"device:{ids[s]}", A.offline, Severity.minor, Response.none, "online", seen, [ids[s]]
+                ))
         for cell, seen in heard.items():
             if self.outage_members[cell] <= 0:
                 out.append(Decision("clear", f"cell:{fleet.cells.names[cell]}", A.network_outage, Severity.major,
@@ -401,4 +409,6 @@ def columns(fleet: Fleet, readings: list[Reading]) -> ReadingColumns:
 
 def decision_key(d: Decision) -> tuple:
     """What the property tests compare: everything but the evidence and the order of device ids."""
-    return (d.action, d.key, d.type.name, d.severity.name, d.response.name, d.rule, d.ts_ms, tuple(sorted(d.device_ids)))
+    return (
+        d.action, d.key, d.type.name, d.severity.name, d.response.name, d.rule, d.ts_ms, tuple(sorted(d.device_ids))
+    )

@@ -156,7 +156,9 @@ def test_electrical_data_report_through_configured_profile() -> None:
         "rsrp_dbm": -88.0,
     }
     assert r.extra == {"firmware": "EF-2.1", "alarm_code": "residual_current"}
-    probe = only_reading(envelope(payload={"serviceData": {"alarm_type": 8, "temp_a": 40}}), profile="ctwing-electrical-fire")
+    probe = only_reading(
+        envelope(payload={"serviceData": {"alarm_type": 8, "temp_a": 40}}), profile="ctwing-electrical-fire"
+    )
     assert (probe.event, probe.metrics["fault_code"]) == (Event.fault, "probe_open")
 
 
@@ -167,7 +169,9 @@ def test_product_id_selects_the_profile() -> None:
         update={"platform": {"ctwing": gas.platform["ctwing"].model_copy(update={"product_ids": ["15017088"]})}}
     )
     registry = ProfileRegistry([*PROFILES, listed])
-    result = decode_ctwing(envelope(payload={"serviceData": {"rsrp": 90}}), received_ms=0, profiles=registry, profile=None)
+    result = decode_ctwing(
+        envelope(payload={"serviceData": {"rsrp": 90}}), received_ms=0, profiles=registry, profile=None
+    )
     assert [r.kind for r in result.readings] == [Kind.gas]
 
 
@@ -226,7 +230,10 @@ def test_transparent_frames_that_fail() -> None:
     bad_crc = bytearray(encode_mx1(Reading(IMEI, Kind.smoke, Event.alarm, TS, 0, seq=1)))
     bad_crc[-1] ^= 0xFF
     result = decode(
-        envelope("dataReportTupUnion", [app_data(other), app_data(vendor), {"APPdata": "@@not base64"}, app_data(bytes(bad_crc))])
+        envelope(
+            "dataReportTupUnion",
+            [app_data(other), app_data(vendor), {"APPdata": "@@not base64"}, app_data(bytes(bad_crc))],
+        )
     )
     assert result.readings == []
     reasons = [e.reason for e in result.errors]
@@ -242,7 +249,9 @@ def test_online_offline_notices() -> None:
     online = decode(envelope("deviceOnlineOfflineReport", eventType=1))
     assert online.readings == [] and online.errors == []
     assert online.notices == [
-        PlatformNotice("online", IMEI, TS, {"productId": "15017088", "deviceId": "15017088" + IMEI, "tenantId": "2000012345"})
+        PlatformNotice(
+            "online", IMEI, TS, {"productId": "15017088", "deviceId": "15017088" + IMEI, "tenantId": "2000012345"}
+        )
     ]
     offline = decode(envelope("deviceOnlineOfflineReport", eventType="0", IMEI=...))
     assert [(n.kind, n.device_id) for n in offline.notices] == [("offline", IMEI)]  # the IMEI inside deviceId
@@ -263,7 +272,7 @@ def test_command_response_notice() -> None:
         for code in ("SENT", "DELIVERED", "SUCCESSFUL", "FAILED", "TIMEOUT")
     }
     assert states == {"SENT": "sent", "DELIVERED": "sent", "SUCCESSFUL": "acked", "FAILED": "failed", "TIMEOUT": "sent"}
-    with pytest.raises(DecodeError, match="no result.resultCode"):
+    with pytest.raises(DecodeError, match=r"no result\.resultCode"):
         decode(envelope("commandResponse", result={"resultDetail": {}}))
 
 

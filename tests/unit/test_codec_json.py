@@ -11,7 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.kinds import ALL_METRICS, BREAKER_STATES, FAULT_CODES, GAS_TYPES, KIND_METRICS, NB_METRICS, VALVE_STATES, Event, Kind
+from devices.kinds import (
+    ALL_METRICS,
+    BREAKER_STATES,
+    FAULT_CODES,
+    GAS_TYPES,
+    KIND_METRICS,
+    NB_METRICS,
+    VALVE_STATES,
+    Event,
+    Kind,
+)
 from devices.reading import Reading
 from ingest.codecs.errors import DecodeError
 from ingest.codecs.json_report import MAX_BATCH, decode_json_batch, decode_json_report, encode_json_report
@@ -55,7 +65,9 @@ def test_contract_example() -> None:
 def test_topic_names_device_and_kind() -> None:
     r = decode_json_report(b'{"event": "heartbeat"}', received_ms=7, topic_kind=Kind.gas, topic_device="gw-1.dev:2")
     assert (r.device_id, r.kind, r.event, r.ts_ms, r.seq) == ("gw-1.dev:2", Kind.gas, Event.heartbeat, 7, None)
-    same = decode_json_report(report(kind="smoke"), received_ms=7, topic_kind=Kind.smoke, topic_device="868120301234567")
+    same = decode_json_report(
+        report(kind="smoke"), received_ms=7, topic_kind=Kind.smoke, topic_device="868120301234567"
+    )
     assert same.kind is Kind.smoke
 
 
@@ -169,8 +181,14 @@ def test_rejections(fields: dict[str, Any], reason: str) -> None:
         (b'{"device_id": "a", "kind": "smoke", "data": {"temperature_c": 1e400}}', "finite"),
         (b'{"device_id": "a", "kind": "smoke", "data": {"x": 1e400}}', "non-finite"),
         (b'{"device_id": "a", "kind": "smoke", "data": {"x": "\\ud800"}}', "unpaired surrogate"),
-        (b'{"device_id": "a", "kind": "smoke", "data": {"x": ' + b"[" * 17 + b"]" * 17 + b"}}", "nested deeper than 16"),
-        (b'{"device_id": "a", "kind": "smoke", "data": {"x": ' + b"[" * 5000 + b"]" * 5000 + b"}}", "nested too deeply"),
+        (
+            b'{"device_id": "a", "kind": "smoke", "data": {"x": ' + b"[" * 17 + b"]" * 17 + b"}}",
+            "nested deeper than 16",
+        ),
+        (
+            b'{"device_id": "a", "kind": "smoke", "data": {"x": ' + b"[" * 5000 + b"]" * 5000 + b"}}",
+            "nested too deeply",
+        ),
     ],
 )
 def test_bad_payloads(payload: bytes, reason: str) -> None:
@@ -271,10 +289,16 @@ JSON_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "breaker": st.sampled_from(BREAKER_STATES),
     "pressure_mpa": _METRIC,
     "level_m": _METRIC,
-    "fault_code": st.one_of(st.sampled_from(FAULT_CODES), st.text(min_size=1, max_size=20).filter(lambda s: "\x00" not in s)),
+    "fault_code": st.one_of(
+        st.sampled_from(FAULT_CODES), st.text(min_size=1, max_size=20).filter(lambda s: "\x00" not in s)
+    ),
 }
 _JSON_SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**63), 2**63), _FINITE, st.text(max_size=10).filter(lambda s: "\x00" not in s)
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63),
+    _FINITE,
+    st.text(max_size=10).filter(lambda s: "\x00" not in s),
 )
 _EXTRA = st.dictionaries(
     st.text(min_size=1, max_size=12).filter(lambda k: k not in ALL_METRICS and "\x00" not in k),
@@ -308,7 +332,9 @@ def json_readings(draw: st.DrawFn) -> Reading:
         seq=draw(st.none() | st.integers(0, 2**31 - 1)),
         metrics={name: draw(JSON_VALUES[name]) for name in chosen},
         extra=draw(_EXTRA),
-        component=draw(st.none() | st.from_regex(r"\A[0-9]{1,3}:[0-9]{1,3}:[0-9]{1,5}\Z")) if kind is Kind.uitd else None,
+        component=(
+            draw(st.none() | st.from_regex(r"\A[0-9]{1,3}:[0-9]{1,3}:[0-9]{1,5}\Z")) if kind is Kind.uitd else None
+        ),
     )
 
 

@@ -98,7 +98,9 @@ def _count(fields: bytes) -> int:
     return n
 
 
-def head(kind: int = 1, event: int = 0, device: int = 868120301234567, ts_s: int = 1_795_341_600, seq: int = 1) -> bytes:
+def head(
+    kind: int = 1, event: int = 0, device: int = 868120301234567, ts_s: int = 1_795_341_600, seq: int = 1
+) -> bytes:
     return struct.pack(">BBBBQIH", 0xA5, 0x01, kind, event, device, ts_s, seq)
 
 
@@ -152,7 +154,8 @@ def test_bad_frames_are_decode_errors(bad: bytes, reason: str) -> None:
 def test_unknown_fault_code_is_kept_as_vendor_string() -> None:
     r = decode_mx1(frame(head(event=4), bytes([0x50, 0x01, 77])), received_ms=0)
     assert r.event is Event.fault and r.metrics == {"fault_code": "code_77"}
-    assert decode_mx1(frame(head(event=4), bytes([0x50, 0x01, 2])), received_ms=0).metrics == {"fault_code": "chamber_dirty"}
+    dirty = decode_mx1(frame(head(event=4), bytes([0x50, 0x01, 2])), received_ms=0)
+    assert dirty.metrics == {"fault_code": "chamber_dirty"}
 
 
 @pytest.mark.parametrize(
@@ -228,7 +231,9 @@ def mx1_readings(draw: st.DrawFn) -> Reading:
     chosen = draw(st.lists(st.sampled_from(names), unique=True))
     metrics = {name: draw(MX1_VALUES[name]) for name in chosen}
     unknown = draw(
-        st.dictionaries(st.integers(0x60, 0xFF).map(lambda t: f"0x{t:02x}"), st.binary(max_size=20).map(bytes.hex), max_size=3)
+        st.dictionaries(
+            st.integers(0x60, 0xFF).map(lambda t: f"0x{t:02x}"), st.binary(max_size=20).map(bytes.hex), max_size=3
+        )
     )
     received = draw(st.integers(0, 2**42))
     return Reading(

@@ -52,7 +52,10 @@ def test_signature_matches_hashlib() -> None:
 
 def test_signature_covers_msg_exactly_as_sent() -> None:
     # spacing, key order and escapes a re-serialisation would change
-    msg = '{ "value" : 1.50, "ds_id":"Alarm_Status",\n "type":1, "at":1795341600000, "imei":"868120301234567", "note":"\\u70df" }'
+    msg = (
+        '{ "value" : 1.50, "ds_id":"Alarm_Status",\n "type":1, "at":1795341600000, "imei":"868120301234567",'
+        ' "note":"\\u70df" }'
+    )
     body = signed(msg)
     assert verify_onenet(TOKEN, body)
     assert not verify_onenet("other-token", body)
@@ -119,7 +122,10 @@ def test_smoke_data_points_of_one_moment_are_one_reading() -> None:
 
 
 def test_gas_property_map_value() -> None:
-    value = {"gas_sensor_state": 1, "gas_value": 12, "medium": 1, "valve_state": 1, "battery_value": 77, "rsrp": 101, "sinr": 4}
+    value = {
+        "gas_sensor_state": 1, "gas_value": 12, "medium": 1, "valve_state": 1,
+        "battery_value": 77, "rsrp": 101, "sinr": 4,
+    }
     [r] = decode(signed(json.dumps(point("gas_report", value, imei=None)))).readings
     assert (r.device_id, r.kind, r.event) == ("5012345", Kind.gas, Event.alarm)
     assert r.metrics == {
@@ -135,7 +141,8 @@ def test_gas_property_map_value() -> None:
 
 def test_electrical_data_points() -> None:
     msg = [
-        point(k, v) for k, v in {"alarm_type": 2, "temp_a": 78.5, "temp_b": 41, "residual_current": 20, "voltage_a": 231}.items()
+        point(k, v)
+        for k, v in {"alarm_type": 2, "temp_a": 78.5, "temp_b": 41, "residual_current": 20, "voltage_a": 231}.items()
     ]
     [r] = decode(signed(json.dumps(msg)), profile="ctwing-electrical-fire").readings
     assert (r.kind, r.event, r.extra) == (Kind.electrical, Event.alarm, {"alarm_code": "over_temperature"})

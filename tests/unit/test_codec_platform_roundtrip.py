@@ -166,7 +166,8 @@ def test_ctwing_transparent_frame_without_time_takes_the_platform_time(r: Readin
     env["timestamp"] = 1_795_341_600_000
     (d,) = decode_ctwing(json.dumps(env).encode(), received_ms=RECEIVED, profiles=PROFILES, profile=None).readings
     assert d.ts_ms == 1_795_341_600_000 and d.received_ms == RECEIVED and d.seq == r.seq
-    assert encode_mx1(Reading(d.device_id, d.kind, d.event, 0, 0, d.seq, d.metrics, d.extra)) == encode_mx1(frame_reading)
+    again = Reading(d.device_id, d.kind, d.event, 0, 0, d.seq, d.metrics, d.extra)
+    assert encode_mx1(again) == encode_mx1(frame_reading)
     del env["timestamp"]  # no time anywhere: untimed, ts == receive time
     (u,) = decode_ctwing(json.dumps(env).encode(), received_ms=RECEIVED, profiles=PROFILES, profile=None).readings
     assert u.ts_ms == u.received_ms == RECEIVED

@@ -164,7 +164,10 @@ def test_shipped_smoke_profile() -> None:
         ({"events": [{"property": "a", "map": {"1": "alarm"}, "messages": ["push"]}]}, "data"),
         ({"name": "has space"}, "pattern"),
         ({"events": [{"property": "a", "map": {"1": {"event": "alarm", "extra": {"battery_pct": 1}}}}]}, "reserved"),
-        ({"events": [{"property": "a", "map": {"1": {"event": "fault", "fault_code": "a\u0000"}}}]}, "fault_code must be"),
+        (
+            {"events": [{"property": "a", "map": {"1": {"event": "fault", "fault_code": "a\u0000"}}}]},
+            "fault_code must be",
+        ),
     ],
 )
 def test_bad_profiles_are_refused(fields: dict[str, Any], problem: str) -> None:
@@ -197,14 +200,19 @@ def test_bad_operator_files_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ProfileError, match=r"broken\.json: description: Field required"):
         read_profiles(tmp_path)
     (tmp_path / "broken.json").write_text("{not json", encoding="utf-8")
-    with pytest.raises(ProfileError, match="broken.json"):
+    with pytest.raises(ProfileError, match=r"broken\.json"):
         read_profiles(tmp_path)
     with pytest.raises(ProfileError, match="does not exist"):
         ProfileRegistry.load(tmp_path / "missing")
 
 
 def test_selection() -> None:
-    a = make(name="a", kind="smoke", platform={"ctwing": {"product_ids": ["111"]}}, properties={"x": {"metric": "battery_pct"}})
+    a = make(
+        name="a",
+        kind="smoke",
+        platform={"ctwing": {"product_ids": ["111"]}},
+        properties={"x": {"metric": "battery_pct"}},
+    )
     b = make(
         name="b",
         kind="gas",

@@ -40,14 +40,22 @@ from ingest.subscriptions.kinds import KINDS, SUBSCRIPTION_PLATFORMS
 from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR
 
 READING = Reading(
-    "868120301234567", Kind.water, Event.report, 1_795_341_600_000, 1_795_341_600_100, seq=3, metrics={"pressure_mpa": 0.35}
+    "868120301234567",
+    Kind.water,
+    Event.report,
+    1_795_341_600_000,
+    1_795_341_600_100,
+    seq=3,
+    metrics={"pressure_mpa": 0.35},
 )
 
 
 @pytest.mark.parametrize("encode", [encode_json_report, encode_mx1])
 def test_json_and_mx1_decode_to_the_same_reading(encode: Callable[[Reading], bytes]) -> None:
     assert (
-        decode_report(encode(READING), received_ms=READING.received_ms, topic_kind=Kind.water, topic_device=READING.device_id)
+        decode_report(
+            encode(READING), received_ms=READING.received_ms, topic_kind=Kind.water, topic_device=READING.device_id
+        )
         == READING
     )
 

@@ -17,7 +17,8 @@ def fleet() -> Fleet:
     fleet = Fleet(capacity=4)
     for device_id, kind, unit in [("s1", Kind.smoke, "u1"), ("s2", Kind.smoke, "u1"), ("g1", Kind.gas, "u1"),
                                   ("e1", Kind.electrical, "u1"), ("s9", Kind.smoke, "u9"), ("n1", Kind.smoke, None),
-                                  ("n2", Kind.smoke, None), ("uitd-1:1:1:1", Kind.uitd, "u1"), ("uitd-1:1:1:2", Kind.uitd, "u1")]:
+                                  ("n2", Kind.smoke, None), ("uitd-1:1:1:1", Kind.uitd, "u1"),
+                                  ("uitd-1:1:1:2", Kind.uitd, "u1")]:
         fleet.upsert(device_id, kind, unit_id=unit)
     return fleet
 
@@ -48,7 +49,8 @@ def test_two_detectors_of_a_unit_within_120_s(fleet: Fleet, gap_s: int, fires: b
 def test_the_window_spans_batches(fleet: Fleet) -> None:
     core = Correlator()
     assert units(run(fleet, reading("s1", Kind.smoke, "alarm", T0), core=core)) == []
-    d = units(run(fleet, reading("g1", Kind.gas, "report", T0 + 100_000, gas_lel_pct=12.0), core=core, now=T0 + 101_000))[0]
+    gas = reading("g1", Kind.gas, "report", T0 + 100_000, gas_lel_pct=12.0)
+    d = units(run(fleet, gas, core=core, now=T0 + 101_000))[0]
     assert d.device_ids == ["s1", "g1"]
     assert d.evidence[0] == {"device_id": "s1", "ts_ms": T0, "event": "alarm", "type": "smoke"}  # remembered
 
@@ -63,7 +65,8 @@ def test_memory_is_service_time(fleet: Fleet, later_ms: int, remembered: bool) -
 
 
 def test_the_same_detector_twice_is_not_two_detectors(fleet: Fleet) -> None:
-    assert units(run(fleet, reading("s1", Kind.smoke, "alarm", T0), reading("s1", Kind.smoke, "alarm", T0 + 10_000))) == []
+    twice = run(fleet, reading("s1", Kind.smoke, "alarm", T0), reading("s1", Kind.smoke, "alarm", T0 + 10_000))
+    assert units(twice) == []
 
 
 def test_other_units_and_devices_without_a_unit_do_not_correlate(fleet: Fleet) -> None:
@@ -72,7 +75,8 @@ def test_other_units_and_devices_without_a_unit_do_not_correlate(fleet: Fleet) -
 
 
 def test_panel_components_are_detectors_of_their_own(fleet: Fleet) -> None:
-    got = units(run(fleet, reading("uitd-1:1:1:1", Kind.uitd, "alarm", T0), reading("uitd-1:1:1:2", Kind.uitd, "alarm", T0 + 5000)))
+    got = units(run(fleet, reading("uitd-1:1:1:1", Kind.uitd, "alarm", T0),
+                    reading("uitd-1:1:1:2", Kind.uitd, "alarm", T0 + 5000)))
     assert [d.device_ids for d in got] == [["uitd-1:1:1:1", "uitd-1:1:1:2"]]
 
 
@@ -93,10 +97,11 @@ def test_electrical_and_smoke_within_300_s(fleet: Fleet, gap_s: int, fires: bool
 
 
 def test_multi_detector_names_the_rule_when_both_hold(fleet: Fleet) -> None:
-    got = units(run(fleet, reading("e1", Kind.electrical, "report", T0, arc_faults=30), reading("s1", Kind.smoke, "alarm", T0),
-                    reading("g1", Kind.gas, "alarm", T0)))
+    got = units(run(fleet, reading("e1", Kind.electrical, "report", T0, arc_faults=30),
+                    reading("s1", Kind.smoke, "alarm", T0), reading("g1", Kind.gas, "alarm", T0)))
     assert [(d.rule, sorted(d.device_ids)) for d in got] == [("unit.multi_detector", ["e1", "g1", "s1"])]
 
 
 def test_electrical_alarms_alone_are_not_fire(fleet: Fleet) -> None:
-    assert units(run(fleet, reading("e1", Kind.electrical, "report", T0, residual_current_ma=[450], arc_faults=30))) == []
+    electrical = reading("e1", Kind.electrical, "report", T0, residual_current_ma=[450], arc_faults=30)
+    assert units(run(fleet, electrical)) == []

@@ -54,7 +54,9 @@ def test_a_clear_without_an_open_alarm_is_plain(fleet: Fleet) -> None:
 
 
 def test_order_within_a_batch_is_device_time(fleet: Fleet) -> None:
-    got = feed(Correlator(), fleet, reading("s1", Kind.smoke, "alarm_clear", T0 + 3000), reading("s1", Kind.smoke, "alarm", T0))
+    got = feed(
+        Correlator(), fleet, reading("s1", Kind.smoke, "alarm_clear", T0 + 3000), reading("s1", Kind.smoke, "alarm", T0)
+    )
     assert [(d.action, d.rule) for d in got] == [("raise", "smoke.single"), ("clear", "transient")]
 
 
@@ -66,7 +68,8 @@ def cycles(core: Correlator, fleet: Fleet, start: int, n: int, every_ms: int) ->
 
 
 def critical(core: Correlator, fleet: Fleet, ts: int) -> Decision:
-    (d,) = [d for d in feed(core, fleet, reading("g1", Kind.gas, "report", ts, gas_lel_pct=40.0)) if d.key == "device:g1"]
+    decisions = feed(core, fleet, reading("g1", Kind.gas, "report", ts, gas_lel_pct=40.0))
+    (d,) = [d for d in decisions if d.key == "device:g1"]
     return d
 
 
@@ -96,7 +99,10 @@ def test_three_cycles_spread_over_more_than_ten_minutes_are_not_flapping(fleet: 
 def test_flapping_within_one_batch_affects_its_later_alarms(fleet: Fleet) -> None:
     rows = []
     for i in range(3):
-        rows += [reading("g1", Kind.gas, "alarm", T0 + i * 60_000), reading("g1", Kind.gas, "alarm_clear", T0 + i * 60_000 + 20_000)]
+        rows += [
+            reading("g1", Kind.gas, "alarm", T0 + i * 60_000),
+            reading("g1", Kind.gas, "alarm_clear", T0 + i * 60_000 + 20_000),
+        ]
     rows.append(reading("g1", Kind.gas, "report", T0 + 200_000, gas_lel_pct=30.0))
     got = feed(Correlator(), fleet, *rows)
     assert [d.rule for d in got if d.action == "raise"] == ["gas.alarm"] * 3 + ["flapping"]

@@ -22,7 +22,8 @@ def cell_fleet(n: int, kind: Kind = Kind.smoke) -> Fleet:
 
 
 def heard(fleet: Fleet, ids: list[str], ts: int) -> np.ndarray:
-    return fleet.apply(columns(fleet, [reading(d, Kind(int(fleet.kind[fleet.slot(d)])), "heartbeat", ts) for d in ids])).came_online
+    beats = [reading(d, Kind(int(fleet.kind[fleet.slot(d)])), "heartbeat", ts) for d in ids]
+    return fleet.apply(columns(fleet, beats)).came_online
 
 
 def summary(decisions: list[Decision]) -> list[tuple]:
@@ -97,4 +98,6 @@ def test_a_device_heard_again_clears_its_offline_alarm() -> None:
     heard(fleet, ["d0"], T0)
     core.sweep(fleet.sweep(T0 + 151_000), fleet, T0 + 151_000)
     back = core.came_online(heard(fleet, ["d0"], T0 + 200_000), fleet, T0 + 200_000)
-    assert [(d.action, d.key, d.type.name, d.rule, d.ts_ms) for d in back] == [("clear", "device:d0", "offline", "online", T0 + 200_000)]
+    assert [(d.action, d.key, d.type.name, d.rule, d.ts_ms) for d in back] == [
+        ("clear", "device:d0", "offline", "online", T0 + 200_000)
+    ]

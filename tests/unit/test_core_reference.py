@@ -29,10 +29,11 @@ LIST_METRICS = {"residual_current_ma", "cable_temp_c", "voltage_v"}
 ALARM_CODES = [None, None, None, "residual_current", "leakage", "over_temperature", "overload", "short_circuit",
                "overvoltage", "undervoltage", "arc_fault", "E42"]
 EVENTS = [Event.heartbeat, Event.report, Event.report, Event.alarm, Event.alarm, Event.alarm, Event.alarm_clear,
-          Event.alarm_clear, Event.test, Event.fault, Event.fault_clear, Event.tamper, Event.tamper_clear, Event.low_battery,
-          Event.mute]
-OVERRIDES = {"smoke_temp_c": [50.0], "gas_lel_pct": [5.0], "gas_lel_critical_pct": [20.0], "residual_current_ma": [200.0],
-             "cable_temp_c": [60.0], "battery_pct_min": [30.0], "smoke_rise_c_per_min": [4.0]}
+          Event.alarm_clear, Event.test, Event.fault, Event.fault_clear, Event.tamper, Event.tamper_clear,
+          Event.low_battery, Event.mute]
+OVERRIDES = {"smoke_temp_c": [50.0], "gas_lel_pct": [5.0], "gas_lel_critical_pct": [20.0],
+             "residual_current_ma": [200.0], "cable_temp_c": [60.0], "battery_pct_min": [30.0],
+             "smoke_rise_c_per_min": [4.0]}
 
 
 @st.composite
@@ -107,8 +108,10 @@ def test_core_and_reference_agree_across_batches(data: st.DataObject) -> None:
     spec = data.draw(fleet_specs())
     kinds = [d[0] for d in spec["devices"]]
     plan = data.draw(batches(kinds))
-    config = RuleConfig(rise_min_span_s=data.draw(st.sampled_from([15.0, 1.0])), mute_s=data.draw(st.sampled_from([600, 30])),
-                        flapping_cycles=data.draw(st.sampled_from([2, 3])), transient_s=data.draw(st.sampled_from([10, 60])))
+    config = RuleConfig(rise_min_span_s=data.draw(st.sampled_from([15.0, 1.0])),
+                        mute_s=data.draw(st.sampled_from([600, 30])),
+                        flapping_cycles=data.draw(st.sampled_from([2, 3])),
+                        transient_s=data.draw(st.sampled_from([10, 60])))
     agree(spec, plan, config)
 
 

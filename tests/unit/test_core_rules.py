@@ -38,7 +38,8 @@ def summary(d: Decision) -> tuple[str, str, str, str, str]:
 def test_every_threshold_has_a_default() -> None:
     defaults = RuleConfig().threshold_defaults()
     assert set(defaults) == set(THRESHOLD_NAMES)
-    assert defaults["gas_lel_critical_pct"] == 25 and defaults["smoke_temp_c"] == 57 and defaults["battery_pct_min"] == 20
+    assert defaults["gas_lel_critical_pct"] == 25 and defaults["smoke_temp_c"] == 57
+    assert defaults["battery_pct_min"] == 20
 
 
 def test_memory_must_cover_the_windows() -> None:
@@ -56,7 +57,9 @@ def test_smoke_alarm_is_major_verify_with_evidence() -> None:
                            "smoke_obscuration_pct_m": 4.2}]
 
 
-@pytest.mark.parametrize(("temp", "response", "rule"), [(56.9, "verify", "smoke.single"), (57.0, "immediate", "smoke.heat")])
+@pytest.mark.parametrize(
+    ("temp", "response", "rule"), [(56.9, "verify", "smoke.single"), (57.0, "immediate", "smoke.heat")]
+)
 def test_smoke_alarm_with_heat_is_immediate(temp: float, response: str, rule: str) -> None:
     fleet = fleet_of(("s1", Kind.smoke))
     d = only(evaluate(fleet, reading("s1", Kind.smoke, "alarm", T0, temperature_c=temp)))
@@ -111,7 +114,8 @@ def test_gas_thresholds(lel: float, expected: tuple | None) -> None:
 
 def test_gas_alarm_event_without_a_value() -> None:
     fleet = fleet_of(("g1", Kind.gas))
-    assert summary(only(evaluate(fleet, reading("g1", Kind.gas, "alarm", T0)))) == ("raise", "gas_leak", "major", "verify", "gas.alarm")
+    got = only(evaluate(fleet, reading("g1", Kind.gas, "alarm", T0)))
+    assert summary(got) == ("raise", "gas_leak", "major", "verify", "gas.alarm")
 
 
 def test_an_override_holds_after_another_device_drops_its_own() -> None:
@@ -119,14 +123,16 @@ def test_an_override_holds_after_another_device_drops_its_own() -> None:
     fleet.set_thresholds(fleet.slot("g1"), {"gas_lel_critical_pct": 15.0})
     fleet.set_thresholds(fleet.slot("g2"), {"gas_lel_critical_pct": 15.0})
     fleet.set_thresholds(fleet.slot("g2"), {})
-    got = evaluate(fleet, reading("g1", Kind.gas, "report", T0, gas_lel_pct=16.0), reading("g2", Kind.gas, "report", T0, gas_lel_pct=16.0))
+    got = evaluate(fleet, reading("g1", Kind.gas, "report", T0, gas_lel_pct=16.0),
+                   reading("g2", Kind.gas, "report", T0, gas_lel_pct=16.0))
     assert {d.key: d.severity for d in got} == {"device:g1": Severity.critical, "device:g2": Severity.major}
 
 
 def test_per_device_threshold_overrides_the_default() -> None:
     fleet = fleet_of(("g1", Kind.gas), ("g2", Kind.gas), unit=None)  # no unit: no multi-detector fire
     fleet.set_thresholds(fleet.slot("g1"), {"gas_lel_critical_pct": 15.0})
-    got = evaluate(fleet, reading("g1", Kind.gas, "report", T0, gas_lel_pct=16.0), reading("g2", Kind.gas, "report", T0, gas_lel_pct=16.0))
+    got = evaluate(fleet, reading("g1", Kind.gas, "report", T0, gas_lel_pct=16.0),
+                   reading("g2", Kind.gas, "report", T0, gas_lel_pct=16.0))
     assert {d.key: d.severity for d in got} == {"device:g1": Severity.critical, "device:g2": Severity.major}
 
 
@@ -140,7 +146,8 @@ def test_per_device_threshold_overrides_the_default() -> None:
 def test_electrical_thresholds(metric: str, below: float, at: float, type_: str) -> None:
     fleet = fleet_of(("e1", Kind.electrical))
     listed = metric != "arc_faults"
-    assert evaluate(fleet, reading("e1", Kind.electrical, "report", T0, **{metric: [1.0, below] if listed else below})) == []
+    below_limit = reading("e1", Kind.electrical, "report", T0, **{metric: [1.0, below] if listed else below})
+    assert evaluate(fleet, below_limit) == []
     d = only(evaluate(fleet, reading("e1", Kind.electrical, "report", T0, **{metric: [1.0, at] if listed else at})))
     assert (d.type.name, d.response) == (type_, Response.verify)
     assert d.evidence[0][metric] == at  # the channel maximum
@@ -148,7 +155,9 @@ def test_electrical_thresholds(metric: str, below: float, at: float, type_: str)
 
 def test_several_electrical_limits_make_several_alarms() -> None:
     fleet = fleet_of(("e1", Kind.electrical))
-    got = evaluate(fleet, reading("e1", Kind.electrical, "report", T0, residual_current_ma=[400], arc_faults=20, voltage_v=[230]))
+    got = evaluate(
+        fleet, reading("e1", Kind.electrical, "report", T0, residual_current_ma=[400], arc_faults=20, voltage_v=[230])
+    )
     assert sorted(d.type.name for d in got) == ["arc_fault", "residual_current"]
 
 
@@ -177,8 +186,11 @@ def test_cable_rising_fast_within_one_batch_overheats() -> None:
 def test_a_device_reported_alarm_code_decides_the_type(code: str, type_: str) -> None:
     fleet = fleet_of(("e1", Kind.electrical))
     # without a code this would be put down to the cable temperature (63/70 is the nearest limit)
-    d = only(evaluate(fleet, reading("e1", Kind.electrical, "alarm", T0, code, residual_current_ma=[150], cable_temp_c=[63.0])))
-    assert (d.type.name, d.severity, d.response, d.rule) == (type_, *DEFAULTS[AlarmType[type_]], "electrical.alarm_code")
+    coded = reading("e1", Kind.electrical, "alarm", T0, code, residual_current_ma=[150], cable_temp_c=[63.0])
+    d = only(evaluate(fleet, coded))
+    assert (d.type.name, d.severity, d.response, d.rule) == (
+        type_, *DEFAULTS[AlarmType[type_]], "electrical.alarm_code"
+    )
 
 
 def test_an_alarm_code_adds_to_exceeded_limits_and_needs_an_alarm_event() -> None:
@@ -197,7 +209,9 @@ def test_an_alarm_code_adds_to_exceeded_limits_and_needs_an_alarm_event() -> Non
 
 def test_electrical_alarm_below_every_limit_is_put_down_to_the_nearest_metric() -> None:
     fleet = fleet_of(("e1", Kind.electrical))
-    d = only(evaluate(fleet, reading("e1", Kind.electrical, "alarm", T0, residual_current_ma=[150], cable_temp_c=[63.0])))
+    d = only(
+        evaluate(fleet, reading("e1", Kind.electrical, "alarm", T0, residual_current_ma=[150], cable_temp_c=[63.0]))
+    )
     assert (d.type, d.rule) == (AlarmType.cable_overheat, "electrical.alarm")  # 63/70 > 150/300
 
 
@@ -205,7 +219,8 @@ def test_electrical_alarm_below_every_limit_is_put_down_to_the_nearest_metric() 
 def test_water_pressure_low(pressure: float, fires: bool) -> None:
     fleet = fleet_of(("w1", Kind.water))
     got = evaluate(fleet, reading("w1", Kind.water, "report", T0, pressure_mpa=pressure))
-    assert [summary(d) for d in got] == ([("raise", "water_pressure_low", "major", "verify", "water.pressure_low")] if fires else [])
+    expected = [("raise", "water_pressure_low", "major", "verify", "water.pressure_low")] if fires else []
+    assert [summary(d) for d in got] == expected
 
 
 def test_panel_fire_and_fault() -> None:
@@ -225,15 +240,20 @@ def test_fault_tamper_low_battery_events_and_their_clears() -> None:
                                         ("raise", "tamper", "minor", "none", "device.tamper"),
                                         ("raise", "low_battery", "warning", "none", "device.low_battery")]
     assert got[0].evidence[0]["row"] == 0  # the lifecycle adds fault_code from this reading
-    got = evaluate(fleet, reading("s1", Kind.smoke, "fault_clear", T0 + 3), reading("s1", Kind.smoke, "tamper_clear", T0 + 4))
-    assert [(d.action, d.type.name, d.rule) for d in got] == [("clear", "device_fault", "fault_clear"), ("clear", "tamper", "tamper_clear")]
+    got = evaluate(
+        fleet, reading("s1", Kind.smoke, "fault_clear", T0 + 3), reading("s1", Kind.smoke, "tamper_clear", T0 + 4)
+    )
+    assert [(d.action, d.type.name, d.rule) for d in got] == [
+        ("clear", "device_fault", "fault_clear"), ("clear", "tamper", "tamper_clear")
+    ]
 
 
 def test_alarm_clear_clears_every_alarm_type_of_the_kind() -> None:
     fleet = fleet_of(("e1", Kind.electrical))
     got = evaluate(fleet, reading("e1", Kind.electrical, "alarm_clear", T0))
     assert {(d.action, d.key, d.type.name, d.rule) for d in got} == {
-        ("clear", "device:e1", t, "alarm_clear") for t in ("residual_current", "cable_overheat", "arc_fault", "overvoltage")}
+        ("clear", "device:e1", t, "alarm_clear")
+        for t in ("residual_current", "cable_overheat", "arc_fault", "overvoltage")}
 
 
 def test_low_battery_is_raised_on_the_transition_and_cleared_on_recovery() -> None:
@@ -264,7 +284,9 @@ def test_maintenance_suppresses_alarms_and_faults(how: str) -> None:
     fleet.upsert("s1", Kind.smoke, unit_id="u1", maintenance=how == "device")
     if how == "unit":
         fleet.set_unit("u1", maintenance=True)
-    got = evaluate(fleet, reading("s1", Kind.smoke, "alarm", T0, temperature_c=80.0), reading("s1", Kind.smoke, "tamper", T0 + 1))
+    got = evaluate(
+        fleet, reading("s1", Kind.smoke, "alarm", T0, temperature_c=80.0), reading("s1", Kind.smoke, "tamper", T0 + 1)
+    )
     assert [(d.type.name, d.response, d.rule) for d in got] == [("smoke", Response.none, "suppressed.maintenance"),
                                                                 ("tamper", Response.none, "suppressed.maintenance")]
 
@@ -272,10 +294,11 @@ def test_maintenance_suppresses_alarms_and_faults(how: str) -> None:
 def test_a_muted_device_alarms_with_response_none_until_the_mute_ends() -> None:
     fleet = fleet_of(("s1", Kind.smoke))
     fleet.mute_until_ms[fleet.slot("s1")] = T0 + 60_000
-    got = evaluate(fleet, reading("s1", Kind.smoke, "alarm", T0 + 59_999), reading("s1", Kind.smoke, "alarm", T0 + 60_000),
-                   reading("s1", Kind.smoke, "fault", T0 + 60_001))
+    got = evaluate(fleet, reading("s1", Kind.smoke, "alarm", T0 + 59_999),
+                   reading("s1", Kind.smoke, "alarm", T0 + 60_000), reading("s1", Kind.smoke, "fault", T0 + 60_001))
     assert [(d.type.name, d.response.name, d.rule) for d in got] == [
-        ("smoke", "none", "suppressed.muted"), ("smoke", "verify", "smoke.single"), ("device_fault", "none", "device.fault")]
+        ("smoke", "none", "suppressed.muted"), ("smoke", "verify", "smoke.single"),
+        ("device_fault", "none", "device.fault")]
 
 
 def test_unknown_slots_are_ignored_and_the_fleet_is_only_read() -> None:
@@ -283,7 +306,10 @@ def test_unknown_slots_are_ignored_and_the_fleet_is_only_read() -> None:
     batch = columns(fleet, [reading("s1", Kind.smoke, "alarm", T0, temperature_c=70.0)])
     batch.slot = np.array([-1], np.int32)
     def state() -> list[np.ndarray]:
-        return [fleet.flags.copy(), fleet.last_seen_ms.copy(), fleet.last_ts_ms.copy(), *(v.copy() for v in fleet.values.values())]
+        return [
+            fleet.flags.copy(), fleet.last_seen_ms.copy(), fleet.last_ts_ms.copy(),
+            *(v.copy() for v in fleet.values.values()),
+        ]
 
     before = state()
     assert Correlator().evaluate(batch, fleet, T0) == []
@@ -298,6 +324,6 @@ def test_a_devices_own_mute_event_silences_it_for_mute_s() -> None:
     got = evaluate(fleet, reading("s1", Kind.smoke, "alarm", T0 - 1), reading("s1", Kind.smoke, "mute", T0),
                    reading("s1", Kind.smoke, "alarm", T0 + 10_000), core=core)
     assert [d.rule for d in got] == ["smoke.single", "suppressed.muted"]  # an alarm before the mute is not muted
-    got = evaluate(fleet, reading("s1", Kind.smoke, "alarm", T0 + 599_999), reading("s1", Kind.smoke, "alarm", T0 + 600_000),
-                   core=core)  # the next batch remembers the mute
+    got = evaluate(fleet, reading("s1", Kind.smoke, "alarm", T0 + 599_999),
+                   reading("s1", Kind.smoke, "alarm", T0 + 600_000), core=core)  # the next batch remembers the mute
     assert [d.rule for d in got] == ["suppressed.muted", "smoke.single"]

@@ -129,7 +129,10 @@ JSON_SEEDS: list[dict[str, Any]] = [
         "ts": 1795341600000,
         "seq": 4711,
         "event": "alarm",
-        "data": {"smoke_obscuration_pct_m": 4.2, "temperature_c": 31.5, "battery_pct": 86, "rsrp_dbm": -97, "cell_id": "1A2B3C"},
+        "data": {
+            "smoke_obscuration_pct_m": 4.2, "temperature_c": 31.5, "battery_pct": 86, "rsrp_dbm": -97,
+            "cell_id": "1A2B3C",
+        },
     },
     {
         "device_id": IMEI,
@@ -211,7 +214,10 @@ def ctwing_env(message_type: str, payload: Any = None, **fields: Any) -> dict[st
 
 
 CTWING_SEEDS: list[dict[str, Any]] = [
-    ctwing_env("dataReport", {"serviceData": {"Alarm_Status": 1, "Battery_Level": 86, "RSRP": 97, "Cell_ID": 1715004, "ECL": 1}}),
+    ctwing_env(
+        "dataReport",
+        {"serviceData": {"Alarm_Status": 1, "Battery_Level": 86, "RSRP": 97, "Cell_ID": 1715004, "ECL": 1}},
+    ),
     ctwing_env("eventReport", {"gas_sensor_state": 2, "gas_value": 30, "medium": 0, "valve_state": 2, "rsrp": 99}),
     ctwing_env(
         "dataReportTupUnion",
@@ -322,7 +328,8 @@ def test_mutated_mx1_frames_with_a_correct_crc(data: bytes) -> None:
 
 @given(
     st.lists(
-        st.tuples(st.integers(0x00, 0xFF), st.binary(max_size=12)).map(lambda tv: bytes([tv[0], len(tv[1])]) + tv[1]), max_size=6
+        st.tuples(st.integers(0x00, 0xFF), st.binary(max_size=12)).map(lambda tv: bytes([tv[0], len(tv[1])]) + tv[1]),
+        max_size=6,
     ),
     st.integers(0, 5),
     st.integers(0, 20),
@@ -341,7 +348,9 @@ NASTY: st.SearchStrategy[Any] = st.one_of(
     st.just(10**5000 // 10**4000),
     st.floats(),
     st.text(max_size=8),
-    st.sampled_from(["\x00", "\ud800", "868120301234567", "smoke", "alarm", "1", "-97", "2026-11-22T08:00:00Z", "x" * 100]),
+    st.sampled_from(
+        ["\x00", "\ud800", "868120301234567", "smoke", "alarm", "1", "-97", "2026-11-22T08:00:00Z", "x" * 100]
+    ),
     st.lists(st.integers(0, 3), max_size=4),
     st.dictionaries(st.text(max_size=4), st.integers(), max_size=3),
     st.integers(1, 400).map(lambda n: json.loads("[" * n + "]" * n)),
@@ -388,7 +397,9 @@ def json_mutants(draw: st.DrawFn) -> Any:
         else:
             node = _node(doc, path)
             if isinstance(node, dict):
-                keys = ["data", "payload", "msg", "serviceData", "APPdata", "ts", "seq", "kind", "ecl", "cell_id", "type"]
+                keys = [
+                    "data", "payload", "msg", "serviceData", "APPdata", "ts", "seq", "kind", "ecl", "cell_id", "type"
+                ]
                 node[draw(st.sampled_from(keys))] = new
             elif isinstance(node, list):
                 node.append(new)

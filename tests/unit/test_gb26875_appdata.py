@@ -102,7 +102,9 @@ def test_request_data_matches_the_standard_examples() -> None:
 def test_request_data_counts_objects_by_their_size() -> None:
     refs = ComponentRef(1, 1, 0x0002000A).pack() + ComponentRef(1, 2, 7).pack()
     assert request_data(62, refs) == bytes.fromhex("3E 02 01 01 0A 00 02 00 01 02 07 00 00 00")
-    assert decode_app_data(request_data(62, refs)) == AppData(62, (ComponentRef(1, 1, 0x0002000A), ComponentRef(1, 2, 7)))
+    assert decode_app_data(request_data(62, refs)) == AppData(
+        62, (ComponentRef(1, 1, 0x0002000A), ComponentRef(1, 2, 7))
+    )
     assert request_data(61, bytes.fromhex("01 01")) == bytes.fromhex("3D 01 01 01")
     for bad in ((62, b"\x01\x01\x00"), (90, b""), (2, b"\x00"), (61, b"")):
         with pytest.raises(ValueError):
@@ -141,7 +143,12 @@ def test_encode_refuses_objects_of_the_wrong_type_or_range() -> None:
 # --- property tests -------------------------------------------------------------------------
 
 u8, u16, u32 = st.integers(0, 255), st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1)
-times = st.one_of(st.none(), st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31)).map(lambda t: t.replace(microsecond=0)))
+times = st.one_of(
+    st.none(),
+    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31)).map(
+        lambda t: t.replace(microsecond=0)
+    ),
+)
 chars = st.characters(codec="utf-8", exclude_characters="\x00")  # any code point but surrogates and NUL
 descriptions = st.text(chars, max_size=31).filter(lambda s: len(s.encode("gb18030")) <= 31 and not s.endswith(" "))
 texts = st.text(chars, max_size=60)
@@ -197,7 +204,10 @@ def test_unknown_types_round_trip(app_type: int, count: int, raw: bytes) -> None
 
 
 @settings(max_examples=400)
-@given(st.one_of(st.binary(max_size=300), st.sampled_from(sorted(OBJECT_TYPES)).flatmap(lambda t: st.binary(max_size=300).map(lambda b: bytes((t,)) + b))))
+@given(st.one_of(
+    st.binary(max_size=300),
+    st.sampled_from(sorted(OBJECT_TYPES)).flatmap(lambda t: st.binary(max_size=300).map(lambda b: bytes((t,)) + b)),
+))
 def test_fuzz_decode_app_data(data: bytes) -> None:
     try:
         app = decode_app_data(data)

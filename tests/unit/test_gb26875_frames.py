@@ -37,7 +37,8 @@ FIRE = hx(
 CENTRE_CONFIRM = hx("40 40 01 00 01 01 23 3A 09 1A 09 0C 38 5B 01 00 00 00 79 03 00 00 00 00 00 00 03 AB 23 23")
 CENTRE_DENY = hx("40 40 01 00 01 01 23 3A 09 1A 09 0C 38 5B 01 00 00 00 79 03 00 00 00 00 00 00 06 AE 23 23")
 MAIN_POWER = hx(
-    "40 40 01 00 01 01 20 3A 09 1A 09 0C 79 03 00 00 00 00 38 5B 01 00 00 00 09 00 02 15 01 08 02 3A 09 1A 09 0C 42 23 23"
+    "40 40 01 00 01 01 20 3A 09 1A 09 0C 79 03 00 00 00 00 38 5B 01 00 00 00 09 00 02 15 01 08 02 3A 09 1A 09 0C"
+    " 42 23 23"
 )
 READ_STATUS = hx("40 40 01 00 01 01 20 3A 09 1A 09 0C 38 5B 01 00 00 00 79 03 00 00 00 00 03 00 04 51 01 00 FE 23 23")
 DUTY_CHECK = hx("40 40 01 00 01 01 20 3A 09 1A 09 0C 38 5B 01 00 00 00 79 03 00 00 00 00 03 00 01 5B 01 0A 0F 23 23")
@@ -148,7 +149,12 @@ def test_peek_header_reads_the_control_unit_of_a_frame_that_fails_its_checksum()
 
 # --- property tests -------------------------------------------------------------------------
 
-times = st.one_of(st.none(), st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31, 23, 59, 59)).map(lambda t: t.replace(microsecond=0)))
+times = st.one_of(
+    st.none(),
+    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31, 23, 59, 59)).map(
+        lambda t: t.replace(microsecond=0)
+    ),
+)
 frames = st.builds(
     Frame,
     serial=st.integers(0, 0xFFFF),

@@ -51,7 +51,9 @@ def send(*objects: object, app_type: int = 2, source: int = 889, command: int = 
     return Frame(7, (1, 0), SENT, source, 88888, command, data)
 
 
-def readings(frame: Frame, previous: dict[str, int] | None = None, under_test: bool = False) -> list[tuple[Event, str | None]]:
+def readings(
+    frame: Frame, previous: dict[str, int] | None = None, under_test: bool = False
+) -> list[tuple[Event, str | None]]:
     got = frame_to_readings(frame, received_ms=RECEIVED, tz=SHANGHAI, under_test=under_test, previous=previous)
     return [(r.event, r.component) for r in got]
 
@@ -84,7 +86,9 @@ def test_fault_carries_its_fault_code_and_power_fault_is_power_fail() -> None:
     [fault] = frame_to_readings(send(comp(0x0005)), received_ms=RECEIVED, tz=SHANGHAI)
     assert fault.event is Event.fault and fault.metrics == {"fault_code": "component"}
     assert readings(send(comp(0x0101))) == [(Event.power_fail, "1:1:17")]
-    assert readings(send(comp(0x0001)), {"1:1:17": 0x0105}) == [(Event.fault_clear, "1:1:17"), (Event.power_restore, "1:1:17")]
+    assert readings(send(comp(0x0001)), {"1:1:17": 0x0105}) == [
+        (Event.fault_clear, "1:1:17"), (Event.power_restore, "1:1:17")
+    ]
 
 
 def test_panel_only_bits_become_a_report_with_their_names() -> None:
@@ -100,7 +104,8 @@ def test_fire_with_a_panel_only_change_gives_the_alarm_and_a_report() -> None:
 
 def test_device_status_example_main_power_fault() -> None:
     frame = decode_frame(bytes.fromhex(
-        "40 40 01 00 01 01 20 3A 09 1A 09 0C 79 03 00 00 00 00 38 5B 01 00 00 00 09 00 02 15 01 08 02 3A 09 1A 09 0C 42 23 23"
+        "40 40 01 00 01 01 20 3A 09 1A 09 0C 79 03 00 00 00 00 38 5B 01 00 00 00 09 00 02 15 01 08 02 3A 09 1A 09 0C"
+        " 42 23 23"
     ))
     [r] = frame_to_readings(frame, received_ms=RECEIVED, tz=SHANGHAI)
     assert (r.event, r.component, r.ts_ms) == (Event.power_fail, None, AT_MS)
@@ -125,14 +130,19 @@ def test_objects_of_one_frame_see_each_other_and_memory_is_returned() -> None:
     frame = send(comp(0x0003), comp(0x0001, addr=18), comp(0x0001))
     app = AppData(2, (comp(0x0003), comp(0x0001, addr=18), comp(0x0001)))
     got, memory = map_frame(frame, app, received_ms=RECEIVED, tz=SHANGHAI, under_test=False, previous={})
-    assert [(r.event, r.component) for r in got] == [(Event.alarm, "1:1:17"), (Event.report, "1:1:18"), (Event.alarm_clear, "1:1:17")]
+    assert [(r.event, r.component) for r in got] == [
+        (Event.alarm, "1:1:17"), (Event.report, "1:1:18"), (Event.alarm_clear, "1:1:17")
+    ]
     assert memory == {"1:1:17": 0x0001, "1:1:18": 0x0001}
 
 
 def test_a_panel_reset_clears_the_fires_it_remembers() -> None:
     previous = {"1:1:17": 0x0003, "1:1:18": 0x0005, "1:2:9": 0x0003, "1:1": 0x0003}
     frame = send(SystemOperation(1, 1, 0x01, 4, AT), app_type=4)
-    got, memory = map_frame(frame, AppData(4, (SystemOperation(1, 1, 0x01, 4, AT),)), received_ms=RECEIVED, tz=SHANGHAI, under_test=False, previous=previous)
+    got, memory = map_frame(
+        frame, AppData(4, (SystemOperation(1, 1, 0x01, 4, AT),)),
+        received_ms=RECEIVED, tz=SHANGHAI, under_test=False, previous=previous,
+    )
     assert [(r.event, r.component) for r in got] == [(Event.report, None), (Event.alarm_clear, "1:1:17")]
     assert got[0].extra["operations"] == ["reset"] and got[1].extra["cleared_by"] == "reset"
     assert memory == {"1:2:9": 0x0003}
@@ -148,7 +158,10 @@ def test_operations_map_to_mute_test_and_manual_alarm() -> None:
 
 def test_analog_values_with_a_canonical_metric_use_it() -> None:
     got = frame_to_readings(
-        send(AnalogValue(11, 1, 92, 3, 3, 253, AT), AnalogValue(11, 1, 92, 3, 5, 350, AT), AnalogValue(11, 1, 92, 3, 9, 12, AT), app_type=3),
+        send(
+            AnalogValue(11, 1, 92, 3, 3, 253, AT), AnalogValue(11, 1, 92, 3, 5, 350, AT),
+            AnalogValue(11, 1, 92, 3, 9, 12, AT), app_type=3,
+        ),
         received_ms=RECEIVED, tz=SHANGHAI,
     )
     assert [r.metrics for r in got] == [{"temperature_c": 25.3}, {"pressure_mpa": 0.035}, {}]
@@ -168,7 +181,9 @@ def test_unknown_types_become_a_report_with_the_raw_bytes() -> None:
 
 def test_undecodable_application_data_raises_decode_error() -> None:
     with pytest.raises(DecodeError):
-        frame_to_readings(Frame(1, (1, 0), SENT, 1, 2, Command.send, b"\x02\x01\x00"), received_ms=RECEIVED, tz=SHANGHAI)
+        frame_to_readings(
+            Frame(1, (1, 0), SENT, 1, 2, Command.send, b"\x02\x01\x00"), received_ms=RECEIVED, tz=SHANGHAI
+        )
 
 
 # --- status mapping against a plain reference --------------------------------------------------

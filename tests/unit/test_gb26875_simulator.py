@@ -22,7 +22,8 @@ def test_every_seeded_component_encodes_and_decodes() -> None:
         data = encode_app_data(AppData(2, tuple(panel.component_status(c, AT) for c in panel.components)))
         assert len(data) == 2 + 22 * 46 <= 1024
         decoded = decode_app_data(data).objects
-        assert [o.description for o in decoded if isinstance(o, ComponentStatus)] == [c.description for c in panel.components]
+        described = [o.description for o in decoded if isinstance(o, ComponentStatus)]
+        assert described == [c.description for c in panel.components]
 
 
 def test_clip_description_cuts_at_a_character_boundary() -> None:

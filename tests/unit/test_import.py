@@ -64,7 +64,10 @@ def test_csv_cells_become_typed_fields() -> None:
     )
     specs = [s for _, s in parse_import(text, "csv").specs]
     assert specs == [
-        DeviceSpec("868120301234567", Kind.gas, "U1", {"lat": 25.8, "lon": 114.9}, None, {"gas_lel_pct": 8.0}, "vendor-x", "1A2B3C"),
+        DeviceSpec(
+            "868120301234567", Kind.gas, "U1", {"lat": 25.8, "lon": 114.9}, None, {"gas_lel_pct": 8.0}, "vendor-x",
+            "1A2B3C",
+        ),
         DeviceSpec("868120301234568", Kind.smoke, None, "3F kitchen", None, {}, None, None),
     ]
 
@@ -79,7 +82,8 @@ def test_csv_line_numbers_count_quoted_newlines_and_blank_lines() -> None:
     ("text", "message"),
     [
         ("device_id,kind,colour\nd1,smoke,red\n",
-         "unknown column(s) colour; columns are device_id, kind, unit_id, location, heartbeat_s, thresholds, profile, cell_id"),
+         "unknown column(s) colour; columns are device_id, kind, unit_id, location, heartbeat_s, thresholds, profile,"
+         " cell_id"),
         ("device_id,unit_id\nd1,U1\n", "the header row must name at least device_id and kind"),
         ("\n\n", "no header row; the first line must name the columns, e.g. device_id,kind,unit_id"),
     ],
@@ -133,9 +137,9 @@ def test_unit_spec_generates_an_id_and_normalises_the_region() -> None:
     b = UnitSpec.parse({"name": "南外街道农贸市场"})
     assert a.unit_id != b.unit_id and re.fullmatch(r"U[0-9a-f]{16}", a.unit_id)
     assert (a.region, a.industry, a.contacts) == ("江西省/赣州市", "other", [])
-    with pytest.raises(InvalidSpec, match="^name is missing$"):
+    with pytest.raises(InvalidSpec, match=r"^name is missing$"):
         UnitSpec.parse({"unit_id": "U1"})
-    with pytest.raises(InvalidSpec, match="^contacts must be a list of objects$"):
+    with pytest.raises(InvalidSpec, match=r"^contacts must be a list of objects$"):
         UnitSpec.parse({"name": "x", "contacts": ["13800000000"]})
 
 
@@ -150,7 +154,8 @@ def reference_accepts(rows: list[tuple[str, str]]) -> list[tuple[int, str]]:
     seen: set[str] = set()
     for i, (device_id, kind) in enumerate(rows):
         d = device_id.strip()
-        if not d or len(d) > 64 or any(c not in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-" for c in d):
+        allowed = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-"
+        if not d or len(d) > 64 or any(c not in allowed for c in d):
             continue
         if kind.strip().lower() not in {k.name for k in Kind}:
             continue

@@ -19,12 +19,27 @@ from devices.batch import NUMERIC_COLUMNS, ReadingColumns
 from devices.fleet import Fleet
 from devices.kinds import ALL_METRICS, Event, Kind
 from devices.reading import Reading
+from ingest.codecs.errors import DecodeError
+from ingest.codecs.json_report import (
+    _fast_batch,
+    _load_report,
+    _slow_batch,
+    decode_json_batch_indexed,
+    encode_json_report,
+)
+from ingest.codecs.values import load_json
 from ingest.metrics import IngestMetrics
 from ingest.pipeline import Deduper, Flush, Pipeline, Submission
-from ingest.codecs.errors import DecodeError
-from ingest.codecs.json_report import _fast_batch, _load_report, _slow_batch, decode_json_batch_indexed, encode_json_report
-from ingest.codecs.values import load_json
-from ingest.storage import ROW_COLUMNS, ReadingStore, canonical_json, identity, is_untimed_row, pg_time, prepare, prepare_many
+from ingest.storage import (
+    ROW_COLUMNS,
+    ReadingStore,
+    canonical_json,
+    identity,
+    is_untimed_row,
+    pg_time,
+    prepare,
+    prepare_many,
+)
 from tests.unit.test_codec_json import JSON_VALUES, json_readings
 
 RECEIVED = 1_795_341_600_000
@@ -32,9 +47,12 @@ FAST = settings(max_examples=300, deadline=None)
 
 _ODD_ELEMENTS = st.sampled_from([
     b"1", b"null", b"[]", b'"x"', b"{}", b'{"device_id":"a","kind":"smoke","junk":[[[[1]]]]}',
-    b'{"device_id":"a","kind":"smoke","data":{"v":NaN}}', b'{"device_id":"a","kind":"smoke","seq":12345678901234567890}',
-    b'{"device_id":"a","kind":"smoke","data":{"big":123456789012345678901}}', b'{"device_id":"a","kind":"smoke","ts":1e400}',
-    b'{"device_id":"a","kind":"smoke","data":{"s":"\\ud800"}}', b'{"device_id":"a","kind":"smoke","data":{"f":0.1000000000000000055511}}',
+    b'{"device_id":"a","kind":"smoke","data":{"v":NaN}}',
+    b'{"device_id":"a","kind":"smoke","seq":12345678901234567890}',
+    b'{"device_id":"a","kind":"smoke","data":{"big":123456789012345678901}}',
+    b'{"device_id":"a","kind":"smoke","ts":1e400}',
+    b'{"device_id":"a","kind":"smoke","data":{"s":"\\ud800"}}',
+    b'{"device_id":"a","kind":"smoke","data":{"f":0.1000000000000000055511}}',
     b'{"device_id":"a","kind":"smoke","kind":"gas"}', b'{"device_id":"a","kind":"nope"}', b'{"device_id":"a",', b"\xff",
     b'{"device_id":"a","kind":"smoke","data":' + b"[" * 40 + b"]" * 40 + b"}",
     b'{"device_id":"a","kind":"smoke","ts":"2026-11-22T08:00:00Z","data":{"temperature_c":-0.0,"battery_pct":1E2}}',
@@ -62,13 +80,15 @@ def batches(draw: st.DrawFn) -> bytes:
 def test_fast_batch_decodes_exactly_what_the_slow_path_does(payload: bytes) -> None:
     try:
         slow = _slow_batch(payload, RECEIVED)
-    except Exception as e:  # noqa: BLE001 - the whole payload is refused: the fast path must not accept it
+    except Exception as e:  # the whole payload is refused: the fast path must not accept it
         assert _fast_batch(payload, RECEIVED) is None, e
         return
     fast = _fast_batch(payload, RECEIVED)
     if fast is not None:
         assert not slow.errors and fast == slow.readings
-        assert [type(v) for r in fast for v in r.metrics.values()] == [type(v) for r in slow.readings for v in r.metrics.values()]
+        assert [type(v) for r in fast for v in r.metrics.values()] == [
+            type(v) for r in slow.readings for v in r.metrics.values()
+        ]
     got = decode_json_batch_indexed(payload, received_ms=RECEIVED)
     assert got.readings == slow.readings and got.errors == slow.errors
     for i in range(len(got.readings)):
@@ -91,7 +111,10 @@ def test_a_report_parses_as_the_standard_parser_does(payload: bytes) -> None:
 
 
 def test_fast_batch_takes_the_fast_path_for_plain_batches() -> None:
-    rs = [Reading(f"d{i}", Kind.smoke, Event.heartbeat, RECEIVED - 1 - i, RECEIVED, i, {"battery_pct": 80.0}) for i in range(3)]
+    rs = [
+        Reading(f"d{i}", Kind.smoke, Event.heartbeat, RECEIVED - 1 - i, RECEIVED, i, {"battery_pct": 80.0})
+        for i in range(3)
+    ]
     payload = b"[" + b",".join(encode_json_report(r) for r in rs) + b"]"
     assert _fast_batch(payload, RECEIVED) == rs
     assert decode_json_batch_indexed(payload, received_ms=RECEIVED).element(1) == encode_json_report(rs[1])
@@ -100,17 +123,27 @@ def test_fast_batch_takes_the_fast_path_for_plain_batches() -> None:
 def _reference_columns(readings: list[Reading], slots: list[int]) -> dict[str, np.ndarray]:
     """The twelve-pass definition `from_readings` replaced."""
     n = len(readings)
-    return {name: np.fromiter((get(r.metrics) for r in readings), np.float64, n) for name, get in NUMERIC_COLUMNS.items()}
+    return {
+        name: np.fromiter((get(r.metrics) for r in readings), np.float64, n) for name, get in NUMERIC_COLUMNS.items()
+    }
 
 
 _METRIC_VALUES = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**60), 2**60), st.booleans(), st.text(max_size=3),
-    st.lists(st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-1000, 1000), st.booleans(), st.text(max_size=2)), max_size=4),
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=False, allow_infinity=False), st.integers(-1000, 1000), st.booleans(),
+            st.text(max_size=2),
+        ),
+        max_size=4,
+    ),
     st.none(),
 )
 
 
-@given(st.lists(st.dictionaries(st.sampled_from([*NUMERIC_COLUMNS, "cell_id", "valve", "current_a"]), _METRIC_VALUES), max_size=8))
+@given(st.lists(
+    st.dictionaries(st.sampled_from([*NUMERIC_COLUMNS, "cell_id", "valve", "current_a"]), _METRIC_VALUES), max_size=8
+))
 @FAST
 def test_one_pass_columns_match_the_per_column_definition(metric_maps: list[dict[str, Any]]) -> None:
     readings = [Reading(f"d{i}", Kind.smoke, Event.report, i, i, None, m) for i, m in enumerate(metric_maps)]
@@ -136,7 +169,9 @@ def test_prepared_row_matches_its_definition(r: Reading, untimed: bool) -> None:
     assert (json.loads(record["extra"]) if record["extra"] else {}) == r.extra
     assert record["metrics"].encode() == canonical_json(r.metrics)
     assert (record["ts"], record["received_at"]) == (pg_time(r.ts_ms), pg_time(r.received_ms))
-    assert (record["seq"], record["source"], record["kind"], record["event"]) == (r.seq, "src", r.kind.name, r.event.name)
+    assert (record["seq"], record["source"], record["kind"], record["event"]) == (
+        r.seq, "src", r.kind.name, r.event.name
+    )
     assert record["component"] == r.component and record["device_id"] == r.device_id
     # a redelivered copy (untimed: received again later) has the same identity
     copy = Reading(**{f: getattr(r, f) for f in r.__slots__})  # type: ignore[attr-defined]
@@ -170,7 +205,9 @@ _ANY_SCALAR = st.one_of(
     st.none(), st.booleans(), st.integers(-(10**18), 10**18), st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=4), st.sampled_from(["", "\x00", "\ud800", "x" * 65, "温度"]),
 )
-_ANY = st.one_of(_ANY_SCALAR, st.lists(_ANY_SCALAR, max_size=3), st.dictionaries(st.text(max_size=3), _ANY_SCALAR, max_size=2))
+_ANY = st.one_of(
+    _ANY_SCALAR, st.lists(_ANY_SCALAR, max_size=3), st.dictionaries(st.text(max_size=3), _ANY_SCALAR, max_size=2)
+)
 _NUMBERS = st.one_of(st.integers(-(10**18), 10**18), st.floats(allow_nan=False, allow_infinity=False),
                      st.floats(-1, 200), st.integers(-3, 103))
 _BAD_METRIC = {
@@ -210,14 +247,18 @@ _GOOD = {
     "kind": st.sampled_from([k.name for k in Kind]),
     "event": st.sampled_from([e.name for e in Event]) | st.none(),
     "ts": st.one_of(st.integers(0, 253_402_300_799_999), st.just(RECEIVED), st.none(),
-                    st.sampled_from(["2026-11-22T08:00:00Z", "2026-11-22 08:00:00.123456+08:00", "1970-01-01T00:00:00z"])),
+                    st.sampled_from(
+                        ["2026-11-22T08:00:00Z", "2026-11-22 08:00:00.123456+08:00", "1970-01-01T00:00:00z"]
+                    )),
     "seq": st.integers(0, 2**31 - 1) | st.none(),
     "component": st.from_regex(r"\A[0-9]{1,3}:[0-9]{1,3}\Z") | st.none(),
 }
 
 
 @st.composite
-def _element(draw: st.DrawFn, shape: tuple[str, ...], metric_names: tuple[str, ...], bad_percent: int) -> dict[str, Any]:
+def _element(
+    draw: st.DrawFn, shape: tuple[str, ...], metric_names: tuple[str, ...], bad_percent: int
+) -> dict[str, Any]:
     from ingest.codecs.values import METRIC_TYPES
 
     def bad() -> bool:
@@ -242,10 +283,13 @@ def _element(draw: st.DrawFn, shape: tuple[str, ...], metric_names: tuple[str, .
     return doc
 
 
-_EXTRA_VALUES = st.one_of(st.integers(-(10**18), 10**18), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=3),
-                          st.lists(st.integers(0, 3), max_size=2), st.dictionaries(st.text(max_size=2), st.booleans(), max_size=2))
+_EXTRA_VALUES = st.one_of(st.integers(-(10**18), 10**18), st.floats(allow_nan=False, allow_infinity=False),
+                          st.text(max_size=3), st.lists(st.integers(0, 3), max_size=2),
+                          st.dictionaries(st.text(max_size=2), st.booleans(), max_size=2))
 _SHAPE_KEYS = ("device_id", "kind", "event", "ts", "seq", "component", "data")
-_METRIC_NAMES = st.lists(st.sampled_from(sorted(ALL_METRICS) + ["fw", "vendor", "x"]), unique=True, max_size=6).map(tuple)
+_METRIC_NAMES = st.lists(
+    st.sampled_from([*sorted(ALL_METRICS), "fw", "vendor", "x"]), unique=True, max_size=6
+).map(tuple)
 
 
 @st.composite
@@ -277,8 +321,12 @@ def test_columnar_fast_batch_is_the_slow_path(payload: bytes) -> None:
         assert fast is not None
     if fast is not None:
         assert not slow.errors and fast == slow.readings
-        assert [type(v) for r in fast for v in r.metrics.values()] == [type(v) for r in slow.readings for v in r.metrics.values()]
-        assert [type(v) for r in fast for v in r.extra.values()] == [type(v) for r in slow.readings for v in r.extra.values()]
+        assert [type(v) for r in fast for v in r.metrics.values()] == [
+            type(v) for r in slow.readings for v in r.metrics.values()
+        ]
+        assert [type(v) for r in fast for v in r.extra.values()] == [
+            type(v) for r in slow.readings for v in r.extra.values()
+        ]
         assert [prepare(r, "s") for r in fast] == [prepare(r, "s") for r in slow.readings]
     got = decode_json_batch_indexed(payload, received_ms=RECEIVED)
     assert got.readings == slow.readings and got.errors == slow.errors
@@ -303,12 +351,15 @@ def test_columnar_fast_batch_converts_like_validate_metric() -> None:
 @pytest.mark.parametrize("bad", [
     {"device_id": "a\nb"}, {"device_id": "x" * 65}, {"kind": "toaster"}, {"event": "party"}, {"ts": -1},
     {"ts": "yesterday"}, {"seq": 2**31}, {"seq": True}, {"component": ""}, {"data": [1]},
-    {"data": {"battery_pct": 101}}, {"data": {"battery_pct": True}}, {"data": {"ecl": 1.5}}, {"data": {"valve": "ajar"}},
-    {"data": {"cell_id": ""}}, {"data": {"mains_ok": 1}}, {"data": {"voltage_v": []}}, {"data": {"fw": {"a": [[]] * 0, "b": "\x00"}}},
+    {"data": {"battery_pct": 101}}, {"data": {"battery_pct": True}}, {"data": {"ecl": 1.5}},
+    {"data": {"valve": "ajar"}}, {"data": {"cell_id": ""}}, {"data": {"mains_ok": 1}}, {"data": {"voltage_v": []}},
+    {"data": {"fw": {"a": [[]] * 0, "b": "\x00"}}},
 ])
 def test_one_bad_element_sends_the_batch_to_the_slow_path(bad: dict[str, Any]) -> None:
-    good = [{"device_id": f"d{i}", "kind": "smoke", "event": "heartbeat", "ts": RECEIVED - i, "data": {"battery_pct": 50}}
-            for i in range(5)]
+    good = [
+        {"device_id": f"d{i}", "kind": "smoke", "event": "heartbeat", "ts": RECEIVED - i, "data": {"battery_pct": 50}}
+        for i in range(5)
+    ]
     good[3] = {**good[3], **bad}
     payload = json.dumps(good).encode()
     assert _fast_batch(payload, RECEIVED) is None
@@ -336,7 +387,8 @@ def test_deduper_fresh_is_seen_one_by_one(calls: list[list[tuple[str, int]]], st
 
 _PIPE_READINGS = st.lists(st.builds(
     Reading, st.sampled_from(["s1", "s2", "g1", "u1", "new1", "new2"]), st.sampled_from(list(Kind)),
-    st.sampled_from([Event.heartbeat, Event.alarm]), st.integers(0, 3), st.just(RECEIVED), st.none() | st.integers(0, 2),
+    st.sampled_from([Event.heartbeat, Event.alarm]), st.integers(0, 3), st.just(RECEIVED),
+    st.none() | st.integers(0, 2),
     st.just({}), st.just({}), st.none() | st.sampled_from(["1:1:1", "1:1:2"]),
 ), max_size=10)
 
@@ -350,7 +402,7 @@ def _reference_process(p: Pipeline, batch: list[Submission], now: int) -> tuple[
             key, row = prepare(r, sub.source)
             if p.dedupe.seen(key, now):
                 continue
-            slot = p._slot_for(r, sub, index, flush, now)  # noqa: SLF001
+            slot = p._slot_for(r, sub, index, flush, now)
             if slot < 0:
                 continue
             accepted.append(r)
@@ -372,16 +424,22 @@ def test_process_is_the_per_reading_definition(subs: list[list[Reading]], unknow
             fleet.upsert("u1", Kind.uitd)
             seen: list[tuple[list[Reading], ReadingColumns]] = []
 
-            async def on_batch(readings: list[Reading], columns: ReadingColumns) -> None:
-                seen.append((list(readings), columns))
+            async def on_batch(
+                readings: list[Reading],
+                columns: ReadingColumns,
+                into: list[tuple[list[Reading], ReadingColumns]] = seen,
+            ) -> None:
+                into.append((list(readings), columns))
 
             p = Pipeline(fleet=fleet, store=ReadingStore(None), on_batch=on_batch,  # type: ignore[arg-type] - never writes
                          metrics=IngestMetrics(CollectorRegistry()),
                          unknown_devices=unknown, clock=lambda: RECEIVED)
             loop = asyncio.get_running_loop()
-            batch = [Submission(rs, "mqtt", f"src{k}", loop.create_future(), "json", b"raw") for k, rs in enumerate(subs)]
+            batch = [
+                Submission(rs, "mqtt", f"src{k}", loop.create_future(), "json", b"raw") for k, rs in enumerate(subs)
+            ]
             if batched:
-                await p._process(batch, "tel")  # noqa: SLF001
+                await p._process(batch, "tel")
                 flush = p.buffer[0]
                 accepted = seen[0][0] if seen else []
                 slots = seen[0][1].slot.tolist() if seen else []

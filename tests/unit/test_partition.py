@@ -59,7 +59,8 @@ def test_keys_follow_the_unit_and_a_component_its_transmission_device() -> None:
 
 
 def test_wire_format_round_trips_every_field() -> None:
-    rs = [reading("s1"), reading("uitd-7", component="1:2:3", event=Event.fault), Reading("x", Kind.gas, Event.heartbeat, T0, T0),
+    rs = [reading("s1"), reading("uitd-7", component="1:2:3", event=Event.fault),
+          Reading("x", Kind.gas, Event.heartbeat, T0, T0),
           Reading("u", Kind.smoke, Event.heartbeat, T0, T0, seq=3, untimed=True)]
     assert decode(encode(rs)) == rs
 
@@ -69,7 +70,10 @@ def test_version_1_messages_of_a_worker_not_yet_upgraded_are_read_as_timed() -> 
     assert decode(v1) == [Reading("d1", Kind.smoke, Event.heartbeat, T0, T0, seq=4)]
 
 
-@pytest.mark.parametrize("payload", [b"not json", b'{"v": 3, "r": []}', b'{"v": 1, "r": [[1, 2]]}', b'{"v": 1, "r": [["d", 99, 0, 1, 1, null, {}, null, null]]}'])
+@pytest.mark.parametrize("payload", [
+    b"not json", b'{"v": 3, "r": []}', b'{"v": 1, "r": [[1, 2]]}',
+    b'{"v": 1, "r": [["d", 99, 0, 1, 1, null, {}, null, null]]}',
+])
 def test_unreadable_internal_messages_raise_wire_error(payload: bytes) -> None:
     with pytest.raises(WireError):
         decode(payload)
@@ -90,7 +94,8 @@ def test_a_batch_is_published_once_per_partition_and_lane_and_awaited() -> None:
     a, b = partition_of("unit:u-a", 2), partition_of("unit:u-d", 2)
     assert a != b  # the fixture's units land apart
     by_topic = dict(sent)
-    assert [r.device_id for r in by_topic[f"mx/v1/default/internal/p/{a}/evt"]] == ["s1", "s2"]  # an alarm in it: evt lane
+    # an alarm in it: evt lane
+    assert [r.device_id for r in by_topic[f"mx/v1/default/internal/p/{a}/evt"]] == ["s1", "s2"]
     assert [r.detector_id for r in by_topic[f"mx/v1/default/internal/p/{b}/tel"]] == ["s3", "uitd-7:1:2:3"]
     assert len(sent) == 2
 
@@ -118,7 +123,7 @@ def test_the_feed_dedupes_maps_to_local_slots_and_quarantines_strangers() -> Non
     msg = encode([reading("s2"), reading("stranger"), reading("uitd-9", component="1:1:1")])
     assert asyncio.run(feed.handle(msg)) == 3
     assert asyncio.run(feed.handle(msg)) == 0 and feed.duplicates == 3
-    rs, cols = batches[0]
+    _rs, cols = batches[0]
     assert len(batches) == 1
     assert cols.slot.tolist() == fleet.slots(["s2", "stranger", "uitd-9:1:1:1"]).tolist()
     assert bool(np.all(cols.slot >= 0))

@@ -12,7 +12,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_every_setting_has_a_readme_row_with_its_description() -> None:
-    rows = dict(re.findall(r"^\| `MIAOXIANG_([A-Z0-9_]+)` \| `[^`]*` \| (.+) \|$", README.read_text(encoding="utf-8"), re.M))
+    readme = README.read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `MIAOXIANG_([A-Z0-9_]+)` \| `[^`]*` \| (.+) \|$", readme, re.M))
     for name, field in Settings.model_fields.items():
         assert field.description, f"{name} has no description"
         assert rows.get(name.upper()) == field.description, f"README row of MIAOXIANG_{name.upper()}"

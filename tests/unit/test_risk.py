@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from alerting.risk import COLOURS, THRESHOLDS, UnitInputs, unit_scores
 
-FIELDS = ("active_by_severity", "active_immediate_fire", "fires_90d", "false_alarms_90d", "devices", "offline", "faulty",
-          "low_battery", "tamper_open", "working", "work_orders_open", "work_orders_overdue", "shielded_points",
-          "override")
+FIELDS = ("active_by_severity", "active_immediate_fire", "fires_90d", "false_alarms_90d", "devices", "offline",
+          "faulty", "low_battery", "tamper_open", "working", "work_orders_open", "work_orders_overdue",
+          "shielded_points", "override")
 
 
 def unit(**over: object) -> dict[str, object]:
@@ -112,7 +112,9 @@ def test_one_more_alarm_never_lowers_a_score(units: list[dict], data: st.DataObj
     i = data.draw(st.integers(0, len(units) - 1))
     sev = data.draw(st.integers(0, 3))
     worse = [dict(u) for u in units]
-    worse[i] = {**worse[i], "active_by_severity": [c + (j == sev) for j, c in enumerate(worse[i]["active_by_severity"])]}
+    worse[i] = {
+        **worse[i], "active_by_severity": [c + (j == sev) for j, c in enumerate(worse[i]["active_by_severity"])]
+    }
     before, after = unit_scores(inputs(units)), unit_scores(inputs(worse))
     assert after.score[i] >= before.score[i] and after.colour[i] >= before.colour[i]
     others = np.arange(len(units)) != i

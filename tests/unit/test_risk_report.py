@@ -14,7 +14,7 @@ from alerting.risk_report import COLUMNS, report_csv, report_html, report_rows
 WEEKS = [date(2025, 1, 6) + timedelta(weeks=i) for i in range(4)]
 
 
-def rows():  # noqa: ANN201
+def rows():
     return report_rows(WEEKS, alarms=np.array([4, 0, 10, 2.0]), false_alarms=np.array([1, 0, 5, 0.0]),
                        classified=np.array([4, 0, 8, 0.0]), offline_devices=np.array([0, 3, 1, 0.0]),
                        devices=np.array([20, 20, 40, 0.0]))

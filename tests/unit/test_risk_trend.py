@@ -33,7 +33,7 @@ EXPECTED = {"steady, then a jump", "busy district, an outbreak", "silent until n
 
 def test_known_histories_raise_exactly_the_expected_warnings() -> None:
     names = list(HISTORIES)
-    weekly = np.array([base + [now] for base, now in HISTORIES.values()], float)
+    weekly = np.array([[*base, now] for base, now in HISTORIES.values()], float)
     alerts = trend_alerts(names, weekly)
     assert {a.group for a in alerts} == EXPECTED
     jump = next(a for a in alerts if a.group == "steady, then a jump")

@@ -24,7 +24,9 @@ def test_inconsistent_scale_out_settings_are_one_sentence_without_values(overrid
 def test_each_role_has_its_own_session_ids_and_one_process_keeps_todays() -> None:
     assert load_settings().session_id() == "miaoxiang-default"
     url = "mqtt://broker:1883"
-    ids = {load_settings(partitions=3, role="worker", partition_index=i, mqtt_share_group="g", mqtt_url=url).session_id()
-           for i in range(3)}
+    ids = {
+        load_settings(partitions=3, role="worker", partition_index=i, mqtt_share_group="g", mqtt_url=url).session_id()
+        for i in range(3)
+    }
     ids.add(load_settings(partitions=3, role="api", mqtt_url=url).session_id())
     assert len(ids) == 4

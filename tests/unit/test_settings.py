@@ -54,7 +54,9 @@ def test_missing_and_broken_config_files(tmp_path: Path) -> None:
         load_settings(bad)
 
 
-def test_cli_prints_one_sentence_and_exits_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_prints_one_sentence_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from miaoxiang.cli import main
 
     monkeypatch.setenv("MIAOXIANG_LOG_LEVEL", "LOUD")

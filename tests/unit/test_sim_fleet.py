@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
@@ -106,7 +107,7 @@ def test_heartbeat_schedule(fleet) -> None:
         beats = list(d.heartbeats(T0, end))
         assert 9 <= len(beats) <= 11
         assert all(T0 <= t < end for t in beats)
-        gaps = [b - a for a, b in zip(beats, beats[1:])]
+        gaps = [b - a for a, b in pairwise(beats)]
         assert all(abs(g - d.heartbeat_s * 1000) <= 2 * d.jitter_s * 1000 + 1 for g in gaps)
         assert list(d.heartbeats(T0, end)) == beats
 

@@ -41,7 +41,9 @@ async def test_scenario_and_gateway_batches_arrive(mqtt_url: str) -> None:
     fleet = build_fleet(400, 2)
     root = f"simtest-{uuid.uuid4().hex[:10]}/default"
     sc = SCENARIOS["fire_spread"](fleet, 2, T0)
-    gw = [s for s in background(fleet, 2, T0, T0 + 3_600_000) if fleet.device(s.reading.device_id).uplink == "gateway"][:30]
+    gw = [
+        s for s in background(fleet, 2, T0, T0 + 3_600_000) if fleet.device(s.reading.device_id).uplink == "gateway"
+    ][:30]
     mx1 = [s for s in background(fleet, 2, T0, T0 + 86_400_000)
            if fleet.device(s.reading.device_id).encoding == "mx1" and s.transport_hint == "mqtt"][:10]
     assert len(gw) == 30 and len({fleet.device(s.reading.device_id).gateway_id for s in gw}) >= 2 and mx1
@@ -61,7 +63,9 @@ async def test_scenario_and_gateway_batches_arrive(mqtt_url: str) -> None:
     assert len(got) == expected
     direct = [m for m in got if "/batch/" not in m.topic.value]
     sent = sc.messages() + mx1
-    assert [m.topic.value for m in direct] == [f"{root}/{s.lane}/{s.reading.kind.name}/{s.reading.device_id}" for s in sent]
+    assert [m.topic.value for m in direct] == [
+        f"{root}/{s.lane}/{s.reading.kind.name}/{s.reading.device_id}" for s in sent
+    ]
     assert all(m.qos == 1 for m in got)
     for m, s in zip(direct, sent):
         r = decode_report(m.payload, received_ms=s.reading.received_ms, topic_kind=s.reading.kind,  # type: ignore[arg-type]

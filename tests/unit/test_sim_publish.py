@@ -162,7 +162,8 @@ def test_onenet_envelope_through_the_shipped_profile(fleet) -> None:
     smoke = [d for d in fleet.devices if d.kind is Kind.smoke and d.uplink == "onenet"]
     assert smoke
     for d in smoke:
-        for event, expected in ((Event.alarm, Event.alarm), (Event.heartbeat, Event.report), (Event.report, Event.report)):
+        pairs = ((Event.alarm, Event.alarm), (Event.heartbeat, Event.report), (Event.report, Event.report))
+        for event, expected in pairs:
             r = make_reading(d, event, T0, {"temperature_c": 31.5})
             body, _ = onenet_request(r, "tok", profile)
             assert verify_onenet("tok", body) and not verify_onenet("nope", body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, datetime
+from itertools import pairwise
 
 import pytest
 
@@ -227,7 +228,7 @@ def test_power_cut(played, fleet) -> None:
         if dev.mains:
             assert Event.power_fail in [e for _, e in events[d]]
         times = [t for t, _ in events[d]]
-        gaps = [b - a for a, b in zip(times, times[1:])]
+        gaps = [b - a for a, b in pairwise(times)]
         assert max(gaps) < 2.5 * dev.heartbeat_s * 1000  # nobody is silent long enough to go offline
     silences = sc.silences()
     back = [s.until_ms for s in silences]

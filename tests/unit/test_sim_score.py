@@ -76,7 +76,9 @@ def test_the_table_has_a_row_per_expectation_and_counts_them(fleet) -> None:
     table = format_table(rows)
     lines = table.splitlines()
     assert lines[0].startswith("| scenario | expectation | result |")
-    assert lines[2] == "| smoke_heat | smoke immediate within 5 s | pass | smoke/immediate | 0.0 | 1 matching, 1 in time |"
+    assert lines[2] == (
+        "| smoke_heat | smoke immediate within 5 s | pass | smoke/immediate | 0.0 | 1 matching, 1 in time |"
+    )
     assert "| cooking_transient | smoke none within 15 s | FAIL | - |  | no matching alarm |" in lines
     assert "| cooking_transient | no any immediate | pass | - |  | 0 matching (at most 0 allowed) |" in lines
     assert lines[-1] == "2/3 expectations met in 2 scenarios"
