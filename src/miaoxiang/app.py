@@ -91,6 +91,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
     for unavailable in UNAVAILABLE:
         app.add_exception_handler(unavailable, database_unavailable)
 
+    app.include_router(push_router)  # first: a platform push is matched before the other routes are tried
     app.include_router(devices_router)
     app.include_router(readings_router)
     app.include_router(overview_router)
@@ -110,7 +111,6 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
     app.include_router(shields_router)
     app.include_router(monthly_report_router)
     app.include_router(work_orders_router)
-    app.include_router(push_router)
     app.include_router(gb26875_router)
     app.include_router(console_router())
 

@@ -169,7 +169,8 @@ class PushDeps(Protocol):
     def devices(self) -> PlatformNotices: ...
 
 
-def deps(request: Request) -> PushDeps:
+async def deps(request: Request) -> PushDeps:
+    """Async, so FastAPI calls it on the loop: a plain function would cost a thread hop a push."""
     return cast(PushDeps, request.state.services)
 
 
@@ -267,7 +268,8 @@ async def push(source: str, request: Request, d: Deps) -> dict[str, Any]:
             waits.append(await ctx.pipeline.dead_letter(transport, origin, reason, body, codec=codec))
         await asyncio.gather(*waits)
         raise HTTPException(422, "nothing in the body is a report")
-    await asyncio.gather(*waits)
+    for wait in waits:  # usually one: no gathering future per push
+        await wait
     return {
         "accepted": len(result.readings),
         "rejected": len(result.errors) + len(routed.unmatched),
