@@ -92,6 +92,7 @@ async def test_a_ctwing_mq_source_is_created_shown_without_secrets_and_deleted(
             ({**plain, "token": "t"}, "config"),
             ({"name": "h", "platform": "ctwing", "token": "t", "config": {"topic": "x"}}, "config"),
             ({"name": "h", "platform": "ctwing_mq"}, "config"),
+            ({**plain, "config": {**config, "token": "jwt\x00"}}, "not storable"),  # PostgreSQL's jsonb refuses NUL
         ]
         for bad, says in refused:
             r = await svc.http.post("/api/v1/push-sources", json=bad, headers=svc.auth())
