@@ -34,8 +34,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 PUBLIC = re.compile(r"^/api/v1/ingest/push/")  # platforms authenticate by signature (CONTRACT §3)
 ADMIN_ONLY = {("GET", "/api/v1/push-sources"), ("POST", "/api/v1/push-sources"), ("GET", "/api/v1/dead-letters"),
               ("GET", "/api/v1/push-sources/{name}"), ("DELETE", "/api/v1/push-sources/{name}"),
-              ("POST", "/api/v1/tokens"), ("GET", "/api/v1/escalation-contacts"), ("POST", "/api/v1/escalation-contacts"),
-              ("DELETE", "/api/v1/escalation-contacts"), ("PUT", "/api/v1/units/{unit_id}/risk-override"),
+              ("POST", "/api/v1/tokens"), ("GET", "/api/v1/escalation-contacts"),
+              ("POST", "/api/v1/escalation-contacts"), ("DELETE", "/api/v1/escalation-contacts"),
+              ("PUT", "/api/v1/units/{unit_id}/risk-override"),
               ("DELETE", "/api/v1/units/{unit_id}/risk-override")}
 ADMIN_PREFIXES = re.compile(r"^/api/v1/(channels|responders)(/|$)")  # CONTRACT §9: admin only, every method
 
@@ -105,7 +106,8 @@ async def test_every_route_needs_a_token_and_the_right_role(settings: Settings) 
             if admin_only(method, path):
                 r = await call(svc, method, path, operator)
                 assert r.status_code == 403, f"operator on {method} {path}: {r.status_code}"
-            elif method == "GET" and not path.endswith("/stream"):  # a viewer may read: not 401/403 (404/422 for the dummy ids is fine)
+            elif method == "GET" and not path.endswith("/stream"):
+                # a viewer may read: not 401/403 (404/422 for the dummy ids is fine)
                 r = await call(svc, method, path, viewer)
                 assert r.status_code not in (401, 403, 500), f"viewer on GET {path}: {r.status_code}"
         # the alarm stream and WebSocket (query token for EventSource)
@@ -360,8 +362,8 @@ async def test_tokens_are_hashed_at_rest(settings: Settings) -> None:
 async def test_no_secret_in_logs_and_cors_closed(database_url: str, topic_prefix: str, tmp_path: Path) -> None:
     mqtt_pass, db_pass, push_secret = f"mqPw-{uuid.uuid4().hex[:8]}", f"dbPw-{uuid.uuid4().hex[:8]}", "pushS3cret-xyz"
     db_url = database_url.replace("postgres@", f"postgres:{db_pass}@", 1)  # trust auth ignores it
-    env = service_env(database_url=db_url, mqtt_url=f"mqtt://mxuser:{mqtt_pass}@127.0.0.1:1883", topic_prefix=topic_prefix,
-                      client_id=f"auth-{uuid.uuid4().hex[:8]}", log_level="DEBUG")
+    env = service_env(database_url=db_url, mqtt_url=f"mqtt://mxuser:{mqtt_pass}@127.0.0.1:1883",
+                      topic_prefix=topic_prefix, client_id=f"auth-{uuid.uuid4().hex[:8]}", log_level="DEBUG")
     log_path = tmp_path / "svc.log"
     with service(env, log_path) as svc:
         svc.start()
@@ -369,7 +371,8 @@ async def test_no_secret_in_logs_and_cors_closed(database_url: str, topic_prefix
         httpx.post(f"{svc.base}/api/v1/push-sources", headers=h, timeout=5,
                    json={"name": "g", "platform": "generic", "secret": push_secret}).raise_for_status()
         httpx.get(f"{svc.base}/api/v1/devices", headers={"Authorization": f"Bearer {ADMIN_TOKEN}x"}, timeout=5)
-        httpx.post(f"{svc.base}/api/v1/ingest/push/g", content=b"[1]", headers={"x-miaoxiang-signature": "sha256=00"}, timeout=5)
+        httpx.post(f"{svc.base}/api/v1/ingest/push/g", content=b"[1]", headers={"x-miaoxiang-signature": "sha256=00"},
+                   timeout=5)
         listed = httpx.get(f"{svc.base}/api/v1/push-sources", headers=h, timeout=5).text
         origin = {"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
         pre = httpx.options(f"{svc.base}/api/v1/alarms", headers=origin, timeout=5)
