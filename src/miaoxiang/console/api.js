@@ -92,6 +92,20 @@ export async function roleOf(token) {
   return "operator";
 }
 
+/** An image route (`/api/v1/...`, e.g. a feedback photo's `photo_url`) fetched with the token,
+ *  as a `data:` URL: the console's CSP allows `data:` images, and `<img>` cannot send the token. */
+export async function dataUrl(path) {
+  const res = await fetch(apiUrl(path.replace(/^\/?api\/v1\//, "")), { headers: { Authorization: `Bearer ${savedToken()}` } });
+  if (!res.ok) throw new ApiError(res.status, res.statusText);
+  const blob = await res.blob();
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(blob);
+  });
+}
+
 /** The live alarm stream (SSE), resuming after `lastEventId` when given. The token rides in
  *  the query because EventSource cannot send headers. */
 export function alarmStream(lastEventId) {
