@@ -32,7 +32,7 @@ async def running_service(settings: Settings, **app_kwargs: Any) -> AsyncIterato
             yield RunningService(app, base, http)
 
 
-async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):  # noqa: ANN001, ANN201
+async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
     """Poll an async or plain predicate until it answers something truthy; fail after `timeout`."""
     async with asyncio.timeout(timeout):
         while True:

@@ -67,7 +67,9 @@ async def test_page_and_every_module_it_loads_are_served(console_http: httpx.Asy
         assert res.content == (CONSOLE_DIR / name).read_bytes()
 
 
-@pytest.mark.parametrize("path", ["/console/nope.js", "/console/..%2Fconsole_router.py", "/console/%2e%2e%2fsettings.py"])
+@pytest.mark.parametrize(
+    "path", ["/console/nope.js", "/console/..%2Fconsole_router.py", "/console/%2e%2e%2fsettings.py"]
+)
 async def test_only_shipped_console_files_are_served(console_http: httpx.AsyncClient, path: str) -> None:
     assert (await console_http.get(path)).status_code == 404
 
@@ -132,12 +134,13 @@ async def _publish_smoke_alarm(settings: Settings, device_id: str, temperature_c
 
     broker = urlsplit(settings.mqtt_url or "")
     report = {"device_id": device_id, "kind": "smoke", "ts": int(time.time() * 1000), "seq": 1, "event": "alarm",
-              "data": {"smoke_obscuration_pct_m": 4.2, "temperature_c": temperature_c, "battery_pct": 86, "rsrp_dbm": -97}}
+              "data": {"smoke_obscuration_pct_m": 4.2, "temperature_c": temperature_c, "battery_pct": 86,
+                       "rsrp_dbm": -97}}
     async with aiomqtt.Client(broker.hostname or "127.0.0.1", broker.port or 1883) as mqtt:
         await mqtt.publish(settings.topic("evt", "smoke", device_id), json.dumps(report), qos=1)
 
 
-async def _log_in(page, svc: RunningService) -> None:  # noqa: ANN001 - a Playwright Page
+async def _log_in(page, svc: RunningService) -> None:  # page: a Playwright Page
     from playwright.async_api import expect
 
     await page.goto(svc.base_url + "/")
@@ -150,7 +153,7 @@ async def _log_in(page, svc: RunningService) -> None:  # noqa: ANN001 - a Playwr
 @pytest.mark.browser
 @pytest.mark.integration
 async def test_mqtt_alarm_reaches_the_board_and_is_acknowledged_and_resolved(
-    settings: Settings, page, artifacts: Path  # noqa: ANN001
+    settings: Settings, page, artifacts: Path
 ) -> None:
     from playwright.async_api import expect
 
@@ -202,7 +205,7 @@ async def test_mqtt_alarm_reaches_the_board_and_is_acknowledged_and_resolved(
 
 @pytest.mark.browser
 @pytest.mark.integration
-async def test_immediate_alarm_flashes_and_sounds(settings: Settings, page, artifacts: Path) -> None:  # noqa: ANN001
+async def test_immediate_alarm_flashes_and_sounds(settings: Settings, page, artifacts: Path) -> None:
     from playwright.async_api import expect
 
     device = "868120300000002"
@@ -227,7 +230,7 @@ async def test_immediate_alarm_flashes_and_sounds(settings: Settings, page, arti
 
 @pytest.mark.browser
 @pytest.mark.integration
-async def test_a_token_in_the_address_fragment_signs_in_and_is_wiped(settings: Settings, page) -> None:  # noqa: ANN001
+async def test_a_token_in_the_address_fragment_signs_in_and_is_wiped(settings: Settings, page) -> None:
     """`miaoxiang demo` prints `/#token=...`: the link signs in, and the token leaves the address bar."""
     from playwright.async_api import expect
 

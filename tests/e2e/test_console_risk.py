@@ -26,14 +26,17 @@ async def _seed(database_url: str) -> None:
     try:
         await migrate(conn, DEFAULT_MIGRATIONS_DIR)
         for unit, industry in (("U-temple", "religion"), ("U-fire", "residential"), ("U-empty", "residential")):
-            await conn.execute("INSERT INTO units (unit_id, name, region, industry) VALUES ($1, $1, $2, $3)", unit, DH, industry)
+            await conn.execute(
+                "INSERT INTO units (unit_id, name, region, industry) VALUES ($1, $1, $2, $3)", unit, DH, industry
+            )
         ages = [timedelta(weeks=w + 1, hours=1) for w in range(12)] + [timedelta(hours=i + 1) for i in range(12)]
         rows = [("U-temple", "smoke", "major", "verify", "resolved", "false_alarm", age) for age in ages]
         rows.append(("U-fire", "fire", "critical", "immediate", "active_unack", None, timedelta(minutes=5)))
         for i, (unit, type_, severity, response, status, classification, age) in enumerate(rows):
             alarm_id = await conn.fetchval(
-                """INSERT INTO alarms (alarm_key, type, severity, response, status, unit_id, region, first_seen, last_seen,
-                                       rule, classification) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, 'seed', $9)
+                """INSERT INTO alarms (alarm_key, type, severity, response, status, unit_id, region, first_seen,
+                                       last_seen, rule, classification)
+                                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, 'seed', $9)
                    RETURNING alarm_id""",
                 f"device:seed-{i}", type_, severity, response, status, unit, DH, now - age, classification,
             )
@@ -46,7 +49,7 @@ async def _seed(database_url: str) -> None:
 @pytest.mark.browser
 @pytest.mark.integration
 async def test_units_view_shows_colours_trends_score_and_exports(
-    settings: Settings, page, artifacts: Path, tmp_path: Path  # noqa: ANN001, F811
+    settings: Settings, page, artifacts: Path, tmp_path: Path  # noqa: F811
 ) -> None:
     from playwright.async_api import expect
 
@@ -62,13 +65,16 @@ async def test_units_view_shows_colours_trends_score_and_exports(
         trend = page.get_by_test_id("trend-alert").filter(has_text="公园街道")
         await expect(trend).to_be_visible()
         await expect(trend).to_contain_text("近7天 13 起告警")
-        await expect(page.locator('[data-testid="trend-alert"][data-by="industry"][data-group="religion"]')).to_be_visible()
+        religion = page.locator('[data-testid="trend-alert"][data-by="industry"][data-group="religion"]')
+        await expect(religion).to_be_visible()
         await page.get_by_test_id("region-card").filter(has_text="公园街道").click()
 
         rows = page.get_by_test_id("unit-row")
         await expect(rows).to_have_count(3)
-        colours = {await r.get_attribute("data-unit-id"): await r.get_by_test_id("risk-badge").get_attribute("data-colour")
-                   for r in await rows.all()}
+        colours = {
+            await r.get_attribute("data-unit-id"): await r.get_by_test_id("risk-badge").get_attribute("data-colour")
+            for r in await rows.all()
+        }
         # an open 秒响应 fire: red; open alarms none but 24 false alarms (30) + no detector (40): red; nothing: 40
         assert colours == {"U-fire": "red", "U-temple": "red", "U-empty": "orange"}
         assert await rows.first.get_attribute("data-unit-id") in ("U-fire", "U-temple")  # red first

@@ -94,7 +94,7 @@ class Mosquitto:
             f"persistence_location {data}/\nautosave_interval 1\nmax_queued_messages 100000\n"
             "max_inflight_messages 1000\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n"
         )
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        log = open(self.log_path, "ab")  # closed with the process
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log)
         log.close()
         wait_until(lambda: _port_open(self.port), 10, "mosquitto to listen")
@@ -182,7 +182,8 @@ class PgCluster:
 
     def start(self) -> None:
         opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.workdir} -c fsync=off"
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-o", opts, "-l", str(self.workdir / "pg.log"), "-w", "start")
+        pg_ctl, log = str(PG_BIN / "pg_ctl"), str(self.workdir / "pg.log")
+        self._run(pg_ctl, "-D", str(self.datadir), "-o", opts, "-l", log, "-w", "start")
 
     def stop(self, mode: str = "fast") -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
@@ -218,8 +219,10 @@ class Service:
     def start(self, ready_timeout: float = 60) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MIAOXIANG_")}
         env.update(self.env, MIAOXIANG_HTTP_PORT=str(self.port), MIAOXIANG_HTTP_HOST="127.0.0.1")
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen([str(VENV_BIN / "miaoxiang"), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        log = open(self.log_path, "ab")  # closed with the process
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "miaoxiang"), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         log.close()
 
         def ready() -> bool:
@@ -309,7 +312,9 @@ class Publisher:
         self.client.loop_start()
         wait_until(self.client.is_connected, 10, "the publisher to connect")
 
-    def send(self, messages: list[tuple[str, bytes]], pace_s: float = 0.0, on_window: Callable[[int], None] | None = None) -> None:
+    def send(
+        self, messages: list[tuple[str, bytes]], pace_s: float = 0.0, on_window: Callable[[int], None] | None = None
+    ) -> None:
         for start in range(0, len(messages), self.window):
             pending = messages[start : start + self.window]
             while pending:
@@ -348,7 +353,7 @@ def in_thread(fn: Callable[[], None]) -> tuple[threading.Thread, list[BaseExcept
     def run() -> None:
         try:
             fn()
-        except BaseException as e:  # noqa: BLE001 - handed to the test
+        except BaseException as e:  # handed to the test
             errors.append(e)
 
     t = threading.Thread(target=run, daemon=True)

@@ -106,7 +106,8 @@ async def test_raise_and_repeats_fold_into_one_alarm(pool: asyncpg.Pool) -> None
     # the stream carries every change, with the audit row's id and snapshot
     assert [(p.event_id, p.data) for p in w.published()] == [(e["event_id"], json.loads(e["snapshot"])) for e in evs]
     snap = w.published()[-1].data
-    assert snap["alarm_id"] == str(a["alarm_id"]) and snap["count"] == 3 and snap["last_seen"] == "2026-11-22T10:01:00.000Z"
+    assert snap["alarm_id"] == str(a["alarm_id"]) and snap["count"] == 3
+    assert snap["last_seen"] == "2026-11-22T10:01:00.000Z"
     assert await w.queued_levels() == [0]  # the raise notifies level 0; repeats notify nobody
     assert w.metrics.raised.labels("smoke", "verify")._value.get() == 1
     assert w.metrics.folded.labels("smoke")._value.get() == 2
@@ -189,7 +190,9 @@ async def test_stronger_raise_upgrades_and_records_why(pool: asyncpg.Pool) -> No
     await w.lifecycle.handle([hot, smoke(T0 + 3_000)])  # a weaker repeat keeps the upgrade
     await w.lifecycle.flush(T0)
     [a] = await alarms(pool)
-    assert (a["response"], a["severity"], a["rule"], a["count"]) == ("immediate", "critical", "smoke_alarm+smoke_temp_57c", 3)
+    assert (a["response"], a["severity"], a["rule"], a["count"]) == (
+        "immediate", "critical", "smoke_alarm+smoke_temp_57c", 3
+    )
     up = (await events(pool))[1]
     assert up["action"] == "upgraded"
     assert json.loads(up["detail"])["from"] == {"severity": "major", "response": "verify", "rule": "smoke_alarm"}

@@ -52,14 +52,17 @@ def make_service(pool: asyncpg.Pool, clock: Clock, **kwargs: float) -> tuple[Ala
     fleet.upsert("G1", Kind.gas, unit_id="U1")
     fleet.upsert("E1", Kind.electrical, unit_id="U1")
     registry = CollectorRegistry()
-    service = AlarmService.create(pool=pool, fleet=fleet, correlator=Correlator(), clock=clock, registry=registry, **kwargs)
+    service = AlarmService.create(
+        pool=pool, fleet=fleet, correlator=Correlator(), clock=clock, registry=registry, **kwargs
+    )
     return service, registry
 
 
 async def feed(service: AlarmService, *readings: Reading) -> None:
     """What the pipeline does with one batch, until its decisions are committed by the writer."""
     rs = list(readings)
-    committed = await service.on_batch(rs, ReadingColumns.from_readings(rs, service.fleet.slots([r.device_id for r in rs])))
+    columns = ReadingColumns.from_readings(rs, service.fleet.slots([r.device_id for r in rs]))
+    committed = await service.on_batch(rs, columns)
     if committed is not None:
         writer = asyncio.create_task(service.writer.run())
         try:
@@ -83,12 +86,15 @@ async def test_batch_alarms_reach_the_database_and_the_stream(pool: asyncpg.Pool
     service, registry = make_service(pool, clock)
     async with service.hub.subscribe(lambda region: True) as sub:
         await feed(service,
-                   reading("S1", Kind.smoke, Event.alarm, T0, smoke_obscuration_pct_m=4.2, temperature_c=31.5, cell_id="1A2B3C"),
+                   reading("S1", Kind.smoke, Event.alarm, T0, smoke_obscuration_pct_m=4.2, temperature_c=31.5,
+                           cell_id="1A2B3C"),
                    reading("G1", Kind.gas, Event.fault, T0, fault_code="chamber_dirty"))
         got = [sub.queue.get_nowait() for _ in range(sub.queue.qsize())]
     rows = await alarms(pool)
     smoke = rows[("device:S1", "smoke")]
-    assert (smoke["severity"], smoke["response"], smoke["unit_id"], smoke["region"]) == ("major", "verify", "U1", REGION)
+    assert (smoke["severity"], smoke["response"], smoke["unit_id"], smoke["region"]) == (
+        "major", "verify", "U1", REGION
+    )
     [ev] = json.loads(smoke["evidence"])
     assert (ev["device_id"], ev["ts_ms"], ev["cell_id"], ev["seq"]) == ("S1", T0, "1A2B3C", 7)
     assert "row" not in ev
@@ -152,7 +158,8 @@ async def test_an_electrical_fire_monitor_alarm_code_decides_the_alarm_type(pool
     from ingest.codecs.ctwing import decode_ctwing
     from ingest.codecs.profiles import ProfileRegistry
 
-    body = {"timestamp": T0, "messageType": "dataReport", "IMEI": "E1", "deviceId": "15017088E1", "productId": "15017088",
+    body = {"timestamp": T0, "messageType": "dataReport", "IMEI": "E1", "deviceId": "15017088E1",
+            "productId": "15017088",
             "payload": {"serviceData": {"alarm_type": 1, "residual_current": 120, "temp_a": 61, "voltage_a": 221}}}
     result = decode_ctwing(json.dumps(body).encode(), received_ms=T0 + 100, profiles=ProfileRegistry.load(),
                            profile="ctwing-electrical-fire")

@@ -190,7 +190,7 @@ async def test_silent_device_gets_retries_then_timeout_and_a_late_answer_still_c
         for attempt in (2, 3):
             clock.now += 1
             assert await commands.expire() == 1
-            await wait_for(lambda: len(silent.received) == attempt, 5)
+            await wait_for(lambda attempt=attempt: len(silent.received) == attempt, 5)
             assert await state_of(pool, cmd_id) == "sent"
             clock.now += 59_999
         clock.now += 1
@@ -288,7 +288,8 @@ async def test_run_loop_times_out_with_real_time(pool: asyncpg.Pool, broker: Bro
         ("explode", {}, Kind.gas, "unknown command 'explode'; commands are mute, self_test, reboot, set_thresholds, "
                                   "valve_close, valve_open, breaker_trip, breaker_close"),
         ("mute", {"duration_s": 0}, Kind.smoke, "duration_s must be a number of seconds above 0 and at most 86400"),
-        ("set_thresholds", {}, Kind.gas, "set_thresholds needs params.thresholds, an object of threshold name -> number"),
+        ("set_thresholds", {}, Kind.gas,
+         "set_thresholds needs params.thresholds, an object of threshold name -> number"),
         ("set_thresholds", {"thresholds": {"x": 1}}, Kind.gas, "unknown threshold 'x'; known: "),
     ],
 )
@@ -300,5 +301,7 @@ def test_invalid_commands_are_refused(cmd: str, params: dict[str, Any], kind: Ki
 
 def test_valid_commands_are_normalised() -> None:
     assert validate_command("mute", {}, Kind.smoke) == {"duration_s": 600}
-    assert validate_command("set_thresholds", {"thresholds": {"gas_lel_pct": 9}}, Kind.gas) == {"thresholds": {"gas_lel_pct": 9.0}}
+    assert validate_command("set_thresholds", {"thresholds": {"gas_lel_pct": 9}}, Kind.gas) == {
+        "thresholds": {"gas_lel_pct": 9.0}
+    }
     assert validate_command("valve_open", {"vendor": 1}, Kind.gas) == {"vendor": 1}

@@ -62,7 +62,7 @@ async def settle(conn: asyncpg.Connection, n: int, timeout: float) -> None:
     await asyncio.sleep(1.0)
 
 
-async def poll(predicate, timeout: float, what: str):  # noqa: ANN001, ANN201
+async def poll(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while True:
         value = await predicate()
@@ -87,10 +87,14 @@ def check_alarms(figures: dict[str, int]) -> None:
     assert figures["alarm_devices"] == figures["alarms"] == ALARM_DEVICES
 
 
-async def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(database_url: str, topic_prefix: str, tmp_path: Path) -> None:
+async def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(
+    database_url: str, topic_prefix: str, tmp_path: Path
+) -> None:
     messages = stream_of_readings(topic_prefix, int(time.time() * 1000) - 3_600_000)
     n = len(messages)
-    env = service_env(database_url=database_url, mqtt_url="", topic_prefix=topic_prefix, client_id=f"fault-{uuid.uuid4().hex[:8]}")
+    env = service_env(
+        database_url=database_url, mqtt_url="", topic_prefix=topic_prefix, client_id=f"fault-{uuid.uuid4().hex[:8]}"
+    )
     conn = await asyncpg.connect(database_url)
     started = time.monotonic()
     with mosquitto() as broker, service({**env, "MIAOXIANG_MQTT_URL": broker.url}, tmp_path / "svc.log") as svc:
@@ -127,10 +131,14 @@ async def _at_least(conn: asyncpg.Connection, n: int) -> int:
     return total if total >= n else 0
 
 
-async def test_broker_restart_mid_stream_reconnects_and_loses_nothing(database_url: str, topic_prefix: str, tmp_path: Path) -> None:
+async def test_broker_restart_mid_stream_reconnects_and_loses_nothing(
+    database_url: str, topic_prefix: str, tmp_path: Path
+) -> None:
     messages = stream_of_readings(topic_prefix, int(time.time() * 1000) - 3_600_000)
     n = len(messages)
-    env = service_env(database_url=database_url, mqtt_url="", topic_prefix=topic_prefix, client_id=f"fault-{uuid.uuid4().hex[:8]}")
+    env = service_env(
+        database_url=database_url, mqtt_url="", topic_prefix=topic_prefix, client_id=f"fault-{uuid.uuid4().hex[:8]}"
+    )
     conn = await asyncpg.connect(database_url)
     started = time.monotonic()
     with mosquitto() as broker, service({**env, "MIAOXIANG_MQTT_URL": broker.url}, tmp_path / "svc.log") as svc:
@@ -168,19 +176,23 @@ async def test_broker_restart_mid_stream_reconnects_and_loses_nothing(database_u
     check_alarms(alarms)
 
 
-async def test_postgres_outage_buffers_streams_alarms_and_writes_everything_after(topic_prefix: str, tmp_path: Path) -> None:
+async def test_postgres_outage_buffers_streams_alarms_and_writes_everything_after(
+    topic_prefix: str, tmp_path: Path
+) -> None:
     """An 8 s outage of a private cluster (enough to fill a 500-reading buffer: the same thing a
     30 s outage shows, in less CI time). The shared cluster on 5432 is never touched."""
     outage_s = 8.0
     before, during, after = 300, 1200, 300
     start_ms = int(time.time() * 1000) - 3_600_000
     tel = [
-        (f"{topic_prefix}/default/tel/water/pw-{i % 20:02d}", report(f"pw-{i % 20:02d}", i, start_ms + i, "report", pressure_mpa=0.4))
+        (f"{topic_prefix}/default/tel/water/pw-{i % 20:02d}",
+         report(f"pw-{i % 20:02d}", i, start_ms + i, "report", pressure_mpa=0.4))
         for i in range(before + during + after)
     ]
     alarm_devices = [f"smk-{i}" for i in range(3)]
     alarms = [
-        (f"{topic_prefix}/default/evt/smoke/{d}", report(d, 1, start_ms + 10_000 + i, "alarm", smoke_obscuration_pct_m=5.0))
+        (f"{topic_prefix}/default/evt/smoke/{d}",
+         report(d, 1, start_ms + 10_000 + i, "alarm", smoke_obscuration_pct_m=5.0))
         for i, d in enumerate(alarm_devices)
     ]
     n = len(tel) + len(alarms)

@@ -64,7 +64,8 @@ async def test_a_played_incident_reaches_submit_and_every_frame_is_confirmed(gw:
         truth = await sim.play()
     assert gw.events() == truth
     assert [t[0] for t in truth] == [
-        Event.heartbeat, Event.alarm, Event.fault, Event.power_fail, Event.alarm_clear, Event.fault_clear, Event.power_restore
+        Event.heartbeat, Event.alarm, Event.fault, Event.power_fail, Event.alarm_clear, Event.fault_clear,
+        Event.power_restore,
     ]
     assert all(r.device_id == "uitd-889" for r in gw.readings)
     assert [c.serial for c in sim.confirms] == list(range(7))
@@ -217,7 +218,7 @@ async def test_a_stalled_partial_frame_is_given_up_and_dead_lettered(gw: Gateway
 
 
 async def test_close_ends_blocked_connections_and_fails_pending_requests(gw: Gateway) -> None:
-    quiet_reader, quiet_writer = await asyncio.open_connection("127.0.0.1", gw.server.port)
+    _quiet_reader, quiet_writer = await asyncio.open_connection("127.0.0.1", gw.server.port)
     quiet_writer.write(encode_frame(Frame(0, (1, 0), None, 4242, 1, Command.send)))
     await eventually(lambda: 4242 in gw.server.sessions)
     pending = asyncio.create_task(gw.server.request(4242, 81, timeout=30))

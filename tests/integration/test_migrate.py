@@ -46,7 +46,7 @@ async def test_refuses_when_an_applied_file_changed(database_url: str, tmp_path:
     try:
         await migrate(conn, tmp_path)
         f.write_text("CREATE TABLE t (v bigint);")
-        with pytest.raises(MigrationError, match="0001_first.sql has changed"):
+        with pytest.raises(MigrationError, match=r"0001_first\.sql has changed"):
             await migrate(conn, tmp_path)
     finally:
         await conn.close()

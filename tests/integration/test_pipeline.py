@@ -43,7 +43,9 @@ class Recorder:
         self.batches.append((readings, columns))
 
 
-def reading(device: str, seq: int | None, event: Event = Event.heartbeat, kind: Kind = Kind.smoke, ts: int = T0) -> Reading:
+def reading(
+    device: str, seq: int | None, event: Event = Event.heartbeat, kind: Kind = Kind.smoke, ts: int = T0
+) -> Reading:
     return Reading(device, kind, event, ts + (seq or 0), ts, seq, {"battery_pct": 90.0})
 
 
@@ -88,7 +90,7 @@ async def test_database_dedupes_what_memory_forgot(pool: asyncpg.Pool) -> None:
 
 
 async def test_unknown_devices_rejected_by_setting_and_kind_mismatch_dead_lettered(pool: asyncpg.Pool) -> None:
-    p, rec, fleet = make(pool, unknown_devices="reject")
+    p, _rec, fleet = make(pool, unknown_devices="reject")
     fleet.upsert("gas1", Kind.gas)
     task = await run_pipeline(p)
     try:
@@ -197,13 +199,15 @@ async def test_untimed_seq_reuse_after_the_window_is_a_new_report(pool: asyncpg.
     for received in (T0, T0 + window + 1):
         p, _, _ = make(pool)
         task = await run_pipeline(p)
-        await asyncio.wait_for(await p.submit([untimed("nt2", 9, received)], lane="tel", transport="mqtt", source="t"), 10)
+        await asyncio.wait_for(
+            await p.submit([untimed("nt2", 9, received)], lane="tel", transport="mqtt", source="t"), 10
+        )
         task.cancel()
     assert await pool.fetchval("SELECT count(*) FROM readings WHERE device_id = 'nt2'") == 2
 
 
 async def test_timed_reports_with_the_same_seq_at_other_times_are_kept(pool: asyncpg.Pool) -> None:
-    p, rec, _ = make(pool)
+    p, _rec, _ = make(pool)
     task = await run_pipeline(p)
     try:
         rs = [Reading("tm1", Kind.smoke, Event.heartbeat, T0 + k, T0 + 10, 3, {}) for k in (0, 1)]
@@ -216,11 +220,15 @@ async def test_timed_reports_with_the_same_seq_at_other_times_are_kept(pool: asy
 async def test_rejected_readings_are_dead_lettered_with_their_own_bytes(pool: asyncpg.Pool) -> None:
     p, _, fleet = make(pool, unknown_devices="reject")
     fleet.upsert("gas9", Kind.gas)
-    elements = [b'{"device_id":"stranger","kind":"smoke"}', b'{"device_id":"gas9","kind":"smoke"}', b'{"device_id":"gas9"}']
+    elements = [
+        b'{"device_id":"stranger","kind":"smoke"}', b'{"device_id":"gas9","kind":"smoke"}', b'{"device_id":"gas9"}'
+    ]
     task = await run_pipeline(p)
     try:
         batch = [reading("stranger", 1), reading("gas9", 1, kind=Kind.smoke), reading("gas9", 2, kind=Kind.gas)]
-        fut = await p.submit(batch, lane="tel", transport="mqtt", source="b", codec="json_batch", raw=elements.__getitem__)
+        fut = await p.submit(
+            batch, lane="tel", transport="mqtt", source="b", codec="json_batch", raw=elements.__getitem__
+        )
         single = b'{"device_id":"gas9","kind":"water","seq":4}'
         fut2 = await p.submit([reading("gas9", 4, kind=Kind.water)], lane="tel", transport="mqtt", source="s",
                               codec="json", raw=single)
@@ -234,7 +242,7 @@ async def test_rejected_readings_are_dead_lettered_with_their_own_bytes(pool: as
         "s device gas9 is registered as gas, report says water": single,
     }
     m = p.metrics.codec_dead_letters
-    assert m.labels("mqtt", "json_batch")._value.get() == 2 and m.labels("mqtt", "json")._value.get() == 1  # noqa: SLF001
+    assert m.labels("mqtt", "json_batch")._value.get() == 2 and m.labels("mqtt", "json")._value.get() == 1
 
 
 async def test_the_largest_accepted_seq_is_stored(pool: asyncpg.Pool) -> None:
@@ -242,7 +250,9 @@ async def test_the_largest_accepted_seq_is_stored(pool: asyncpg.Pool) -> None:
     from ingest.codecs.json_report import decode_json_report
     from ingest.codecs.values import SEQ_LIMIT
 
-    r = decode_json_report(b'{"device_id":"big","kind":"smoke","ts":1795341600000,"seq":%d}' % (SEQ_LIMIT - 1), received_ms=T0)
+    r = decode_json_report(
+        b'{"device_id":"big","kind":"smoke","ts":1795341600000,"seq":%d}' % (SEQ_LIMIT - 1), received_ms=T0
+    )
     p, _, _ = make(pool)
     task = await run_pipeline(p)
     try:
@@ -262,17 +272,18 @@ async def test_store_copies_timed_rows_directly_and_falls_back_on_stored_copies(
             for k, ts in enumerate((0, 1, 253_402_300_799_999, T0 + 999))]
     first = [reading("st1", s) for s in (1, 2, 3)] + edge
     assert await store.write(prepare_many(first, "t")[1], [], []) == 7
-    assert store._staged_writes == 0  # noqa: SLF001 - the direct COPY took them
-    got = {r["dedup"]: (r["ts"], r["received_at"]) for r in await pool.fetch("SELECT dedup, ts, received_at FROM readings")}
+    assert store._staged_writes == 0  # the direct COPY took them
+    stored = await pool.fetch("SELECT dedup, ts, received_at FROM readings")
+    got = {r["dedup"]: (r["ts"], r["received_at"]) for r in stored}
     for r in first:
         key = prepare(r, "t")[1][4]
         assert got[key] == (datetime.fromtimestamp(0, UTC) + timedelta(milliseconds=r.ts_ms),
                             datetime.fromtimestamp(0, UTC) + timedelta(milliseconds=r.received_ms))
     again = [reading("st1", s) for s in (2, 3, 4)]  # 2 and 3 are stored already
     assert await store.write(prepare_many(again, "t")[1], [], []) == 1
-    assert store._staged_writes == STAGED_AFTER_CONFLICT  # noqa: SLF001
+    assert store._staged_writes == STAGED_AFTER_CONFLICT
     assert await store.write(prepare_many([reading("st1", 5)], "t")[1], [], []) == 1  # staged: one less to go
-    assert store._staged_writes == STAGED_AFTER_CONFLICT - 1  # noqa: SLF001
+    assert store._staged_writes == STAGED_AFTER_CONFLICT - 1
     rows = await pool.fetch("SELECT seq FROM readings WHERE device_id = 'st1' ORDER BY seq")
     assert [r["seq"] for r in rows] == [1, 2, 3, 4, 5]
     assert isinstance(await pool.fetchval("SELECT max(ts) FROM readings"), datetime)
@@ -284,6 +295,7 @@ async def test_store_mixes_timed_and_untimed_rows(pool: asyncpg.Pool) -> None:
     rows = prepare_many([reading("mx1", 1), untimed_r, reading("mx1", None)], "t")[1]
     assert [is_untimed_row(row) for row in rows] == [False, True, False]
     assert await store.write(rows, [], []) == 3
-    resent = Reading("mx1", Kind.smoke, Event.heartbeat, T0 + 5000, T0 + 5000, 8, {}, untimed=True)  # received again 5 s later
+    # received again 5 s later
+    resent = Reading("mx1", Kind.smoke, Event.heartbeat, T0 + 5000, T0 + 5000, 8, {}, untimed=True)
     assert await store.write(prepare_many([resent, reading("mx1", 2)], "t")[1], [], []) == 1
     assert await pool.fetchval("SELECT count(*) FROM readings WHERE device_id = 'mx1'") == 4

@@ -106,10 +106,11 @@ async def test_a_fire_split_across_workers_is_flagged_once_by_the_owning_partiti
             # registered through the API process after the workers loaded the registry: they learn the
             # unit from their registry refresh, else each alarm would be partitioned by its device id
             http = httpx.Client(base_url=api.base, headers=AUTH, timeout=10)
-            assert http.post("/api/v1/units", json={"unit_id": UNIT, "name": "仓库",
-                                                     "region": "江西省/赣州市/章贡区/南外街道"}).status_code in (200, 201)
+            unit = {"unit_id": UNIT, "name": "仓库", "region": "江西省/赣州市/章贡区/南外街道"}
+            assert http.post("/api/v1/units", json=unit).status_code in (200, 201)
             for d in SMOKE:
-                assert http.post("/api/v1/devices", json={"device_id": d, "kind": "smoke", "unit_id": UNIT}).status_code in (200, 201)
+                device = {"device_id": d, "kind": "smoke", "unit_id": UNIT}
+                assert http.post("/api/v1/devices", json=device).status_code in (200, 201)
             time.sleep(1.5)
             stream = SseAlarms(api.base)
             assert stream.open.wait(10)
@@ -120,13 +121,19 @@ async def test_a_fire_split_across_workers_is_flagged_once_by_the_owning_partiti
             for i, device in enumerate(SMOKE):
                 before = [received_on_evt(w) for w in workers]
                 pub.send([smoke_alarm(topic_prefix, device, 7 + i, now + i * 1000)])
-                wait_until(lambda: sum(received_on_evt(w) for w in workers) > sum(before), 10, f"a worker to take {device}")
+                wait_until(
+                    lambda before=before: sum(received_on_evt(w) for w in workers) > sum(before),
+                    10,
+                    f"a worker to take {device}",
+                )
                 got.append(next(k for k, w in enumerate(workers) if received_on_evt(w) > before[k]))
             assert sorted(got) == [0, 1], f"the share gave both alarms to worker {got[0]}: the premise does not hold"
 
             await wait_for_rows(conn, "SELECT * FROM alarms WHERE alarm_key = $1 AND type = 'fire'", f"unit:{UNIT}")
             # repeats through the other worker fold into the same alarm
-            pub.send([smoke_alarm(topic_prefix, SMOKE[0], 9, now + 3000), smoke_alarm(topic_prefix, SMOKE[1], 10, now + 4000)])
+            pub.send([
+                smoke_alarm(topic_prefix, SMOKE[0], 9, now + 3000), smoke_alarm(topic_prefix, SMOKE[1], 10, now + 4000)
+            ])
             wait_until(lambda: sum(received_on_evt(w) for w in workers) >= 4, 10, "the repeats to arrive")
             time.sleep(1.0)
             fires = await conn.fetch("SELECT * FROM alarms WHERE alarm_key = $1 AND type = 'fire'", f"unit:{UNIT}")
@@ -144,9 +151,11 @@ async def test_a_fire_split_across_workers_is_flagged_once_by_the_owning_partiti
             for d in SMOKE:
                 state = http.get(f"/api/v1/devices/{d}").json()
                 assert state["status"] == "alarm", state
-            wait_until(lambda: any(a.get("type") == "fire" for a in stream.alarms), 10, "the fire alarm on the API's stream")
-            assert [a["alarm_id"] for a in stream.alarms if a.get("type") == "fire" and a["status"] == "active_unack"
-                    ][0] == str(fire["alarm_id"])
+            wait_until(
+                lambda: any(a.get("type") == "fire" for a in stream.alarms), 10, "the fire alarm on the API's stream"
+            )
+            first_fire = next(a for a in stream.alarms if a.get("type") == "fire" and a["status"] == "active_unack")
+            assert first_fire["alarm_id"] == str(fire["alarm_id"])
 
             # telemetry of many devices through the share: every reading stored once, every device seen by the API
             ts0 = now - 600_000
@@ -157,7 +166,9 @@ async def test_a_fire_split_across_workers_is_flagged_once_by_the_owning_partiti
             await wait_for_count(conn, expected)
             assert await conn.fetchval("SELECT count(*) FROM readings") == expected
             heard = lambda: all(  # noqa: E731
-                http.get(f"/api/v1/devices/86812031{d:07d}").json().get("status") == "online" for d in range(0, TELEMETRY_DEVICES, 7))
+                http.get(f"/api/v1/devices/86812031{d:07d}").json().get("status") == "online"
+                for d in range(0, TELEMETRY_DEVICES, 7)
+            )
             wait_until(heard, 10, "the API's fleet to show devices handled by both workers")
             tel_by_worker = [w.metric("mx_ingest_received_total") for w in workers]
             assert all(n > 0 for n in tel_by_worker), tel_by_worker
@@ -171,7 +182,9 @@ async def test_a_fire_split_across_workers_is_flagged_once_by_the_owning_partiti
                 svc.stop()
 
 
-async def wait_for_rows(conn: asyncpg.Connection, query: str, *args: object, timeout: float = 15) -> list[asyncpg.Record]:
+async def wait_for_rows(
+    conn: asyncpg.Connection, query: str, *args: object, timeout: float = 15
+) -> list[asyncpg.Record]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         rows = await conn.fetch(query, *args)
@@ -203,7 +216,9 @@ async def test_a_mute_confirmed_through_the_api_process_suppresses_in_the_owning
 
         def answer(_c: object, _u: object, msg: paho.MQTTMessage) -> None:  # the detector confirms every command
             cmd = json.loads(msg.payload)
-            answering.publish(f"{topic_prefix}/default/ack/smoke/{device}", json.dumps({"cmd_id": cmd["cmd_id"], "ok": True}), qos=1)
+            answering.publish(
+                f"{topic_prefix}/default/ack/smoke/{device}", json.dumps({"cmd_id": cmd["cmd_id"], "ok": True}), qos=1
+            )
 
         answering.on_message = answer
         conn = await asyncpg.connect(database_url)
@@ -217,7 +232,8 @@ async def test_a_mute_confirmed_through_the_api_process_suppresses_in_the_owning
             answering.loop_start()
             http = httpx.Client(base_url=api.base, headers=AUTH, timeout=10)
             assert http.post("/api/v1/units", json={"unit_id": unit, "name": "住宅楼"}).status_code in (200, 201)
-            assert http.post("/api/v1/devices", json={"device_id": device, "kind": "smoke", "unit_id": unit}).status_code in (200, 201)
+            created = http.post("/api/v1/devices", json={"device_id": device, "kind": "smoke", "unit_id": unit})
+            assert created.status_code in (200, 201)
             time.sleep(1.0)  # the workers' registry refresh
             sent = http.post(f"/api/v1/devices/{device}/commands", json={"cmd": "mute", "params": {"duration_s": 600}})
             assert sent.status_code == 201, sent.text
