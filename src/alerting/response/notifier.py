@@ -173,7 +173,7 @@ def _loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _place(location: Any) -> str:
+def place(location: Any) -> str:
     """A device location as text: free text, or an object's text fields (else its lat/lon)."""
     value = _loads(location)
     if isinstance(value, str):
@@ -189,6 +189,24 @@ def _duty_phone(contacts: Any) -> str | None:
         if isinstance(c, dict) and c.get("phone"):
             return str(c["phone"])
     return None
+
+
+async def channels_named(db: asyncpg.Pool | asyncpg.Connection, names: Sequence[str]) -> dict[str, asyncpg.Record]:
+    """The stored, not deleted channels of `names`, by name."""
+    return {r["name"]: r for r in await db.fetch(_CHANNELS, list(names))}
+
+
+async def send_through(
+    build: ChannelBuilder, http: Outbound, ch: Mapping[str, Any], message: Message, recipient: Recipient
+) -> SendResult:
+    """One attempt through a stored channel (`name`, `type`, `config`, `endpoint`); a configuration
+    the adapter cannot use fails as `config`."""
+    try:
+        channel = build(ch["type"], _loads(ch["config"]), ch["endpoint"], http)
+        return await channel.send(message, recipient)
+    except ValueError as e:  # a configuration the adapter cannot use
+        log.warning("channel %s cannot send: %s", ch["name"], e)
+        return SendResult(False, "config")
 
 
 @dataclass(slots=True)
@@ -310,7 +328,7 @@ class Notifier:
             self._wake.set()
 
     async def _channels(self, names: Sequence[str]) -> dict[str, asyncpg.Record]:
-        return {r["name"]: r for r in await self.pool.fetch(_CHANNELS, list(names))}
+        return await channels_named(self.pool, names)
 
     async def _serve_responder(
         self, http: Outbound, responder_id: str, rows: list[_Row], now: datetime
@@ -408,7 +426,7 @@ class Notifier:
             texts.append(AlarmText(
                 alarm_id=a["alarm_id"], type=a["type"], severity=a["severity"], response=a["response"],
                 first_seen=a["first_seen"], unit_name=a["unit_name"], address=a["address"],
-                duty_phone=_duty_phone(a["contacts"]), device_locations=tuple(_place(x) for x in a["locations"]),
+                duty_phone=_duty_phone(a["contacts"]), device_locations=tuple(place(x) for x in a["locations"]),
                 token=token, alarm=_loads(a["snapshot"]) or {},
             ))
         return texts, max(r["level"] for r in rows)
@@ -465,12 +483,7 @@ class Notifier:
     async def _send(
         self, http: Outbound, ch: asyncpg.Record, message: Message, recipient: Recipient
     ) -> SendResult:
-        try:
-            channel = self.build(ch["type"], _loads(ch["config"]), ch["endpoint"], http)
-            return await channel.send(message, recipient)
-        except ValueError as e:  # a configuration the adapter cannot use
-            log.warning("channel %s cannot send: %s", ch["name"], e)
-            return SendResult(False, "config")
+        return await send_through(self.build, http, ch, message, recipient)
 
     def _count(self, kind: str, result: SendResult) -> None:
         m = self.metrics

@@ -21,7 +21,9 @@ class Message:
     first line (e-mail subject). `sms` holds the template variables in the contract's order:
     `type`, `unit` (at most 20 characters), `time` (`HH:MM`), `token` (the link's last segment,
     empty without a link). `alarm` is the alarm object (webhook body), `alarm_ids` every alarm it
-    carries (a digest has several; the first is the one SMS names).
+    carries (a digest has several; the first is the one SMS names). A work-order notice (CONTRACT
+    §11) carries no alarm: `work_order` holds the order object, `work_order_notice_id` the notice
+    and `notice` why it is sent (`assigned`, `overdue`); a webhook sends them in their own shape.
     """
 
     title: str
@@ -32,6 +34,9 @@ class Message:
     level: int = 0
     alarm: Mapping[str, Any] = field(default_factory=dict)
     notification_id: int = 0
+    work_order: Mapping[str, Any] | None = None
+    work_order_notice_id: int = 0
+    notice: str = ""
 
 
 @dataclass(frozen=True, slots=True)
