@@ -8,7 +8,9 @@ told. A suppressed panel-component alarm shows its reason and links to its UITD.
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from alerting.model import AlarmType, Decision, Response, Severity
 from miaoxiang.embedded import free_port
@@ -88,12 +91,17 @@ async def _suppressed_component_alarm(svc: RunningService) -> str:
     return str(alarm_id)
 
 
+def _png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (320, 240), (200, 80, 40)).save(out, "PNG")
+    return out.getvalue()
+
+
 async def _open(tab: Any, alarm_id: str) -> Any:
     from playwright.async_api import expect
 
-    await tab.get_by_test_id("board-filter").select_option("all")
-    row = tab.locator(f"[data-testid='alarm-row'][data-alarm-id='{alarm_id}']")
-    await row.click()
+    row = tab.locator(f"[data-testid='alarm-row'][data-alarm-id='{alarm_id}']")  # both alarms are open
+    await row.locator("td").first.click()
     detail = tab.get_by_test_id("alarm-detail")
     await expect(detail.get_by_role("heading", level=2)).to_contain_text(f"#{alarm_id}")
     return detail
@@ -164,6 +172,25 @@ async def test_alarm_detail_shows_the_response_loop_and_dispatches(
         await expect(station.get_by_test_id("notification-state")).to_have_text("已送达", timeout=15000)
         alarm = (await svc.http.get(f"/api/v1/alarms/{alarm_id}", headers=svc.auth())).json()
         assert alarm["dispatched_at"] is not None
+
+        # the station arrives (its phone's position) and reports with a photo: both appear as they happen
+        told = await wait_for(lambda: [d for d in deliveries if d.path == "/hook/ms" and links(d.body)], timeout=20)
+        station_link = links(told[0].body)[0]
+        async with httpx.AsyncClient(timeout=10) as phone_http:
+            answer = await phone_http.post(f"{station_link}/arrive", json={"lat": 25.82931, "lon": 114.93372})
+            assert answer.status_code == 204, answer.text
+            answer = await phone_http.post(f"{station_link}/feedback", data={"classification": "fire", "note": "三楼302冒烟，已扑灭"},
+                                           files={"photo": ("scene.png", _png(), "image/png")})
+            assert answer.status_code == 204, answer.text
+        arrived = detail.locator("[data-testid='responder-action'][data-action='arrived']")
+        await expect(arrived.get_by_test_id("arrive-position")).to_contain_text("25.82931, 114.93372")
+        feedback = detail.locator("[data-testid='responder-action'][data-action='feedback']")
+        await expect(feedback).to_contain_text("三楼302冒烟，已扑灭")
+        await expect(feedback).to_contain_text("真实火警")
+        await expect(feedback.get_by_test_id("feedback-photo").locator("img")).to_have_attribute("src", re.compile("^data:image/png;base64,"))
+        await expect(detail.get_by_test_id("rt-arrived_s")).not_to_have_attribute("data-seconds", "")
+        await detail.get_by_test_id("responder-actions").scroll_into_view_if_needed()
+        await tab.screenshot(path=artifacts / "alarm-detail-desktop-responders.png")
         await tab.screenshot(path=artifacts / "alarm-detail-desktop.png")
         await detail.evaluate("el => el.scrollTo(0, el.scrollHeight)")
         await tab.screenshot(path=artifacts / "alarm-detail-desktop-end.png")
@@ -198,4 +225,6 @@ async def test_alarm_detail_shows_the_response_loop_and_dispatches(
         await phone.screenshot(path=artifacts / "alarm-detail-phone-end.png")
         box = await detail.get_by_test_id("dispatch-button").bounding_box()
         assert box is not None and box["y"] + box["height"] <= PHONE["height"]
+        for page in (tab, phone):  # before the service stops: its stream would fail to reconnect
+            await page.context.close()
     assert errors == []

@@ -52,8 +52,9 @@ async function load(alarmId) {
       : get(`devices/${encodeURIComponent(id)}`).catch(() => null)))),
   ]);
   if (mine !== request) return; // another alarm was opened meanwhile
+  const same = shown !== null && JSON.stringify([shown.alarm, shown.notifications]) === JSON.stringify([alarm, notes.items]);
   shown = { alarm, notifications: notes.items, unit, hosts: new Map(uitds.map((id, i) => [id, hosts[i]])) };
-  render();
+  if (!same) render(); // an unchanged re-read leaves the pane (and the reader's place in it) alone
   clearTimeout(timer);
   if (alarm.status !== "resolved") timer = setTimeout(() => refresh(alarmId), REFRESH_MS);
 }
