@@ -22,6 +22,14 @@ from simulators.scenarios import Step
 from simulators.uitd import NORMAL, PanelComponent, UitdSimulator
 
 
+def _command_name(command: int) -> str:
+    """The name of a command byte; its number if user-defined (128-255)."""
+    try:
+        return Command(command).name
+    except ValueError:
+        return str(command)
+
+
 class UitdSink:
     """Sends uitd steps as the device would: heartbeats, component fire/fault and their clearing,
     main power failure and restoration. Use `async with UitdSink(...) as sink:`."""
@@ -39,7 +47,9 @@ class UitdSink:
     async def __aenter__(self) -> UitdSink:
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     async def close(self) -> None:
@@ -80,7 +90,7 @@ class UitdSink:
             await sim.close()
             raise PublishError(f"{r.device_id}: no confirm from the centre: {e!r}") from e
         if answer.command != Command.confirm:
-            raise PublishError(f"{r.device_id}: the centre answered {answer.command.name} to {r.event.name}")
+            raise PublishError(f"{r.device_id}: the centre answered {_command_name(answer.command)} to {r.event.name}")
         return 1
 
     @staticmethod
@@ -99,7 +109,9 @@ class UitdSink:
             return sim.fault(index)
         elif event in (Event.alarm_clear, Event.fault_clear):
             return sim.clear(index)
-        raise PublishError(f"{device_id}: a uitd cannot send {event.name}" + ("" if index is None else " for a component"))
+        raise PublishError(
+            f"{device_id}: a uitd cannot send {event.name}" + ("" if index is None else " for a component")
+        )
 
     async def flush(self) -> int:
         return 0

@@ -61,11 +61,11 @@ def readings_from_elements(elements: list[dict[str, Any]], received_ms: int) -> 
 
 def _readings(elements: list[dict[str, Any]], received_ms: int) -> list[Reading]:
     n = len(elements)
-    ids = [o.get("device_id") for o in elements]
+    ids = [o["device_id"] for o in elements]  # KeyError if one is missing
     joined = "\n".join(ids)  # TypeError unless every id is a str
     if _JOINED_IDS.fullmatch(joined) is None or joined.count("\n") != n - 1:
         raise _Invalid
-    kinds = [KIND_BY_NAME[o.get("kind")] for o in elements]  # KeyError (or TypeError) for anything else
+    kinds = [KIND_BY_NAME[o["kind"]] for o in elements]  # KeyError (or TypeError) for anything else
     events = [_EVENTS[o.get("event")] for o in elements]
     tss = [o.get("ts") for o in elements]
     ts_ms = _times(tss, received_ms)
