@@ -75,7 +75,9 @@ def onenet_body(i: int) -> bytes:
     imei = str(868120300000000 + i)
     points = [
         {"at": TS0 + i * 1000, "type": 1, "imei": imei, "dev_id": 5000 + i, "ds_id": name, "value": value}
-        for name, value in (("gas_sensor_state", int(i % 97 == 0)), ("gas_value", i % 30), ("battery_value", 90), ("rsrp", 95))
+        for name, value in (
+            ("gas_sensor_state", int(i % 97 == 0)), ("gas_value", i % 30), ("battery_value", 90), ("rsrp", 95)
+        )
     ]
     msg = json.dumps(points)
     sig = base64.b64encode(hashlib.md5(("token" + "nonce" + msg).encode()).digest()).decode()
@@ -113,7 +115,9 @@ def main() -> None:
         "ctwing_pushes_per_s": rate(
             ctwing, lambda b: decode_ctwing(b, received_ms=TS0, profiles=profiles, profile="ctwing-smoke"), repeat
         ),
-        "onenet_pushes_per_s": rate(onenet, lambda b: decode_onenet(b, received_ms=TS0, profiles=profiles, profile=None), repeat),
+        "onenet_pushes_per_s": rate(
+            onenet, lambda b: decode_onenet(b, received_ms=TS0, profiles=profiles, profile=None), repeat
+        ),
         "onenet_signature_checks_per_s": rate(onenet, lambda b: verify_onenet("token", b), repeat),
     }
     print(

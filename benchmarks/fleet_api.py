@@ -27,15 +27,17 @@ import asyncpg
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_db import drop_db, fresh_db  # noqa: E402
-from mqtt_broker import private_mosquitto  # noqa: E402
+from bench_db import drop_db, fresh_db
+from mqtt_broker import private_mosquitto
 
-from miaoxiang.embedded import free_port  # noqa: E402
-from miaoxiang.migrate import migrate  # noqa: E402
-from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR  # noqa: E402
+from miaoxiang.embedded import free_port
+from miaoxiang.migrate import migrate
+from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR
 
 TOKEN = "bench-admin-token"
-REGIONS = [f"江西省/赣州市/{d}/{s}" for d in ("章贡区", "南康区", "赣县区", "信丰县") for s in ("一街道", "二街道", "三街道")]
+REGIONS = [
+    f"江西省/赣州市/{d}/{s}" for d in ("章贡区", "南康区", "赣县区", "信丰县") for s in ("一街道", "二街道", "三街道")
+]
 
 FILL = """
 INSERT INTO units (unit_id, name, region, industry)
@@ -136,7 +138,8 @@ async def main() -> None:
                 headers = {"Authorization": f"Bearer {TOKEN}"}
                 async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http:
                     page = (await http.get("/api/v1/devices", params={"limit": 100})).json()
-                    deep = (await http.get("/api/v1/devices", params={"limit": 100, "cursor": page["next_cursor"]})).json()
+                    deep_params = {"limit": 100, "cursor": page["next_cursor"]}
+                    deep = (await http.get("/api/v1/devices", params=deep_params)).json()
                     routes = {
                         "devices_first_page": "/api/v1/devices?limit=100",
                         "devices_next_page": f"/api/v1/devices?limit=100&cursor={deep['next_cursor']}",
@@ -146,7 +149,9 @@ async def main() -> None:
                         "device_detail": f"/api/v1/devices/{page['items'][7]['device_id']}",
                         "stats_overview": "/api/v1/stats/overview",
                     }
-                    figures = {k: await latency(http, v, args.requests if "stats" not in k else 20) for k, v in routes.items()}
+                    figures = {
+                        k: await latency(http, v, args.requests if "stats" not in k else 20) for k, v in routes.items()
+                    }
                 rss = rss_mb(proc.pid)
             finally:
                 proc.terminate()

@@ -22,7 +22,7 @@ from pathlib import Path
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_db import drop_db, fresh_db  # noqa: E402
+from bench_db import drop_db, fresh_db
 
 from devices.commands import CommandService
 from devices.fleet import Fleet

@@ -33,11 +33,11 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_db import drop_db, fresh_db  # noqa: E402
-from mqtt_broker import private_mosquitto  # noqa: E402
+from bench_db import drop_db, fresh_db
+from mqtt_broker import private_mosquitto
 
-from ingest.transports.mqtt import BrokerConfig  # noqa: E402
-from miaoxiang.embedded import free_port  # noqa: E402
+from ingest.transports.mqtt import BrokerConfig
+from miaoxiang.embedded import free_port
 
 MIAOXIANG = str(Path(sys.executable).parent / "miaoxiang")
 TS0 = 1_795_341_600_000
@@ -51,8 +51,10 @@ async def registered_db(devices: int) -> str:
     """A fresh database with the benchmark's devices registered in units of 20."""
     url = await fresh_db(prefix="mxbench_so")
     conn = await asyncpg.connect(url)
-    await conn.execute("INSERT INTO units (unit_id, name) SELECT 'U' || u, 'unit ' || u FROM generate_series(0, $1 - 1) u",
-                       (devices + 19) // 20)
+    await conn.execute(
+        "INSERT INTO units (unit_id, name) SELECT 'U' || u, 'unit ' || u FROM generate_series(0, $1 - 1) u",
+        (devices + 19) // 20,
+    )
     await conn.executemany("INSERT INTO devices (device_id, kind, unit_id) VALUES ($1, 'smoke', $2)",
                            [(device(i), f"U{i // 20}") for i in range(devices)])
     await conn.close()
@@ -90,7 +92,9 @@ class Proc:
 
     async def written(self, http: httpx.AsyncClient) -> float:
         text = (await http.get(f"http://127.0.0.1:{self.port}/metrics")).text
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("mx_ingest_written_total "))
+        return sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("mx_ingest_written_total ")
+        )
 
     def rss_mb(self) -> float:
         assert self.proc is not None

@@ -104,7 +104,9 @@ TEMPLATES: dict[Industry, UnitTemplate] = {
     ),
 }
 _SURNAMES = "张王李刘陈杨黄赵吴周徐孙马朱胡郭何林罗高"
-_GIVEN = ("伟", "芳", "娜", "敏", "静", "强", "磊", "军", "洋", "勇", "艳", "杰", "涛", "明", "秀英", "建华", "志强", "海燕")
+_GIVEN = (
+    "伟", "芳", "娜", "敏", "静", "强", "磊", "军", "洋", "勇", "艳", "杰", "涛", "明", "秀英", "建华", "志强", "海燕"
+)
 _SMOKE_SPOTS = ("走廊", "东侧房间", "西侧房间", "厨房", "仓库", "楼梯间", "配电间", "大厅", "客厅", "卧室")
 #: Uplink shares (mqtt, ctwing, onenet, generic) of directly connected devices. OneNET object
 #: models carry only some events (no test, mute or alarm_clear in a data point), so only smoke
@@ -236,7 +238,9 @@ class SimDevice:
         rsrp = round(self.rsrp_dbm + 3 * noise(self.seed, self.device_id, "rsrp", at_ms))
         sinr = round((rsrp + 120) / 3 + 2 * noise(self.seed, self.device_id, "sinr", at_ms))
         ecl = 0 if rsrp >= -105 else 1 if rsrp >= -115 else 2
-        return {"rsrp_dbm": rsrp, "sinr_db": max(-10, min(30, sinr)), "ecl": ecl, "pci": self.pci, "cell_id": self.cell_id}
+        return {
+            "rsrp_dbm": rsrp, "sinr_db": max(-10, min(30, sinr)), "ecl": ecl, "pci": self.pci, "cell_id": self.cell_id
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,7 +422,8 @@ class _Builder:
         for i in range(rng.randint(8, 40)):
             ctype = rng.choices(tuple(COMPONENT_TYPES), (70, 10, 10, 6, 4))[0]
             loop, addr = divmod(i, 200)
-            desc = f"{rng.randint(1, floors)}层{rng.choice(('东', '西', '南', '北'))}侧{COMPONENT_TYPES[ctype]}{addr + 1:03d}"
+            floor, side = rng.randint(1, floors), rng.choice(("东", "西", "南", "北"))
+            desc = f"{floor}层{side}侧{COMPONENT_TYPES[ctype]}{addr + 1:03d}"
             out.append(PanelComponent(1, 1, ctype, (loop + 1) * 1000 + addr + 1, desc))
         return tuple(out)
 

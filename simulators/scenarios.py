@@ -376,9 +376,12 @@ def electrical_then_smoke(fleet: SimFleet, seed: int, start_ms: int) -> Scenario
         at = s.send(e, event, 30 * k, {"cable_temp_c": [hot, *base[1:]]})
         if hot >= CABLE_HOT_C and not hot_at:
             hot_at = at
-    smoke_at = s.send(d, Event.alarm, 300, {"smoke_obscuration_pct_m": 3.0, "temperature_c": round(ambient_c(d, start_ms) + 3, 1)})
+    smoke_at = s.send(
+        d, Event.alarm, 300, {"smoke_obscuration_pct_m": 3.0, "temperature_c": round(ambient_c(d, start_ms) + 3, 1)}
+    )
     s.expect(must_fire=True, types=(AlarmType.cable_overheat,), key=_detector_key(e), device_ids=(e.device_id,),
-             after_ms=hot_at, within_s=IMMEDIATE_WITHIN_S, why=f"cable temperature >= {CABLE_HOT_C:g} °C (and rising >= 10 °C/min)")
+             after_ms=hot_at, within_s=IMMEDIATE_WITHIN_S,
+             why=f"cable temperature >= {CABLE_HOT_C:g} °C (and rising >= 10 °C/min)")
     s.expect(must_fire=True, types=(AlarmType.fire, AlarmType.smoke), unit_ids=(unit.unit_id,),
              responses=(Response.immediate,), after_ms=smoke_at, within_s=IMMEDIATE_WITHIN_S,
              why=f"an electrical alarm and a smoke alarm in one unit within {ELECTRICAL_SMOKE_WINDOW_S} s")
@@ -523,9 +526,13 @@ def cell_outage(fleet: SimFleet, seed: int, start_ms: int) -> Scenario:
         offline.append((at + round(OFFLINE_FACTOR * d.heartbeat_s * 1000), d.device_id))
     offline.sort()
     n = OUTAGE_MIN_DEVICES
-    j = next((j for j in range(n - 1, len(offline)) if offline[j][0] - offline[j - n + 1][0] <= OUTAGE_WINDOW_S * 1000), None)
+    j = next(
+        (j for j in range(n - 1, len(offline)) if offline[j][0] - offline[j - n + 1][0] <= OUTAGE_WINDOW_S * 1000), None
+    )
     if j is None:
-        raise ScenarioUnavailable(f"cell_outage: {OUTAGE_MIN_DEVICES} devices of cell {cell_id} never go offline within 10 minutes")
+        raise ScenarioUnavailable(
+            f"cell_outage: {OUTAGE_MIN_DEVICES} devices of cell {cell_id} never go offline within 10 minutes"
+        )
     t0 = offline[j - n + 1][0]
     group = tuple(dev for t, dev in offline if t0 <= t <= t0 + OUTAGE_WINDOW_S * 1000)
     s.expect(must_fire=True, types=(AlarmType.network_outage,), key=f"cell:{cell_id}", device_ids=group,

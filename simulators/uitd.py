@@ -86,7 +86,9 @@ class PanelModel:
         return AppData(2, (self.component_status(c, at),))
 
     def component_status(self, c: PanelComponent, at: datetime) -> ComponentStatus:
-        return ComponentStatus(c.system_type, c.system_addr, c.component_type, c.component_addr, self.status[c.id], c.description, at)
+        return ComponentStatus(
+            c.system_type, c.system_addr, c.component_type, c.component_addr, self.status[c.id], c.description, at
+        )
 
     def system_status(self, at: datetime) -> SystemStatus:
         """The panel's status: normal plus the fire and fault bits of any component."""
@@ -158,7 +160,9 @@ class UitdSimulator:
         await self.connect()
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     def now(self) -> datetime:
@@ -299,7 +303,9 @@ class UitdSimulator:
             return reply(frame, Command.confirm, self.now())
         if frame.command != Command.request or (data := self._read(app)) is None:
             return deny
-        return Frame(frame.serial, frame.version, self.now(), self.address, frame.source, Command.response, encode_app_data(data))
+        return Frame(
+            frame.serial, frame.version, self.now(), self.address, frame.source, Command.response, encode_app_data(data)
+        )
 
     def _read(self, app: AppData) -> AppData | None:
         now, panel = self.now(), self.panel
@@ -308,7 +314,9 @@ class UitdSimulator:
                 refs = [o for o in app.objects if isinstance(o, SystemRef) and (o.system_type, o.system_addr) == (1, 1)]
                 return AppData(1, tuple(panel.system_status(now) for _ in refs))
             case 62:
-                wanted = {(o.system_type, o.system_addr, o.component_addr) for o in app.objects if isinstance(o, ComponentRef)}
+                wanted = {
+                    (o.system_type, o.system_addr, o.component_addr) for o in app.objects if isinstance(o, ComponentRef)
+                }
                 found = [c for c in panel.components if (c.system_type, c.system_addr, c.component_addr) in wanted]
                 return AppData(2, tuple(panel.component_status(c, now) for c in found))
             case 81:

@@ -21,4 +21,6 @@ class GB26875Collector:
         for f in dataclasses.fields(counters):
             yield CounterMetricFamily(f"mx_gb26875_{f.name}", f"GB/T 26875.3 listener: {f.name.replace('_', ' ')}",
                                       value=getattr(counters, f.name))
-        yield GaugeMetricFamily("mx_gb26875_sessions", "GB/T 26875.3 device sessions open", value=len(self.server.sessions))
+        yield GaugeMetricFamily(
+            "mx_gb26875_sessions", "GB/T 26875.3 device sessions open", value=len(self.server.sessions)
+        )

@@ -94,11 +94,13 @@ def _ratio(a: Any, b: Any) -> float | None:
 #: Headline rows: (label, unit, how to get it from the results).
 HEADLINES: list[tuple[str, str, Callable[[list[dict[str, Any]]], Any]]] = [
     ("ingest, whole service in one process", "msgs/s", lambda r: _at(r, "ingest_throughput.py", "pipeline_msgs_per_s")),
-    ("raw client ceiling (receive + ack only)", "msgs/s", lambda r: _at(r, "ingest_throughput.py", "ceiling_msgs_per_s")),
+    ("raw client ceiling (receive + ack only)", "msgs/s",
+     lambda r: _at(r, "ingest_throughput.py", "ceiling_msgs_per_s")),
     ("naive baseline (one INSERT per message)", "msgs/s", lambda r: _at(r, "ingest_throughput.py", "naive_msgs_per_s")),
     ("one process / ceiling", "ratio", lambda r: _at(r, "ingest_throughput.py", "pipeline_vs_ceiling")),
     ("one process / naive", "ratio", lambda r: _at(r, "ingest_throughput.py", "pipeline_vs_naive")),
-    ("ingest, `miaoxiang serve` subprocess, partitions 1", "msgs/s", lambda r: _at(r, "scale_out.py", "one_process", "msgs_per_s")),
+    ("ingest, `miaoxiang serve` subprocess, partitions 1", "msgs/s",
+     lambda r: _at(r, "scale_out.py", "one_process", "msgs_per_s")),
     ("ingest, N `$share` workers + api process", "msgs/s", lambda r: _at(r, "scale_out.py", "workers", "msgs_per_s")),
     ("N (workers)", "", lambda r: _at(r, "scale_out.py", "workers", "count")),
     ("N workers / one process", "ratio", lambda r: _at(r, "scale_out.py", "workers_vs_one")),
@@ -109,8 +111,10 @@ HEADLINES: list[tuple[str, str, Callable[[list[dict[str, Any]]], Any]]] = [
     ("readings from gateway batches", "readings/s", lambda r: _at(r, "ingest_throughput.py", "batch_readings_per_s")),
     ("alarm latency idle, p50", "ms", lambda r: _at(r, "alarm_latency.py", "publish_to_sse_idle_ms", "p50")),
     ("alarm latency idle, p99", "ms", lambda r: _at(r, "alarm_latency.py", "publish_to_sse_idle_ms", "p99")),
-    ("alarm latency under burst, p50", "ms", lambda r: _at(r, "alarm_latency.py", "publish_to_sse_under_burst_ms", "p50")),
-    ("alarm latency under burst, p99", "ms", lambda r: _at(r, "alarm_latency.py", "publish_to_sse_under_burst_ms", "p99")),
+    ("alarm latency under burst, p50", "ms",
+     lambda r: _at(r, "alarm_latency.py", "publish_to_sse_under_burst_ms", "p50")),
+    ("alarm latency under burst, p99", "ms",
+     lambda r: _at(r, "alarm_latency.py", "publish_to_sse_under_burst_ms", "p99")),
     ("burst rate reached", "msgs/s", lambda r: _at(r, "alarm_latency.py", "burst_tel", "messages_per_s")),
     ("notification beyond digest hold, steady storm, p50", "ms",
      lambda r: _at(r, "notify_latency.py", "phases", "steady", "beyond_hold_ms", "p50")),
@@ -126,10 +130,14 @@ HEADLINES: list[tuple[str, str, Callable[[list[dict[str, Any]]], Any]]] = [
     ("fleet 1M: process RSS", "MB", lambda r: _at(r, "fleet_state.py", "rss_mb")),
     ("service 1M: spawn to /readyz", "s", lambda r: _at(r, "fleet_api.py", "startup_to_ready_s")),
     ("service 1M: RSS", "MB", lambda r: _at(r, "fleet_api.py", "rss_mb")),
-    ("service 1M: GET /devices first page p50 / p99", "ms", lambda r: _pair(_at(r, "fleet_api.py", "latency", "devices_first_page"))),
-    ("service 1M: GET /devices?region p50 / p99", "ms", lambda r: _pair(_at(r, "fleet_api.py", "latency", "devices_region_district"))),
-    ("service 1M: GET /devices/{id} p50 / p99", "ms", lambda r: _pair(_at(r, "fleet_api.py", "latency", "device_detail"))),
-    ("service 1M: GET /stats/overview p50 / p99", "ms", lambda r: _pair(_at(r, "fleet_api.py", "latency", "stats_overview"))),
+    ("service 1M: GET /devices first page p50 / p99", "ms",
+     lambda r: _pair(_at(r, "fleet_api.py", "latency", "devices_first_page"))),
+    ("service 1M: GET /devices?region p50 / p99", "ms",
+     lambda r: _pair(_at(r, "fleet_api.py", "latency", "devices_region_district"))),
+    ("service 1M: GET /devices/{id} p50 / p99", "ms",
+     lambda r: _pair(_at(r, "fleet_api.py", "latency", "device_detail"))),
+    ("service 1M: GET /stats/overview p50 / p99", "ms",
+     lambda r: _pair(_at(r, "fleet_api.py", "latency", "stats_overview"))),
     ("scale-out RSS per process (api, workers)", "MB", lambda r: _at(r, "scale_out.py", "workers", "rss_mb")),
     ("bulk import 100k devices", "s", lambda r: _at(r, "import_devices.py", "seconds")),
 ]
@@ -154,11 +162,15 @@ def markdown(results: list[dict[str, Any]], host: dict[str, Any] | None = None) 
              f"Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", ""]
     if host is not None:
         lines += ["## Machine", "", "| | |", "|---|---|"]
-        lines += [f"| {k} | {json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v} |" for k, v in host.items()]
+        lines += [
+            f"| {k} | {json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v} |" for k, v in host.items()
+        ]
         lines.append("")
     lines += ["## Headline figures", "", "| figure | value | unit |", "|---|---|---|"]
-    lines += [f"| {label} | {'n/a' if value is None else json.dumps(value, ensure_ascii=False).strip(chr(34))} | {unit} |"
-              for label, unit, value in headlines(results)]
+    lines += [
+        f"| {label} | {'n/a' if value is None else json.dumps(value, ensure_ascii=False).strip(chr(34))} | {unit} |"
+        for label, unit, value in headlines(results)
+    ]
     lines.append("")
     for r in results:
         load = f", load {r['load_before']} -> {r['load_after']}" if "load_after" in r else ""

@@ -53,7 +53,9 @@ def demo_round(fleet: SimFleet, seed: int, start_ms: int) -> list[Scenario]:
     return played
 
 
-async def _play_round(number: int, played: list[Scenario], route: Route, clock: SimClock, http: httpx.AsyncClient) -> None:
+async def _play_round(
+    number: int, played: list[Scenario], route: Route, clock: SimClock, http: httpx.AsyncClient
+) -> None:
     """Play one round, then log how the service scored on it."""
     await play(merge_steps(*(s.steps for s in played)), route, clock=clock)
     await clock.sleep_until(max(s.end_ms for s in played))

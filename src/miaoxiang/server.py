@@ -63,7 +63,8 @@ async def serving(
                     task.result()
                     raise RuntimeError("the service stopped during start-up")
                 if server.started and app.state.services.background_error is not None:
-                    raise RuntimeError("a background task failed during start-up") from app.state.services.background_error
+                    failure = app.state.services.background_error
+                    raise RuntimeError("a background task failed during start-up") from failure
                 await asyncio.sleep(0.02)
         app.state.server_task = task
         yield app, f"http://{settings.http_host}:{port}"

@@ -34,14 +34,18 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     database_url: str | None = Field(None, description="PostgreSQL URL; unset means an embedded pgserver in data_dir")
-    mqtt_url: str | None = Field(None, description="mqtt://user:pass@host:1883 or mqtts://; unset means an embedded broker")
+    mqtt_url: str | None = Field(
+        None, description="mqtt://user:pass@host:1883 or mqtts://; unset means an embedded broker"
+    )
     tenant: str = Field(
         "default", pattern=r"^[A-Za-z0-9_-]{1,64}$",
         description="Deployment tenant in every topic (`mx/v1/{tenant}/...`)",
     )
     topic_prefix: str = Field("mx/v1", description="Root of every topic; tests set a private one")
     mqtt_client_id: str = Field("miaoxiang", description="Base of the persistent session ids (`-evt`, `-tel` appended)")
-    mqtt_share_group: str | None = Field(None, description="Subscribe through $share/<group>/ so several workers split the load")
+    mqtt_share_group: str | None = Field(
+        None, description="Subscribe through $share/<group>/ so several workers split the load"
+    )
     mqtt_max_inflight: int = Field(
         1000, ge=10, le=65535,
         description="MQTT 5 Receive Maximum per session: messages handed over but not yet acknowledged",
@@ -92,7 +96,9 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(None, description="The first admin token (Bearer); never logged")
     data_dir: Path = Field(Path(".miaoxiang"), description="Where the embedded PostgreSQL keeps its data")
     migrations_dir: Path = Field(DEFAULT_MIGRATIONS_DIR, description="Plain-SQL migrations applied at start, in order")
-    profiles_dir: Path | None = Field(None, description="Extra device profiles (*.json) an operator adds without a release")
+    profiles_dir: Path | None = Field(
+        None, description="Extra device profiles (*.json) an operator adds without a release"
+    )
     unknown_devices: Literal["quarantine", "reject"] = Field(
         "quarantine",
         description="Reports of unregistered devices: `quarantine` (auto-register, flagged) or `reject` (dead letter)",
@@ -168,10 +174,15 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     partitions: int = Field(1, ge=1, le=256, description="Correlation partitions; 1 = one process does everything")
     role: Literal["all", "worker", "api"] = Field(
-        "all", description="With partitions > 1: `worker` (ingest + correlate one partition) or `api` (fleet state, sweeps, API)"
+        "all",
+        description=(
+            "With partitions > 1: `worker` (ingest + correlate one partition) or `api` (fleet state, sweeps, API)"
+        ),
     )
     partition_index: int = Field(0, ge=0, description="The partition a `worker` correlates, 0..partitions-1")
-    registry_refresh_s: float = Field(5.0, gt=0, description="How often a worker reloads devices and units changed elsewhere")
+    registry_refresh_s: float = Field(
+        5.0, gt=0, description="How often a worker reloads devices and units changed elsewhere"
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -259,5 +270,6 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         name = str(err["loc"][0])
         shown = "<secret>" if "token" in name or "url" in name else repr(err.get("input"))
         raise SettingsError(
-            f"Setting {ENV_PREFIX}{name.upper()} (or `{name}` in the config file) is invalid: {err['msg']} (got {shown})."
+            f"Setting {ENV_PREFIX}{name.upper()} (or `{name}` in the config file) is invalid:"
+            f" {err['msg']} (got {shown})."
         ) from None

@@ -56,7 +56,9 @@ def decode_ctwing(body: bytes, *, received_ms: int, profiles: ProfileRegistry, p
     if message_type == "deviceOnlineOfflineReport":
         found, online = lookup({"1": True, "0": False}, env.get("eventType"))
         if not found or isinstance(env.get("eventType"), bool):
-            raise DecodeError(f"CTWing deviceOnlineOfflineReport has eventType {show(env.get('eventType'))}, expected 1 or 0")
+            raise DecodeError(
+                f"CTWing deviceOnlineOfflineReport has eventType {show(env.get('eventType'))}, expected 1 or 0"
+            )
         notice = PlatformNotice("online" if online else "offline", device_id, ts_ms, _platform_ids(env))
         return PlatformResult(notices=[notice])
     if message_type == "commandResponse":
@@ -130,7 +132,9 @@ def _readings(
             props = _properties(item)
             chosen = profiles.select("ctwing", name=profile, product_id=product, props=props)
             result.readings.append(
-                profile_reading(chosen, props, device_id=device_id, ts_ms=ts_ms, received_ms=received_ms, context=context)
+                profile_reading(
+                    chosen, props, device_id=device_id, ts_ms=ts_ms, received_ms=received_ms, context=context
+                )
             )
         except DecodeError as e:
             result.errors.append(BatchItemError(index, e.reason, _raw(item)))

@@ -288,7 +288,10 @@ ANALOG_METRICS: dict[int, tuple[str, float]] = {
     6: ("gas_lel_pct", 1.0),
 }
 UITD_KEY = "uitd"
-_SYSTEM_OBJECTS = (SystemStatus, ComponentStatus, AnalogValue, SystemOperation, SystemVersion, SystemConfig, ComponentConfig, SystemTime)
+_SYSTEM_OBJECTS = (
+    SystemStatus, ComponentStatus, AnalogValue, SystemOperation, SystemVersion, SystemConfig, ComponentConfig,
+    SystemTime,
+)
 _COMPONENT_OBJECTS = (ComponentStatus, AnalogValue, ComponentConfig)
 
 
@@ -303,7 +306,9 @@ class StatusChange:
     active: tuple[str, ...]
 
 
-def status_change(flags: Mapping[int, Flag], status: int, previous_status: int | None, *, under_test: bool) -> StatusChange:
+def status_change(
+    flags: Mapping[int, Flag], status: int, previous_status: int | None, *, under_test: bool
+) -> StatusChange:
     """Events of one status word. A set canonical flag always raises its event (alerting folds
     repeats, so a fire is never lost to stale state); a flag set in `previous_status` and clear now
     raises its clearing event; without a previous status nothing clears. Under test, a fire is
@@ -391,7 +396,9 @@ def map_frame(
 class _Mapper:
     """Collects the readings of one frame."""
 
-    def __init__(self, device_id: str, received_ms: int, tz: ZoneInfo, under_test: bool, sent_at: datetime | None) -> None:
+    def __init__(
+        self, device_id: str, received_ms: int, tz: ZoneInfo, under_test: bool, sent_at: datetime | None
+    ) -> None:
         self.device_id = device_id
         self.received_ms = received_ms
         self.tz = tz
@@ -439,7 +446,8 @@ class _Mapper:
             case AnalogValue():
                 self.analog(obj, base, component)
             case SystemVersion() | UitdVersion():
-                self.out.append(self.reading(Event.report, None, None, base | {"software_version": f"{obj.major}.{obj.minor}"}))
+                version = {"software_version": f"{obj.major}.{obj.minor}"}
+                self.out.append(self.reading(Event.report, None, None, base | version))
             case SystemConfig() | UitdConfig():
                 self.out.append(self.reading(Event.report, None, None, base | {"configuration": obj.text}))
             case ComponentConfig():
@@ -452,10 +460,20 @@ class _Mapper:
             case _:  # centre-to-device types have nothing to report
                 pass
 
-    def status(self, obj: ComponentStatus | SystemStatus | UitdStatus, base: dict[str, object], component: str | None, memory: dict[str, int]) -> None:
+    def status(
+        self,
+        obj: ComponentStatus | SystemStatus | UitdStatus,
+        base: dict[str, object],
+        component: str | None,
+        memory: dict[str, int],
+    ) -> None:
         key = status_key(obj)
         assert key is not None
-        flags = COMPONENT_FLAGS if isinstance(obj, ComponentStatus) else SYSTEM_FLAGS if isinstance(obj, SystemStatus) else UITD_FLAGS
+        flags = (
+            COMPONENT_FLAGS if isinstance(obj, ComponentStatus)
+            else SYSTEM_FLAGS if isinstance(obj, SystemStatus)
+            else UITD_FLAGS
+        )
         change = status_change(flags, obj.status, memory.get(key), under_test=self.under_test)
         extra = base | {"status": obj.status, "panel_status": list(change.active)}
         if isinstance(obj, ComponentStatus):
@@ -508,5 +526,6 @@ class _Mapper:
     def clock(self, at: datetime | None, base: dict[str, object]) -> None:
         extra = dict(base)
         if at is not None:
-            extra |= {"device_time": at.isoformat(), "clock_offset_s": (local_ms(at, self.tz) - self.received_ms) / 1000}
+            offset_s = (local_ms(at, self.tz) - self.received_ms) / 1000
+            extra |= {"device_time": at.isoformat(), "clock_offset_s": offset_s}
         self.out.append(self.reading(Event.report, None, None, extra))

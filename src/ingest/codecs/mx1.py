@@ -212,7 +212,10 @@ def encode_mx1(r: Reading) -> bytes:
     if len(fields) > 255:
         raise ValueError(f"MX1 carries at most 255 fields, the reading has {len(fields)}")
     try:
-        head = _HEADER.pack(MAGIC, VERSION, int(r.kind), int(r.event), int(r.device_id), 0 if r.untimed else r.ts_ms // 1000, r.seq or 0, len(fields))
+        ts_s = 0 if r.untimed else r.ts_ms // 1000
+        head = _HEADER.pack(
+            MAGIC, VERSION, int(r.kind), int(r.event), int(r.device_id), ts_s, r.seq or 0, len(fields)
+        )
     except struct.error as e:
         raise ValueError(f"reading does not fit the MX1 header (ts, seq u16 or device id u64): {e}") from None
     body = head + b"".join(fields)

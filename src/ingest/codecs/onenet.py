@@ -124,7 +124,9 @@ def decode_onenet(body: bytes, *, received_ms: int, profiles: ProfileRegistry, p
         try:
             chosen = profiles.select("onenet", name=profile, product_id=None, props=merged)
             result.readings.append(
-                profile_reading(chosen, merged, device_id=device_id, ts_ms=ts_ms, received_ms=received_ms, context="data")
+                profile_reading(
+                    chosen, merged, device_id=device_id, ts_ms=ts_ms, received_ms=received_ms, context="data"
+                )
             )
         except DecodeError as e:
             first = points[0][0]

@@ -213,7 +213,9 @@ class Profile(_Strict):
         allowed = {*NB_METRICS, *KIND_METRICS[self.kind], "fault_code"}
         for prop, spec in self.properties.items():
             if spec.metric not in allowed:
-                raise ValueError(f"property {prop!r} maps to {spec.metric}, which a {self.kind.name} device does not have")
+                raise ValueError(
+                    f"property {prop!r} maps to {spec.metric}, which a {self.kind.name} device does not have"
+                )
         return self
 
     @property
@@ -260,7 +262,9 @@ class Profile(_Strict):
             extra[REJECTED] = rejected
         return Mapped(outcome.event, metrics, extra)
 
-    def _outcome(self, props: Mapping[str, Any], context: Context, rejected: dict[str, str], extra: dict[str, Any]) -> Outcome:
+    def _outcome(
+        self, props: Mapping[str, Any], context: Context, rejected: dict[str, str], extra: dict[str, Any]
+    ) -> Outcome:
         """The first matching rule of the highest tier wins: raising events (alarm, fault, ...),
         then clearing ones, then report/heartbeat. A code no rule knows is noted in `rejected`."""
         best: tuple[int, Outcome] | None = None
@@ -287,7 +291,10 @@ class Profile(_Strict):
 
 #: Events that end a condition; a raising event in the same message outranks them.
 CLEARING_EVENTS = frozenset(
-    {Event.alarm_clear, Event.fault_clear, Event.tamper_clear, Event.power_restore, Event.valve_opened, Event.breaker_closed}
+    {
+        Event.alarm_clear, Event.fault_clear, Event.tamper_clear, Event.power_restore, Event.valve_opened,
+        Event.breaker_closed,
+    }
 )
 
 
@@ -353,7 +360,9 @@ class ProfileRegistry:
     def get(self, name: str) -> Profile | None:
         return self._by_name.get(name)
 
-    def select(self, platform: Platform, *, name: str | None, product_id: str | None, props: Mapping[str, Any]) -> Profile:
+    def select(
+        self, platform: Platform, *, name: str | None, product_id: str | None, props: Mapping[str, Any]
+    ) -> Profile:
         """The profile for one message: the source's configured `name`, else the one listing the
         platform product id, else the platform's profile sharing the most property names."""
         if name is not None:
@@ -368,9 +377,13 @@ class ProfileRegistry:
                     return p
         scored = sorted(((len(p.known_properties & props.keys()), p.name) for p in candidates), reverse=True)
         if not scored or scored[0][0] == 0:
-            raise DecodeError(f"no {platform} device profile knows any of the properties {', '.join(sorted(props))[:200]}")
+            raise DecodeError(
+                f"no {platform} device profile knows any of the properties {', '.join(sorted(props))[:200]}"
+            )
         if len(scored) > 1 and scored[1][0] == scored[0][0]:
-            raise DecodeError(f"profiles {scored[0][1]} and {scored[1][1]} fit equally; configure one on the push source")
+            raise DecodeError(
+                f"profiles {scored[0][1]} and {scored[1][1]} fit equally; configure one on the push source"
+            )
         return self._by_name[scored[0][1]]
 
 

@@ -9,7 +9,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from devices.kinds import (
-    BREAKER_STATES, DEVICE_ID_RE, EVENT_BY_NAME, GAS_TYPES, KIND_BY_NAME, KIND_METRICS, NB_METRICS, VALVE_STATES, Event, Kind,
+    BREAKER_STATES,
+    DEVICE_ID_RE,
+    EVENT_BY_NAME,
+    GAS_TYPES,
+    KIND_BY_NAME,
+    KIND_METRICS,
+    NB_METRICS,
+    VALVE_STATES,
+    Event,
+    Kind,
 )
 
 from .errors import DecodeError
@@ -23,7 +32,9 @@ MAX_TS_MS = 253_402_300_799_999
 SEQ_LIMIT = 2**31
 
 #: Metric name -> python type of its value (`devices.kinds` plus `fault_code`).
-METRIC_TYPES: dict[str, type] = {**NB_METRICS, **{k: t for m in KIND_METRICS.values() for k, t in m.items()}, "fault_code": str}
+METRIC_TYPES: dict[str, type] = {
+    **NB_METRICS, **{k: t for m in KIND_METRICS.values() for k, t in m.items()}, "fault_code": str
+}
 #: Largest magnitude of a numeric metric: the fleet's live state (and its checkpoint, the `real`
 #: columns of `device_state`) keeps metrics as float32, where anything larger becomes infinity,
 #: which no JSON column stores. So a metric beyond it is refused here, where the sender is told.

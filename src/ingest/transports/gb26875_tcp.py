@@ -292,7 +292,9 @@ class GB26875Server:
             objects = encode_time(self._local_now())
         data = request_data(app_type, objects)
         serial = session.allocate_serial()
-        frame = Frame(serial, session.version, self._local_now(), session.centre, address, request_command(app_type), data)
+        frame = Frame(
+            serial, session.version, self._local_now(), session.centre, address, request_command(app_type), data
+        )
         self.counters.requests += 1
         denials = 0
         try:

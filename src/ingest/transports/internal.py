@@ -36,7 +36,9 @@ class Follow:
 
 
 class InternalBus:
-    def __init__(self, broker: BrokerConfig, *, client_id: str, follows: list[Follow], max_inflight: int = 1000) -> None:
+    def __init__(
+        self, broker: BrokerConfig, *, client_id: str, follows: list[Follow], max_inflight: int = 1000
+    ) -> None:
         self.broker = broker
         self.client_id = client_id
         self.follows = follows
@@ -101,8 +103,8 @@ class InternalBus:
                     log.error("unreadable internal message on %s (%s); dropped", message.topic, e)
                 if message.qos > 0:
                     try:
-                        client._client.ack(message.mid, message.qos)  # noqa: SLF001 - see ingest.transports.mqtt
-                    except Exception as e:  # noqa: BLE001 - a lost connection means the broker redelivers
+                        client._client.ack(message.mid, message.qos)  # see ingest.transports.mqtt
+                    except Exception as e:  # a lost connection means the broker redelivers
                         log.debug("ack of mid %d not sent: %s", message.mid, e)
 
         await self._connected_forever(f.name, session, persistent=True)
@@ -112,8 +114,10 @@ class InternalBus:
     ) -> None:
         backoff = 0.5
         while True:
-            client = self.broker.client(f"{self.client_id}-{name}", persistent=persistent, receive_maximum=self.max_inflight)
-            client._client.manual_ack_set(True)  # noqa: SLF001 - before connecting: a backlog may come at once
+            client = self.broker.client(
+                f"{self.client_id}-{name}", persistent=persistent, receive_maximum=self.max_inflight
+            )
+            client._client.manual_ack_set(True)  # before connecting: a backlog may come at once
             try:
                 async with client:
                     backoff = 0.5
