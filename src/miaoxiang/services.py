@@ -37,6 +37,7 @@ from alerting.risk_api import RiskDeps
 from alerting.risk_service import RiskService
 from alerting.service import AlarmService
 from alerting.workorders.api import WorkOrderDeps
+from alerting.workorders.notices import NoticeSender
 from alerting.workorders.sweep import Sweep
 from devices.api import DeviceDeps
 from devices.auth import AuthDeps
@@ -127,12 +128,20 @@ class Services:
         return DutyChecks(self.pool, self.alarms.lifecycle, self.clock, _duty_sender(self.gb26875),
                           random_regions=self.settings.duty_check_random_regions, device_tz=self.settings.device_tz)
 
+    @functools.cached_property
+    def work_order_notices(self) -> NoticeSender:
+        """Sends work-order notices through the responders' channels (CONTRACT §11)."""
+        return NoticeSender(self.pool, self.clock, policy=self.outbound, language=self.settings.language,
+                            device_tz=self.settings.device_tz)
+
     def oversight_jobs(self) -> list[Job]:
-        """Settling duty checks and the daily online sample: once, not in a worker."""
+        """Settling duty checks, the daily online sample and sending work-order notices: once, not
+        in a worker."""
         if self.settings.role == "worker":
             return []
         return [self.duty_checks.run(), online_sample.run(self.pool, self.fleet, self.clock,
-                                                            ZoneInfo(self.settings.device_tz))]
+                                                            ZoneInfo(self.settings.device_tz)),
+                self.work_order_notices.run()]
 
     @functools.cached_property
     def supervision(self) -> Sweep:
