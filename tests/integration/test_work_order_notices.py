@@ -2,7 +2,8 @@
 receiver: an assignment sends the assignee one signed message in the work-order shape (no
 `notification_id`), an overdue order tells the assignee and the region's duty officer, a 5xx is
 retried, an address the outbound policy refuses fails with its class at once, a closed order's
-notice is skipped, and two senders sharing the table never send a notice twice."""
+notice is skipped, two senders sharing the table never send a notice twice, and the service
+(its composition root) sends an assignment made through the API."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ from alerting.workorders import store
 from alerting.workorders.notices import NoticeSender
 from devices.outbound import NOT_ALLOWED, OutboundPolicy
 from miaoxiang.migrate import migrate
-from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR
+from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR, Settings
 from tests.providers.server import ProviderServer, Reply, Request
-from tests.service import wait_for
+from tests.service import running_service, wait_for
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 3, 10, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
@@ -195,3 +196,23 @@ async def test_two_senders_never_send_a_notice_twice(pool: asyncpg.Pool, hook: t
     ids = [b["work_order_notice_id"] for _, b in handler.bodies]
     assert sorted(ids, key=int) == [str(n["id"]) for n in notices]  # each once
     assert await pool.fetchval("SELECT count(*) FROM work_order_sends") == 40
+
+
+async def test_the_service_sends_an_assignment_made_through_the_api(settings: Settings, hook: tuple[Hook, str]) -> None:
+    handler, url = hook
+    async with running_service(settings) as svc:
+        unit = {"unit_id": "u-zg", "name": "章贡小区", "region": ZG}
+        assert (await svc.http.post("/api/v1/units", json=unit, headers=svc.auth())).status_code in (200, 201)
+        pool: asyncpg.Pool = svc.app.state.services.pool
+        await channel(pool, "wang-hook", f"{url}/ok/wang")
+        await responder(pool, "wang", "maintainer", ["wang-hook"], [ZG])
+        made = await svc.http.post("/api/v1/work-orders", headers=svc.auth(),
+                                   json={"unit_id": "u-zg", "reason": "灭火器过期", "assignee": "wang"})
+        assert made.status_code == 201, made.text
+        await wait_for(lambda: handler.bodies, timeout=15)
+        [(path, body)] = handler.bodies
+        assert path == "/ok/wang" and body["notice"] == "assigned"
+        assert body["work_order"]["work_order_id"] == made.json()["work_order_id"]
+        got = (await svc.http.get(f"/api/v1/work-orders/{made.json()['work_order_id']}", headers=svc.auth())).json()
+        [notice] = got["notices"]
+        assert notice["state"] == "sent" and notice["sent_at"] is not None and notice["error_class"] is None

@@ -246,8 +246,9 @@ async def mark_overdue(pool: asyncpg.Pool, today: date, now: datetime) -> list[i
 
 
 async def notices(db: Db, order_id: int) -> list[dict[str, Any]]:
-    """Who was to be told about an order, and why."""
+    """Who was to be told about an order, and why; whether it was sent (`state`, `sent_at`, and
+    `error_class` of a failure or the cause of a skip)."""
     rows = await db.fetch(
-        """SELECT responder_id, reason, created_at, sent_at FROM work_order_notices
+        """SELECT responder_id, reason, created_at, state, sent_at, error_class FROM work_order_notices
             WHERE work_order_id = $1 ORDER BY id""", order_id)
     return [dict(r) for r in rows]
