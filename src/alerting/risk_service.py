@@ -220,10 +220,9 @@ class RiskService:
         out = {name: np.zeros(len(t)) for name in ("work_orders_open", "work_orders_overdue", "shielded_points",
                                                     "override")}
         now = self.wall()
-        if await conn.fetchval("SELECT to_regclass('work_orders') IS NOT NULL"):
-            for r in await conn.fetch(_WORK_ORDERS_SQL, now.astimezone(self.tz).date()):
-                if (i := t.index.get(r["unit_id"])) is not None:
-                    out["work_orders_open"][i], out["work_orders_overdue"][i] = r["open"], r["overdue"]
+        for r in await conn.fetch(_WORK_ORDERS_SQL, now.astimezone(self.tz).date()):
+            if (i := t.index.get(r["unit_id"])) is not None:
+                out["work_orders_open"][i], out["work_orders_overdue"][i] = r["open"], r["overdue"]
         for r in await conn.fetch(_SHIELDED_SQL):
             if (i := t.index.get(r["unit_id"])) is not None:
                 out["shielded_points"][i] = r["points"]

@@ -61,13 +61,11 @@ def covers(viewer: Principal, regions: list[str], industries: list[str]) -> bool
 async def open_items(
     pool: asyncpg.Pool, scope: Scope, today: date
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The open alarms and, when work orders exist (migration 0016), the open work orders in `scope`."""
+    """The open alarms and the open work orders in `scope`."""
     sql, args = scope.sql("a.region", "coalesce(u.industry, 'other')", first=2)
     alarms = await pool.fetch(_ALARMS.format(scope=sql, limit=MAX_ITEMS), list(OPEN_STATUSES), *args)
-    orders: list[asyncpg.Record] = []
-    if await pool.fetchval("SELECT to_regclass('work_orders') IS NOT NULL"):
-        sql, args = scope.sql("w.region", "w.industry", first=2)
-        orders = await pool.fetch(_WORK_ORDERS.format(scope=sql, limit=MAX_ITEMS), today, *args)
+    sql, args = scope.sql("w.region", "w.industry", first=2)
+    orders = await pool.fetch(_WORK_ORDERS.format(scope=sql, limit=MAX_ITEMS), today, *args)
     return [_plain(r) for r in alarms], [_plain(r) for r in orders]
 
 

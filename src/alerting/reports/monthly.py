@@ -72,7 +72,7 @@ class MonthlyReport:
     registered_at_end: int = 0
     online_at_end: int = 0
     daily: list[tuple[str, int, int]] = field(default_factory=list)  # (day, registered, online)
-    work_orders: dict[str, int] | None = None  # opened, closed, overdue; None without work orders
+    work_orders: dict[str, int] = field(default_factory=dict)  # opened, closed, overdue
     colours: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -134,11 +134,10 @@ async def gather(
     unit_scope, args = scope.sql("u.region", "u.industry", first=3)
     rep.daily = [(r["day"].isoformat(), r["registered"], r["online"])
                  for r in await pool.fetch(_SAMPLES.format(scope=unit_scope), first, nxt, *args)]
-    if await pool.fetchval("SELECT to_regclass('work_orders') IS NOT NULL"):
-        wo_scope, args = scope.sql("u.region", "u.industry", first=4)
-        row = await pool.fetchrow(_WORK_ORDERS.format(scope=wo_scope), start, end, nxt, *args)
-        assert row is not None
-        rep.work_orders = {k: row[k] for k in ("opened", "closed", "overdue")}
+    wo_scope, args = scope.sql("u.region", "u.industry", first=4)
+    row = await pool.fetchrow(_WORK_ORDERS.format(scope=wo_scope), start, end, nxt, *args)
+    assert row is not None
+    rep.work_orders = {k: row[k] for k in ("opened", "closed", "overdue")}
     return rep
 
 
@@ -173,8 +172,7 @@ def report_rows(rep: MonthlyReport) -> list[tuple[str, str, Any]]:
     rows += [("online", "registered_at_end", rep.registered_at_end), ("online", "online_at_end", rep.online_at_end),
              ("online", "rate_at_end", _pct(rep.online_rate_at_end)),
              ("online", "daily_samples", len(rep.daily)), ("online", "rate_daily_mean", _pct(rep.online_rate_mean))]
-    if rep.work_orders is not None:
-        rows += [("work_orders", k, v) for k, v in rep.work_orders.items()]
+    rows += [("work_orders", k, v) for k, v in rep.work_orders.items()]
     rows += [("risk_colours", c, n) for c, n in rep.colours.items()]
     return rows
 
