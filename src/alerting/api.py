@@ -33,6 +33,7 @@ from alerting.lifecycle import Alarm, AlarmNotFound, Classification, InvalidTran
 from alerting.model import OPEN_STATUSES, AlarmType, Response, Severity
 from alerting.notify import shown_detail
 from alerting.response import alarm_view
+from alerting.response.channels.registry import mask_url
 from alerting.service import AlarmService
 from alerting.stream import StreamEvent
 from devices.auth import IndustryFilter, Operator, Principal, RegionFilter, Viewer, list_scope, principal_of
@@ -194,7 +195,9 @@ async def _ws_watch(websocket: WebSocket) -> None:
 
 @router.get("/{alarm_id}")
 async def get_alarm(alarm_id: str, principal: Viewer, alarms: Alarms) -> dict[str, Any]:
-    """The alarm with its evidence and rule, its timeline (every change) and its notification attempts."""
+    """The alarm with its evidence and rule, its timeline (every change, notifications included) and,
+    under `notifications`, the attempts recorded by v1's notifier before the upgrade (credentials in
+    their URLs masked); today's notifications are at `GET /api/v1/alarms/{alarm_id}/notifications`."""
     row = await alarms.pool.fetchrow(
         f"SELECT *, {UNIT_INDUSTRY} AS unit_industry FROM alarms WHERE alarm_id = $1", _alarm_id(alarm_id)
     )
@@ -218,8 +221,8 @@ async def get_alarm(alarm_id: str, principal: Viewer, alarms: Alarms) -> dict[st
         **shown,
         "timeline": alarm_view.merged(audit, await alarm_view.notification_entries(alarms.pool, row["alarm_id"])),
         "notifications": [
-            {"level": a["level"], "target": a["target"], "attempt": a["attempt"], "at": rfc3339(to_ms(a["at"])),
-             "ok": a["ok"], "detail": shown_detail(a["ok"], a["detail"])}
+            {"level": a["level"], "target": mask_url(a["target"]), "attempt": a["attempt"],
+             "at": rfc3339(to_ms(a["at"])), "ok": a["ok"], "detail": shown_detail(a["ok"], a["detail"])}
             for a in attempts
         ],
     }

@@ -155,6 +155,13 @@ async def test_detail_with_timeline_and_scope(api: Api) -> None:
     assert (body["count"], body["rule"], body["evidence"][0]["device_id"]) == (2, "smoke_rule", "G1")
     assert [(e["action"], e["actor"]) for e in body["timeline"]] == [("raised", "system"), ("repeated", "system")]
     assert body["notifications"] == []
+    # v1 attempts recorded before the upgrade stay visible, their webhook credentials masked
+    await api.pool.execute(
+        "INSERT INTO notification_attempts (alarm_id, level, target, attempt, ok, detail) VALUES ($1, 0,"
+        " 'https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=s3cr3t-key', 1, false, 'http 5xx')", int(alarm_id))
+    shown = (await api.http.get(f"/api/v1/alarms/{alarm_id}", headers=ADMIN)).json()["notifications"]
+    assert [(n["detail"], "s3cr3t" in n["target"], n["target"].startswith("https://qyapi")) for n in shown] == [
+        ("http 5xx", False, True)]
     outsider = await api.token("viewer", ["浙江省"])
     assert (await api.http.get(f"/api/v1/alarms/{alarm_id}", headers=outsider)).status_code == 404
     assert (await api.http.get("/api/v1/alarms/999999", headers=ADMIN)).status_code == 404
