@@ -398,7 +398,7 @@ class SseReader:
 OutageKind = Literal["not_accepting", "terminated", "read_only", "statement_timeout"]
 OUTAGE_KINDS: tuple[OutageKind, ...] = ("not_accepting", "terminated", "read_only", "statement_timeout")
 #: Tables the statement-timeout outage locks: every write of the service waits on one of them.
-_LOCKED = "readings, devices, dead_letters, alarms, alarm_events, device_state, notification_outbox, commands"
+_LOCKED = "readings, devices, dead_letters, alarms, alarm_events, device_state, notifications, commands"
 
 
 class DbOutage:
