@@ -187,16 +187,18 @@ def reading_row(r: Reading, source: str) -> tuple[Any, ...]:
 
 
 class ReadingStore:
-    """Writes batches idempotently, in one transaction each.
+    """Writes batches idempotently, each atomically.
 
-    Timed rows are COPY'd straight into `readings` (in a savepoint); when one is already stored (a
-    redelivery the in-memory window no longer knew, or another worker's copy), the savepoint is
-    rolled back and they take the staging path: COPY into a session-local staging table, then
-    INSERT ... ON CONFLICT DO NOTHING. Untimed rows always take it (their copies are found by
-    (device, dedup) within a window, which no unique index expresses). The same rows are stored
-    either way; the direct COPY saves PostgreSQL the second pass (about 40% of its work per row).
-    Times go as binary timestamptz values (`pg_time`), through a codec set on the connection for
-    the COPYs only."""
+    Timed rows are COPY'd straight into `readings`; when one is already stored (a redelivery the
+    in-memory window no longer knew, or another worker's copy), the whole flush is rolled back and
+    written again on the staging path: COPY into a session-local staging table, then INSERT ...
+    ON CONFLICT DO NOTHING (so are the next STAGED_AFTER_CONFLICT flushes). Untimed rows always
+    take it (their copies are found by (device, dedup) within a window, which no unique index
+    expresses). The same rows are stored either way; the direct COPY saves PostgreSQL the second
+    pass (about 40% of its work per row). A flush of timed rows alone, the common case, is that
+    one COPY, atomic by itself: no BEGIN, savepoint or COMMIT round trips (a group commit writes
+    small flushes often). Times go as binary timestamptz values (`pg_time`), through a codec set
+    on the connection for the COPYs only."""
 
     def __init__(self, pool: asyncpg.Pool, *, untimed_window_ms: int = 600_000) -> None:
         self.pool = pool
@@ -209,8 +211,30 @@ class ReadingStore:
         new_devices: list[tuple[str, str]],
         dead_letters: list[DeadLetter],
     ) -> int:
-        """Write one flush in one transaction; answer how many readings were new."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        """Write one flush atomically; answer how many readings were new."""
+        untimed = [row for row in rows if is_untimed_row(row)]
+        timed = rows if not untimed else [row for row in rows if not is_untimed_row(row)]
+        direct = bool(timed) and self._staged_writes == 0
+        if timed and not direct:
+            self._staged_writes -= 1
+        async with self.pool.acquire() as conn:
+            if direct:
+                try:
+                    return await self._write(conn, timed, untimed, new_devices, dead_letters, direct=True)
+                except asyncpg.UniqueViolationError:
+                    self._staged_writes = STAGED_AFTER_CONFLICT
+            return await self._write(conn, timed, untimed, new_devices, dead_letters, direct=False)
+
+    async def _write(
+        self, conn: asyncpg.Connection, timed: list[tuple[Any, ...]], untimed: list[tuple[Any, ...]],
+        new_devices: list[tuple[str, str]], dead_letters: list[DeadLetter], *, direct: bool,
+    ) -> int:
+        """One attempt, in one transaction unless it is a single direct COPY."""
+        if direct and not (untimed or new_devices or dead_letters):
+            async with _BinaryTimes(conn):
+                await conn.copy_records_to_table("readings", records=timed, columns=READING_COLUMNS)
+            return len(timed)
+        async with conn.transaction():
             if new_devices:
                 await conn.executemany(
                     "INSERT INTO devices (device_id, kind, quarantined) VALUES ($1, $2, true) ON CONFLICT DO NOTHING",
@@ -222,26 +246,18 @@ class ReadingStore:
                     records=[(ms_to_dt(d.received_ms), d.transport, d.source, d.reason, d.raw) for d in dead_letters],
                     columns=("received_at", "transport", "source", "reason", "raw"),
                 )
-            if not rows:
+            if not (timed or untimed):
                 return 0
-            untimed = [row for row in rows if is_untimed_row(row)]
-            timed = rows if not untimed else [row for row in rows if not is_untimed_row(row)]
             async with _BinaryTimes(conn):
-                return await self._write_rows(conn, timed, untimed)
+                return await self._write_rows(conn, timed, untimed, direct=direct)
 
     async def _write_rows(
-        self, conn: asyncpg.Connection, timed: list[tuple[Any, ...]], untimed: list[tuple[Any, ...]]
+        self, conn: asyncpg.Connection, timed: list[tuple[Any, ...]], untimed: list[tuple[Any, ...]], *, direct: bool
     ) -> int:
         written = 0
-        if timed and self._staged_writes == 0:
-            try:
-                async with conn.transaction():  # a savepoint
-                    await conn.copy_records_to_table("readings", records=timed, columns=READING_COLUMNS)
-                written, timed = len(timed), []
-            except asyncpg.UniqueViolationError:
-                self._staged_writes = STAGED_AFTER_CONFLICT
-        elif timed:
-            self._staged_writes -= 1
+        if direct:  # a conflict raises out of the transaction: `write` tries again, staged
+            await conn.copy_records_to_table("readings", records=timed, columns=READING_COLUMNS)
+            written, timed = len(timed), []
         staged = timed + untimed
         if not staged:
             return written
