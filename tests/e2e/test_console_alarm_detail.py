@@ -196,7 +196,7 @@ async def _check_suppressed_component(tab: Any, svc: RunningService, artifacts: 
     await expect(tab.get_by_test_id("device-heading")).to_have_text(UITD)
 
 
-async def _check_phone(phone: Any, svc: RunningService, alarm_id: str, artifacts: Path) -> None:
+async def _check_phone(phone: Any, svc: RunningService, settings: Settings, alarm_id: str, artifacts: Path) -> None:
     """One column no wider than the phone; the dispatch button stays in the lower half, however far
     the detail is scrolled."""
     from playwright.async_api import expect
@@ -210,6 +210,17 @@ async def _check_phone(phone: Any, svc: RunningService, alarm_id: str, artifacts
         assert box is not None and PHONE["height"] / 2 < box["y"] and box["y"] + box["height"] <= PHONE["height"]
         await phone.screenshot(path=artifacts / shot)
         await detail.evaluate("el => el.scrollTo(0, el.scrollHeight)")
+
+    # a hot reading makes it 秒响应: the banner shows above the open detail, which starts below it
+    await _publish_smoke_alarm(settings, SMOKE, temperature_c=63.0)
+    banner = phone.get_by_test_id("immediate-banner")
+    await expect(banner).to_be_visible(timeout=5000)
+    await detail.evaluate("el => el.scrollTo(0, 0)")
+    await phone.screenshot(path=artifacts / "alarm-detail-phone-immediate.png")
+    banner_box, pane_box = await banner.bounding_box(), await detail.bounding_box()
+    assert banner_box is not None and pane_box is not None
+    assert banner_box["y"] + banner_box["height"] <= pane_box["y"] + 1
+    await expect(detail.get_by_test_id("detail-close")).to_be_visible()
 
 
 async def test_alarm_detail_shows_the_response_loop_and_dispatches(
@@ -256,7 +267,7 @@ async def test_alarm_detail_shows_the_response_loop_and_dispatches(
         await _check_suppressed_component(tab, svc, artifacts)
 
         phone = await _tab(browser, errors, viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
-        await _check_phone(phone, svc, alarm_id, artifacts)
+        await _check_phone(phone, svc, settings, alarm_id, artifacts)
         for page in (tab, phone):  # before the service stops: its stream would fail to reconnect
             await page.context.close()
     assert errors == []
