@@ -83,3 +83,43 @@ async def test_shipped_schema_applies_and_creates_daily_partitions(database_url:
         assert dropped == 1
     finally:
         await conn.close()
+
+
+async def test_upgrade_from_v1_carries_pending_notifications_to_their_responders(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A v1 deployment upgraded with notifications still pending: each becomes a queued
+    notification of the responder its v1 contact became; delivered ones are not sent again."""
+    v1, all_ = tmp_path / "v1", tmp_path / "all"
+    v1.mkdir()
+    for f in sorted(DEFAULT_MIGRATIONS_DIR.glob("*.sql")):
+        if f.name < "0010":
+            shutil.copy(f, v1 / f.name)
+    shutil.copytree(DEFAULT_MIGRATIONS_DIR, all_)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn, v1)
+        await conn.execute("""
+            INSERT INTO region_contacts (region, level, name, webhook) VALUES ('江西省', 1, '网格员', 'https://a.example/g');
+            INSERT INTO units (unit_id, name, region, contacts)
+                 VALUES ('U1', '南外小学', '江西省/赣州市', '[{"name": "值班室", "webhook": "https://a.example/u"}]');
+            INSERT INTO alarms (alarm_key, type, severity, response, status, unit_id, region, first_seen,
+                                last_seen, rule)
+                 VALUES ('device:S1', 'smoke', 'major', 'verify', 'active_unack', 'U1', '江西省/赣州市', now(),
+                         now(), 'r');
+            INSERT INTO alarm_events (alarm_id, action, snapshot)
+                 SELECT alarm_id, a, '{}' FROM alarms, (VALUES ('raised'), ('escalated')) v(a);
+            INSERT INTO notification_outbox (alarm_id, event_id, level, contact, target, state)
+                 SELECT alarm_id, event_id, l, c, t, s FROM alarm_events, (VALUES
+                   ('raised', 2, '网格员', 'https://a.example/g', 'delivered'),
+                   ('escalated', 0, '值班室', 'https://a.example/u', 'pending'),
+                   ('escalated', 1, '网格员', 'https://a.example/g', 'pending')) v(e, l, c, t, s)
+                  WHERE action = e;""")
+        await migrate(conn, all_)
+        rows = await conn.fetch("""SELECT n.level, n.reason, n.state, r.name, r.role FROM notifications n
+                                     JOIN responders r USING (responder_id) ORDER BY n.level""")
+        assert [tuple(r) for r in rows] == [(0, "level", "queued", "值班室", "unit_contact"),
+                                            (1, "level", "queued", "网格员", "grid_worker")]
+        assert await conn.fetchval("SELECT to_regclass('notification_outbox')") is None
+    finally:
+        await conn.close()
