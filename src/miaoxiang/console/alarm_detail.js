@@ -7,6 +7,7 @@ import {
   actorText, dispatchControl, notificationList, peopleOf, responderActions, responseTimes,
 } from "./alarm_response.js";
 import { get } from "./api.js";
+import { contactList } from "./contacts.js";
 import { fill, fmtTime, fmtValue, h, toMs } from "./dom.js";
 import {
   component, componentText, evidenceFields, evidenceTime, metricText, placeText, ruleText, suppression,
@@ -123,26 +124,12 @@ export function render() {
 function unitSection(a) {
   const u = a.unit;
   if (!u) return h("section", { class: "unit-card", testid: "alarm-unit" }, h("p", { class: "muted" }, t("alarm.noUnit")));
-  const contacts = (u.contacts ?? []).map(contactItem);
   return h("section", { class: "unit-card", testid: "alarm-unit", "aria-label": t("alarm.unit") },
     h("div", { class: "unit-name" }, h("strong", { testid: "unit-name" }, u.name || u.unit_id), " ",
       shown.unit && h("span", { class: "risk-label" }, h("span", { class: "muted" }, t("units.risk")), " ", riskBadge(shown.unit.risk_colour))),
     h("div", { testid: "unit-address" }, u.address || "—"),
     h("div", { class: "muted" }, [term("industry", u.industry), u.region].filter((x) => x && x !== "—").join(" · ")),
-    contacts.length ? h("ul", { class: "contacts", testid: "unit-contacts" }, contacts)
-      : h("p", { class: "muted" }, t("alarm.noContacts")));
-}
-
-function contactItem(c) {
-  if (typeof c !== "object" || c === null) return h("li", {}, String(c));
-  const phone = c.phone ?? c.mobile ?? c.tel;
-  const role = c.role ? term("contactrole", c.role) : null;
-  const label = [c.name, role !== c.name && role].filter(Boolean).join(" · ");
-  return h("li", {},
-    phone ? h("a", { class: "tel big", href: `tel:${String(phone).replace(/[^\d+]/g, "")}`, testid: "contact-tel" },
-      h("span", { class: "tel-icon", "aria-hidden": "true" }, "☎"), " ", h("span", {}, label || phone), " ",
-      h("span", { class: "tel-number" }, phone))
-      : h("span", {}, label || "—", view.canAct() ? "" : h("span", { class: "muted" }, ` ${t("alarm.phoneHidden")}`)));
+    contactList(u.contacts, !view.canAct()));
 }
 
 function deviceSection(a) {

@@ -2,6 +2,7 @@
 // warnings and report export, and unit detail with its risk score (docs/risk.md).
 
 import { download, get, getAll } from "./api.js";
+import { contactList } from "./contacts.js";
 import { fill, fmtTime, fmtValue, h } from "./dom.js";
 import { t, term } from "./i18n.js";
 
@@ -195,19 +196,18 @@ function unitsTable() {
       h("td", {}, h("button", { type: "button", class: "link", onclick: () => openUnit(u.unit_id).catch(view.onError) }, u.name)),
       h("td", { class: "muted" }, u.region || "—"),
       h("td", {}, u.address || "—"),
-      h("td", {}, u.industry ?? "—")))));
+      h("td", {}, term("industry", u.industry))))));
 }
 
 function unitDetail() {
   const { unit: u, devices, alarms } = unit;
-  const contacts = (u.contacts ?? []).map((c) => h("div", {}, typeof c === "object" ? Object.values(c).join(" · ") : String(c)));
   return [
     h("div", { class: "pane-head" },
       h("h2", { tabindex: "-1" }, u.name, " ", riskBadge(u.risk_colour)),
       h("button", { type: "button", class: "icon", "aria-label": t("app.close"), onclick: () => { unit = null; render(); } }, "×")),
     h("dl", { class: "facts" },
-      [["units.address", u.address || "—"], ["alarm.region", u.region || "—"], ["units.industry", u.industry ?? "—"],
-        ["units.contacts", contacts.length ? contacts : "—"]].map(([k, v]) => [h("dt", {}, t(k)), h("dd", {}, v)])),
+      [["units.address", u.address || "—"], ["alarm.region", u.region || "—"], ["units.industry", term("industry", u.industry)],
+        ["units.contacts", contactList(u.contacts)]].map(([k, v]) => [h("dt", {}, t(k)), h("dd", {}, v)])),
     riskFacts(unit.risk),
     h("h3", {}, t("units.devices")),
     devices.length === 0 ? h("p", { class: "muted" }, t("devices.empty")) : h("ul", { class: "chips" }, devices.map((d) =>
