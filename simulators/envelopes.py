@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from devices.kinds import Event
@@ -149,3 +150,29 @@ def _number(spec: MetricSpec, value: float) -> float | int:
     x = abs(value) if spec.negate else value
     out = round((x - spec.offset) / spec.scale, 6)
     return int(out) if float(out).is_integer() and isinstance(value, int) else out
+
+
+def iotda_message(r: Reading, profile: Profile, *, product_id: str = "mx-product") -> bytes:
+    """A Huawei IoTDA `device.property` report (`notify_data`), as its AMQP subscription delivers
+    it: `profile`'s object model of the reading in one service. IoTDA times are whole seconds
+    (`yyyyMMddTHHmmssZ`), so the reading's time is too."""
+    when = datetime.fromtimestamp(r.ts_ms // 1000, UTC).strftime("%Y%m%dT%H%M%SZ")
+    header = {"app_id": "mx-app", "device_id": f"{product_id}_{r.device_id}", "node_id": r.device_id,
+              "product_id": product_id, "gateway_id": f"{product_id}_{r.device_id}"}
+    services = [{"service_id": profile.kind.name, "properties": vendor_properties(profile, r), "event_time": when}]
+    envelope = {"resource": "device.property", "event": "report", "event_time": when,
+                "notify_data": {"header": header, "body": {"services": services}}}
+    return _compact(envelope).encode("utf-8")
+
+
+def aliyun_message(r: Reading, profile: Profile, *, product_key: str = "a1mxProduct") -> tuple[bytes, dict[str, Any]]:
+    """An Alibaba Cloud IoT thing model property report as its AMQP subscription delivers it:
+    (body, application properties `topic`, `messageId`, `generateTime`)."""
+    items = {k: {"value": v, "time": r.ts_ms} for k, v in vendor_properties(profile, r).items()}
+    body = {"iotId": _digest("aliyun", r.device_id, size=16).hex(), "requestId": str(r.ts_ms),
+            "productKey": product_key, "deviceName": r.device_id, "gmtCreate": r.ts_ms,
+            "deviceType": profile.kind.name, "items": items}
+    props = {"topic": f"/{product_key}/{r.device_id}/thing/event/property/post",
+             "messageId": str(int.from_bytes(_digest("msg", r.device_id, r.ts_ms), "big") >> 1),
+             "generateTime": r.ts_ms}
+    return _compact(body).encode("utf-8"), props

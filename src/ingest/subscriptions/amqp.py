@@ -282,6 +282,7 @@ def _run_container(container: Container, bridge: _Bridge) -> None:
     try:
         container.run()
     except Exception as e:  # a handler error ends the reactor; the loop side must hear of it
+        log.exception("AMQP reactor of %s stopped", bridge.settings.host)
         bridge.closed(f"reactor stopped: {type(e).__name__}")
 
 
@@ -308,6 +309,7 @@ class _Bridge(MessagingHandler):
         self.injector = EventInjector()
         self.outcomes: collections.deque[tuple[Delivery, bool]] = collections.deque()
         self.receiver: Any = None
+        self.container: Any = None
         self.ended = False
 
     # --- called from the event loop ---
@@ -327,6 +329,7 @@ class _Bridge(MessagingHandler):
 
     # --- reactor thread ---
     def on_start(self, event: Any) -> None:
+        self.container = event.container  # injected events carry none
         event.container.selectable(self.injector)
         conn = event.container.connect(
             self.settings.url, user=self.user, password=self.password, allowed_mechs="PLAIN",
@@ -358,10 +361,10 @@ class _Bridge(MessagingHandler):
         self.ended = True
         self.injector.close()
         if self.receiver is None:
-            event.container.stop()
+            self.container.stop()
             return
         self.receiver.connection.close()
-        event.container.schedule(5.0, _Stopper())
+        self.container.schedule(5.0, _Stopper())
 
     def on_connection_closed(self, event: Any) -> None:
         event.container.stop()
