@@ -7,6 +7,7 @@ stored after recovery."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from devices.kinds import Event
 from devices.reading import Reading
+from ingest.subscriptions import supervisor
 from miaoxiang.settings import Settings
 from simulators.fleet import build_fleet
 from simulators.publish import ByUplink
@@ -102,6 +104,30 @@ async def test_a_ctwing_mq_source_is_created_shown_without_secrets_and_deleted(
         assert metric(await metrics(svc), "mx_subscription_connected", "ctmq") is None  # its consumer is gone
         assert (await svc.http.get("/api/v1/push-sources/ctmq", headers=svc.auth())).status_code == 404
         assert (await svc.http.delete("/api/v1/push-sources/ctmq", headers=svc.auth())).status_code == 404
+
+
+async def test_a_source_written_by_another_instance_is_followed(
+    settings: Settings, broker: PulsarLite, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows created, changed and deleted behind this process's back (another instance's API) are
+    followed at the next reconciliation."""
+    monkeypatch.setattr(supervisor, "RECONCILE_S", 0.3)
+    config = source_body("ctmq", broker, "other")["config"]
+    async with running_service(settings) as svc:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute("INSERT INTO push_sources (name, platform, config) VALUES ('ctmq', 'ctwing_mq', $1)",
+                               json.dumps(config))
+            await wait_for(lambda: _connected(svc), timeout=20)
+            subscribe_now(broker.url, "moved", "mx-ctmq")
+            await conn.execute("UPDATE push_sources SET config = config || $1::jsonb WHERE name = 'ctmq'",
+                               json.dumps({"topic": "moved"}))
+            await asyncio.to_thread(publish, broker.url, "moved", [envelope(1, 1)])
+            await wait_for(lambda: _at_least(database_url, 1), timeout=20)  # restarted on the new topic
+            await conn.execute("DELETE FROM push_sources WHERE name = 'ctmq'")
+            await wait_for(lambda: _gone(svc), timeout=20)
+        finally:
+            await conn.close()
 
 
 async def test_a_backlog_of_10000_messages_is_stored_exactly_once(
@@ -192,6 +218,10 @@ async def _acked(svc: RunningService, n: int) -> bool:
 
 async def _redelivered(svc: RunningService) -> bool:
     return (metric(await metrics(svc), "mx_subscription_redelivered_total", "ctmq") or 0) > 0
+
+
+async def _gone(svc: RunningService) -> bool:
+    return metric(await metrics(svc), "mx_subscription_connected", "ctmq") is None
 
 
 async def _connected(svc: RunningService) -> bool:

@@ -2,8 +2,9 @@
 
 At start-up every source whose platform is a subscription kind gets a consumer; `changed(name)`
 (called by the push-source routes after a create, replace or delete) stops that source's consumer
-and starts the one its row now asks for. On shutdown each consumer lets its messages in flight
-commit and acknowledges them before it closes. Each consumer's state is on `/metrics`
+and starts the one its row now asks for. Every `RECONCILE_S` the rows are read again, so the other
+instances of a deployment follow a change made through one of them. On shutdown each consumer
+lets its messages in flight commit and acknowledges them before it closes. Each consumer's state is on `/metrics`
 (`mx_subscription_*{source,platform}`) and in the source's GET (`state`).
 """
 
@@ -22,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from devices.db_errors import UNAVAILABLE
 from ingest.notices import PlatformNotices
 from ingest.transports.http_push import PushContext
 
@@ -31,6 +33,8 @@ from .kinds import KINDS, SUBSCRIPTION_PLATFORMS, subscription_kind
 
 log = logging.getLogger(__name__)
 
+#: How often the consumers are reconciled with `push_sources`.
+RECONCILE_S = 30.0
 #: Default longest wait for one message's commit before it is given back (`config.commit_timeout_s`).
 COMMIT_TIMEOUT_S = 30.0
 
@@ -42,11 +46,22 @@ def commit_timeout(config: Mapping[str, Any]) -> float:
     return float(value)
 
 
+_SOURCES = "SELECT name, platform, profile, config FROM push_sources"
+
+
 @dataclass
 class _Running:
     platform: str
     consumer: Consumer
     task: asyncio.Task[None]
+    row: tuple[str, str | None, str]  # what it was started from: platform, profile, config
+
+
+def _signature(row: asyncpg.Record) -> tuple[str, str | None, str]:
+    config = row["config"]
+    if not isinstance(config, str):
+        config = json.dumps(config)
+    return row["platform"], row["profile"], json.dumps(json.loads(config), sort_keys=True)
 
 
 class Subscriptions:
@@ -61,6 +76,7 @@ class Subscriptions:
         self.running: dict[str, _Running] = {}
         self._lock = asyncio.Lock()
         self._started = False
+        self._refused: dict[str, tuple[str, str | None, str]] = {}  # rows that cannot run, said once
         self._collector = _Collector(self)
         registry.register(self._collector)
         self._registry = registry
@@ -85,29 +101,39 @@ class Subscriptions:
             if not self._started:
                 return  # run() reads every row when it starts
             await self._stop(name)
-            row = await self.pool.fetchrow(
-                "SELECT name, platform, profile, config FROM push_sources WHERE name = $1", name
-            )
+            self._refused.pop(name, None)
+            row = await self.pool.fetchrow(f"{_SOURCES} WHERE name = $1", name)
             if row is not None and row["platform"] in SUBSCRIPTION_PLATFORMS:
                 self._start(row)
 
     # --- the background job --------------------------------------------------------------------------
     async def run(self) -> None:
-        """Start a consumer per subscription source; on cancellation stop them all gracefully."""
+        """Start a consumer per subscription source, follow the table every `RECONCILE_S`; on
+        cancellation stop them all gracefully."""
         try:
-            async with self._lock:
-                rows = await self.pool.fetch(
-                    "SELECT name, platform, profile, config FROM push_sources WHERE platform = ANY($1::text[])",
-                    list(SUBSCRIPTION_PLATFORMS),
-                )
-                for row in rows:
-                    self._start(row)
-                self._started = True
-            await asyncio.Event().wait()
+            while True:
+                try:
+                    await self.reconcile()
+                except UNAVAILABLE as e:
+                    log.warning("push sources not re-read: database unavailable (%s)", e)
+                await asyncio.sleep(RECONCILE_S)
         finally:
             self._started = False
             await asyncio.shield(self._stop_all())
             self._registry.unregister(self._collector)
+
+    async def reconcile(self) -> None:
+        """Start, restart or stop consumers so that they match the subscription rows."""
+        async with self._lock:
+            rows = {r["name"]: r for r in await self.pool.fetch(
+                f"{_SOURCES} WHERE platform = ANY($1::text[])", list(SUBSCRIPTION_PLATFORMS)
+            )}
+            for name in [n for n, run in self.running.items() if n not in rows or run.row != _signature(rows[n])]:
+                await self._stop(name)
+            for name, row in rows.items():
+                if name not in self.running and self._refused.get(name) != _signature(row):
+                    self._start(row)
+            self._started = True
 
     def _start(self, row: asyncpg.Record) -> None:
         name, platform = row["name"], row["platform"]
@@ -120,12 +146,13 @@ class Subscriptions:
             consumer = kind.build({k: v for k, v in config.items() if k != "commit_timeout_s"}, f"{platform}:{name}")
         except ValueError as e:  # a row written before this build's checks: it stays idle, said once
             log.error("push source %s (%s) is not consumed: %s", name, platform, e)
+            self._refused[name] = _signature(row)
             return
         handle = subscription_handle(self.push, self.devices, kind, source=name, profile=row["profile"],
                                      commit_timeout_s=timeout_s)
         task = asyncio.create_task(consumer.run(handle), name=f"subscription:{name}")
         task.add_done_callback(lambda t: _report_end(name, t))
-        self.running[name] = _Running(platform, consumer, task)
+        self.running[name] = _Running(platform, consumer, task, _signature(row))
         log.info("consuming push source %s (%s)", name, platform)
 
     async def _stop(self, name: str) -> None:
