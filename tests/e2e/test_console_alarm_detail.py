@@ -149,6 +149,11 @@ async def _dispatch(tab: Any, detail: Any, artifacts: Path) -> None:
     await detail.get_by_test_id("dispatch-button").click()
     dialog = tab.get_by_test_id("dispatch-dialog")
     await expect(dialog).to_be_visible()
+    await tab.keyboard.press("Escape")  # closes the dialog only: nothing sent, the detail stays
+    await expect(dialog).to_be_hidden()
+    await expect(detail).to_be_visible()
+    assert (await detail.get_by_test_id("dispatched-badge").count()) == 0
+    await detail.get_by_test_id("dispatch-button").click()
     await tab.screenshot(path=artifacts / "alarm-detail-desktop-dispatch-dialog.png")
     await dialog.get_by_test_id("dispatch-note").fill("电话核实确有烟雾")
     await dialog.get_by_test_id("dispatch-confirm").click()

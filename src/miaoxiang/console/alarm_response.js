@@ -119,7 +119,8 @@ export function dispatchControl(a, { onDone, onError }) {
     "aria-describedby": reason ? "dispatch-why" : undefined, onclick: () => dialog.showModal() }, t("dispatch.button"));
   const note = h("textarea", { id: "dispatch-note", rows: 2, maxlength: 500, testid: "dispatch-note" });
   const confirm = h("button", { type: "submit", class: "danger", testid: "dispatch-confirm" }, t("dispatch.confirm"));
-  const dialog = h("dialog", { class: "confirm", testid: "dispatch-dialog", "aria-labelledby": "dispatch-title" },
+  const dialog = h("dialog", { class: "confirm", testid: "dispatch-dialog", "aria-labelledby": "dispatch-title",
+    onkeydown: (e) => { if (e.key === "Escape") e.stopPropagation(); } }, // Escape closes the dialog, not the detail
     h("form", { method: "dialog", onsubmit: async (e) => {
       e.preventDefault();
       confirm.disabled = true;
