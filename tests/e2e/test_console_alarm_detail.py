@@ -228,6 +228,24 @@ async def _check_phone(phone: Any, svc: RunningService, settings: Settings, alar
     await expect(detail.get_by_test_id("detail-close")).to_be_visible()
 
 
+async def _check_viewer(tab: Any, svc: RunningService, alarm_id: str) -> None:
+    """A viewer token: the contacts without numbers (and the reason), no dispatch or resolve."""
+    from playwright.async_api import expect
+
+    answer = await svc.http.post("/api/v1/tokens", json={"name": "night-viewer", "role": "viewer"}, headers=svc.auth())
+    assert answer.status_code == 201, answer.text
+    await tab.goto(svc.base_url + "/")
+    await tab.get_by_label("访问令牌").fill(answer.json()["token"])
+    await tab.get_by_test_id("login-submit").click()
+    await expect(tab.get_by_test_id("role")).to_have_attribute("data-role", "viewer")
+    detail = await _open(tab, alarm_id)
+    await expect(detail.get_by_test_id("unit-contacts")).to_contain_text("电话仅值班员可见")
+    await expect(detail.get_by_test_id("contact-tel")).to_have_count(0)
+    await expect(detail.get_by_test_id("dispatch-button")).to_have_count(0)
+    await expect(detail.get_by_test_id("resolve-form")).to_have_count(0)
+    assert "+8613800001234" not in await detail.inner_text()
+
+
 async def test_alarm_detail_shows_the_response_loop_and_dispatches(
     settings: Settings, browser: Any, artifacts: Path
 ) -> None:
@@ -273,6 +291,10 @@ async def test_alarm_detail_shows_the_response_loop_and_dispatches(
 
         phone = await _tab(browser, errors, viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
         await _check_phone(phone, svc, settings, alarm_id, artifacts)
-        for page in (tab, phone):  # before the service stops: its stream would fail to reconnect
+        probes: list[str] = []  # a viewer's login finds its role from two routes that answer it 403
+        viewer = await _tab(browser, probes, viewport=DESKTOP)
+        await _check_viewer(viewer, svc, alarm_id)
+        errors += [e for e in probes if "status of 403" not in e]
+        for page in (tab, phone, viewer):  # before the service stops: its stream would fail to reconnect
             await page.context.close()
     assert errors == []
