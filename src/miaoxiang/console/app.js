@@ -68,6 +68,7 @@ function renderSound({ enabled, silenced, blocked, beeps } = sound.state()) {
   button.setAttribute("aria-pressed", String(enabled));
   button.dataset.beeps = String(beeps);
   button.classList.toggle("warn", enabled && blocked);
+  board.renderSoundHint();
 }
 
 function renderSession() {

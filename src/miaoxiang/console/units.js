@@ -114,9 +114,17 @@ function trendItem(a, by) {
   return h("li", { class: "trend", testid: "trend-alert", "data-group": a.group, "data-by": by },
     h("span", { class: "badge severity-warning" }, term("severity", a.severity)), " ",
     h("strong", {}, name), " ",
-    h("span", { class: "muted" }, t("risk.trendWhy", {
-      count: a.count, baseline: Number(a.baseline).toFixed(1), weeks: a.weeks, p: Number(a.p_value).toPrecision(2),
+    h("span", { class: "muted", title: `p = ${Number(a.p_value).toPrecision(2)}` }, t("risk.trendWhy", {
+      count: a.count, baseline: Number(a.baseline).toFixed(1), weeks: a.weeks, chance: chanceInWords(Number(a.p_value)),
     })));
+}
+
+/** How likely such a jump is by chance alone, in words (the Poisson tail probability stays in the title). */
+function chanceInWords(p) {
+  if (p < 1e-6) return t("risk.chanceNone");
+  if (p < 1e-3) return t("risk.chanceThousand");
+  if (p < 1e-2) return t("risk.chanceHundred");
+  return t("risk.chancePct", { pct: Math.max(1, Math.round(p * 100)) });
 }
 
 function trendSection() {
