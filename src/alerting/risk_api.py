@@ -136,9 +136,10 @@ async def region_report(principal: Viewer, risk: Risk, region: str = "", format:
     rows = await risk.region_report(principal.scope(path), weeks)
     stem = "risk-report-" + (path.replace("/", "-") or "all")
     if format == "html":
-        page = report_html(path, rows, risk.wall().strftime("%Y-%m-%d %H:%M UTC"))
+        generated = risk.wall().astimezone(risk.tz).strftime(f"%Y-%m-%d %H:%M ({risk.tz.key})")
+        page = report_html(path, rows, generated, risk.tz.key)
         return HTMLResponse(page, headers={"Content-Disposition": _disposition(stem + ".html", inline=True)})
-    return PlainTextResponse(report_csv(rows), media_type="text/csv; charset=utf-8",
+    return PlainTextResponse(report_csv(rows, risk.tz.key), media_type="text/csv; charset=utf-8",
                              headers={"Content-Disposition": _disposition(stem + ".csv")})
 
 

@@ -18,11 +18,27 @@ import numpy as np
 
 COLUMNS = ("week", "alarms", "false_alarms", "classified", "false_alarm_rate", "offline_devices", "devices",
            "offline_share")
+#: the column titles of the exports: Chinese first, then the field name
+TITLES = {
+    "week": "周（周一）/ week", "alarms": "告警数 / alarms", "false_alarms": "误报 / false_alarms",
+    "classified": "已定性 / classified", "false_alarm_rate": "误报率 / false_alarm_rate",
+    "offline_devices": "离线设备 / offline_devices", "devices": "设备数 / devices",
+    "offline_share": "离线占比 / offline_share",
+}
+
+
+def counts_note(tz: str) -> str:
+    """What the report counts, and why it counts fewer alarms than the board (one line, both languages)."""
+    return (f"说明：按首次报警时间归入 {tz} 时区的自然周（周一起）统计火警与隐患类告警，"
+            f"不含设备健康告警（低电量、离线、断网、防拆、故障）和定性为测试的告警，因此少于告警看板的条数。"
+            f" / Note: fire and hazard alarms by the "
+            f"week ({tz}, from Monday) they were first seen; device-health alarms (low battery, offline, network "
+            f"outage, tamper, faults) and alarms classified as tests are left out, so it counts fewer than the board.")
 
 
 @dataclass(frozen=True, slots=True)
 class ReportRow:
-    week: str  # ISO date of the week's Monday (UTC)
+    week: str  # ISO date of the week's Monday (in the report's time zone)
     alarms: int  # alarms first seen that week (device-health types excluded)
     false_alarms: int  # of them, classified false_alarm
     classified: int  # of them, classified at all
@@ -44,11 +60,13 @@ def report_rows(weeks: Sequence[date], alarms: np.ndarray, false_alarms: np.ndar
     ]
 
 
-def report_csv(rows: Sequence[ReportRow]) -> str:
+def report_csv(rows: Sequence[ReportRow], tz: str) -> str:
+    """A first line saying what is counted, the titles (Chinese / field name), one line per week."""
     out = io.StringIO()
-    w = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(asdict(r) for r in rows)
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow([counts_note(tz)])
+    w.writerow([TITLES[c] for c in COLUMNS])
+    w.writerows([asdict(r)[c] for c in COLUMNS] for r in rows)
     return out.getvalue()
 
 
@@ -104,8 +122,9 @@ STYLE = ("body{font:14px system-ui,sans-serif;margin:24px;color:#222}svg{display
          "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}")
 
 
-def report_html(region: str, rows: Sequence[ReportRow], generated: str) -> str:
-    """The report page for `region` (rows oldest first); `generated` is shown as the report time."""
+def report_html(region: str, rows: Sequence[ReportRow], generated: str, tz: str) -> str:
+    """The report page for `region` (rows oldest first); `generated` is shown as the report time,
+    weeks and times are in time zone `tz`."""
     pct = lambda v: f"{v:.0%}"  # noqa: E731
     pct2 = lambda v: f"{v:.1%}"  # noqa: E731
     charts = [
@@ -116,7 +135,7 @@ def report_html(region: str, rows: Sequence[ReportRow], generated: str) -> str:
         _panel("离线占比 / offline share of devices", rows, [r.offline_share for r in rows], bars=False,
                colour="#2c3e50", fmt=pct2, top=_nice_max(max([r.offline_share for r in rows], default=0.0))),
     ]
-    head = "".join(f"<th>{c}</th>" for c in COLUMNS)
+    head = "".join(f"<th>{escape(TITLES[c])}</th>" for c in COLUMNS)
     body = "".join(
         f"<tr><td>{r.week}</td><td>{r.alarms}</td><td>{r.false_alarms}</td><td>{r.classified}</td>"
         f"<td>{r.false_alarm_rate:.1%}</td><td>{r.offline_devices}</td><td>{r.devices}</td><td>{r.offline_share:.2%}</td></tr>"
@@ -125,4 +144,5 @@ def report_html(region: str, rows: Sequence[ReportRow], generated: str) -> str:
     title = f"{escape(region or '全部区域 / all regions')} 火灾风险周报 / weekly risk report"
     return (f'<!doctype html><html lang="zh-CN"><meta charset="utf-8"><title>{title}</title><style>{STYLE}</style>'
             f"<h1>{title}</h1><p>{len(rows)} 周 / weeks · 生成于 / generated {escape(generated)}</p>"
+            f"<p>{escape(counts_note(tz))}</p>"
             f'{"".join(charts)}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></html>')

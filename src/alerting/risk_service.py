@@ -95,24 +95,24 @@ GROUP BY 1, 2, 3"""
 # {alarms}, {offline}, {devices}: `Scope.sql` predicates from $4 over the alarms, the offline
 # alarms `o` and the devices' units `u`.
 _REPORT_SQL = """
-WITH w AS (SELECT generate_series(date_trunc('week', $1 AT TIME ZONE 'UTC') - make_interval(weeks => $2 - 1),
-                                  date_trunc('week', $1 AT TIME ZONE 'UTC'), interval '1 week') AS week),
-a AS (SELECT date_trunc('week', first_seen AT TIME ZONE 'UTC') AS week, count(*) AS alarms,
+WITH w AS (SELECT generate_series(date_trunc('week', $1 AT TIME ZONE $4::text) - make_interval(weeks => $2 - 1),
+                                  date_trunc('week', $1 AT TIME ZONE $4::text), interval '1 week') AS week),
+a AS (SELECT date_trunc('week', first_seen AT TIME ZONE $4::text) AS week, count(*) AS alarms,
              count(*) FILTER (WHERE classification = 'false_alarm') AS false_alarms,
              count(*) FILTER (WHERE classification IS NOT NULL) AS classified
       FROM alarms
       WHERE {alarms} AND type = ANY($3::text[]) AND classification IS DISTINCT FROM 'test'
-        AND first_seen >= (SELECT min(week) FROM w) AT TIME ZONE 'UTC'
+        AND first_seen >= (SELECT min(week) FROM w) AT TIME ZONE $4::text
       GROUP BY 1)
 SELECT w.week, coalesce(a.alarms, 0) AS alarms, coalesce(a.false_alarms, 0) AS false_alarms,
        coalesce(a.classified, 0) AS classified,
        (SELECT count(DISTINCT d) FROM alarms o CROSS JOIN LATERAL unnest(o.device_ids) d
         WHERE o.type IN ('offline', 'network_outage') AND {offline}
-          AND o.first_seen < (w.week + interval '7 days') AT TIME ZONE 'UTC'
-          AND coalesce(o.cleared_at, o.resolved_at, 'infinity') >= w.week AT TIME ZONE 'UTC') AS offline_devices,
+          AND o.first_seen < (w.week + interval '7 days') AT TIME ZONE $4::text
+          AND coalesce(o.cleared_at, o.resolved_at, 'infinity') >= w.week AT TIME ZONE $4::text) AS offline_devices,
        (SELECT count(*) FROM devices d JOIN units u ON u.unit_id = d.unit_id
         WHERE {devices} AND NOT d.quarantined
-          AND d.created_at < (w.week + interval '7 days') AT TIME ZONE 'UTC') AS devices
+          AND d.created_at < (w.week + interval '7 days') AT TIME ZONE $4::text) AS devices
 FROM w LEFT JOIN a ON a.week = w.week ORDER BY w.week"""
 
 
@@ -276,16 +276,17 @@ class RiskService:
         return [a for a in alerts if a.group]  # alarms without a region or unit form no group
 
     async def region_report(self, scope: Scope, weeks: int = 13) -> list[ReportRow]:
-        """Calendar weeks (Monday, UTC), oldest first, the current one last, of what is in `scope`."""
+        """Calendar weeks (Monday, in the device time zone), oldest first, the current one last, of what
+        is in `scope`."""
         (alarms, params), (offline, _), (devices, _) = (
-            scope.sql(region, industry, first=4) for region, industry in (
+            scope.sql(region, industry, first=5) for region, industry in (
                 ("region", "(SELECT x.industry FROM units x WHERE x.unit_id = alarms.unit_id)"),
                 ("o.region", "(SELECT x.industry FROM units x WHERE x.unit_id = o.unit_id)"),
                 ("u.region", "u.industry"),
             )
         )
         sql = _REPORT_SQL.format(alarms=alarms, offline=offline, devices=devices)
-        rows = await self.pool.fetch(sql, self.wall(), weeks, HAZARD_TYPES, *params)
+        rows = await self.pool.fetch(sql, self.wall(), weeks, HAZARD_TYPES, self.tz.key, *params)
 
         def col(name: str) -> np.ndarray:
             return np.array([r[name] for r in rows], np.float64)

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from alerting.risk_api import router
+from alerting.risk_report import COLUMNS, TITLES
 from alerting.risk_service import RiskService
 from devices.auth import create_token
 from devices.fleet import FAULT, OFFLINE, ONLINE, Fleet
@@ -199,7 +200,9 @@ async def test_trend_warnings_name_the_jump_and_say_why(world: World) -> None:
 async def test_region_report_csv_and_html(world: World) -> None:
     r = await world.http.get("/api/v1/risk/report", params={"region": "江西省/南昌市"})
     assert r.headers["content-type"].startswith("text/csv") and "attachment" in r.headers["content-disposition"]
-    rows = list(csv.DictReader(io.StringIO(r.text)))
+    note, table = r.text.split("\n", 1)
+    assert "Asia/Shanghai" in note and "fewer than the board" in note
+    rows = [{c: row[TITLES[c]] for c in COLUMNS} for row in csv.DictReader(io.StringIO(table))]
     assert len(rows) == 13 and rows[-1]["week"] == "2025-06-09" and rows[0]["week"] == "2025-03-17"
     # this week: 12 false alarms and the open major alarm; one of five devices had an offline alarm open
     assert {k: rows[-1][k] for k in ("alarms", "false_alarms", "classified", "false_alarm_rate", "offline_devices",
