@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import struct
@@ -26,7 +27,13 @@ READING_COLUMNS = (
 ROW_COLUMNS = READING_COLUMNS
 #: 1970-01-01 in microseconds since 2000-01-01, PostgreSQL's epoch for timestamps.
 _PG_EPOCH_US = -946_684_800_000_000
+_PG_EPOCH_DT = datetime(2000, 1, 1, tzinfo=UTC)
 _I64 = struct.Struct(">q")
+#: Flushes of up to this many readings go with datetimes through the connection's standard codec:
+#: setting the binary one empties the connection's statement cache, so that every COPY prepared its
+#: statement again, which costs a small flush (a group commit's, under moderate load) more than
+#: the datetimes do. Larger flushes go binary.
+SMALL_FLUSH = 500
 _STAGE = "readings_stage"
 _CREATE_STAGE = f"""CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
     device_id text, ts timestamptz, received_at timestamptz, seq bigint, dedup bigint, kind text, event text,
@@ -198,7 +205,7 @@ class ReadingStore:
     pass (about 40% of its work per row). A flush of timed rows alone, the common case, is that
     one COPY, atomic by itself: no BEGIN, savepoint or COMMIT round trips (a group commit writes
     small flushes often). Times go as binary timestamptz values (`pg_time`), through a codec set
-    on the connection for the COPYs only."""
+    on the connection for the COPYs only, when a flush is larger than SMALL_FLUSH."""
 
     def __init__(self, pool: asyncpg.Pool, *, untimed_window_ms: int = 600_000) -> None:
         self.pool = pool
@@ -230,8 +237,13 @@ class ReadingStore:
         new_devices: list[tuple[str, str]], dead_letters: list[DeadLetter], *, direct: bool,
     ) -> int:
         """One attempt, in one transaction unless it is a single direct COPY."""
+        times: contextlib.AbstractAsyncContextManager[None]
+        if len(timed) + len(untimed) <= SMALL_FLUSH:  # the connection's codecs, and its cached statements
+            timed, untimed, times = _with_datetimes(timed), _with_datetimes(untimed), contextlib.nullcontext()
+        else:
+            times = _BinaryTimes(conn)
         if direct and not (untimed or new_devices or dead_letters):
-            async with _BinaryTimes(conn):
+            async with times:
                 await conn.copy_records_to_table("readings", records=timed, columns=READING_COLUMNS)
             return len(timed)
         async with conn.transaction():
@@ -248,7 +260,7 @@ class ReadingStore:
                 )
             if not (timed or untimed):
                 return 0
-            async with _BinaryTimes(conn):
+            async with times:
                 return await self._write_rows(conn, timed, untimed, direct=direct)
 
     async def _write_rows(
@@ -279,6 +291,12 @@ class ReadingStore:
 
 def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
+
+
+def _with_datetimes(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rows with their two binary times (`pg_time`) as datetimes, for the standard codec."""
+    return [(row[0], _PG_EPOCH_DT + timedelta(microseconds=row[1]), _PG_EPOCH_DT + timedelta(microseconds=row[2]),
+             *row[3:]) for row in rows]
 
 
 class _BinaryTimes:

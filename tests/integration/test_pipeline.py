@@ -14,6 +14,7 @@ from devices.batch import ReadingColumns
 from devices.fleet import Fleet
 from devices.kinds import Event, Kind
 from devices.reading import Reading
+from ingest import storage
 from ingest.metrics import IngestMetrics
 from ingest.pipeline import Pipeline
 from ingest.storage import STAGED_AFTER_CONFLICT, ReadingStore, is_untimed_row, prepare, prepare_many
@@ -262,11 +263,15 @@ async def test_the_largest_accepted_seq_is_stored(pool: asyncpg.Pool) -> None:
     assert await pool.fetchval("SELECT seq FROM readings WHERE device_id = 'big'") == SEQ_LIMIT - 1
 
 
-async def test_store_copies_timed_rows_directly_and_falls_back_on_stored_copies(pool: asyncpg.Pool) -> None:
+@pytest.mark.parametrize("small_flush", [storage.SMALL_FLUSH, 0], ids=["datetimes", "binary-times"])
+async def test_store_copies_timed_rows_directly_and_falls_back_on_stored_copies(
+    pool: asyncpg.Pool, small_flush: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Timed rows go straight into `readings`; a write holding a row already stored (memory forgot
-    it) is rolled back to its savepoint and staged, so it stores exactly the new rows; times are
-    exact to the millisecond at both ends of the range; the pool's connections decode timestamptz
-    as datetimes again afterwards."""
+    it) is rolled back and staged, so it stores exactly the new rows; times are exact to the
+    millisecond at both ends of the range, sent as datetimes (a small flush) or binary; the pool's
+    connections decode timestamptz as datetimes afterwards."""
+    monkeypatch.setattr(storage, "SMALL_FLUSH", small_flush)
     store = ReadingStore(pool)
     edge = [Reading("edge", Kind.smoke, Event.report, ts, T0, None, {"battery_pct": float(k)})
             for k, ts in enumerate((0, 1, 253_402_300_799_999, T0 + 999))]
