@@ -7,7 +7,10 @@ acknowledgement after commit):
 - `mqtt`:      JSON reports on `tel/` topics, QoS 1, queued by a private Mosquitto for the service's
                persistent session while it is away;
 - `ctwing_mq`: CTWing `dataReport` envelopes (MX1 frame in APPdata) on a private pulsar-lite
-               topic, a backlog kept for the source's failover subscription.
+               topic, a backlog kept for the source's failover subscription;
+- `iotda_amqp`: Huawei IoTDA `notify_data` property reports (through the `iotda-smoke` profile) in
+               a durable queue of a private RabbitMQ node (AMQP 1.0, tests/integration/rabbitkit),
+               consumed with IoTDA's signed login, credit 1000.
 
 The backlog is in the broker before the service consumes it; the clock starts when the first
 reading is stored and stops when the last one is, so start-up and publishing are outside the
@@ -28,6 +31,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,6 +45,7 @@ import httpx
 import pulsar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.integration.rabbitkit
 from bench_db import drop_db, fresh_db
 from mqtt_broker import private_mosquitto
 from pulsar_broker import private_pulsar
@@ -48,10 +53,13 @@ from pulsar_broker import private_pulsar
 from devices.kinds import Event, Kind
 from devices.reading import Reading
 from ingest.codecs.json_report import encode_json_report
+from ingest.codecs.profiles import ProfileRegistry
 from ingest.transports.mqtt import BrokerConfig
 from miaoxiang.server import serving
 from miaoxiang.settings import Settings
-from simulators.envelopes import ctwing_request
+from simulators.amqp_sink import AmqpMessage, send
+from simulators.envelopes import ctwing_request, iotda_message
+from tests.integration import rabbitkit
 
 TS0 = 1_795_341_600_000
 ADMIN = "bench-admin"
@@ -125,10 +133,34 @@ async def ctwing_mq_path(items: list[Reading], db: str) -> AsyncIterator[Consume
                        subscribe)
 
 
+@contextlib.asynccontextmanager
+async def iotda_amqp_path(items: list[Reading], db: str) -> AsyncIterator[Consumer]:
+    reason = rabbitkit.unavailable()
+    if reason is not None:
+        raise RuntimeError(f"iotda_amqp: {reason}")
+    profile = ProfileRegistry.load().get("iotda-smoke")
+    assert profile is not None
+    with tempfile.TemporaryDirectory() as tmp, rabbitkit.rabbit_node(Path(tmp)) as node, \
+            private_mosquitto() as mqtt_url:
+        node.declare_queue("bench")
+        await asyncio.to_thread(send, node.publisher_url("bench"), [AmqpMessage(iotda_message(r, profile))
+                                                                    for r in items])
+
+        async def subscribe(http: httpx.AsyncClient) -> None:
+            config = rabbitkit.iotda_config(node, "bench", max_unacked=1000)
+            answer = await http.post("/api/v1/push-sources",
+                                     json={"name": "bench-iotda", "platform": "iotda_amqp", "config": config})
+            answer.raise_for_status()
+
+        yield Consumer(_settings(db, mqtt_url, f"mxbench/{uuid.uuid4().hex[:6]}", f"bench-{uuid.uuid4().hex[:6]}"),
+                       subscribe)
+
+
 #: name -> a backlog in a broker and how the service consumes it
 PATHS: dict[str, Callable[[list[Reading], str], contextlib.AbstractAsyncContextManager[Consumer]]] = {
     "mqtt": mqtt_path,
     "ctwing_mq": ctwing_mq_path,
+    "iotda_amqp": iotda_amqp_path,
 }
 
 

@@ -21,7 +21,6 @@ object is touched only by the reactor thread.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
@@ -98,7 +97,8 @@ def settings_from_config(platform: str, config: Mapping[str, Any]) -> AmqpSettin
     if platform not in PLATFORMS:
         raise ConfigError(f"不支持的 AMQP 平台 {platform!r} / {platform!r} is not an AMQP platform "
                           f"({', '.join(PLATFORMS)})")
-    known = {*_STRING_KEYS, "port", "tls", "idle_timeout_s", "max_unacked"}
+    other = {"access_secret", "client_id", "consumer_group_id"} if platform == "iotda_amqp" else {"access_code"}
+    known = {*_STRING_KEYS, "port", "tls", "idle_timeout_s", "max_unacked"} - other
     unknown = sorted(set(config) - known)
     if unknown:
         raise ConfigError(f"config 含未知设置 {unknown} / config has unknown settings {unknown}; "
@@ -307,14 +307,21 @@ class _Bridge(MessagingHandler):
         self.password = password
         self.post = post
         self.injector = EventInjector()
-        self.outcomes: collections.deque[tuple[Delivery, bool]] = collections.deque()
+        self.outcomes: list[tuple[Delivery, bool]] = []
+        self.outcomes_lock = threading.Lock()
+        self.outcomes_due = False  # a settle_outcomes event is on its way: no need for another
         self.receiver: Any = None
         self.container: Any = None
         self.ended = False
 
     # --- called from the event loop ---
     def give_outcome(self, delivery: Delivery, *, accepted: bool) -> None:
-        self.outcomes.append((delivery, accepted))
+        """Queue a settlement; one wake-up of the reactor carries every outcome queued until it runs."""
+        with self.outcomes_lock:
+            self.outcomes.append((delivery, accepted))
+            if self.outcomes_due:
+                return
+            self.outcomes_due = True
         with contextlib.suppress(OSError):  # the reactor already stopped: the broker redelivers
             self.injector.trigger(ApplicationEvent("settle_outcomes"))
 
@@ -347,13 +354,14 @@ class _Bridge(MessagingHandler):
         self.post((event.delivery, payload_of(self.settings.platform, event.message)))
 
     def on_settle_outcomes(self, event: Any) -> None:
-        while self.outcomes:
-            delivery, accepted = self.outcomes.popleft()
-            if self.ended:  # the connection is gone: the broker redelivers what it had not settled
-                continue
+        with self.outcomes_lock:
+            outcomes, self.outcomes, self.outcomes_due = self.outcomes, [], False
+        if self.ended:  # the connection is gone: the broker redelivers what it had not settled
+            return
+        for delivery, accepted in outcomes:
             delivery.update(Delivery.ACCEPTED if accepted else Delivery.RELEASED)
             delivery.settle()
-            self.receiver.flow(1)
+        self.receiver.flow(len(outcomes))
 
     def on_stop_request(self, event: Any) -> None:
         """Close the connection after the dispositions queued before it; stop the reactor once
