@@ -226,6 +226,8 @@ async def _check_phone(phone: Any, svc: RunningService, settings: Settings, alar
     assert banner_box is not None and pane_box is not None
     assert banner_box["y"] + banner_box["height"] <= pane_box["y"] + 1
     await expect(detail.get_by_test_id("detail-close")).to_be_visible()
+    upgraded = detail.locator("[data-testid='timeline-event'][data-action='upgraded']")
+    await expect(upgraded).to_contain_text("响应：待核实 → 秒响应")  # a change in words, not `0: — → g`
 
 
 async def _check_viewer(tab: Any, svc: RunningService, alarm_id: str) -> None:
