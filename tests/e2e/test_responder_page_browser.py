@@ -108,6 +108,7 @@ async def test_responder_page_on_a_phone(svc: RunningService, phone: Any, artifa
     await phone.get_by_text("已收到 ✓ Acknowledged").wait_for()
     await phone.get_by_role("button", name="到场 Arrive").click()
     await phone.get_by_text("已到场 ✓ Arrived").wait_for()
+    assert await phone.locator("select[name=classification]").input_value() == ""  # nothing chosen for them
     await phone.select_option("select[name=classification]", "false_alarm")
     await phone.fill("textarea[name=note]", "厨房油烟触发，已通风")
     photo = tmp_path / "scene.jpg"

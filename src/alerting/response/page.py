@@ -274,7 +274,8 @@ def render(v: PageView) -> str:
         "<li class=muted>暂无 / nothing yet</li>")
     name = ('<label>姓名 Your name<input name="name" required maxlength="64" autocomplete="name"></label>'
             if v.group else "")
-    options = "".join(
+    # no default: a note sent without a choice must not become a proposal of `fire` (the browser asks)
+    options = '<option value="" disabled selected>请选择 / choose</option>' + "".join(
         f'<option value="{c}">{_e(CLASSIFICATION_TEXT[c])}</option>' for c in CLASSIFICATIONS
     )
     return Template(_static("page.html")).substitute(
