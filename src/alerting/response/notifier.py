@@ -1,8 +1,11 @@
 """The notifier: sends the `notifications` the lifecycle queues (CONTRACT §9).
 
-A worker claims due rows with `FOR UPDATE SKIP LOCKED` and a lease (several processes share the
-table; a row whose worker died is due again when its lease ends) and serves them per recipient,
-one message to a recipient at a time and at most `concurrency` recipients at once in this process:
+A worker claims per recipient: the recipients with due rows, the longest waiting first, each with
+all its due rows, locked with `FOR UPDATE SKIP LOCKED` and leased (several processes share the
+table; a row whose worker died is due again when its lease ends), so one digest carries every
+alarm held for a recipient. One message to a recipient at a time, at most `concurrency`
+recipients at once in this process; a recipient it holds is not claimed again before its hold
+ends unless an immediate row (or a digest's retry) comes in:
 
 - A responder's row goes to the first of its channels that succeeds. When the first usable one
   is a group robot, the row rides on that robot's row for (alarm, level, reason): one message per
@@ -24,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -104,17 +108,39 @@ def plan(
 
 
 # --- SQL --------------------------------------------------------------------------------------
+#: up to $1 recipients with due rows, the longest waiting first, and all their due rows (at most
+#: $3), leased for $2 seconds; a row another worker holds is skipped (it is being served there).
+#: A recipient this process holds (responder, group channel, until: $4, $5, $6) is left alone
+#: until then unless a row of it is immediate or a digest's retry: its rows would only wait again.
 _CLAIM = """
-UPDATE notifications n SET next_at = clock_timestamp() + make_interval(secs => $2)
-FROM (SELECT id FROM notifications WHERE state = 'queued' AND digest_of IS NULL AND next_at <= clock_timestamp()
-      ORDER BY next_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) due
-WHERE n.id = due.id
-RETURNING n.id, n.alarm_id, n.event_id, n.level, n.reason, n.responder_id, n.group_channel, n.attempts,
-          (SELECT a.response FROM alarms a WHERE a.alarm_id = n.alarm_id) AS response,
-          ARRAY(SELECT m.id FROM notifications m WHERE m.digest_of = n.id AND m.state = 'queued'
-                   AND m.responder_id IS NOT DISTINCT FROM n.responder_id
-                   AND m.group_channel IS NOT DISTINCT FROM n.group_channel ORDER BY m.id) AS members,
-          clock_timestamp() AS now
+WITH who AS (
+    SELECT coalesce(n.responder_id, '') AS r, coalesce(n.group_channel, '') AS g
+      FROM notifications n
+      LEFT JOIN unnest($4::text[], $5::text[], $6::timestamptz[]) AS h (r, g, until)
+        ON h.r = coalesce(n.responder_id, '') AND h.g = coalesce(n.group_channel, '')
+     WHERE n.state = 'queued' AND n.digest_of IS NULL AND n.next_at <= clock_timestamp()
+       AND (h.until IS NULL OR h.until <= clock_timestamp()
+            OR EXISTS (SELECT 1 FROM alarms a WHERE a.alarm_id = n.alarm_id AND a.response = 'immediate')
+            OR EXISTS (SELECT 1 FROM notifications m WHERE m.digest_of = n.id))
+     GROUP BY 1, 2 ORDER BY min(n.next_at) LIMIT $1
+), due AS (
+    SELECT n.id FROM notifications n JOIN who ON coalesce(n.responder_id, '') = who.r
+                                              AND coalesce(n.group_channel, '') = who.g
+     WHERE n.state = 'queued' AND n.digest_of IS NULL AND n.next_at <= clock_timestamp()
+     ORDER BY n.id LIMIT $3 FOR UPDATE OF n SKIP LOCKED
+), claimed AS (
+    UPDATE notifications n SET next_at = clock_timestamp() + make_interval(secs => $2)
+      FROM due WHERE n.id = due.id
+    RETURNING n.id, n.alarm_id, n.event_id, n.level, n.reason, n.responder_id, n.group_channel, n.attempts
+)
+SELECT c.*, a.response, clock_timestamp() AS now,
+       coalesce(m.ids, '{}') AS members
+  FROM claimed c JOIN alarms a ON a.alarm_id = c.alarm_id
+  LEFT JOIN LATERAL (SELECT array_agg(m.id ORDER BY m.id) AS ids FROM notifications m
+                      WHERE m.digest_of = c.id AND m.state = 'queued'
+                        AND m.responder_id IS NOT DISTINCT FROM c.responder_id
+                        AND m.group_channel IS NOT DISTINCT FROM c.group_channel) m ON true
+ ORDER BY c.id
 """
 _RESPONDER = "SELECT * FROM responders WHERE responder_id = $1"
 _CHANNELS = """SELECT name, type, config, endpoint FROM channels
@@ -275,6 +301,9 @@ class Notifier:
         self.metrics = metrics
         self._wake = asyncio.Event()
         self._locks: dict[str, asyncio.Lock] = {}
+        #: (responder, group channel) -> until when its non-immediate rows wait (`plan`)
+        self._held: dict[tuple[str, str], datetime] = {}
+        self._counted_at = 0.0
         self._warned_no_link = False
 
     def wake(self) -> None:
@@ -287,10 +316,17 @@ class Notifier:
             while True:
                 self._wake.clear()
                 rows: list[asyncpg.Record] = []
+                free = self.concurrency - self._busy  # recipients served at once, at most
                 try:
-                    if self._busy < self.concurrency:  # recipients served at once, at most
-                        rows = await self.pool.fetch(_CLAIM, self.batch, self.lease_s)
-                    if self.metrics:
+                    if free > 0:
+                        held = list(self._held.items())
+                        rows = await self.pool.fetch(
+                            _CLAIM, free, self.lease_s, self.batch * free, [k[0] for k, _ in held],
+                            [k[1] for k, _ in held], [u for _, u in held])
+                        if rows:
+                            self._held = {k: u for k, u in held if u > rows[0]["now"]}
+                    if self.metrics and time.monotonic() - self._counted_at >= self.poll_s:
+                        self._counted_at = time.monotonic()
                         self.metrics.notify_pending.set(await self.pool.fetchval(
                             "SELECT count(*) FROM notifications WHERE state = 'queued'"))
                 except (*UNAVAILABLE, asyncpg.PostgresError) as e:
@@ -302,7 +338,7 @@ class Notifier:
                 for key, claimed in by_recipient.items():
                     self._busy += 1
                     tg.create_task(self._serve(http, key, claimed, rows[0]["now"]))
-                if len(rows) < self.batch or self._busy >= self.concurrency:
+                if len(by_recipient) < free or self._busy >= self.concurrency:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self.poll_s):
                             await self._wake.wait()
@@ -399,7 +435,9 @@ class Notifier:
                  recent_sends=None if recent is None else [s(t) for t in recent], per_min=self.group_per_min)
         if p.wait:
             assert p.until is not None
-            await self.pool.execute(_WAIT, [d.id for d in p.wait], epoch + timedelta(seconds=p.until))
+            until = epoch + timedelta(seconds=p.until)
+            await self.pool.execute(_WAIT, [d.id for d in p.wait], until)
+            self._held[(responder_id or "", group_channel or "")] = until
         by_id = {r.id: r for r in rows}
         for message_rows in p.messages:
             carrier = by_id[message_rows[0].id]
@@ -413,32 +451,35 @@ class Notifier:
         and the level of the message (the highest of its rows)."""
         rows = await self.pool.fetch(
             "SELECT id, alarm_id, event_id, level FROM notifications WHERE id = ANY($1::bigint[])", ids)
-        order = sorted(rows, key=lambda r: ids.index(r["id"]))
+        position = {i: k for k, i in enumerate(ids)}
+        order = sorted(rows, key=lambda r: position[r["id"]])
         alarm_ids = [r["alarm_id"] for r in order]
         found = await self.pool.fetch(_ALARMS, alarm_ids, [r["event_id"] for r in order])
+        links = await self._tokens(list(dict.fromkeys(a["alarm_id"] for a in found)), responder_id, group_channel)
         texts: list[AlarmText] = []
         seen: set[int] = set()
         for a in found:
             if a["alarm_id"] in seen:
                 continue
             seen.add(a["alarm_id"])
-            token = await self._token(a["alarm_id"], responder_id, group_channel)
             texts.append(AlarmText(
                 alarm_id=a["alarm_id"], type=a["type"], severity=a["severity"], response=a["response"],
                 first_seen=a["first_seen"], unit_name=a["unit_name"], address=a["address"],
                 duty_phone=_duty_phone(a["contacts"]), device_locations=tuple(place(x) for x in a["locations"]),
-                token=token, alarm=_loads(a["snapshot"]) or {},
+                token=links.get(a["alarm_id"]), alarm=_loads(a["snapshot"]) or {},
             ))
         return texts, max(r["level"] for r in rows)
 
-    async def _token(self, alarm_id: int, responder_id: str | None, group_channel: str | None) -> str | None:
+    async def _tokens(
+        self, alarm_ids: list[int], responder_id: str | None, group_channel: str | None
+    ) -> dict[int, str | None]:
+        """A new link token per alarm of a message (one statement, however long the digest)."""
         if not self.public_url:
             if not self._warned_no_link:
                 log.warning("MIAOXIANG_PUBLIC_URL is not set: messages go without a responder link")
                 self._warned_no_link = True
-            return None
-        async with self.pool.acquire() as conn:
-            return await tokens.issue(conn, alarm_id, responder_id=responder_id, group_channel=group_channel)
+            return {}
+        return await tokens.issue_many(self.pool, alarm_ids, responder_id=responder_id, group_channel=group_channel)
 
     async def _deliver(
         self, http: Outbound, carrier: _Row, ids: list[int], channels: Sequence[asyncpg.Record],

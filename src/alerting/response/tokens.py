@@ -39,6 +39,31 @@ async def issue(
     return token if stored is not None else None
 
 
+_ISSUE_MANY = """
+INSERT INTO response_tokens (token_hash, alarm_id, responder_id, group_channel)
+SELECT s.h, s.a, $3::text, $4::text FROM unnest($1::bytea[], $2::bigint[]) AS s (h, a)
+ WHERE NOT EXISTS (SELECT 1 FROM response_tokens t WHERE t.alarm_id = s.a AND t.revoked_at IS NOT NULL
+                     AND coalesce(t.responder_id, '') = coalesce($3::text, '')
+                     AND coalesce(t.group_channel, '') = coalesce($4::text, ''))
+RETURNING alarm_id
+"""
+
+
+async def issue_many(
+    conn: asyncpg.Connection | asyncpg.Pool, alarm_ids: list[int], responder_id: str | None = None,
+    group_channel: str | None = None,
+) -> dict[int, str | None]:
+    """`issue` for several alarms of one responder or group channel in one statement (a digest):
+    each alarm's new token, None where the binding's links were revoked."""
+    if (responder_id is None) == (group_channel is None):
+        raise ValueError("a token is bound to a responder or to a group channel")
+    made = {a: secrets.token_urlsafe(TOKEN_BYTES) for a in alarm_ids}
+    stored = await conn.fetch(_ISSUE_MANY, [token_hash(t) for t in made.values()], list(made), responder_id,
+                              group_channel)
+    kept = {r["alarm_id"] for r in stored}
+    return {a: (t if a in kept else None) for a, t in made.items()}
+
+
 #: how long a link works after its alarm is resolved (CONTRACT §9)
 AFTER_RESOLVED_S = 24 * 3600
 
