@@ -5,6 +5,8 @@ local broker (RabbitMQ) in for the provider's."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 from proton import Message
 from proton.handlers import MessagingHandler
-from proton.reactor import Container
+from proton.reactor import ApplicationEvent, Container, EventInjector
 
 
 class AmqpSendError(RuntimeError):
@@ -107,4 +109,114 @@ def send(target: AmqpTarget | str, messages: Sequence[AmqpMessage], *, window: i
     return handler.confirmed
 
 
-__all__ = ["AmqpMessage", "AmqpSendError", "AmqpTarget", "send"]
+
+
+class _Streamer(MessagingHandler):
+    """The reactor side of `AmqpStream`: sends what is queued while the link has credit."""
+
+    def __init__(self, stream: AmqpStream) -> None:
+        super().__init__(auto_settle=True)
+        self.stream = stream
+        self.sender: Any = None
+        self.container: Any = None
+
+    def on_start(self, event: Any) -> None:
+        self.container = event.container
+        event.container.selectable(self.stream.injector)
+        host, user, password, address = self.stream.target.parts()
+        conn = event.container.connect(host, user=user, password=password, allowed_mechs="PLAIN",
+                                       allow_insecure_mechs=True, reconnect=False)
+        self.sender = event.container.create_sender(conn, address)
+
+    def on_sendable(self, event: Any) -> None:
+        self._send()
+
+    def on_more(self, event: Any) -> None:
+        self._send()
+
+    def _send(self) -> None:
+        if self.sender is None:
+            return
+        while self.sender.credit:
+            with self.stream.cond:
+                if not self.stream.queued:
+                    return
+                body = self.stream.queued.pop(0)
+            self.sender.send(Message(body=body.body, durable=True, properties=dict(body.properties) or None))
+
+    def on_accepted(self, event: Any) -> None:
+        with self.stream.cond:
+            self.stream.confirmed += 1
+            self.stream.cond.notify_all()
+
+    def on_rejected(self, event: Any) -> None:
+        self.stream.fail("the broker rejected a message")
+
+    def on_released(self, event: Any) -> None:
+        self.stream.fail("the broker released a message")
+
+    def on_transport_error(self, event: Any) -> None:
+        cond = event.transport.condition
+        self.stream.fail(f"transport error: {cond.name if cond else 'closed'}")
+
+    def on_connection_error(self, event: Any) -> None:
+        self.stream.fail("connection closed by the broker")
+
+    def on_link_error(self, event: Any) -> None:
+        self.stream.fail("link closed by the broker")
+
+    def on_stop(self, event: Any) -> None:
+        self.stream.injector.close()
+        if self.sender is not None:
+            self.sender.connection.close()
+        else:
+            self.container.stop()
+
+    def on_connection_closed(self, event: Any) -> None:
+        self.container.stop()
+
+
+class AmqpStream:
+    """One connection and sender link kept open for a run (`miaoxiang simulate --amqp-url`):
+    `put` queues a message from the event loop without waiting, `wait_confirmed` (blocking, in a
+    thread) returns once the broker has accepted everything put, or raises `AmqpSendError`."""
+
+    def __init__(self, target: AmqpTarget | str) -> None:
+        self.target = AmqpTarget(target) if isinstance(target, str) else target
+        self.target.parts()  # a bad URL fails here, not in the reactor
+        self.injector = EventInjector()
+        self.cond = threading.Condition()
+        self.queued: list[AmqpMessage] = []
+        self.put_count = 0
+        self.confirmed = 0
+        self.error: str | None = None
+        self.thread = threading.Thread(target=Container(_Streamer(self)).run, name="amqp-sink", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def put(self, message: AmqpMessage) -> None:
+        if self.error is not None:
+            raise AmqpSendError(self.error)
+        with self.cond:
+            self.queued.append(message)
+            self.put_count += 1
+        self.injector.trigger(ApplicationEvent("more"))
+
+    def fail(self, reason: str) -> None:
+        with self.cond:
+            self.error = self.error or reason
+            self.cond.notify_all()
+
+    def wait_confirmed(self, timeout: float = 60) -> int:
+        with self.cond:
+            if not self.cond.wait_for(lambda: self.error is not None or self.confirmed >= self.put_count, timeout):
+                raise AmqpSendError(f"{self.put_count - self.confirmed} messages unconfirmed after {timeout:g} s")
+            if self.error is not None:
+                raise AmqpSendError(self.error)
+            return self.confirmed
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.injector.trigger(ApplicationEvent("stop"))
+        self.thread.join(10)

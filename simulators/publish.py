@@ -30,8 +30,9 @@ from devices.reading import Reading
 from ingest.codecs.json_report import encode_json_report
 from ingest.codecs.mx1 import encode_mx1
 from ingest.codecs.profiles import Profile, ProfileRegistry
+from simulators.amqp_sink import AmqpMessage, AmqpSendError, AmqpStream
 from simulators.clock import SimClock
-from simulators.envelopes import Unencodable, ctwing_request, generic_request, onenet_request
+from simulators.envelopes import Unencodable, ctwing_request, generic_request, iotda_message, onenet_request
 from simulators.fleet import SimFleet
 from simulators.scenarios import Silence, Step
 
@@ -273,6 +274,39 @@ class PulsarPublisher:
         if self.failures:
             failed, self.failures = self.failures, []
             raise PublishError(f"Pulsar refused {len(failed)} messages: {failed[0]}")
+        return 0
+
+
+class AmqpPublisher:
+    """Huawei IoTDA property reports of steps into an AMQP 1.0 queue (`AmqpStream`), as IoTDA's
+    server-side subscription delivers them; a kind without an IoTDA profile (`iotda_profiles`)
+    goes to `fallback` instead. Sends do not wait; `flush` waits for the broker's confirmations."""
+
+    def __init__(self, stream: AmqpStream, fallback: Sink, *, iotda_profiles: Mapping[Kind, Profile] | None = None,
+                 product_id: str = "mx-sim") -> None:
+        self.stream = stream
+        self.fallback = fallback
+        if iotda_profiles is None:
+            smoke = ProfileRegistry.load().get("iotda-smoke")
+            iotda_profiles = {Kind.smoke: smoke} if smoke is not None else {}
+        self.profiles = dict(iotda_profiles)
+        self.product_id = product_id
+
+    async def send(self, step: Step) -> int:
+        profile = self.profiles.get(step.reading.kind)
+        if profile is None:
+            return await self.fallback.send(step)
+        try:
+            self.stream.put(AmqpMessage(iotda_message(step.reading, profile, product_id=self.product_id)))
+        except AmqpSendError as e:
+            raise PublishError(f"AMQP: {e}") from None
+        return 1
+
+    async def flush(self) -> int:
+        try:
+            await asyncio.to_thread(self.stream.wait_confirmed)
+        except AmqpSendError as e:
+            raise PublishError(f"AMQP: {e}") from None
         return 0
 
 

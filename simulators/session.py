@@ -18,7 +18,7 @@ import secrets
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,11 +27,13 @@ import pulsar
 
 from devices.kinds import Kind
 from ingest.transports.mqtt import BrokerConfig
+from simulators.amqp_sink import AmqpStream
 from simulators.background import background, merge_steps
 from simulators.clock import SimClock
 from simulators.fleet import SimFleet, build_fleet
 from simulators.publish import (
     ONENET_PROFILES,
+    AmqpPublisher,
     ByUplink,
     HttpPushPublisher,
     MqttPublisher,
@@ -81,6 +83,11 @@ class Target:
     mqtt_protocol: str = "3.1.1"
     #: CTWing devices publish through this Pulsar broker (a `ctwing_mq` source) instead of HTTP push
     pulsar_url: str | None = None
+    #: OneNET smoke detectors publish Huawei IoTDA reports into this AMQP 1.0 queue
+    #: (`amqp[s]://user:password@host:port/address`) instead of HTTP push ...
+    amqp_url: str | None = None
+    #: ... which the service consumes through an `iotda_amqp` source with this config
+    amqp_config: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +202,30 @@ async def configure_pulsar_source(http: httpx.AsyncClient, run_id: str, pulsar_u
     raise RuntimeError(f"the service did not subscribe to {pulsar_url} within 20 s")
 
 
+async def configure_amqp_source(http: httpx.AsyncClient, run_id: str, config: Mapping[str, Any]) -> None:
+    """An `iotda_amqp` source with `config`; returns once the service's consumer is connected."""
+    name = f"sim-iotda-{run_id}"
+    await _check(await http.post("/api/v1/push-sources", json={"name": name, "platform": "iotda_amqp",
+                                                                "config": dict(config)}))
+    for _ in range(300):
+        state = (await _check(await http.get(f"/api/v1/push-sources/{name}")))["state"]
+        if state is not None and state["connected"]:
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"the service did not connect to the AMQP queue within 30 s: {state}")
+
+
+@contextlib.asynccontextmanager
+async def amqp_stream(url: str) -> AsyncIterator[AmqpStream]:
+    """A sender on the run's AMQP queue; what was put is confirmed before it closes."""
+    stream = AmqpStream(url)
+    stream.start()
+    try:
+        yield stream
+    finally:
+        await asyncio.to_thread(stream.close)
+
+
 @contextlib.asynccontextmanager
 async def pulsar_publisher(pulsar_url: str, topic: str) -> AsyncIterator[PulsarPublisher]:
     """A producer on the simulated tenant's topic; flushed and closed at the end."""
@@ -221,9 +252,13 @@ async def publishers(target: Target, fleet: SimFleet, http: httpx.AsyncClient, t
         if target.gb26875 is not None:
             tcp = await stack.enter_async_context(UitdSink(fleet, *target.gb26875, tz=target.device_tz))
         push: Sink = HttpPushPublisher(http, fleet, targets)
+        queues: dict[str, Sink] = {}
         if target.pulsar_url is not None and pulsar_topic is not None:
-            ctwing_mq = await stack.enter_async_context(pulsar_publisher(target.pulsar_url, pulsar_topic))
-            push = ByUplink(fleet, push, {"ctwing": ctwing_mq})
+            queues["ctwing"] = await stack.enter_async_context(pulsar_publisher(target.pulsar_url, pulsar_topic))
+        if target.amqp_url is not None:
+            queues["onenet"] = AmqpPublisher(await stack.enter_async_context(amqp_stream(target.amqp_url)), push)
+        if queues:
+            push = ByUplink(fleet, push, queues)
         yield route_by_transport(
             mqtt=MqttPublisher(mqtt, fleet, topic_root=target.topic_root),
             http=push,
@@ -330,6 +365,8 @@ async def run_session(target: Target, plan: Plan, *, clock: SimClock | None = No
         targets = await configure_push_sources(http, run_id)
         pulsar_topic = None if target.pulsar_url is None else await configure_pulsar_source(http, run_id,
                                                                                              target.pulsar_url)
+        if target.amqp_url is not None and target.amqp_config is not None:
+            await configure_amqp_source(http, run_id, target.amqp_config)
         say(f"registered {len(fleet.units)} units and {len(fleet.devices)} devices in {time.monotonic() - t0:.1f} s")
         async with contextlib.AsyncExitStack() as stack:  # the simulated responders act until the alarms are fetched
             if plan.responders:

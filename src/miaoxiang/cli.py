@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Coroutine
@@ -76,10 +77,18 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"miaoxiang: {e}", file=sys.stderr)
         return 2
+    if (args.amqp_url is None) != (args.amqp_config is None):
+        print("miaoxiang: --amqp-url and --amqp-config go together", file=sys.stderr)
+        return 2
+    try:
+        amqp_config = None if args.amqp_config is None else json.loads(args.amqp_config.read_text())
+    except (OSError, ValueError) as e:
+        print(f"miaoxiang: --amqp-config: {e}", file=sys.stderr)
+        return 2
     host = urlsplit(args.url).hostname or "127.0.0.1"
     gb_port = settings.gb26875_port if args.gb26875_port is None else args.gb26875_port
     target = Target(args.url.rstrip("/"), token, mqtt_url, settings.topic(), (host, gb_port) if gb_port else None,
-                    settings.device_tz, pulsar_url=args.pulsar_url)
+                    settings.device_tz, pulsar_url=args.pulsar_url, amqp_url=args.amqp_url, amqp_config=amqp_config)
     if args.compression != 1:
         say("the service runs on real time: offline, outage and 60 s upgrade checks hold only at --compression 1")
     plan = Plan(devices=args.devices, seed=args.seed, scenarios=names, rate=args.rate, compression=args.compression,
@@ -121,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--no-background", action="store_true", help="scenario messages only, no routine telemetry")
     sim.add_argument("--pulsar-url", help="CTWing devices publish through this Pulsar broker (a ctwing_mq source "
                                           "the simulator creates) instead of HTTP push, e.g. pulsar://127.0.0.1:6650")
+    sim.add_argument("--amqp-url", help="OneNET smoke detectors publish Huawei IoTDA reports into this AMQP 1.0 queue "
+                                        "instead of HTTP push: amqp://user:password@host:5672/address (URL-quoted)")
+    sim.add_argument("--amqp-config", type=Path, help="with --amqp-url: a JSON file, the config of the iotda_amqp "
+                                                      "source the simulator creates for the service to consume it")
     bench = sub.add_parser("bench", help="run benchmarks/*.py; write JSON and a Markdown report")
     bench.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
