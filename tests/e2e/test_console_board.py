@@ -98,8 +98,7 @@ async def open_page() -> AsyncIterator[Opener]:
 
 
 async def _row_keys(page) -> list[str]:  # page: a Playwright Page
-    ids = await page.get_by_test_id("alarm-row").evaluate_all("rows => rows.map(r => r.dataset.alarmId)")
-    return ids
+    return await page.get_by_test_id("alarm-row").evaluate_all("rows => rows.map(r => r.dataset.alarmId)")
 
 
 @pytest.mark.browser
@@ -230,4 +229,10 @@ async def test_board_on_a_phone_is_cards_without_sideways_scrolling(
         await expect(rows).to_have_count(2)
         assert await page.evaluate("document.documentElement.scrollWidth <= innerWidth")
         await page.screenshot(path=artifacts / "board-6-phone-health.png")
+        await page.get_by_test_id("lang-toggle").click()
+        await expect(page.get_by_test_id("lane-health")).to_contain_text("Device health")
+        await expect(rows.first.locator("td.elapsed")).to_contain_text("h")
+        await expect(rows.first.get_by_test_id("alarm-level")).to_have_text("unit contact")
+        assert await page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+        await page.screenshot(path=artifacts / "board-7-phone-english.png")
         await page.close()

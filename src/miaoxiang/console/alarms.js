@@ -339,8 +339,11 @@ export function render(fresh = false) {
   }
   const rows = matching.filter((a) => laneOf(a) === f.lane).sort(byUrgency);
   shown = order(rows);
+  const set = Object.keys(filters.DEFAULTS).filter((k) => k !== "lane" && f[k] !== filters.DEFAULTS[k]).length;
   fill(byId("board-body"), shown.length ? shown.map((k) => row(alarms.get(k)))
-    : h("tr", {}, h("td", { colspan: 8, class: "empty", testid: "board-empty" }, t(`board.empty.${f.lane}`))));
+    : h("tr", {}, h("td", { colspan: 8, class: "empty", testid: "board-empty" }, t(`board.empty.${f.lane}`),
+      set > 0 && [" ", h("button", { type: "button", onclick: () => setFilters({ ...filters.DEFAULTS, lane: f.lane }) },
+        t("board.clearN", { n: set }))])));
   if (focus) {
     const tr = document.querySelector(`[data-testid="alarm-row"][data-alarm-id="${focus[1]}"]`);
     (focus[0] === "alarm-row" ? tr : tr?.querySelector(`[data-testid="${focus[0]}"]`))?.focus();
@@ -348,7 +351,6 @@ export function render(fresh = false) {
   const newsButton = byId("board-news");
   newsButton.hidden = news.size === 0;
   newsButton.textContent = t("board.news", { n: news.size });
-  const set = Object.keys(filters.DEFAULTS).filter((k) => k !== "lane" && f[k] !== filters.DEFAULTS[k]).length;
   byId("board-filter-count").textContent = set ? t("board.filtersSet", { n: set }) : "";
   renderBanner(fresh);
 }

@@ -109,6 +109,7 @@ const STRINGS = {
   "board.filters": ["筛选", "Filters"],
   "board.filtersSet": ["（已设 {n} 项）", "({n} set)"],
   "board.clear": ["清除筛选", "Clear filters"],
+  "board.clearN": ["已设 {n} 项筛选：清除筛选", "{n} filters set: clear them"],
   "board.type": ["类型", "Type"],
   "board.response": ["响应", "Response"],
   "board.status": ["状态", "Status"],
