@@ -13,6 +13,7 @@ import * as sound from "./sound.js";
 const MAX_KEPT = 1000;
 const RETRY_MS = 3000;
 const TICK_MS = 1000;
+const HOLD_IDLE_MS = 15000; // a pointer resting this long on the rows no longer holds their order
 const EXTRAS = ["unit", "devices", "response_times"]; // list-route additions the stream does not carry
 
 const alarms = new Map(); // alarm_id (or a pending key) -> alarm object of CONTRACT §5
@@ -21,6 +22,7 @@ const asked = new Set(); // alarm ids whose unit was fetched after they came by 
 const news = new Set(); // keys that arrived while the order was held
 let shown = []; // keys in the order on screen
 let held = false; // the pointer is over the rows: keep their order
+let movedAt = 0; // when the pointer last moved over the rows
 let f = filters.fromQuery(location.search);
 let generation = 0;
 let stream = null;
@@ -37,7 +39,8 @@ export function initBoard(options) {
   view = { ...view, ...options };
   buildControls();
   const body = byId("board-body");
-  body.addEventListener("pointerenter", () => { held = true; });
+  body.addEventListener("pointerenter", () => { held = true; movedAt = Date.now(); });
+  body.addEventListener("pointermove", () => { movedAt = Date.now(); });
   body.addEventListener("pointerleave", () => { held = false; render(); });
   body.addEventListener("keydown", rowKey);
   document.addEventListener("keydown", (e) => {
@@ -221,8 +224,13 @@ function elapsed(ms, now = Date.now()) {
   return t("board.elapsedD", { d: Math.floor(s / 86400), h: Math.floor((s % 86400) / 3600) });
 }
 
+/** Each second: the elapsed times, and the end of a hold whose pointer has rested too long. */
 function tick() {
   const now = Date.now();
+  if (held && news.size > 0 && now - movedAt > HOLD_IDLE_MS) {
+    held = false;
+    render();
+  }
   for (const cell of document.querySelectorAll("[data-testid='board-body'] [data-since]")) {
     cell.firstChild.textContent = elapsed(Number(cell.dataset.since), now);
   }
