@@ -13,8 +13,10 @@ each number of connections:
 The peers run in one process of their own, with the service's uvicorn settings (its HTTP
 protocol class, the default asyncio loop). Each service phase's 200s are checked against the
 readings then in PostgreSQL (`committed` >= `ok`: a reading committed for a request still in
-flight when wrk stopped counts, an answer before commit could not). Rounds run back to back and
-figures are medians of the rounds, ratios the medians of each round's ratios (a shared machine's
+flight when wrk stopped counts, an answer before commit could not). Also the CPU each server
+process (and, apart, the database's backends) spent per answered request: on a busy machine
+the rates show the CPU share a process got, that cost does not depend on it. Rounds run back to
+back and figures are medians of the rounds, ratios the medians of each round's ratios (a shared machine's
 speed drifts). Also the MQTT path at low load: single heartbeats and single alarms, one at a
 time, publish to PUBACK (the service acknowledges after commit). Prints one JSON object,
 with /proc/loadavg before and after.
@@ -231,6 +233,26 @@ def wrk(
     }
 
 
+def cpu_s(pids: list[int]) -> dict[int, float]:
+    """CPU seconds (user + system) each process has used so far; a process gone counts nothing."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+async def backends(conn: asyncpg.Connection) -> list[int]:
+    """The PostgreSQL backends serving the benchmark's database."""
+    return [r["pid"] for r in await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")]
+
+
+def used(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+
+
 async def readings(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM readings"))
 
@@ -308,9 +330,17 @@ async def main() -> None:
                             one: dict[str, Any] = {}
                             for target, url in targets.items():
                                 before = await readings(conn)
+                                server = [svc.proc.pid if target == "service" and svc.proc else peer.pid]
+                                db_before = cpu_s(await backends(conn))
+                                cpu_before = cpu_s(server)
                                 one[target] = wrk(url.format(name=name), script, connections=connections,
                                                   duration=args.duration, platform=platform,
                                                   first=phase * PHASE_SPAN, devices=args.devices)
+                                served = max(1, one[target]["ok"] + one[target]["non_2xx"])
+                                cpu_used = used(cpu_before, cpu_s(server))
+                                db_used = used(db_before, cpu_s(await backends(conn)))
+                                one[target]["cpu_ms_per_req"] = round(1000 * cpu_used / served, 3)
+                                one[target]["db_cpu_ms_per_req"] = round(1000 * db_used / served, 3)
                                 phase += 1
                                 if target == "service":
                                     await asyncio.sleep(0.5)  # requests cut off by wrk's stop may still commit
@@ -341,6 +371,8 @@ def summarise(rounds: list[dict[str, Any]], targets: list[str]) -> dict[str, Any
         out[target] = {"req_per_s": median([r["req_per_s"] for r in rs]),
                        "latency_avg_ms": median([r["latency_ms"]["avg"] for r in rs]),
                        "latency_p99_ms": median([r["latency_ms"]["p99"] for r in rs]),
+                       "cpu_ms_per_req": median([r["cpu_ms_per_req"] for r in rs]),
+                       "db_cpu_ms_per_req": median([r["db_cpu_ms_per_req"] for r in rs]),
                        "non_2xx": sum(r["non_2xx"] for r in rs), "socket_errors": sum(r["socket_errors"] for r in rs)}
     if "service" in targets:
         out["service"]["ok_vs_committed"] = [(r["service"]["ok"], r["service"]["committed"]) for r in rounds]
