@@ -297,7 +297,7 @@ async function ackFromBoard(button, alarmId) {
 /** Keys on a focused row: J/K or arrows move, A acknowledges, Enter or D opens the detail. */
 function rowKey(e) {
   const tr = e.target.closest?.("tr.alarm-row");
-  if (!tr || e.altKey || e.ctrlKey || e.metaKey || (e.target !== tr && e.key !== "Escape")) return;
+  if (!tr || e.target !== tr || e.altKey || e.ctrlKey || e.metaKey) return;
   const key = e.key.toLowerCase();
   if (key === "j" || key === "arrowdown" || key === "k" || key === "arrowup") {
     const next = key === "j" || key === "arrowdown" ? tr.nextElementSibling : tr.previousElementSibling;
