@@ -4,10 +4,13 @@ and HTTP API latency (device list, filtered lists, detail, stats) through a real
 A fresh database gets 100,000 units and 1,000,000 devices (smoke, gas, electrical, water, uitd)
 written by `generate_series` and a `device_state` checkpoint for every device (all heard in the last 4 minutes), then
 `miaoxiang serve` starts in a subprocess on the machine's PostgreSQL with a private broker; the
-clock runs from the spawn to /readyz answering. Each route is timed over repeated requests by
-httpx on loopback. Prints one JSON object; goals: start <= 15 s, RSS <= 1.5 GB.
+clock runs from the spawn to /readyz answering, and the service's peak RSS (`VmHWM`) is read
+then. Each route is timed over repeated requests by httpx on loopback. With `--before DIR` (a
+`git worktree` of an earlier commit) every round first starts that build's `src` on the same
+database, so a change is measured against its predecessor on one machine at one load. Prints one
+JSON object; goals (issue 21): start <= 10 s, peak RSS <= 1.5 GB.
 
-    python benchmarks/fleet_api.py [--devices 1000000 --units 100000 --requests 200]
+    python benchmarks/fleet_api.py [--devices 1000000 --units 100000 --requests 200 --rounds 1 --before DIR]
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -78,11 +82,16 @@ async def fill(url: str, devices: int, units: int) -> float:
     return time.perf_counter() - started
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """A process's resident memory now (`VmRSS`) or at its peak (`VmHWM`), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
 async def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 300) -> None:
@@ -112,63 +121,109 @@ async def latency(http: httpx.AsyncClient, path: str, n: int) -> dict[str, float
     return {"p50_ms": round(statistics.median(times), 2), "p99_ms": round(times[int(len(times) * 0.99) - 1], 2)}
 
 
+async def start(env: dict[str, str], port: int, src: Path | None) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """Spawn `miaoxiang serve` (from `src` when given) and wait for /readyz; answer the process and
+    its start-up figures: seconds to ready, RSS and peak RSS then, the load average around it."""
+    if src is not None:  # PYTHONPATH comes before the editable install's finder
+        env = {**env, "PYTHONPATH": str(src)}
+    load_before = loadavg()
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "miaoxiang.cli", "serve"], env=env)
+    try:
+        await wait_ready(f"http://127.0.0.1:{port}", proc)
+    except BaseException:
+        proc.terminate()
+        proc.wait(30)
+        raise
+    start_s = time.perf_counter() - started
+    figures = {"startup_to_ready_s": round(start_s, 2), "rss_at_ready_mb": round(rss_mb(proc.pid), 1),
+               "peak_rss_mb": round(rss_mb(proc.pid, "VmHWM"), 1), "loadavg_before": load_before,
+               "loadavg_after": loadavg()}
+    print(f"{'before' if src else 'this build'}: {figures}", file=sys.stderr, flush=True)
+    return proc, figures
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(30)
+
+
+async def api_latency(base: str, requests: int) -> dict[str, dict[str, float]]:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http:
+        page = (await http.get("/api/v1/devices", params={"limit": 100})).json()
+        deep_params = {"limit": 100, "cursor": page["next_cursor"]}
+        deep = (await http.get("/api/v1/devices", params=deep_params)).json()
+        routes = {
+            "devices_first_page": "/api/v1/devices?limit=100",
+            "devices_next_page": f"/api/v1/devices?limit=100&cursor={deep['next_cursor']}",
+            "devices_kind_gas": "/api/v1/devices?kind=gas&limit=100",
+            "devices_region_district": "/api/v1/devices?region=江西省/赣州市/南康区&limit=100",
+            "devices_unit": "/api/v1/devices?unit_id=U4242&limit=100",
+            "device_detail": f"/api/v1/devices/{page['items'][7]['device_id']}",
+            "stats_overview": "/api/v1/stats/overview",
+        }
+        return {k: await latency(http, v, requests if "stats" not in k else 20) for k, v in routes.items()}
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--devices", type=int, default=1_000_000)
     ap.add_argument("--units", type=int, default=100_000)
     ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=1, help="start-ups of each build (the API is timed after the last)")
+    ap.add_argument("--before", type=Path, help="a checkout (git worktree) of the build to compare with")
     args = ap.parse_args()
     url = await fresh_db(migrated=False)  # `fill` migrates
+    before: list[dict[str, Any]] = []
+    after: list[dict[str, Any]] = []
     try:
         print(f"filling {args.devices} devices in {args.units} units ...", file=sys.stderr, flush=True)
         fill_s = await fill(url, args.devices, args.units)
         with private_mosquitto() as mqtt_url:
             port = free_port()
+            # this build's migrations for both builds: the database was migrated with them
             env = {**os.environ, "MIAOXIANG_DATABASE_URL": url, "MIAOXIANG_MQTT_URL": mqtt_url,
                    "MIAOXIANG_HTTP_PORT": str(port), "MIAOXIANG_GB26875_ENABLED": "false",
                    "MIAOXIANG_ADMIN_TOKEN": TOKEN, "MIAOXIANG_LOG_LEVEL": "WARNING",
+                   "MIAOXIANG_MIGRATIONS_DIR": str(DEFAULT_MIGRATIONS_DIR),
                    "MIAOXIANG_MQTT_CLIENT_ID": f"bench-{uuid.uuid4().hex[:6]}"}
-            started = time.perf_counter()
-            proc = subprocess.Popen([sys.executable, "-m", "miaoxiang.cli", "serve"], env=env)
-            try:
-                base = f"http://127.0.0.1:{port}"
-                await wait_ready(base, proc)
-                start_s = time.perf_counter() - started
-                print(f"ready after {start_s:.1f} s; timing the API ...", file=sys.stderr, flush=True)
-                headers = {"Authorization": f"Bearer {TOKEN}"}
-                async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http:
-                    page = (await http.get("/api/v1/devices", params={"limit": 100})).json()
-                    deep_params = {"limit": 100, "cursor": page["next_cursor"]}
-                    deep = (await http.get("/api/v1/devices", params=deep_params)).json()
-                    routes = {
-                        "devices_first_page": "/api/v1/devices?limit=100",
-                        "devices_next_page": f"/api/v1/devices?limit=100&cursor={deep['next_cursor']}",
-                        "devices_kind_gas": "/api/v1/devices?kind=gas&limit=100",
-                        "devices_region_district": "/api/v1/devices?region=江西省/赣州市/南康区&limit=100",
-                        "devices_unit": "/api/v1/devices?unit_id=U4242&limit=100",
-                        "device_detail": f"/api/v1/devices/{page['items'][7]['device_id']}",
-                        "stats_overview": "/api/v1/stats/overview",
-                    }
-                    figures = {
-                        k: await latency(http, v, args.requests if "stats" not in k else 20) for k, v in routes.items()
-                    }
-                rss = rss_mb(proc.pid)
-            finally:
-                proc.terminate()
-                proc.wait(30)
+            for r in range(args.rounds):
+                if args.before is not None:
+                    proc, figures = await start(env, port, args.before / "src")
+                    stop(proc)
+                    before.append(figures)
+                proc, figures = await start(env, port, None)
+                after.append(figures)
+                try:
+                    if r == args.rounds - 1:
+                        latencies = await api_latency(f"http://127.0.0.1:{port}", args.requests)
+                        rss = rss_mb(proc.pid)
+                finally:
+                    stop(proc)
     finally:
         await drop_db(url)
-    print(json.dumps({
+    start_s = statistics.median(f["startup_to_ready_s"] for f in after)
+    peak = max(f["peak_rss_mb"] for f in after)
+    result: dict[str, Any] = {
         "benchmark": "fleet_api",
         "devices": args.devices,
         "units": args.units,
         "fill_s": round(fill_s, 1),
-        "startup_to_ready_s": round(start_s, 2),
+        "startup_to_ready_s": start_s,
+        "peak_rss_mb": peak,
         "rss_mb": round(rss, 1),
-        "latency": figures,
-        "goals": {"startup_to_ready_s": 15, "rss_mb": 1536},
-        "goals_met": {"startup": start_s <= 15, "rss": rss <= 1536},
-    }, indent=2))
+        "rounds": after,
+        "latency": latencies,
+        "goals": {"startup_to_ready_s": 10, "peak_rss_mb": 1536},
+        "goals_met": {"startup": start_s <= 10, "peak_rss": peak <= 1536},
+    }
+    if before:
+        result["before"] = {"build": str(args.before), "rounds": before,
+                            "startup_ratio_after_to_before": [
+                                round(a["startup_to_ready_s"] / b["startup_to_ready_s"], 3)
+                                for a, b in zip(after, before)]}
+    print(json.dumps(result, indent=2, ensure_ascii=False))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -353,16 +354,27 @@ class Fleet:
         n = len(device_ids)
         index, ids = self.index, self.device_ids
         self._components.clear()  # parents may gain components: count again when asked
-        for d in device_ids:
-            if d not in index:
-                index[d] = len(ids)
-                ids.append(d)
+        # C-level passes (map, zip, dict.fromkeys) rather than Python loops: a million at start-up
+        start = len(ids)
+        fresh = not ids  # an empty fleet (a start-up) takes the ids in order, if no id repeats
+        if fresh:
+            index.update(zip(device_ids, range(n)))
+            if len(index) != n:
+                index.clear()
+                fresh = False
+        if fresh:
+            ids.extend(device_ids)
+            slots = rows = np.arange(n, dtype=np.int64)
+        else:
+            added = [d for d in dict.fromkeys(device_ids) if d not in index]  # once each, first-given order
+            index.update(zip(added, range(start, start + len(added))))
+            ids.extend(added)
+            slots = np.fromiter(map(index.__getitem__, device_ids), np.int64, n)
+            # keep the last row of every device id
+            rev_first = np.unique(slots[::-1], return_index=True)[1]
+            rows = np.sort(n - 1 - rev_first)
         self._grow(len(ids))
         self.size = len(ids)
-        slots = np.fromiter((index[d] for d in device_ids), np.int64, n)
-        # keep the last row of every device id
-        rev_first = np.unique(slots[::-1], return_index=True)[1]
-        rows = np.sort(n - 1 - rev_first)
         s = slots[rows]
 
         kind = self._kind_codes(kinds)[rows]
@@ -373,10 +385,9 @@ class Fleet:
         if parent_ids is None:
             self.parent[s] = -1
         else:
-            get = index.get
-            self.parent[s] = np.fromiter((get(p, -1) if p else -1 for p in parent_ids), np.int32, n)[rows]
-        hb = np.full(n, np.nan) if heartbeat_s is None else np.array(
-            [np.nan if h is None else h for h in heartbeat_s], np.float64)
+            parents = map(index.get, parent_ids, repeat(-1))  # type: ignore[arg-type]  # None (no parent): -1
+            self.parent[s] = np.fromiter(parents, np.int32, n)[rows]
+        hb = np.full(n, np.nan) if heartbeat_s is None else np.array(heartbeat_s, np.float64)  # None: NaN
         hb = hb[rows]
         self.heartbeat_ms[s] = np.where(np.isnan(hb), _HEARTBEAT_MS[kind], np.nan_to_num(hb) * 1000).astype(np.int64)
         registry = np.zeros(len(rows), np.uint16)
@@ -396,7 +407,8 @@ class Fleet:
         if isinstance(kinds, np.ndarray) and kinds.dtype.kind in "iu":
             codes = kinds.astype(np.int8)
         else:
-            codes = np.fromiter((Kind.parse(k) if isinstance(k, str) else Kind(k) for k in kinds), np.int8, len(kinds))
+            code = {k: Kind.parse(k) if isinstance(k, str) else Kind(k) for k in set(kinds)}  # a few distinct kinds
+            codes = np.fromiter(map(code.__getitem__, kinds), np.int8, len(kinds))
         if codes.size and (codes.min() < min(Kind) or codes.max() > max(Kind)):
             raise ValueError(f"unknown kind code in {sorted(set(codes.tolist()))}")
         return codes
@@ -405,8 +417,8 @@ class Fleet:
     def _intern_column(interner: Interner, names: Sequence[str | None] | None, n: int) -> np.ndarray:
         if names is None:
             return np.full(n, -1, np.int32)
-        intern = interner.intern
-        return np.fromiter((intern(x) if x else -1 for x in names), np.int32, n)
+        code = {x: interner.intern(x) if x else -1 for x in dict.fromkeys(names)}  # each distinct name once
+        return np.fromiter(map(code.__getitem__, names), np.int32, n)
 
     # -- operator state ---------------------------------------------------------------------
 

@@ -53,30 +53,30 @@ class DeviceService:
         fleet = self.fleet
         # Four queries at once: PostgreSQL builds the next result sets while this process decodes
         # the first (a million devices: 15.0 s to load one after the other on this machine).
-        units, rows, state, values = await asyncio.gather(
-            load_units(self.pool), load_devices(self.pool), self.pool.fetch(STATE_QUERY), self.pool.fetch(VALUES_QUERY)
+        units, devices, state, values = await asyncio.gather(
+            load_units(self.pool), load_devices(self.pool), self.pool.fetchrow(STATE_QUERY),
+            self.pool.fetch(VALUES_QUERY)
         )
         for u in units:
             fleet.set_unit(u["unit_id"], region=u["region"], maintenance=u["maintenance"])
         fleet.bulk_load(
-            [r["device_id"] for r in rows],
-            [r["kind"] for r in rows],
-            unit_ids=[r["unit_id"] for r in rows],
-            cell_ids=[r["cell_id"] for r in rows],
-            heartbeat_s=[r["heartbeat_s"] for r in rows],
-            parent_ids=[r["parent_id"] for r in rows],
-            maintenance=[r["maintenance"] for r in rows],
-            quarantined=[r["quarantined"] for r in rows],
+            devices.device_ids,
+            devices.kinds,
+            unit_ids=devices.unit_ids,
+            cell_ids=devices.cell_ids,
+            heartbeat_s=devices.heartbeat_s,
+            parent_ids=devices.parent_ids,
+            maintenance=devices.maintenance,
+            quarantined=devices.quarantined,
         )
-        for r in rows:
-            if r["thresholds"] != "{}":  # most devices have no overrides: skip a million json.loads
-                fleet.set_thresholds(fleet.slot(r["device_id"]), full_thresholds(json.loads(r["thresholds"])))
-        restore_state(fleet, state, values)
+        for device_id, thresholds in devices.thresholds.items():
+            fleet.set_thresholds(fleet.slot(device_id), full_thresholds(json.loads(thresholds)))
+        saved = restore_state(fleet, state, values)
         del values
         resumed = await self.commands.load()
         log.info("fleet loaded: %d devices, %d with saved state, %d commands awaiting an answer",
-                 len(rows), len(state), resumed)
-        return len(rows)
+                 len(devices.device_ids), saved, resumed)
+        return len(devices.device_ids)
 
     async def checkpoint(self) -> int:
         """Write the slots changed since the last checkpoint to `device_state`; answer how many."""

@@ -13,7 +13,7 @@ import pytest
 from devices import fleet_query
 from devices.batch import ReadingColumns
 from devices.commands import CommandService
-from devices.fleet import MAINTENANCE, QUARANTINED, Fleet
+from devices.fleet import FLAPPING, FLOODING, MAINTENANCE, QUARANTINED, Fleet
 from devices.kinds import Event, Kind
 from devices.reading import Reading
 from devices.registry import DeviceSpec, KindConflict, UnitSpec, UnknownUnit, upsert_unit
@@ -193,3 +193,65 @@ async def test_run_checkpoints_periodically_and_when_cancelled(pool: asyncpg.Poo
     row = await pool.fetchrow("SELECT status, last_values FROM device_state WHERE device_id = 'w1'")
     assert row["status"] == "alarm"
     assert json.loads(row["last_values"])["values"]["pressure_mpa"]["value"] == 0.05
+
+
+def _columns_by_device(fleet: Fleet) -> dict[str, dict[str, object]]:
+    """Every per-slot column of every device, by device id (units, cells and parents by name)."""
+    out: dict[str, dict[str, object]] = {}
+    for s, d in enumerate(fleet.device_ids):
+        out[d] = {
+            "kind": int(fleet.kind[s]), "unit": fleet.units.names[fleet.unit[s]] if fleet.unit[s] >= 0 else None,
+            "cell": fleet.cells.names[fleet.cell[s]] if fleet.cell[s] >= 0 else None,
+            "parent": fleet.device_ids[fleet.parent[s]] if fleet.parent[s] >= 0 else None,
+            **{name: int(getattr(fleet, name)[s]) for name in (
+                "heartbeat_ms", "last_seen_ms", "last_ts_ms", "offline_since_ms", "offline_at_ms", "mute_until_ms",
+                "flags")},
+            **{f"value.{k}": (float(v[s]), int(fleet.value_ts_ms[k][s])) for k, v in fleet.values.items()
+               if not np.isnan(v[s])},
+            **{f"threshold.{k}": float(v[s]) for k, v in fleet.thresholds.items() if not np.isnan(v[s])},
+        }
+    return out
+
+
+async def test_checkpointed_fleet_loads_column_for_column(pool: asyncpg.Pool) -> None:
+    """What is registered and checkpointed is what a restart loads: registry columns, components
+    after their transmission device, flag bits (flooding, flapping, quarantine), times, values."""
+    empty = service(pool)
+    assert await empty.load() == 0  # no devices, no saved state: the loaders answer NULL arrays
+    first = service(pool)
+    await add_unit(pool, first, "U1")
+    await first.import_devices(
+        "device_id,kind,unit_id,cell_id,heartbeat_s,thresholds\n"
+        'z-smoke,smoke,U1,C7,600,"{""smoke_temp_c"": 55, ""battery_pct_min"": 15}"\n'
+        "a-gas,gas,U1,,,\n"
+        "m-uitd,uitd,U1,,,\n"
+        "q-water,water,,,,\n",
+        "csv",
+    )
+    await pool.execute("UPDATE devices SET quarantined = true WHERE device_id = 'q-water'")
+    await pool.execute("INSERT INTO devices (device_id, kind, unit_id, parent_id) "
+                       "VALUES ('b-component', 'smoke', 'U1', 'm-uitd')")
+    f = first.fleet
+    f.upsert("q-water", Kind.water, quarantined=True)
+    f.upsert("b-component", Kind.smoke, unit_id="U1", parent_id="m-uitd")
+    f.apply(readings(f, ("z-smoke", Kind.smoke, Event.alarm, {"temperature_c": 31.5, "battery_pct": 86.5}),
+                     ("a-gas", Kind.gas, Event.fault, {"gas_lel_pct": 2.5, "rsrp_dbm": -97}),
+                     ("m-uitd", Kind.uitd, Event.heartbeat, {})))
+    f.mark_flapping(np.array([f.slot("z-smoke")]))
+    f.set_flooding(f.slot("a-gas"), True)
+    f.mute(f.slot("a-gas"), T0 + 3_600_000)
+    f.sweep(T0 + 86_400_000 * 10)  # everything heard goes offline, with offline_since
+    await first.checkpoint()
+
+    second = service(pool)
+    assert await second.load() == 5
+    g = second.fleet
+    # slots in device_id order, components after their transmission devices
+    assert g.device_ids == ["a-gas", "m-uitd", "q-water", "z-smoke", "b-component"]
+    expected = _columns_by_device(f)
+    assert _columns_by_device(g) == expected
+    assert expected["z-smoke"]["flags"] & FLAPPING and expected["a-gas"]["flags"] & FLOODING
+    assert expected["a-gas"]["offline_since_ms"] > 0 and expected["a-gas"]["mute_until_ms"] == T0 + 3_600_000
+    assert expected["b-component"]["parent"] == "m-uitd" and expected["q-water"]["flags"] & QUARANTINED
+    assert expected["z-smoke"]["threshold.smoke_temp_c"] == 55 and expected["z-smoke"]["heartbeat_ms"] == 600_000
+    assert expected["a-gas"]["value.rsrp_dbm"] == (-97.0, T0)

@@ -187,6 +187,20 @@ def test_bulk_load_matches_upsert() -> None:
         bulk.bulk_load(["x"], ["boiler"])
 
 
+def test_bulk_load_of_distinct_ids_into_an_empty_fleet_takes_them_in_order() -> None:
+    fleet = Fleet(capacity=1)
+    slots = fleet.bulk_load(["t:1:1:1", "t", "s"], ["uitd", "uitd", "smoke"], unit_ids=["u1", "u1", None],
+                            cell_ids=[None, "c9", "c9"], heartbeat_s=[None, 30, None], parent_ids=["t", None, None],
+                            maintenance=[False, False, True], quarantined=[False, True, False])
+    assert slots.tolist() == [0, 1, 2] and fleet.device_ids == ["t:1:1:1", "t", "s"]
+    assert fleet.index == {"t:1:1:1": 0, "t": 1, "s": 2} and fleet.size == 3
+    assert fleet.parent[:3].tolist() == [1, -1, -1] and fleet.unit[:3].tolist() == [0, 0, -1]
+    assert fleet.cell[:3].tolist() == [-1, 0, 0] and fleet.heartbeat_ms[:3].tolist() == [90_000, 30_000, 86_400_000]
+    assert fleet.flags[:3].tolist() == [0, QUARANTINED, MAINTENANCE]
+    assert fleet.bulk_load(["s", "n"], ["smoke", "gas"]).tolist() == [2, 3]  # then the general path
+    assert fleet.device_ids == ["t:1:1:1", "t", "s", "n"] and fleet.flags[2] == 0
+
+
 def varied_fleet() -> tuple[Fleet, int]:
     fleet = Fleet()
     fleet.set_unit("u1", region="江西省/赣州市/章贡区/南外街道")
