@@ -205,18 +205,18 @@ async def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(
 ) -> None:
     """Stopped cleanly, or killed (-9) and started again, while the consumer has messages in hand."""
     node.declare_queue("restart")
-    await publish(node, "restart", iotda_messages(40, 100))  # 4,000
+    await publish(node, "restart", iotda_messages(40, 250))  # 10,000: a graceful stop takes seconds
     async with running_service(settings) as svc:
         await create(svc.http, iotda_source("hw", node, "restart", max_unacked=10), svc.auth())
         await wait_for(lambda: _at_least(database_url, 200), timeout=60, interval=0.02)
         await asyncio.to_thread(node.stop if how == "graceful" else node.kill9)
-        assert (await stored(database_url))[0] < 4000, "the stream ended before the broker stopped"
+        assert (await stored(database_url))[0] < 10_000, "the stream ended before the broker stopped"
         await wait_for(lambda: _disconnected(svc.http, "hw"), timeout=30)
         await asyncio.to_thread(node.start)
-        await publish(node, "restart", iotda_messages(40, 50, first=100))  # 2,000 more
-        await wait_for(lambda: _at_least(database_url, 6000), timeout=120, interval=0.5)
+        await publish(node, "restart", iotda_messages(40, 50, first=250))  # 2,000 more
+        await wait_for(lambda: _at_least(database_url, 12_000), timeout=180, interval=0.5)
         await asyncio.sleep(2)
-        assert await stored(database_url) == (6000, 6000)
+        assert await stored(database_url) == (12_000, 12_000)
         s = await state(svc, "hw")
         assert s is not None and s["connected"]
     assert node.depth("restart") == (0, 0)
