@@ -1,6 +1,10 @@
 # Multi-stage build: wheels in a builder, a slim non-root runtime running `miaoxiang serve`.
 # Not built on this project's CI machines (they have no Docker engine): see docs/deploy.md.
 FROM python:3.11-slim AS build
+# python-qpid-proton (the AMQP 1.0 client of the platform subscriptions) has no wheel: it compiles
+# against OpenSSL. The runtime image keeps only the built wheel (libssl is in the slim image).
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev libssl-dev pkg-config \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
