@@ -70,5 +70,15 @@ async def test_a_stop_mid_backlog_then_a_restart_stores_every_message_exactly_on
         assert await stored(database_url) == (BACKLOG, BACKLOG), svc.log()[-3000:]
         acknowledged = svc.metric("mx_subscription_messages_total")
         assert acknowledged >= BACKLOG - at_stop
-        if stop == "sigterm":  # what was committed had been acknowledged: (almost) none of it comes back
-            assert svc.metric("mx_ingest_duplicates_total") <= 10, svc.log()[-3000:]
+        if stop == "sigterm":  # what was committed had been acknowledged: none of it comes back
+            assert _storage_duplicates(svc) == 0, svc.log()[-3000:]
+
+
+def _storage_duplicates(svc: Service) -> float:
+    """Readings the database refused as copies: after a restart, a message the first process had
+    committed and that came back (copies the broker redelivers within one process's dedupe window
+    are counted in memory, under the transport: pulsar-lite redelivers a few acknowledged ones)."""
+    for line in httpx.get(f"{svc.base}/metrics", timeout=5).text.splitlines():
+        if line.startswith('mx_ingest_duplicates_total{transport="storage"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

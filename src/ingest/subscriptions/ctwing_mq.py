@@ -183,7 +183,7 @@ class PulsarConsumer:
                 self.state.last_error = None
                 await self._consume(loop, thread, consumer, handle)
             finally:
-                await asyncio.shield(loop.run_in_executor(thread, client.close))
+                await _through_cancellation(loop.run_in_executor(thread, client.close))
         finally:
             thread.shutdown(wait=False)
 
@@ -259,6 +259,17 @@ def _last_id(consumer: pulsar.Consumer) -> pulsar.MessageId | None:
         return consumer.get_last_message_id()
     except Exception:  # not every broker answers it; lag is then unknown
         return None
+
+
+async def _through_cancellation(closing: asyncio.Future[None]) -> None:
+    """Wait for the client's close even when cancelled meanwhile (for up to `SETTLE_S` then): it
+    sends the acknowledgements the client still groups, which a process exiting first would lose
+    (their messages would come back as duplicates)."""
+    try:
+        await asyncio.shield(closing)
+    except asyncio.CancelledError:
+        await asyncio.wait([closing], timeout=SETTLE_S)
+        raise
 
 
 async def _settle(inflight: set[asyncio.Task[None]]) -> None:
