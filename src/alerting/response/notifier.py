@@ -142,6 +142,16 @@ SELECT c.*, a.response, clock_timestamp() AS now,
                         AND m.group_channel IS NOT DISTINCT FROM c.group_channel) m ON true
  ORDER BY c.id
 """
+#: rows that came in for a recipient this process holds (responder, group channel, until: $1,
+#: $2, $3) wait for its hold to end, unless immediate or a digest's retry: the claim skips them
+_PARK = """
+UPDATE notifications n SET next_at = h.until
+  FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS h (r, g, until)
+ WHERE n.state = 'queued' AND n.digest_of IS NULL AND n.next_at <= clock_timestamp() AND h.until > clock_timestamp()
+   AND coalesce(n.responder_id, '') = h.r AND coalesce(n.group_channel, '') = h.g
+   AND NOT EXISTS (SELECT 1 FROM alarms a WHERE a.alarm_id = n.alarm_id AND a.response = 'immediate')
+   AND NOT EXISTS (SELECT 1 FROM notifications m WHERE m.digest_of = n.id)
+"""
 _RESPONDER = "SELECT * FROM responders WHERE responder_id = $1"
 _CHANNELS = """SELECT name, type, config, endpoint FROM channels
                WHERE name = ANY($1::text[]) AND deleted_at IS NULL"""
@@ -320,11 +330,13 @@ class Notifier:
                 try:
                     if free > 0:
                         held = list(self._held.items())
-                        rows = await self.pool.fetch(
-                            _CLAIM, free, self.lease_s, self.batch * free, [k[0] for k, _ in held],
-                            [k[1] for k, _ in held], [u for _, u in held])
-                        if rows:
-                            self._held = {k: u for k, u in held if u > rows[0]["now"]}
+                        keys = ([k[0] for k, _ in held], [k[1] for k, _ in held], [u for _, u in held])
+                        if held:
+                            await self.pool.execute(_PARK, *keys)
+                        rows = await self.pool.fetch(_CLAIM, free, self.lease_s, self.batch * free, *keys)
+                        for k, u in held:  # holds that ended
+                            if rows and u <= rows[0]["now"] and self._held.get(k) == u:
+                                del self._held[k]
                     if self.metrics and time.monotonic() - self._counted_at >= self.poll_s:
                         self._counted_at = time.monotonic()
                         self.metrics.notify_pending.set(await self.pool.fetchval(
