@@ -502,7 +502,10 @@ class Notifier:
         if not texts:
             await self.pool.execute(_FAIL, ids, "alarm missing")
             return
-        message = compose(texts, level, self.public_url, self.tz, self.language, notification_id=carrier.id)
+        # A message's id (webhook receivers dedupe on it) is the newest row it carries: resent after a
+        # crash with the same rows it is the same id; with rows added since, a new one (newer rows have
+        # higher ids), so a receiver never drops a message for having seen its carrier before.
+        message = compose(texts, level, self.public_url, self.tz, self.language, notification_id=max(ids))
         attempt = carrier.attempts + 1
         sends: list[tuple[Any, ...]] = []
         retry = False
