@@ -36,7 +36,9 @@ async def _serve(settings: Settings) -> int:
     """Serve until stopped (exit 0) or until a background task fails (exit 1, for the supervisor)."""
     from miaoxiang.server import serving
 
-    async with serving(settings) as (app, base):
+    # no start-up deadline: loading a province's fleet may take a while on a busy host, and until
+    # then /readyz answers 503 to whoever supervises the process
+    async with serving(settings, ready_timeout=None) as (app, base):
         log.info("serving on %s (console at %s/)", base, base)
         while not app.state.server_task.done():
             if app.state.services.background_error is not None:

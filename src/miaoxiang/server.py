@@ -45,9 +45,10 @@ class _Server(uvicorn.Server):
 
 @contextlib.asynccontextmanager
 async def serving(
-    settings: Settings, *, ready_timeout: float = 60, **app_kwargs: Any
+    settings: Settings, *, ready_timeout: float | None = 60, **app_kwargs: Any
 ) -> AsyncIterator[tuple[FastAPI, str]]:
-    """Serve until the context ends; yield (app, base URL) once HTTP answers and MQTT is subscribed."""
+    """Serve until the context ends; yield (app, base URL) once HTTP answers and MQTT is subscribed
+    (within `ready_timeout` seconds; None waits as long as it takes)."""
     port = settings.http_port or free_port()
     app = create_app(settings, **app_kwargs)
     config = uvicorn.Config(
