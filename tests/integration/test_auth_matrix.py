@@ -24,6 +24,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute, APIWebSocketRoute
 
+from alerting.risk_report import TITLES
 from miaoxiang.app import create_app
 from miaoxiang.settings import Settings
 from tests.integration.faultkit import ADMIN_TOKEN, service, service_env
@@ -233,9 +234,9 @@ async def streamed(w: World, secret: str, last_unit: str | None) -> tuple[list[s
 
 
 def report_totals(text: str) -> tuple[int, int]:
-    """(alarms over every week, devices at the last week) of a risk report CSV."""
-    rows = list(csv.DictReader(io.StringIO(text)))
-    return sum(int(r["alarms"]) for r in rows), int(rows[-1]["devices"])
+    """(alarms over every week, devices at the last week) of a risk report CSV (a note, then the table)."""
+    rows = list(csv.DictReader(io.StringIO(text.split("\n", 1)[1])))
+    return sum(int(r[TITLES["alarms"]]) for r in rows), int(rows[-1][TITLES["devices"]])
 
 
 async def check_scope(w: World, auth: dict[str, str], sees: Callable[[str], bool]) -> None:
