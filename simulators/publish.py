@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 
 PushPlatform = Literal["generic", "ctwing", "onenet"]
 #: Shipped profiles a OneNET push of each kind is written in ("also usable on OneNET").
-ONENET_PROFILES: dict[Kind, str] = {Kind.smoke: "ctwing-smoke", Kind.gas: "ctwing-gas", Kind.electrical: "ctwing-electrical-fire"}
+ONENET_PROFILES: dict[Kind, str] = {
+    Kind.smoke: "ctwing-smoke", Kind.gas: "ctwing-gas", Kind.electrical: "ctwing-electrical-fire",
+}
 
 
 class PublishError(Exception):

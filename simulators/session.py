@@ -126,7 +126,9 @@ def scenario_names(given: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(given))
 
 
-def build_scenarios(fleet: SimFleet, seed: int, names: Sequence[str], start_ms: int) -> tuple[list[Scenario], list[str]]:
+def build_scenarios(
+    fleet: SimFleet, seed: int, names: Sequence[str], start_ms: int
+) -> tuple[list[Scenario], list[str]]:
     """The named scenarios cast onto `fleet`, and the names this fleet cannot play (with why)."""
     played, unavailable = [], []
     for name in names:
@@ -139,7 +141,8 @@ def build_scenarios(fleet: SimFleet, seed: int, names: Sequence[str], start_ms: 
 
 async def _check(answer: httpx.Response) -> dict[str, Any]:
     if answer.status_code >= 300:
-        raise RuntimeError(f"{answer.request.method} {answer.request.url.path}: HTTP {answer.status_code} {answer.text[:300]}")
+        request = answer.request
+        raise RuntimeError(f"{request.method} {request.url.path}: HTTP {answer.status_code} {answer.text[:300]}")
     body: dict[str, Any] = answer.json()
     return body
 
@@ -171,7 +174,7 @@ async def configure_push_sources(http: httpx.AsyncClient, run_id: str) -> dict[s
     """One push source per platform (fresh secrets); the targets `HttpPushPublisher` needs."""
     targets = {}
     for platform in ("generic", "ctwing", "onenet"):
-        target = PushTarget(f"sim-{platform}-{run_id}", platform, secrets.token_hex(16))  # type: ignore[arg-type]
+        target = PushTarget(f"sim-{platform}-{run_id}", platform, secrets.token_hex(16))
         body: dict[str, Any] = {"name": target.source, "platform": platform, "rate_per_s": 100_000}
         body["secret" if platform == "generic" else "token"] = target.secret
         if platform == "onenet":  # only smoke detectors report through OneNET
@@ -335,7 +338,8 @@ def steps_of(fleet: SimFleet, plan: Plan, played: Sequence[Scenario], start_ms: 
     if plan.background:
         last = max((m.at_ms for s in played for m in s.messages()), default=start_ms)
         silences = [x for s in played for x in s.silences()]
-        streams.append(background(fleet, plan.seed, start_ms, last + round(BACKGROUND_AFTER_S * 1000), silences=silences))
+        until = last + round(BACKGROUND_AFTER_S * 1000)
+        streams.append(background(fleet, plan.seed, start_ms, until, silences=silences))
     return merge_steps(*streams)
 
 

@@ -40,14 +40,16 @@ _CREATE_STAGE = f"""CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
     component text, metrics jsonb, extra jsonb, source text, untimed boolean) ON COMMIT DELETE ROWS"""
 #: An untimed row with a `seq` (no device time: `ts` is its receive time; see `identity`).
 _UNTIMED = "(s.seq IS NOT NULL AND s.untimed)"
-_INSERT = f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) SELECT {', '.join('s.' + c for c in READING_COLUMNS)} FROM {_STAGE} s"
+_INSERT = (f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) "
+           f"SELECT {', '.join('s.' + c for c in READING_COLUMNS)} FROM {_STAGE} s")
 #: Timed rows: the unique index (device_id, ts, dedup) is the identity.
 INSERT_TIMED = _INSERT + f" WHERE NOT {_UNTIMED} ON CONFLICT DO NOTHING"
 #: Untimed rows: their `ts` is a receive time, different for every delivery, so a copy is also
 #: recognised by (device_id, dedup) within +-$1 ms of it.
 INSERT_UNTIMED = _INSERT + (
     f" WHERE {_UNTIMED} AND NOT EXISTS (SELECT 1 FROM readings r WHERE r.device_id = s.device_id"
-    " AND r.dedup = s.dedup AND r.ts BETWEEN s.ts - $1 * interval '1 millisecond' AND s.ts + $1 * interval '1 millisecond')"
+    " AND r.dedup = s.dedup"
+    " AND r.ts BETWEEN s.ts - $1 * interval '1 millisecond' AND s.ts + $1 * interval '1 millisecond')"
     " ON CONFLICT DO NOTHING"
 )
 #: Writes that take the staging path after a direct COPY met a row already stored (a redelivery
@@ -284,7 +286,9 @@ class ReadingStore:
     async def maintain_partitions(self, today: date, ahead_days: int, retention_days: int) -> tuple[int, int]:
         """Create the coming days' partitions and drop those past retention; answer (made, dropped)."""
         async with self.pool.acquire() as conn:
-            made = await conn.fetchval("SELECT mx_ensure_readings_partitions($1, $2)", today - timedelta(days=1), ahead_days + 1)
+            made = await conn.fetchval(
+                "SELECT mx_ensure_readings_partitions($1, $2)", today - timedelta(days=1), ahead_days + 1
+            )
             dropped = await conn.fetchval("SELECT mx_drop_readings_before($1)", today - timedelta(days=retention_days))
             return int(made), int(dropped)
 
