@@ -19,7 +19,7 @@ from tests.integration.faultkit import ADMIN_TOKEN, Service, service, service_en
 from tests.integration.pulsarkit import PulsarLite, messages, publish, pulsar_lite, source_body, stored, subscribe_now
 from tests.service import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 BACKLOG = 10_000
 
 
@@ -65,7 +65,7 @@ async def test_a_stop_mid_backlog_then_a_restart_stores_every_message_exactly_on
         at_stop = (await stored(database_url))[0]
         assert at_stop < BACKLOG, "the backlog was done before the stop: nothing was tested"
         await asyncio.to_thread(svc.start)  # its consumer starts from the source in the database
-        await wait_for(lambda: _stored_at_least(database_url, BACKLOG), timeout=120, interval=0.5)
+        await wait_for(lambda: _stored_at_least(database_url, BACKLOG), timeout=180, interval=0.5)
         await asyncio.sleep(2)  # late redeliveries would show now
         assert await stored(database_url) == (BACKLOG, BACKLOG), svc.log()[-3000:]
         acknowledged = svc.metric("mx_subscription_messages_total")
