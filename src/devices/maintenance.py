@@ -54,28 +54,26 @@ _SET = """UPDATE {table} SET maintenance = $2, maintenance_until = $3, maintenan
                      updated_at = now() WHERE {key} = $1 RETURNING true"""
 
 
-async def set_device(pool: asyncpg.Pool, device_id: str, m: Maintenance) -> bool:
-    """Switch a device's maintenance and audit it; False for an unknown device."""
+async def _switch(pool: asyncpg.Pool, table: str, key: str, audit: str, ident: str, m: Maintenance) -> bool:
+    """Switch one row's maintenance and audit it in the same transaction; False for an unknown row."""
     async with pool.acquire() as conn, conn.transaction():
-        found = await conn.fetchval(_SET.format(table="devices", key="device_id"), device_id, m.on, m.until,
-                                    m.reason, m.by if m.on else None)
+        found = await conn.fetchval(_SET.format(table=table, key=key), ident, m.on, m.until, m.reason,
+                                    m.by if m.on else None)
         if found:
             await conn.execute(
-                "INSERT INTO device_audit (device_id, action, actor, detail) VALUES ($1, $2, $3, $4::jsonb)",
-                device_id, "maintenance_on" if m.on else "maintenance_off", m.by, _detail(m))
+                f"INSERT INTO {audit} ({key}, action, actor, detail) VALUES ($1, $2, $3, $4::jsonb)",
+                ident, "maintenance_on" if m.on else "maintenance_off", m.by, _detail(m))
     return bool(found)
+
+
+async def set_device(pool: asyncpg.Pool, device_id: str, m: Maintenance) -> bool:
+    """Switch a device's maintenance and audit it; False for an unknown device."""
+    return await _switch(pool, "devices", "device_id", "device_audit", device_id, m)
 
 
 async def set_unit(pool: asyncpg.Pool, unit_id: str, m: Maintenance) -> bool:
     """Switch a unit's maintenance and audit it; False for an unknown unit."""
-    async with pool.acquire() as conn, conn.transaction():
-        found = await conn.fetchval(_SET.format(table="units", key="unit_id"), unit_id, m.on, m.until,
-                                    m.reason, m.by if m.on else None)
-        if found:
-            await conn.execute(
-                "INSERT INTO unit_audit (unit_id, action, actor, detail) VALUES ($1, $2, $3, $4::jsonb)",
-                unit_id, "maintenance_on" if m.on else "maintenance_off", m.by, _detail(m))
-    return bool(found)
+    return await _switch(pool, "units", "unit_id", "unit_audit", unit_id, m)
 
 
 @dataclass(frozen=True, slots=True)

@@ -205,6 +205,16 @@ _FAIL = """UPDATE notifications SET state = 'failed', error_class = $2, done_at 
 _RELEASE = "UPDATE notifications SET next_at = clock_timestamp() WHERE id = ANY($1::bigint[]) AND state = 'queued'"
 
 
+def backoff_delay(attempt: int, base_s: float, max_s: float) -> float:
+    """Seconds before another try after `attempt` failed ones: doubling from `base_s`, at most `max_s`."""
+    return min(base_s * 2 ** (attempt - 1), max_s)
+
+
+def lease_s(timeout_s: float) -> float:
+    """How long a claimed row stays a worker's: longer than a send through two channels can take."""
+    return 2 * timeout_s + 30.0
+
+
 def _loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
@@ -307,7 +317,7 @@ class Notifier:
         self._busy = 0
         self.digest_s = digest_s
         self.group_per_min = group_per_min
-        self.lease_s = 2 * timeout_s + 30.0
+        self.lease_s = lease_s(timeout_s)
         self.metrics = metrics
         self._wake = asyncio.Event()
         self._locks: dict[str, asyncio.Lock] = {}
@@ -528,7 +538,7 @@ class Notifier:
                 await conn.execute(_FINISH, ids, "sent", used, None, None, carrier.id)
                 await conn.execute(_RIDERS_SENT, ids)
             elif again:
-                delay = min(self.backoff_s * 2 ** (attempt - 1), self.backoff_max_s)
+                delay = backoff_delay(attempt, self.backoff_s, self.backoff_max_s)
                 await conn.execute(_RETRY, ids, carrier.id, used, last.error_class, last.provider_code, delay)
             else:
                 await conn.execute(_FINISH, ids, "failed", used, last.error_class, last.provider_code, carrier.id)

@@ -26,7 +26,14 @@ from alerting.response.channels.base import Recipient, SendResult
 from alerting.response.channels.registry import build_channel
 from alerting.response.http import Outbound
 from alerting.response.messages import Language
-from alerting.response.notifier import ChannelBuilder, channels_named, place, send_through
+from alerting.response.notifier import (
+    ChannelBuilder,
+    backoff_delay,
+    channels_named,
+    lease_s,
+    place,
+    send_through,
+)
 from alerting.workorders.model import CLOSED, is_overdue
 from alerting.workorders.notice_text import OrderText, compose
 from devices.clock import Clock
@@ -97,7 +104,7 @@ class NoticeSender:
         self.timeout_s = timeout_s
         self.poll_s = poll_s
         self.batch = batch
-        self.lease_s = 2 * timeout_s + 30.0
+        self.lease_s = lease_s(timeout_s)
 
     async def run(self) -> None:
         """Claim and send due notices every `poll_s` (at once again after a full batch)."""
@@ -175,7 +182,7 @@ class NoticeSender:
             if last.ok:
                 await conn.execute(_FINISH, nid, "sent", used, None, None)
             elif retry and attempt < self.attempts:
-                delay = min(self.backoff_s * 2 ** (attempt - 1), self.backoff_max_s)
+                delay = backoff_delay(attempt, self.backoff_s, self.backoff_max_s)
                 await conn.execute(_RETRY, nid, used, last.error_class, last.provider_code, delay)
             else:
                 await conn.execute(_FINISH, nid, "failed", used, last.error_class, last.provider_code)
