@@ -34,6 +34,7 @@ from devices.kinds import Kind
 from miaoxiang.embedded import free_port
 from miaoxiang.migrate import migrate
 from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR, Settings
+from tests.clock import Clock
 from tests.lifespan_state import with_services
 
 pytestmark = pytest.mark.integration
@@ -41,14 +42,6 @@ T0 = 1_795_341_600_000
 GANZHOU = "江西省/赣州市/章贡区/南外街道"
 HANGZHOU = "浙江省/杭州市/西湖区/北山街道"
 ADMIN = {"Authorization": "Bearer test-admin-token"}
-
-
-class Clock:
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
 
 
 @dataclass

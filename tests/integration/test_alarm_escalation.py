@@ -30,20 +30,13 @@ from devices.outbound import OutboundPolicy
 from miaoxiang.embedded import free_port
 from miaoxiang.migrate import migrate
 from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR
+from tests.clock import Clock
 from tests.service import wait_for
 
 pytestmark = pytest.mark.integration
 T0 = 1_795_341_600_000
 LOCAL = OutboundPolicy.parse(["127.0.0.1"])  # the receivers listen on loopback (CONTRACT §9)
 REGION = "江西省/赣州市/章贡区/南外街道"
-
-
-class Clock:
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
 
 
 class Receiver:

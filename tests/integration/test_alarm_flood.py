@@ -19,17 +19,10 @@ from devices.fleet import FLOODING, Fleet
 from devices.kinds import Kind
 from miaoxiang.migrate import migrate
 from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR
+from tests.clock import Clock
 
 pytestmark = pytest.mark.integration
 T0 = 1_795_341_600_000
-
-
-class Clock:
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
 
 
 @pytest.fixture

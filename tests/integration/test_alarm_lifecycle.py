@@ -22,18 +22,11 @@ from devices.kinds import Kind
 from miaoxiang.embedded import free_port
 from miaoxiang.migrate import migrate
 from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR
+from tests.clock import Clock
 
 pytestmark = pytest.mark.integration
 T0 = 1_795_341_600_000
 REGION = "江西省/赣州市/章贡区/南外街道"
-
-
-class Clock:
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
 
 
 @pytest.fixture

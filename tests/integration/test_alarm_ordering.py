@@ -34,19 +34,12 @@ from ingest.clock_skew import check_clocks
 from ingest.codecs.values import MAX_TS_MS
 from miaoxiang.migrate import migrate
 from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR
+from tests.clock import Clock
 
 pytestmark = pytest.mark.integration
 T0 = 1_795_341_600_000
 DAY = 86_400_000
 TOLERANCE_MS = 300_000
-
-
-class Clock:
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
 
 
 @pytest.fixture

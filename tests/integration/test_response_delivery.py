@@ -33,6 +33,7 @@ from devices.outbound import OutboundPolicy
 from miaoxiang.embedded import free_port
 from miaoxiang.migrate import migrate
 from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR
+from tests.clock import Clock
 from tests.service import wait_for
 
 pytestmark = pytest.mark.integration
@@ -40,14 +41,6 @@ T0 = 1_795_341_600_000  # a Sunday, 10:00 in Shanghai
 LOCAL = OutboundPolicy.parse(["127.0.0.1"])
 REGION = "江西省/赣州市/章贡区/南外街道"
 SECRET = "hook-secret"
-
-
-class Clock:
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
 
 
 class Receiver:
