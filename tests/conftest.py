@@ -15,7 +15,8 @@ import asyncpg
 import pytest
 from hypothesis import HealthCheck, settings
 
-from miaoxiang.settings import Settings
+from miaoxiang.migrate import migrate
+from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR, Settings
 
 # Property tests judge behaviour, not speed: on a 2-core machine shared with PostgreSQL and the
 # broker, example generation can be slow, and that must not fail a test.
@@ -83,6 +84,16 @@ async def database_url(pg_admin_url: str) -> AsyncIterator[str]:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the test's fresh database with the shipped migrations applied."""
+    p = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    async with p.acquire() as conn:
+        await migrate(conn, DEFAULT_MIGRATIONS_DIR)
+    yield p
+    await p.close()
 
 
 @pytest.fixture

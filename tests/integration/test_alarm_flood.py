@@ -5,7 +5,6 @@ flooding mark (audited, on the alarms, cleared by an operator)."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -17,21 +16,11 @@ from alerting.model import AlarmType, Decision, Response, Severity
 from alerting.stream import AlarmHub, db_replay
 from devices.fleet import FLOODING, Fleet
 from devices.kinds import Kind
-from miaoxiang.migrate import migrate
-from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR
 from tests.clock import Clock
 
 pytestmark = pytest.mark.integration
 T0 = 1_795_341_600_000
 
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    async with p.acquire() as conn:
-        await migrate(conn, DEFAULT_MIGRATIONS_DIR)
-    yield p
-    await p.close()
 
 
 def lifecycle(pool: asyncpg.Pool, clock: Clock, **options: float) -> AlarmLifecycle:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -41,14 +40,6 @@ T0 = 1_795_341_600_000
 DAY = 86_400_000
 TOLERANCE_MS = 300_000
 
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    async with p.acquire() as conn:
-        await migrate(conn, DEFAULT_MIGRATIONS_DIR)
-    yield p
-    await p.close()
 
 
 def lifecycle(pool: asyncpg.Pool, clock: Clock) -> AlarmLifecycle:

@@ -20,8 +20,6 @@ from devices.fleet import Fleet
 from devices.kinds import Kind
 from devices.registry import DeviceSpec
 from devices.service import DeviceService
-from miaoxiang.migrate import migrate
-from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR
 from tests.service import wait_for
 
 pytestmark = pytest.mark.integration
@@ -53,14 +51,6 @@ class Broker:
     root: str
     publish_fails: bool = False
 
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    async with p.acquire() as conn:
-        await migrate(conn, DEFAULT_MIGRATIONS_DIR)
-    yield p
-    await p.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import asyncpg
 import numpy as np
@@ -18,21 +17,11 @@ from devices.kinds import Event, Kind
 from devices.reading import Reading
 from devices.registry import DeviceSpec, KindConflict, UnitSpec, UnknownUnit, upsert_unit
 from devices.service import DeviceService
-from miaoxiang.migrate import migrate
-from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR
 
 pytestmark = pytest.mark.integration
 T0 = 1_795_341_600_000
 REGION = "江西省/赣州市/章贡区/南外街道"
 
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    async with p.acquire() as conn:
-        await migrate(conn, DEFAULT_MIGRATIONS_DIR)
-    yield p
-    await p.close()
 
 
 async def _unused_publish(topic: str, payload: bytes) -> None:

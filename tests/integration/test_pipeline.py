@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -18,20 +17,10 @@ from ingest import storage
 from ingest.metrics import IngestMetrics
 from ingest.pipeline import Pipeline
 from ingest.storage import STAGED_AFTER_CONFLICT, ReadingStore, is_untimed_row, prepare, prepare_many
-from miaoxiang.migrate import migrate
-from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR
 
 pytestmark = pytest.mark.integration
 T0 = 1_795_341_600_000
 
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    async with p.acquire() as conn:
-        await migrate(conn, DEFAULT_MIGRATIONS_DIR)
-    yield p
-    await p.close()
 
 
 class Recorder:
