@@ -1,10 +1,12 @@
-"""Alarm vocabulary of CONTRACT §5 and the decisions the correlation core hands to the lifecycle."""
+"""Alarm statuses of CONTRACT §5 and the decisions the correlation core hands to the lifecycle
+(alarm types, severities and responses are declared in `devices.catalogue`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any
+
+from devices.catalogue import ALARM_TYPES, AlarmType, Response, Severity
 
 #: Alarm statuses (CONTRACT §5) of an alarm still sounding, and of one not yet closed: an open
 #: alarm is the one a new decision of its (key, type) updates (one per key and type in PostgreSQL).
@@ -12,40 +14,13 @@ ACTIVE_STATUSES = ("active_unack", "active_ack")
 OPEN_STATUSES = (*ACTIVE_STATUSES, "cleared_unack")
 
 
-class AlarmType(IntEnum):
-    fire = 0
-    smoke = 1
-    gas_leak = 2
-    residual_current = 3
-    cable_overheat = 4
-    arc_fault = 5
-    overvoltage = 6
-    water_pressure_low = 7
-    offline = 8
-    network_outage = 9
-    tamper = 10
-    low_battery = 11
-    device_fault = 12
-    panel_fire = 13
-    panel_fault = 14
-    duty_missed = 15  # 查岗 not answered in time (CONTRACT §11)
-
-
-class Severity(IntEnum):
-    critical = 0
-    major = 1
-    minor = 2
-    warning = 3
-
-
-class Response(IntEnum):
-    immediate = 0  # 秒响应
-    verify = 1
-    none = 2
-
-
 #: Alarm types of the fire class: they correlate across detectors (CONTRACT §8).
-FIRE_CLASS = frozenset({AlarmType.fire, AlarmType.smoke, AlarmType.gas_leak, AlarmType.panel_fire})
+FIRE_CLASS = frozenset(t for t, spec in ALARM_TYPES.items() if spec.fire_class)
+#: Alarm types of the electrical class, for the electrical-then-smoke rule (CONTRACT §8, §10).
+ELECTRICAL_CLASS = frozenset(t for t, spec in ALARM_TYPES.items() if spec.electrical_class)
+
+__all__ = ["ACTIVE_STATUSES", "ELECTRICAL_CLASS", "FIRE_CLASS", "OPEN_STATUSES", "AlarmType", "Decision", "Response",
+           "Severity"]
 
 
 @dataclass(slots=True)

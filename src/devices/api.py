@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal, Protocol, cast
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from devices import fleet_query, maintenance, registry
+from devices import catalogue, fleet_query, maintenance, registry
 from devices.auth import (
     Admin,
     IndustryFilter,
@@ -233,11 +233,23 @@ async def import_devices(request: Request, principal: Operator, svc: Devices) ->
     return report.as_dict()
 
 
+#: `?kind=`, one of the catalogue's kinds (an enum in the OpenAPI document).
+KindFilter = Annotated[str | None, Query(
+    pattern=f"^({'|'.join(k.name for k in Kind)})$", json_schema_extra={"enum": [k.name for k in Kind]})]
+
+
+@router.get("/meta")
+async def meta() -> dict[str, Any]:
+    """The device catalogue: kinds, events, metrics with units, alarm types and thresholds, each with
+    its Chinese and English label (what the console shows; no login needed: it holds no data)."""
+    return catalogue.meta()
+
+
 @router.get("/devices")
 async def list_devices(
     principal: Viewer,
     svc: Devices,
-    kind: Annotated[Literal["smoke", "gas", "electrical", "water", "uitd"] | None, Query()] = None,
+    kind: KindFilter = None,
     status: Annotated[Literal["online", "offline", "alarm", "fault", "unknown"] | None, Query()] = None,
     region: RegionFilter = None,
     unit_id: str | None = None,

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from devices.catalogue import METRICS
 from devices.reading import Reading
 
 
@@ -31,21 +32,11 @@ def _list_max(name: str) -> Callable[[dict[str, Any]], float]:
     return get
 
 
-#: Numeric columns of a batch: column name -> how it is read from a reading's metrics.
-#: List metrics (per channel or phase) are reduced to their maximum. Missing values are NaN.
+#: Numeric columns of a batch: column name -> how it is read from a reading's metrics (the
+#: catalogue's metrics with a `column`). List metrics (per channel, phase or port) are reduced to
+#: their maximum. Missing values are NaN.
 NUMERIC_COLUMNS: dict[str, Callable[[dict[str, Any]], float]] = {
-    "battery_pct": _scalar("battery_pct"),
-    "rsrp_dbm": _scalar("rsrp_dbm"),
-    "sinr_db": _scalar("sinr_db"),
-    "smoke_obscuration_pct_m": _scalar("smoke_obscuration_pct_m"),
-    "temperature_c": _scalar("temperature_c"),
-    "gas_lel_pct": _scalar("gas_lel_pct"),
-    "residual_current_ma": _list_max("residual_current_ma"),
-    "cable_temp_c": _list_max("cable_temp_c"),
-    "voltage_v": _list_max("voltage_v"),
-    "arc_faults": _scalar("arc_faults"),
-    "pressure_mpa": _scalar("pressure_mpa"),
-    "level_m": _scalar("level_m"),
+    name: (_list_max if spec.column == "max" else _scalar)(name) for name, spec in METRICS.items() if spec.column
 }
 
 
@@ -55,9 +46,7 @@ _KIND, _EVENT, _TS, _RECEIVED = attrgetter("kind"), attrgetter("event"), attrget
 _COLUMN_INDEX = {name: j for j, name in enumerate(_COLUMN_NAMES)}
 _COLUMN_SET = frozenset(_COLUMN_NAMES)
 _PLAIN_NUMBERS = frozenset((float, int))
-_LIST_COLUMNS = frozenset(
-    j for j, name in enumerate(_COLUMN_NAMES) if name in ("residual_current_ma", "cable_temp_c", "voltage_v")
-)
+_LIST_COLUMNS = frozenset(j for j, name in enumerate(_COLUMN_NAMES) if METRICS[name].column == "max")
 
 
 #: Device-reported alarm codes (`Reading.extra["alarm_code"]`, as device profiles such as

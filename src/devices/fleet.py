@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from devices.batch import NUMERIC_COLUMNS, ReadingColumns
+from devices.catalogue import KINDS, THRESHOLDS
 from devices.kinds import Event, Kind
 
 # Flag bits of `Fleet.flags`.
@@ -78,35 +79,16 @@ EVENT_CLEARS: dict[Event, int] = {
 }
 EVENT_FLAGS = ALARM | FAULT | TAMPER | LOW_BATTERY | POWER_FAIL | VALVE_CLOSED | BREAKER_TRIPPED
 
-#: Default heartbeat interval per kind (CONTRACT §8): NB-IoT smoke and gas 24 h,
-#: electrical 5 min, uitd 90 s; water follows NB-IoT practice.
-DEFAULT_HEARTBEAT_S: dict[Kind, int] = {
-    Kind.smoke: 86_400,
-    Kind.gas: 86_400,
-    Kind.electrical: 300,
-    Kind.uitd: 90,
-    Kind.water: 86_400,
-}
+#: Default heartbeat interval per kind (CONTRACT §8), from the catalogue.
+DEFAULT_HEARTBEAT_S: dict[Kind, int] = {kind: spec.heartbeat_s for kind, spec in KINDS.items()}
 OFFLINE_FACTOR = 2.5
 #: LOW_BATTERY below this `battery_pct` unless a device's `thresholds["battery_pct_min"]` says otherwise.
 DEFAULT_BATTERY_PCT_MIN = 20.0
 #: `Fleet.offline_at_ms` of a device the sweep does not watch.
 NEVER = np.iinfo(np.int64).max
 
-#: Per-device threshold names (CONTRACT §8 defaults live in alerting.core). NaN = use the default.
-THRESHOLD_NAMES = (
-    "smoke_temp_c",
-    "smoke_rise_c_per_min",
-    "gas_lel_pct",
-    "gas_lel_critical_pct",
-    "residual_current_ma",
-    "cable_temp_c",
-    "cable_rise_c_per_min",
-    "arc_faults",
-    "voltage_v_max",
-    "pressure_mpa_min",
-    "battery_pct_min",
-)
+#: Per-device threshold names (defaults in `devices.catalogue.THRESHOLDS`). NaN = use the default.
+THRESHOLD_NAMES = tuple(THRESHOLDS)
 
 _SET_BITS = np.zeros(len(Event), np.uint16)
 _CLEAR_BITS = np.zeros(len(Event), np.uint16)

@@ -1,61 +1,13 @@
-"""The vocabulary of CONTRACT §1: device kinds, events, metrics and fault codes.
-
-Kinds and events have stable small integer codes. MX1 frames use them on the wire and the
-columnar batches and fleet state use them as numpy values, so they must never be renumbered.
-"""
+"""Look-ups of CONTRACT §1's vocabulary for the codecs and hot paths, derived from `devices.catalogue`
+(where kinds, events and metrics are declared: add there, not here)."""
 
 from __future__ import annotations
 
 import re
-from enum import IntEnum
+
+from devices.catalogue import FAULT_CODES, KINDS, METRICS, NB_METRIC_NAMES, Event, Kind
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-
-
-class Kind(IntEnum):
-    """Device kinds; codes 1-4 are MX1's, `uitd` has no MX1 code."""
-
-    smoke = 1
-    gas = 2
-    electrical = 3
-    water = 4
-    uitd = 5
-
-    @classmethod
-    def parse(cls, name: str) -> Kind:
-        try:
-            return cls[name]
-        except KeyError:
-            raise ValueError(f"unknown kind {name!r}; expected one of {', '.join(k.name for k in cls)}") from None
-
-
-class Event(IntEnum):
-    """Events; codes are MX1's event codes."""
-
-    heartbeat = 0
-    report = 1
-    alarm = 2
-    alarm_clear = 3
-    fault = 4
-    fault_clear = 5
-    tamper = 6
-    tamper_clear = 7
-    low_battery = 8
-    test = 9
-    mute = 10
-    power_fail = 11
-    power_restore = 12
-    valve_closed = 13
-    valve_opened = 14
-    breaker_tripped = 15
-    breaker_closed = 16
-
-    @classmethod
-    def parse(cls, name: str) -> Event:
-        try:
-            return cls[name]
-        except KeyError:
-            raise ValueError(f"unknown event {name!r}") from None
 
 
 #: Look-ups for hot paths: `__members__` builds a mapping proxy per access and `.name` is a property.
@@ -67,38 +19,19 @@ EVENT_NAMES: dict[Event, str] = {e: e.name for e in Event}
 #: Events that belong on the `evt` priority lane.
 ATTENTION_EVENTS = frozenset(Event) - {Event.heartbeat, Event.report}
 
-FAULT_CODES = ("sensor", "chamber_dirty", "low_battery", "comm", "probe_open", "probe_short", "valve", "power")
-GAS_TYPES = ("methane", "lpg", "co", "hydrogen")
-VALVE_STATES = ("open", "closed", "none")
-BREAKER_STATES = ("closed", "tripped")
+GAS_TYPES = METRICS["gas_type"].values
+VALVE_STATES = METRICS["valve"].values
+BREAKER_STATES = METRICS["breaker"].values
 
-#: Metric name -> python type of its value. Lists hold one value per channel or phase.
-NB_METRICS: dict[str, type] = {
-    "battery_pct": float,
-    "battery_mv": float,
-    "rsrp_dbm": float,
-    "sinr_db": float,
-    "ecl": int,
-    "pci": int,
-    "cell_id": str,
-}
+#: Metric name -> python type of its value. Lists hold one value per channel, phase or port.
+NB_METRICS: dict[str, type] = {name: METRICS[name].type for name in NB_METRIC_NAMES}
 KIND_METRICS: dict[Kind, dict[str, type]] = {
-    Kind.smoke: {"smoke_obscuration_pct_m": float, "temperature_c": float},
-    Kind.gas: {"gas_lel_pct": float, "gas_type": str, "valve": str, "mains_ok": bool},
-    Kind.electrical: {
-        "residual_current_ma": list,
-        "cable_temp_c": list,
-        "voltage_v": list,
-        "current_a": list,
-        "power_kw": float,
-        "arc_faults": int,
-        "pyrolysis_index": float,
-        "breaker": str,
-    },
-    Kind.water: {"pressure_mpa": float, "level_m": float},
-    Kind.uitd: {},
+    kind: {name: METRICS[name].type for name in spec.metrics} for kind, spec in KINDS.items()
 }
 #: Every known metric name (a report's other `data` keys go to `extra`).
-ALL_METRICS: frozenset[str] = frozenset(NB_METRICS).union(*(m.keys() for m in KIND_METRICS.values())) | {
-    "fault_code"
-}
+ALL_METRICS: frozenset[str] = frozenset(METRICS)
+
+__all__ = [
+    "ALL_METRICS", "ATTENTION_EVENTS", "BREAKER_STATES", "DEVICE_ID_RE", "EVENT_BY_NAME", "EVENT_NAMES", "FAULT_CODES",
+    "GAS_TYPES", "KIND_BY_NAME", "KIND_METRICS", "KIND_NAMES", "NB_METRICS", "VALVE_STATES", "Event", "Kind",
+]

@@ -17,6 +17,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
+from devices.catalogue import THRESHOLD_ALIASES
 from devices.fleet import THRESHOLD_NAMES
 from devices.kinds import DEVICE_ID_RE, Kind
 from devices.scope import Scope, UnknownIndustry, industry
@@ -114,6 +115,7 @@ def parse_thresholds(raw: Any) -> dict[str, float]:
         raise InvalidSpec("thresholds must be an object of threshold name -> number")
     out: dict[str, float] = {}
     for k, v in raw.items():
+        k = THRESHOLD_ALIASES.get(k, k)
         if k not in THRESHOLD_NAMES:
             raise InvalidSpec(f"unknown threshold {k!r}; known: {', '.join(THRESHOLD_NAMES)}")
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -124,7 +126,8 @@ def parse_thresholds(raw: Any) -> dict[str, float]:
 
 def full_thresholds(thresholds: dict[str, float]) -> dict[str, float]:
     """Every threshold name, NaN (the default) where `thresholds` sets none: what the fleet holds."""
-    return {name: float(thresholds.get(name, math.nan)) for name in THRESHOLD_NAMES}
+    given = {THRESHOLD_ALIASES.get(name, name): value for name, value in thresholds.items()}
+    return {name: float(given.get(name, math.nan)) for name in THRESHOLD_NAMES}
 
 
 @dataclass(frozen=True, slots=True)

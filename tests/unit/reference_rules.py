@@ -59,7 +59,7 @@ class ReferenceCorrelator:
     # --- helpers --------------------------------------------------------------------------
     def th(self, fleet: Fleet, slot: int, name: str) -> float:
         v = float(fleet.thresholds[name][slot])
-        return getattr(self.config, name) if math.isnan(v) else v
+        return self.config.threshold_defaults()[name] if math.isnan(v) else v
 
     def rise(self, b: ReadingColumns, fleet: Fleet, row: int, name: str) -> float:
         slot, t = int(b.slot[row]), int(b.ts_ms[row])
@@ -137,7 +137,7 @@ class ReferenceCorrelator:
                 if fired:
                     hits.append(Hit(i, type_, *DEFAULTS[type_], rule))
         elif kind == Kind.water:
-            if val["pressure_mpa"] < self.th(fleet, slot, "pressure_mpa_min"):
+            if val["pressure_mpa"] < self.th(fleet, slot, "pressure_low_mpa"):
                 hits.append(Hit(i, A.water_pressure_low, *DEFAULTS[A.water_pressure_low], "water.pressure_low"))
             elif alarmish:
                 hits.append(Hit(i, A.water_pressure_low, *DEFAULTS[A.water_pressure_low], "water.alarm"))

@@ -289,6 +289,14 @@ JSON_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "breaker": st.sampled_from(BREAKER_STATES),
     "pressure_mpa": _METRIC,
     "level_m": _METRIC,
+    "flow_m3h": _METRIC,
+    "tilt_deg": _METRIC,
+    "co_ppm": _METRIC,
+    "port": st.integers(1, 32),
+    "port_current_a": _NUMBER_LIST,
+    "port_power_w": _NUMBER_LIST,
+    "port_temp_c": _NUMBER_LIST,
+    "ports_active": st.integers(0, 32),
     "fault_code": st.one_of(
         st.sampled_from(FAULT_CODES), st.text(min_size=1, max_size=20).filter(lambda s: "\x00" not in s)
     ),

@@ -19,7 +19,7 @@ ALL_OVERRIDES = {
     "smoke_temp_c": [30.0, 50.0], "smoke_rise_c_per_min": [0.5, 4.0], "gas_lel_pct": [5.0],
     "gas_lel_critical_pct": [9.0], "residual_current_ma": [99.0, 200.0], "cable_temp_c": [35.0, 60.0],
     "cable_rise_c_per_min": [0.5, 2.0], "arc_faults": [1.0, 13.0], "voltage_v_max": [221.0, 250.0],
-    "pressure_mpa_min": [0.1, 0.31], "battery_pct_min": [50.0, 85.0],
+    "pressure_low_mpa": [0.1, 0.31], "battery_pct_min": [50.0, 85.0],
 }
 
 

@@ -40,7 +40,7 @@ def test_csv_rejects_each_bad_row_with_its_line_and_reason() -> None:
     )
     assert errors(text) == [
         (3, "bad id!", "device_id 'bad id!' must be 1 to 64 characters of A-Z a-z 0-9 _ . : -"),
-        (4, "dev-2", "unknown kind 'boiler'; expected one of smoke, gas, electrical, water, uitd"),
+        (4, "dev-2", "unknown kind 'boiler'; expected one of smoke, gas, electrical, water, uitd, charger"),
         (5, "dev-3", "heartbeat_s must be a whole number of seconds from 1 to 2592000, got '-5'"),
         (6, "dev-4", f"unknown threshold 'nope'; known: {', '.join(THRESHOLD_NAMES)}"),
         (7, "dev-1", "device_id repeats line 2"),
@@ -74,7 +74,8 @@ def test_csv_cells_become_typed_fields() -> None:
 
 def test_csv_line_numbers_count_quoted_newlines_and_blank_lines() -> None:
     text = 'device_id,kind,location\n\ndev-1,smoke,"two\nlines"\n\ndev-2,boiler,x\n'
-    assert errors(text) == [(6, "dev-2", "unknown kind 'boiler'; expected one of smoke, gas, electrical, water, uitd")]
+    kinds = "smoke, gas, electrical, water, uitd, charger"
+    assert errors(text) == [(6, "dev-2", f"unknown kind 'boiler'; expected one of {kinds}")]
     assert [line for line, _ in parse_import(text, "csv").specs] == [3]
 
 

@@ -17,8 +17,9 @@ import numpy as np
 
 from alerting.config import RuleConfig
 from alerting.core.timeline import NO_TIME, Timeline, repeats
-from alerting.model import AlarmType, Response, Severity
+from alerting.model import ELECTRICAL_CLASS, FIRE_CLASS, AlarmType, Response, Severity
 from devices.batch import ALARM_CODES, ReadingColumns
+from devices.catalogue import ALARM_TYPES, KINDS
 from devices.fleet import Fleet
 from devices.kinds import Event, Kind
 
@@ -36,51 +37,19 @@ RULES: tuple[str, ...] = (
 RULE: dict[str, int] = {name: code for code, name in enumerate(RULES)}
 
 A = AlarmType
-#: Default (severity, response) of every alarm type; rules may raise a hit above it.
-DEFAULTS: dict[AlarmType, tuple[Severity, Response]] = {
-    A.fire: (Severity.critical, Response.immediate),
-    A.smoke: (Severity.major, Response.verify),
-    A.gas_leak: (Severity.major, Response.verify),
-    A.residual_current: (Severity.major, Response.verify),
-    A.cable_overheat: (Severity.major, Response.verify),
-    A.arc_fault: (Severity.major, Response.verify),
-    A.overvoltage: (Severity.minor, Response.verify),
-    A.water_pressure_low: (Severity.major, Response.verify),
-    A.offline: (Severity.minor, Response.none),
-    A.network_outage: (Severity.major, Response.verify),
-    A.tamper: (Severity.minor, Response.none),
-    A.low_battery: (Severity.warning, Response.none),
-    A.device_fault: (Severity.minor, Response.none),
-    A.panel_fire: (Severity.critical, Response.verify),
-    A.panel_fault: (Severity.minor, Response.none),
-    A.duty_missed: (Severity.minor, Response.verify),  # raised by alerting.dutychecks, not by a rule
-}
+#: Default (severity, response) of every alarm type (the catalogue's); rules may raise a hit above it.
+DEFAULTS: dict[AlarmType, tuple[Severity, Response]] = {t: (s.severity, s.response) for t, s in ALARM_TYPES.items()}
 _DEFAULT_TABLE = np.array([DEFAULTS[t] for t in sorted(AlarmType)], np.int8)
 #: Alarm types a kind's `alarm` / `alarm_clear` events are about.
-KIND_ALARMS: dict[Kind, tuple[AlarmType, ...]] = {
-    Kind.smoke: (A.smoke,),
-    Kind.gas: (A.gas_leak,),
-    Kind.electrical: (A.residual_current, A.cable_overheat, A.arc_fault, A.overvoltage),
-    Kind.water: (A.water_pressure_low,),
-    Kind.uitd: (A.panel_fire,),
-}
+KIND_ALARMS: dict[Kind, tuple[AlarmType, ...]] = {kind: spec.alarm_types for kind, spec in KINDS.items()}
 _KIND_ALARM_TABLE = np.full((max(Kind) + 1, max(map(len, KIND_ALARMS.values()))), -1, np.int8)  # kind -> types, -1 pad
 for _kind, _types in KIND_ALARMS.items():
     _KIND_ALARM_TABLE[_kind, : len(_types)] = _types
-#: Fire-class types (correlate across detectors) and electrical types (electrical-then-smoke).
-FIRE_TYPES = (A.smoke, A.gas_leak, A.panel_fire)
-ELECTRICAL_TYPES = KIND_ALARMS[Kind.electrical]
+#: Fire-class device alarm types (correlate across detectors) and electrical types (electrical-then-smoke).
+FIRE_TYPES = tuple(sorted(FIRE_CLASS - {A.fire}))
+ELECTRICAL_TYPES = tuple(sorted(ELECTRICAL_CLASS))
 #: Batch columns shown in the evidence of a hit of each type.
-TYPE_METRICS: dict[AlarmType, tuple[str, ...]] = {
-    A.smoke: ("smoke_obscuration_pct_m", "temperature_c"),
-    A.gas_leak: ("gas_lel_pct",),
-    A.residual_current: ("residual_current_ma",),
-    A.cable_overheat: ("cable_temp_c",),
-    A.arc_fault: ("arc_faults",),
-    A.overvoltage: ("voltage_v",),
-    A.water_pressure_low: ("pressure_mpa", "level_m"),
-    A.low_battery: ("battery_pct",),
-}
+TYPE_METRICS: dict[AlarmType, tuple[str, ...]] = {t: s.metrics for t, s in ALARM_TYPES.items() if s.metrics}
 
 #: The alarm type an electrical `alarm` with a device-reported `alarm_code` is (docs/escalation.md,
 #: "Electrical alarm codes"). CONTRACT §5 has no type of its own for two codes: an overload is an
@@ -389,7 +358,7 @@ def _electrical_hits(r: Readings, rows: np.ndarray, values: np.ndarray, limits: 
 def water(r: Readings) -> list[Hits]:
     """Pressure below 0.05 MPa, or a water `alarm` -> water_pressure_low, major, verify."""
     rows = r.rows(_WATER)
-    low = r.value("pressure_mpa")[rows] < r.threshold("pressure_mpa_min", rows)
+    low = r.value("pressure_mpa")[rows] < r.threshold("pressure_low_mpa", rows)
     fire = low | r.alarmish[rows]
     rule = np.where(low[fire], RULE["water.pressure_low"], RULE["water.alarm"])
     return [Hits.of(rows[fire], A.water_pressure_low, rule=rule)]
