@@ -17,23 +17,13 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from alerting.response.channels.base import Message
+from devices.catalogue import ALARM_TYPES, AlarmType
 
 Language = Literal["zh", "en"]
 DIGEST_LINES = 10
 SMS_UNIT_MAX = 20
+ALARM_TYPE_BY_NAME: dict[str, AlarmType] = dict(AlarmType.__members__)
 
-TYPE_ZH = {
-    "fire": "火警", "smoke": "烟感报警", "gas_leak": "燃气泄漏", "residual_current": "剩余电流超限",
-    "cable_overheat": "线缆温度过高", "arc_fault": "故障电弧", "overvoltage": "过电压",
-    "water_pressure_low": "水压不足",
-    "offline": "设备离线", "network_outage": "网络中断", "tamper": "设备防拆", "low_battery": "电量低",
-    "device_fault": "设备故障", "panel_fire": "火灾报警控制器火警", "panel_fault": "火灾报警控制器故障",
-    "co_high": "一氧化碳超标", "pyrolysis_warning": "热解粒子预警", "charger_overheat": "充电桩过温",
-    "charger_overcurrent": "充电桩过流", "charger_leakage": "充电桩漏电", "duty_missed": "查岗未应答",
-    "water_pressure_high": "水压过高", "water_pressure_drop": "水压骤降", "water_level_low": "水位过低",
-    "hydrant_open": "消火栓开启", "hydrant_damaged": "消火栓损坏", "power_fault": "电源故障",
-    "panel_supervisory": "火灾报警控制器监管", "breaker_tripped": "断路器跳闸", "linkage_failed": "联动失败",
-}
 SEVERITY_ZH = {"critical": "紧急", "major": "重要", "minor": "次要", "warning": "提示"}
 RESPONSE_ZH = {"immediate": "秒响应", "verify": "待核实", "none": "无需响应"}
 LEVEL_ZH = ("单位联系人", "网格员", "微型消防站", "消防救援")
@@ -58,7 +48,12 @@ class AlarmText:
 
 
 def type_name(alarm_type: str, language: Language = "zh") -> str:
-    return TYPE_ZH.get(alarm_type, alarm_type) if language == "zh" else alarm_type.replace("_", " ")
+    """The catalogue's label of an alarm type (the code itself if the catalogue has none)."""
+    code = ALARM_TYPE_BY_NAME.get(alarm_type)
+    if code is None:
+        return alarm_type if language == "zh" else alarm_type.replace("_", " ")
+    label = ALARM_TYPES[code].label
+    return label.zh if language == "zh" else label.en
 
 
 def link(public_url: str | None, token: str | None) -> str | None:

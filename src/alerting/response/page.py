@@ -44,7 +44,7 @@ from starlette.requests import HTTPConnection
 
 from alerting.lifecycle import CLASSIFICATIONS, IMMEDIATE_HOLD_S, Alarm, AlarmNotFound, Change
 from alerting.response import alarm_view, tokens
-from alerting.response.messages import RESPONSE_ZH, SEVERITY_ZH, TYPE_ZH
+from alerting.response.messages import RESPONSE_ZH, SEVERITY_ZH, type_name
 from alerting.response.photos import photo_url
 from alerting.service import AlarmService
 
@@ -279,8 +279,8 @@ def render(v: PageView) -> str:
         f'<option value="{c}">{_e(CLASSIFICATION_TEXT[c])}</option>' for c in CLASSIFICATIONS
     )
     return Template(_static("page.html")).substitute(
-        title=_e(f"{TYPE_ZH.get(v.type, v.type)} {v.type.replace('_', ' ')}"),
-        type_zh=_e(TYPE_ZH.get(v.type, v.type)), type_en=_e(v.type.replace("_", " ")),
+        title=_e(f"{type_name(v.type)} {type_name(v.type, 'en')}"),
+        type_zh=_e(type_name(v.type)), type_en=_e(type_name(v.type, "en")),
         severity_class=_e(v.severity), severity=_e(severity), response=_e(response),
         status=_e(STATUS_TEXT.get(v.status, v.status)),
         unit=_e(v.unit_name or "—"), address=_e(v.address or "—"), phone=phone,

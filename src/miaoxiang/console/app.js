@@ -2,9 +2,9 @@
 
 import * as alarmDetail from "./alarm_detail.js";
 import * as board from "./alarms.js";
-import { ApiError, forgetToken, roleOf, saveToken, savedToken, whenUnauthorized } from "./api.js";
+import { ApiError, apiUrl, forgetToken, roleOf, saveToken, savedToken, whenUnauthorized } from "./api.js";
 import * as devices from "./devices.js";
-import { lang, setLang, t } from "./i18n.js";
+import { lang, setLang, t, useCatalogue } from "./i18n.js";
 import * as sound from "./sound.js";
 import * as stats from "./stats.js";
 import * as units from "./units.js";
@@ -177,7 +177,18 @@ function takeTokenFromFragment() {
   history.replaceState(null, "", location.pathname + location.search);
 }
 
+/** The device catalogue's labels; the console still works (with codes for names) if it cannot be read. */
+async function loadCatalogue() {
+  try {
+    const res = await fetch(apiUrl("meta"), { headers: { Accept: "application/json" } });
+    if (res.ok) useCatalogue(await res.json());
+  } catch (err) {
+    console.warn("catalogue unavailable", err);
+  }
+}
+
 async function main() {
+  await loadCatalogue();
   setLang(lang());
   wire();
   takeTokenFromFragment();

@@ -1,5 +1,7 @@
 // Every string the console shows, in one dictionary: key -> [中文, English].
 // Enum values of the API (alarm types, statuses, kinds, ...) are keys too, prefixed by their field.
+// The device catalogue's labels (`type.*`, `kind.*`, `event.*`, `metric.*` with unit, `mname.*`) are not
+// listed here: `useCatalogue` adds them from `GET /api/v1/meta`, the service's one catalogue.
 
 const STRINGS = {
   "app.title": ["秒响 · 消防物联网监控台", "Miaoxiang · fire IoT console"],
@@ -304,23 +306,6 @@ const STRINGS = {
   "rule.transient": ["10 秒内自行恢复", "cleared within 10 s"],
   "rule.unacked_60s": ["60 秒未确认，升级为秒响应", "unacknowledged for 60 s: immediate"],
   "rule.flooding": ["告警泛滥", "alarm flooding"],
-  "mname.battery_pct": ["电量", "battery"],
-  "mname.battery_mv": ["电池电压", "battery voltage"],
-  "mname.rsrp_dbm": ["信号强度", "RSRP"],
-  "mname.sinr_db": ["信噪比", "SINR"],
-  "mname.ecl": ["覆盖等级", "ECL"],
-  "mname.smoke_obscuration_pct_m": ["烟雾浓度", "smoke"],
-  "mname.temperature_c": ["温度", "temperature"],
-  "mname.gas_lel_pct": ["燃气浓度", "gas"],
-  "mname.residual_current_ma": ["剩余电流", "residual current"],
-  "mname.cable_temp_c": ["线缆温度", "cable temperature"],
-  "mname.voltage_v": ["电压", "voltage"],
-  "mname.current_a": ["电流", "current"],
-  "mname.power_kw": ["功率", "power"],
-  "mname.arc_faults": ["电弧次数", "arc faults"],
-  "mname.pyrolysis_index": ["热解指数", "pyrolysis index"],
-  "mname.pressure_mpa": ["水压", "pressure"],
-  "mname.level_m": ["液位", "level"],
   "evfield.seq": ["序号", "seq"],
   "evfield.alarm_code": ["报警代码", "alarm code"],
   "evfield.fault_code": ["故障代码", "fault code"],
@@ -417,22 +402,6 @@ const STRINGS = {
   "risk.exportCsv": ["导出 CSV", "Export CSV"],
   "risk.exportChart": ["导出图表", "Export chart"],
 
-  "type.fire": ["火警", "Fire"],
-  "type.smoke": ["烟感报警", "Smoke"],
-  "type.gas_leak": ["燃气泄漏", "Gas leak"],
-  "type.residual_current": ["剩余电流超限", "Residual current"],
-  "type.cable_overheat": ["线缆超温", "Cable overheat"],
-  "type.arc_fault": ["故障电弧", "Arc fault"],
-  "type.overvoltage": ["过压", "Overvoltage"],
-  "type.water_pressure_low": ["水压过低", "Low water pressure"],
-  "type.offline": ["设备离线", "Offline"],
-  "type.network_outage": ["基站区域断网", "Network outage"],
-  "type.tamper": ["防拆报警", "Tamper"],
-  "type.low_battery": ["低电量", "Low battery"],
-  "type.device_fault": ["设备故障", "Device fault"],
-  "type.panel_fire": ["主机火警", "Panel fire"],
-  "type.panel_fault": ["主机故障", "Panel fault"],
-  "type.duty_missed": ["查岗未应答", "Duty check missed"],
 
   "severity.critical": ["特别严重", "Critical"],
   "severity.major": ["严重", "Major"],
@@ -476,11 +445,6 @@ const STRINGS = {
   "clock.skewEvidence": ["设备时间超前 {s} 秒（设备报 {device}），已按接收时间记录",
     "The device's time was {s} s ahead (it said {device}); recorded at the receive time"],
 
-  "kind.smoke": ["独立烟感", "Smoke alarm"],
-  "kind.gas": ["可燃气体探测器", "Gas detector"],
-  "kind.electrical": ["电气火灾监控", "Electrical monitor"],
-  "kind.uitd": ["用户信息传输装置", "Transmission device (UITD)"],
-  "kind.water": ["消防水压/液位", "Water pressure/level"],
 
   "devstatus.online": ["在线", "Online"],
   "devstatus.offline": ["离线", "Offline"],
@@ -488,41 +452,7 @@ const STRINGS = {
   "devstatus.fault": ["故障", "Fault"],
   "devstatus.unknown": ["未知", "Unknown"],
 
-  "event.heartbeat": ["心跳", "heartbeat"],
-  "event.report": ["定时上报", "report"],
-  "event.alarm": ["报警", "alarm"],
-  "event.alarm_clear": ["报警恢复", "alarm cleared"],
-  "event.fault": ["故障", "fault"],
-  "event.fault_clear": ["故障恢复", "fault cleared"],
-  "event.tamper": ["防拆", "tamper"],
-  "event.tamper_clear": ["防拆恢复", "tamper cleared"],
-  "event.low_battery": ["低电量", "low battery"],
-  "event.test": ["自检", "test"],
-  "event.mute": ["消音", "mute"],
-  "event.power_fail": ["断电", "power failure"],
-  "event.power_restore": ["来电", "power restored"],
-  "event.valve_closed": ["阀门关闭", "valve closed"],
-  "event.valve_opened": ["阀门打开", "valve opened"],
-  "event.breaker_tripped": ["断路器跳闸", "breaker tripped"],
-  "event.breaker_closed": ["断路器合闸", "breaker closed"],
 
-  "metric.battery_pct": ["电量 %", "battery %"],
-  "metric.battery_mv": ["电池电压 mV", "battery mV"],
-  "metric.rsrp_dbm": ["信号强度 dBm", "RSRP dBm"],
-  "metric.sinr_db": ["信噪比 dB", "SINR dB"],
-  "metric.ecl": ["覆盖等级", "ECL"],
-  "metric.smoke_obscuration_pct_m": ["烟雾浓度 %/m", "smoke %/m"],
-  "metric.temperature_c": ["温度 °C", "temperature °C"],
-  "metric.gas_lel_pct": ["燃气浓度 %LEL", "gas %LEL"],
-  "metric.residual_current_ma": ["剩余电流 mA", "residual current mA"],
-  "metric.cable_temp_c": ["线缆温度 °C", "cable temperature °C"],
-  "metric.voltage_v": ["电压 V", "voltage V"],
-  "metric.current_a": ["电流 A", "current A"],
-  "metric.power_kw": ["功率 kW", "power kW"],
-  "metric.arc_faults": ["电弧次数", "arc faults"],
-  "metric.pyrolysis_index": ["热解指数", "pyrolysis index"],
-  "metric.pressure_mpa": ["水压 MPa", "pressure MPa"],
-  "metric.level_m": ["液位 m", "level m"],
 };
 
 const LANGS = ["zh", "en"];
@@ -540,6 +470,18 @@ export function setLang(code) {
   localStorage.setItem(STORAGE_KEY, current);
   document.documentElement.lang = current === "zh" ? "zh-CN" : "en";
   translateStatic(document);
+}
+
+/** Add the labels of the device catalogue (`GET /api/v1/meta`) to the dictionary. */
+export function useCatalogue(meta) {
+  const pair = (label, unit = "") => unit ? [`${label.zh} ${unit}`, `${label.en} ${unit}`] : [label.zh, label.en];
+  for (const k of meta.kinds) STRINGS[`kind.${k.name}`] = pair(k.label);
+  for (const e of meta.events) STRINGS[`event.${e.name}`] = pair(e.label);
+  for (const a of meta.alarm_types) STRINGS[`type.${a.name}`] = pair(a.label);
+  for (const m of meta.metrics) {
+    STRINGS[`mname.${m.name}`] = pair(m.label);
+    STRINGS[`metric.${m.name}`] = pair(m.label, m.unit);
+  }
 }
 
 /** The string for `key` with `{name}` placeholders filled; the key itself when unknown. */
