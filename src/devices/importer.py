@@ -1,10 +1,12 @@
 """Bulk device import from CSV or JSON lines (CONTRACT §5 `POST /api/v1/devices/import`).
 
 Parsing and validation are pure (`parse_import`): every rejected row keeps its line number and
-a reason. Writing is one transaction: COPY the valid rows into a temporary staging table, reject
-those naming an unknown unit or registered with another kind, then one INSERT ... ON CONFLICT
-upserts the rest (100,000 devices take a few seconds). The fleet is updated afterwards in
-chunks, yielding to the event loop between them so ingest never stalls behind an import.
+a reason. A CSV may give a device's place as columns `building`, `floor`, `room`, `lat`, `lon`
+beside (or instead of) `location`; they are folded into one location object. Writing is one
+transaction: COPY the valid rows into a temporary staging table, reject those naming an unknown
+unit or registered with another kind, then one INSERT ... ON CONFLICT upserts the rest (100,000
+devices take a few seconds). The fleet is updated afterwards in chunks, yielding to the event
+loop between them so ingest never stalls behind an import.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import csv
 import io
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +39,10 @@ Format = Literal["csv", "ndjson"]
 Progress = Callable[[str, int, int], None]
 FLEET_CHUNK = 20_000
 STAGE_COLUMNS = ("line", *DEVICE_FIELDS)
+#: CSV columns folded into the `location` object (`fold_location_columns`).
+LOCATION_COLUMNS = ("building", "floor", "room", "lat", "lon")
+CSV_COLUMNS = (*DEVICE_FIELDS, *LOCATION_COLUMNS)
+_WHOLE = re.compile(r"^[+-]?\d+$")
 #: A row with a longer field (CSV cell, JSON text) or deeper JSON nesting is rejected with its reason.
 MAX_FIELD_CHARS = 1000
 MAX_DEPTH = 8
@@ -121,9 +128,9 @@ def _csv_rows(text: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
             continue
         if header is None:
             header = [c.strip().lstrip("\ufeff").lower() for c in cells]
-            unknown = [h for h in header if h not in DEVICE_FIELDS]
+            unknown = [h for h in header if h not in CSV_COLUMNS]
             if unknown:
-                raise UnusableImport(f"unknown column(s) {', '.join(unknown)}; columns are {', '.join(DEVICE_FIELDS)}")
+                raise UnusableImport(f"unknown column(s) {', '.join(unknown)}; columns are {', '.join(CSV_COLUMNS)}")
             if "device_id" not in header or "kind" not in header:
                 raise UnusableImport("the header row must name at least device_id and kind")
             continue
@@ -132,9 +139,44 @@ def _csv_rows(text: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
             shown = cells[at].strip() if at < len(cells) else ""
             yield line, RowError(line, shown or None, f"has {len(cells)} fields, the header has {len(header)}")
             continue
-        yield line, dict(zip(header, cells))
+        try:
+            yield line, fold_location_columns(dict(zip(header, cells)))
+        except InvalidSpec as e:
+            at = header.index("device_id")
+            yield line, RowError(line, cells[at].strip() or None, str(e))
     if header is None:
         raise UnusableImport("no header row; the first line must name the columns, e.g. device_id,kind,unit_id")
+
+
+def fold_location_columns(row: dict[str, str]) -> dict[str, Any]:
+    """A CSV row with its non-empty `building`, `floor`, `room`, `lat`, `lon` cells moved into the
+    location object (a `location` text beside them becomes its `text`); whole-number floors and
+    the coordinates become numbers. `InvalidSpec` when a coordinate is not a number."""
+    given = {k: v.strip() for k in LOCATION_COLUMNS if (v := row.pop(k, "")).strip()}
+    if not given:
+        return row
+    place: dict[str, Any] = dict(given)
+    for key in ("lat", "lon"):
+        if key in place:
+            try:
+                place[key] = float(place[key])
+            except ValueError:
+                raise InvalidSpec(f"{key} must be a number of degrees, got {place[key]!r}") from None
+    if _WHOLE.match(place.get("floor", "")):
+        place["floor"] = int(place["floor"])
+    text = row.get("location", "").strip()
+    if text.startswith("{"):
+        try:
+            base = json.loads(text)
+        except ValueError:
+            raise InvalidSpec("location is not valid JSON") from None
+        if not isinstance(base, dict):
+            raise InvalidSpec("location must be an object or a text")
+        place = {**base, **place}
+    elif text:
+        place["text"] = text
+    row["location"] = place
+    return row
 
 
 def _ndjson_rows(text: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
@@ -190,7 +232,8 @@ async def write_import(
     async with conn.transaction():
         await conn.execute(
             """CREATE TEMP TABLE devices_stage (line integer PRIMARY KEY, device_id text, kind text, unit_id text,
-                   location jsonb, heartbeat_s integer, thresholds jsonb, profile text, cell_id text) ON COMMIT DROP"""
+                   location jsonb, heartbeat_s integer, thresholds jsonb, profile text, cell_id text, linkage text,
+                   hydrant boolean) ON COMMIT DROP"""
         )
         await conn.copy_records_to_table(
             "devices_stage", records=[(line, *spec.row()) for line, spec in specs], columns=STAGE_COLUMNS

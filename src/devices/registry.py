@@ -20,12 +20,18 @@ import asyncpg
 from devices.catalogue import THRESHOLD_ALIASES
 from devices.fleet import THRESHOLD_NAMES
 from devices.kinds import DEVICE_ID_RE, Kind
+from devices.locations import InvalidLocation, parse_location
 from devices.scope import Scope, UnknownIndustry, industry
 
 Db: TypeAlias = asyncpg.Pool | asyncpg.Connection
 MAX_REGION_LEVELS = 6
 PLATFORMS = ("ctwing", "onenet", "generic")
-DEVICE_FIELDS = ("device_id", "kind", "unit_id", "location", "heartbeat_s", "thresholds", "profile", "cell_id")
+DEVICE_FIELDS = (
+    "device_id", "kind", "unit_id", "location", "heartbeat_s", "thresholds", "profile", "cell_id", "linkage", "hydrant",
+)
+#: A device's linkage setting (CONTRACT §10): follow the unit's policy, at most offer, never, or (a
+#: breaker, so an electrical device) trip automatically when the unit's policy says so too.
+LINKAGE_SETTINGS = ("unit", "confirm", "never", "auto")
 UNIT_FIELDS = ("unit_id", "name", "address", "region", "industry", "contacts", "location")
 
 
@@ -142,6 +148,8 @@ class DeviceSpec:
     thresholds: dict[str, float] = field(default_factory=dict)
     profile: str | None = None
     cell_id: str | None = None
+    linkage: str = "unit"
+    hydrant: bool = False
 
     @classmethod
     def parse(cls, fields: Mapping[str, Any]) -> DeviceSpec:
@@ -168,18 +176,22 @@ class DeviceSpec:
                 heartbeat = None
             if heartbeat is None or not 0 < heartbeat <= 30 * 86_400:
                 raise InvalidSpec(f"heartbeat_s must be a whole number of seconds from 1 to {30 * 86_400}, got {hb!r}")
-        location = _json_field(fields, "location")
-        if location is not None and not isinstance(location, (dict, str)):
-            raise InvalidSpec("location must be an object or a text")
+        location = _location(_json_field(fields, "location"))
+        thresholds = parse_thresholds(_json_field(fields, "thresholds"))
+        if kind is Kind.charger and "port_rated_a" not in thresholds:
+            raise InvalidSpec("充电桩须在 thresholds 中给出端口额定电流 port_rated_a / "
+                              "a charger needs thresholds.port_rated_a (the ports' rated current, A)")
         return cls(
             device_id=device_id,
             kind=kind,
             unit_id=_identifier(fields, "unit_id"),
             location=location,
             heartbeat_s=heartbeat,
-            thresholds=parse_thresholds(_json_field(fields, "thresholds")),
+            thresholds=thresholds,
             profile=_text(fields, "profile", max_len=100),
             cell_id=_text(fields, "cell_id", max_len=64),
+            linkage=_linkage(fields.get("linkage"), kind),
+            hydrant=_hydrant(fields.get("hydrant"), kind),
         )
 
     def row(self) -> tuple[Any, ...]:
@@ -187,8 +199,36 @@ class DeviceSpec:
         return (
             self.device_id, self.kind.name, self.unit_id,
             None if self.location is None else json.dumps(self.location, ensure_ascii=False),
-            self.heartbeat_s, json.dumps(self.thresholds), self.profile, self.cell_id,
+            self.heartbeat_s, json.dumps(self.thresholds), self.profile, self.cell_id, self.linkage, self.hydrant,
         )
+
+
+def _linkage(value: Any, kind: Kind) -> str:
+    """A device's linkage setting (default `unit`); `auto` only for breakers (electrical devices)."""
+    if value is None or value == "":
+        return "unit"
+    if value not in LINKAGE_SETTINGS:
+        raise InvalidSpec(f"linkage 须为 {' / '.join(LINKAGE_SETTINGS)} / linkage must be one of "
+                          f"{', '.join(LINKAGE_SETTINGS)}, not {value!r}")
+    if value == "auto" and kind is not Kind.electrical:
+        raise InvalidSpec("只有断路器（electrical）可设 linkage auto / linkage auto is for breakers (electrical), "
+                          f"not {kind.name}")
+    return str(value)
+
+
+def _hydrant(value: Any, kind: Kind) -> bool:
+    """Whether a water device is a fire hydrant (true/false, CSV text too); only water devices take it."""
+    if value is None or value == "":
+        return False
+    flag = _FLAGS.get(value.strip().lower()) if isinstance(value, str) else value
+    if not isinstance(flag, bool):
+        raise InvalidSpec(f"hydrant must be true or false, not {value!r}")
+    if flag and kind is not Kind.water:
+        raise InvalidSpec(f"hydrant 只适用于 water 设备 / hydrant applies to water devices, not {kind.name}")
+    return flag
+
+
+_FLAGS = {"true": True, "false": False, "1": True, "0": False}
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,9 +257,7 @@ class UnitSpec:
         contacts = fields.get("contacts") or []
         if not isinstance(contacts, list) or not all(isinstance(c, dict) for c in contacts):
             raise InvalidSpec("contacts must be a list of objects")
-        location = fields.get("location")
-        if location is not None and not isinstance(location, (dict, str)):
-            raise InvalidSpec("location must be an object or a text")
+        location = _location(fields.get("location"))
         return cls(
             unit_id=_identifier(fields, "unit_id") or f"U{uuid.uuid4().hex[:16]}",
             name=name,
@@ -229,6 +267,13 @@ class UnitSpec:
             contacts=contacts,
             location=location,
         )
+
+
+def _location(value: Any) -> dict[str, Any] | str | None:
+    try:
+        return parse_location(value)
+    except InvalidLocation as e:
+        raise InvalidSpec(str(e)) from None
 
 
 def _industry(value: Any) -> str:
@@ -314,11 +359,13 @@ class Registered:
 
 
 UPSERT_DEVICE = """
-    INSERT INTO devices AS d (device_id, kind, unit_id, location, heartbeat_s, thresholds, profile, cell_id)
+    INSERT INTO devices AS d (device_id, kind, unit_id, location, heartbeat_s, thresholds, profile, cell_id, linkage,
+                              hydrant)
     {source}
     ON CONFLICT (device_id) DO UPDATE SET unit_id = EXCLUDED.unit_id, location = EXCLUDED.location,
         heartbeat_s = EXCLUDED.heartbeat_s, thresholds = EXCLUDED.thresholds, profile = EXCLUDED.profile,
-        cell_id = EXCLUDED.cell_id, quarantined = false, updated_at = now()
+        cell_id = EXCLUDED.cell_id, linkage = EXCLUDED.linkage, hydrant = EXCLUDED.hydrant, quarantined = false,
+        updated_at = now()
     WHERE d.kind = EXCLUDED.kind
     RETURNING d.device_id, (d.xmax = 0) AS created, d.maintenance, d.parent_id,
         (d.xmax <> 0 AND EXISTS (SELECT 1 FROM devices q WHERE q.device_id = d.device_id AND q.quarantined))
@@ -338,7 +385,7 @@ async def register_device(conn: asyncpg.Connection, spec: DeviceSpec) -> Registe
         if unit_id is not None and not await conn.fetchval("SELECT true FROM units WHERE unit_id = $1", unit_id):
             raise UnknownUnit(unit_id)
         row = await conn.fetchrow(
-            UPSERT_DEVICE.format(source="VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"), *spec.row()
+            UPSERT_DEVICE.format(source="VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"), *spec.row()
         )
         if row is None:
             registered = await conn.fetchval("SELECT kind FROM devices WHERE device_id = $1", spec.device_id)
@@ -358,7 +405,8 @@ def device_dict(r: asyncpg.Record) -> dict[str, Any]:
         "region": r["region"] or "", "industry": r["industry"],
         "location": None if r["location"] is None else json.loads(r["location"]),
         "heartbeat_s": r["heartbeat_s"], "thresholds": json.loads(r["thresholds"]), "profile": r["profile"],
-        "cell_id": r["cell_id"], "maintenance": r["maintenance"], **maintenance_fields(r),
+        "cell_id": r["cell_id"], "linkage": r["linkage"], "hydrant": r["hydrant"],
+        "maintenance": r["maintenance"], **maintenance_fields(r),
         "unit_maintenance": bool(r["unit_maintenance"]),
         "quarantined": r["quarantined"], "parent_id": r["parent_id"],
         "created_at": r["created_at"], "updated_at": r["updated_at"],

@@ -84,7 +84,7 @@ def test_csv_line_numbers_count_quoted_newlines_and_blank_lines() -> None:
     [
         ("device_id,kind,colour\nd1,smoke,red\n",
          "unknown column(s) colour; columns are device_id, kind, unit_id, location, heartbeat_s, thresholds, profile,"
-         " cell_id"),
+         " cell_id, building, floor, room, lat, lon"),
         ("device_id,unit_id\nd1,U1\n", "the header row must name at least device_id and kind"),
         ("\n\n", "no header row; the first line must name the columns, e.g. device_id,kind,unit_id"),
     ],
