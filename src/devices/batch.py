@@ -46,6 +46,7 @@ _KIND, _EVENT, _TS, _RECEIVED = attrgetter("kind"), attrgetter("event"), attrget
 _COLUMN_INDEX = {name: j for j, name in enumerate(_COLUMN_NAMES)}
 _COLUMN_SET = frozenset(_COLUMN_NAMES)
 _PLAIN_NUMBERS = frozenset((float, int))
+_PORT_METRICS = frozenset(("port_temp_c", "port"))
 _LIST_COLUMNS = frozenset(j for j, name in enumerate(_COLUMN_NAMES) if METRICS[name].column == "max")
 
 
@@ -54,7 +55,7 @@ _LIST_COLUMNS = frozenset(j for j, name in enumerate(_COLUMN_NAMES) if METRICS[n
 #: into this tuple, 0 for none or a code not listed here. What each means is alerting's business.
 ALARM_CODES: tuple[str, ...] = (
     "", "residual_current", "leakage", "over_temperature", "overload", "short_circuit", "overvoltage",
-    "undervoltage", "arc_fault", "arc",
+    "undervoltage", "arc_fault", "arc", "pyrolysis", "mains_and_backup", "co",
 )
 _ALARM_CODE_IDS = {code: i for i, code in enumerate(ALARM_CODES) if code}
 
@@ -65,6 +66,28 @@ def alarm_code_id(extra: dict[str, Any]) -> int:
     return _ALARM_CODE_IDS.get(code, 0) if isinstance(code, str) else 0
 
 
+_GAS_TYPE_IDS = {name: i + 1 for i, name in enumerate(METRICS["gas_type"].values)}
+
+
+def gas_type_id(metrics: dict[str, Any]) -> int:
+    """1 + the index of a reading's `gas_type` in the catalogue's values (0: none or unknown)."""
+    gas = metrics.get("gas_type")
+    return _GAS_TYPE_IDS.get(gas, 0) if isinstance(gas, str) else 0
+
+
+def port_of(metrics: dict[str, Any]) -> int:
+    """The port (from 1) a charger reading is about: that of its hottest `port_temp_c`, else its
+    `port`; 0 when it names none. The batch keeps only the hottest temperature, so this is how a
+    charger_overheat knows which port to cut."""
+    temps = metrics.get("port_temp_c")
+    if isinstance(temps, list):
+        nums = [(float(x), i) for i, x in enumerate(temps) if isinstance(x, (int, float)) and not isinstance(x, bool)]
+        if nums:
+            return max(nums, key=lambda p: (p[0], -p[1]))[1] + 1
+    port = metrics.get("port")
+    return port if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 128 else 0
+
+
 @dataclass(slots=True)
 class ReadingColumns:
     """A batch of readings in columns; row i of every array is reading i.
@@ -72,6 +95,8 @@ class ReadingColumns:
     `slot` is the fleet slot of each reading's detector (see `devices.fleet`).
     `values` maps each name of `NUMERIC_COLUMNS` to a float64 array (NaN = not reported).
     `alarm_code` is each reading's `ALARM_CODES` index; None means no reading carried one.
+    `gas_type` (`gas_type_id`) and `port` (`port_of`) likewise, None when no reading carries
+    the metrics they come from.
     """
 
     slot: np.ndarray  # int32
@@ -81,6 +106,8 @@ class ReadingColumns:
     received_ms: np.ndarray  # int64
     values: dict[str, np.ndarray]
     alarm_code: np.ndarray | None = None  # int8
+    gas_type: np.ndarray | None = None  # int8
+    port: np.ndarray | None = None  # int8
 
     def __len__(self) -> int:
         return int(self.slot.shape[0])
@@ -95,7 +122,8 @@ class ReadingColumns:
         metrics = list(map(_METRICS, readings))
         table = np.full((len(_COLUMN_NAMES), n), np.nan)
         nan = np.nan
-        for name in _COLUMN_SET.intersection(set().union(*metrics)):
+        present = set().union(*metrics)
+        for name in _COLUMN_SET.intersection(present):
             column = [m.get(name, nan) for m in metrics]
             if set(map(type, column)) <= _PLAIN_NUMBERS:
                 table[_COLUMN_INDEX[name]] = column
@@ -110,6 +138,8 @@ class ReadingColumns:
             received_ms=np.fromiter(map(_RECEIVED, readings), np.int64, n),
             values=values,
             alarm_code=np.fromiter((alarm_code_id(x) if x else 0 for x in map(_EXTRA, readings)), np.int8, n),
+            gas_type=np.fromiter(map(gas_type_id, metrics), np.int8, n) if "gas_type" in present else None,
+            port=np.fromiter(map(port_of, metrics), np.int8, n) if present & _PORT_METRICS else None,
         )
 
     def take(self, index: np.ndarray) -> ReadingColumns:
@@ -122,4 +152,6 @@ class ReadingColumns:
             received_ms=self.received_ms[index],
             values={k: v[index] for k, v in self.values.items()},
             alarm_code=None if self.alarm_code is None else self.alarm_code[index],
+            gas_type=None if self.gas_type is None else self.gas_type[index],
+            port=None if self.port is None else self.port[index],
         )
