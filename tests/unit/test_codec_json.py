@@ -26,7 +26,7 @@ from devices.reading import Reading
 from ingest.codecs.errors import DecodeError
 from ingest.codecs.json_report import MAX_BATCH, decode_json_batch, decode_json_report, encode_json_report
 from ingest.codecs.registry import decode_report
-from ingest.codecs.values import METRIC_LIMIT
+from ingest.codecs.values import METRIC_LIMIT, METRIC_TYPES
 
 CONTRACT_EXAMPLE = b"""{"device_id": "868120301234567", "kind": "smoke", "ts": 1795341600000, "seq": 4711,
  "event": "alarm", "data": {"smoke_obscuration_pct_m": 4.2, "temperature_c": 31.5,
@@ -154,12 +154,24 @@ def test_rfc3339_against_datetime(moment: datetime, offset_min: int) -> None:
         ({"data": {"cell_id": 1715004}}, "cell_id must be a string"),
         ({"data": {"cell_id": "a\u0000b"}}, "cell_id must be a string"),
         ({"data": {"fault_code": 3}}, "fault_code must be a string"),
-        ({"data": {"residual_current_ma": 310}}, "residual_current_ma must be a list"),
+        ({"data": {"residual_current_ma": "310"}}, "residual_current_ma must be a list"),
+        ({"data": {"residual_current_ma": True}}, "residual_current_ma must be a list"),
         ({"data": {"residual_current_ma": []}}, "residual_current_ma must be a list of 1 to 64"),
         ({"data": {"cable_temp_c": [1, 2, 3, 4, 5]}}, "cable_temp_c must be a list of 1 to 4"),
         ({"data": {"voltage_v": [230, "231"]}}, "voltage_v must hold finite numbers only"),
         ({"data": {"voltage_v": [230, True]}}, "voltage_v must hold finite numbers only"),
         ({"data": {"power_kw": 10**400}}, "power_kw must be a finite number"),
+        ({"data": {"co_ppm": 10_000.5}}, "co_ppm must be between 0 and 10000"),
+        ({"data": {"co_ppm": -1}}, "co_ppm must be between 0 and 10000"),
+        ({"data": {"flow_m3h": -0.01}}, "flow_m3h must be between 0 and"),
+        ({"data": {"tilt_deg": 180.1}}, "tilt_deg must be between 0 and 180"),
+        ({"data": {"port": 0}}, "port must be between 1 and 64"),
+        ({"data": {"port": 65}}, "port must be between 1 and 64"),
+        ({"data": {"port": 1.5}}, "port must be a whole number"),
+        ({"data": {"ports_active": 65}}, "ports_active must be between 0 and 64"),
+        ({"data": {"port_current_a": [1.0, -0.5]}}, "port_current_a must be between 0 and"),
+        ({"data": {"port_power_w": -3}}, "port_power_w must be between 0 and"),
+        ({"data": {"port_temp_c": [20] * 65}}, "port_temp_c must be a list of 1 to 64"),
         ({"data": {"note": "a\u0000b"}}, "data key 'note' holds text with a NUL"),
         ({"data": {"a\u0000": 1}}, "PostgreSQL cannot store"),
     ],
@@ -194,6 +206,14 @@ def test_rejections(fields: dict[str, Any], reason: str) -> None:
 def test_bad_payloads(payload: bytes, reason: str) -> None:
     with pytest.raises(DecodeError, match=reason):
         decode_json_report(payload, received_ms=0)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, t in METRIC_TYPES.items() if t is list))
+def test_a_bare_number_for_a_list_metric_is_a_list_of_one(name: str) -> None:
+    r = decode_json_report(report(kind="charger", data={name: 35}), received_ms=0)
+    assert r.metrics == {name: [35.0]} and type(r.metrics[name][0]) is float
+    [b] = decode_json_batch(b"[" + report(kind="charger", data={name: 35}) + b"]", received_ms=0)[0]
+    assert b.metrics == r.metrics
 
 
 def test_extra_nesting_up_to_the_limit_is_kept() -> None:
@@ -289,14 +309,14 @@ JSON_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "breaker": st.sampled_from(BREAKER_STATES),
     "pressure_mpa": _METRIC,
     "level_m": _METRIC,
-    "flow_m3h": _METRIC,
-    "tilt_deg": _METRIC,
-    "co_ppm": _METRIC,
-    "port": st.integers(1, 32),
-    "port_current_a": _NUMBER_LIST,
-    "port_power_w": _NUMBER_LIST,
-    "port_temp_c": _NUMBER_LIST,
-    "ports_active": st.integers(0, 32),
+    "flow_m3h": st.floats(0, METRIC_LIMIT),
+    "tilt_deg": st.floats(0, 180),
+    "co_ppm": st.floats(0, 10_000),
+    "port": st.integers(1, 64),
+    "port_current_a": st.lists(st.floats(0, METRIC_LIMIT), min_size=1, max_size=64),
+    "port_power_w": st.lists(st.floats(0, METRIC_LIMIT), min_size=1, max_size=8),
+    "port_temp_c": st.lists(_METRIC, min_size=1, max_size=8),
+    "ports_active": st.integers(0, 64),
     "fault_code": st.one_of(
         st.sampled_from(FAULT_CODES), st.text(min_size=1, max_size=20).filter(lambda s: "\x00" not in s)
     ),

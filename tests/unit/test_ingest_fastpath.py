@@ -56,6 +56,11 @@ _ODD_ELEMENTS = st.sampled_from([
     b'{"device_id":"a","kind":"smoke","kind":"gas"}', b'{"device_id":"a","kind":"nope"}', b'{"device_id":"a",', b"\xff",
     b'{"device_id":"a","kind":"smoke","data":' + b"[" * 40 + b"]" * 40 + b"}",
     b'{"device_id":"a","kind":"smoke","ts":"2026-11-22T08:00:00Z","data":{"temperature_c":-0.0,"battery_pct":1E2}}',
+    b'{"device_id":"c","kind":"charger","data":{"residual_current_ma":350,"port_current_a":3.5,"port_temp_c":[41]}}',
+    b'{"device_id":"c","kind":"charger","data":{"port":0}}', b'{"device_id":"c","kind":"charger","data":{"port":2.0}}',
+    b'{"device_id":"c","kind":"charger","data":{"port_power_w":-1}}',
+    b'{"device_id":"w","kind":"water","data":{"tilt_deg":181,"flow_m3h":0}}',
+    b'{"device_id":"g","kind":"gas","data":{"co_ppm":10001}}',
 ])
 
 

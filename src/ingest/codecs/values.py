@@ -8,18 +8,8 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from devices.kinds import (
-    BREAKER_STATES,
-    DEVICE_ID_RE,
-    EVENT_BY_NAME,
-    GAS_TYPES,
-    KIND_BY_NAME,
-    KIND_METRICS,
-    NB_METRICS,
-    VALVE_STATES,
-    Event,
-    Kind,
-)
+from devices.catalogue import METRICS
+from devices.kinds import DEVICE_ID_RE, EVENT_BY_NAME, KIND_BY_NAME, Event, Kind
 
 from .errors import DecodeError
 
@@ -31,17 +21,18 @@ MAX_TS_MS = 253_402_300_799_999
 #: be accepted and then failed every write of its batch, stalling ingest behind it.
 SEQ_LIMIT = 2**31
 
-#: Metric name -> python type of its value (`devices.kinds` plus `fault_code`).
-METRIC_TYPES: dict[str, type] = {
-    **NB_METRICS, **{k: t for m in KIND_METRICS.values() for k, t in m.items()}, "fault_code": str
-}
+#: Metric name -> python type of its value (the catalogue's).
+METRIC_TYPES: dict[str, type] = {name: spec.type for name, spec in METRICS.items()}
 #: Largest magnitude of a numeric metric: the fleet's live state (and its checkpoint, the `real`
 #: columns of `device_state`) keeps metrics as float32, where anything larger becomes infinity,
 #: which no JSON column stores. So a metric beyond it is refused here, where the sender is told.
 METRIC_LIMIT = 3.4028234663852886e38
 #: Range of a number without an entry in RANGES.
 DEFAULT_RANGE = (-METRIC_LIMIT, METRIC_LIMIT)
-#: Metric name -> inclusive range of its values (DEFAULT_RANGE for numbers without an entry).
+#: Most ports of one charger (CONTRACT §10: `port` counts from 1).
+MAX_PORTS = 64
+#: Metric name -> inclusive range of its values, or of each value of a list metric (DEFAULT_RANGE
+#: for numbers without an entry).
 RANGES: dict[str, tuple[float, float]] = {
     "battery_pct": (0, 100),
     "battery_mv": (0, METRIC_LIMIT),
@@ -49,9 +40,21 @@ RANGES: dict[str, tuple[float, float]] = {
     "pci": (0, 2**31 - 1),
     "arc_faults": (0, 2**31 - 1),
     "pyrolysis_index": (0, 100),
+    "co_ppm": (0, 10_000),
+    "flow_m3h": (0, METRIC_LIMIT),
+    "tilt_deg": (0, 180),
+    "port": (1, MAX_PORTS),
+    "ports_active": (0, MAX_PORTS),
+    "port_current_a": (0, METRIC_LIMIT),
+    "port_power_w": (0, METRIC_LIMIT),
 }
-_ENUMS: dict[str, tuple[str, ...]] = {"gas_type": GAS_TYPES, "valve": VALVE_STATES, "breaker": BREAKER_STATES}
-_LIST_CAPS: dict[str, int] = {"cable_temp_c": 4, "voltage_v": 3, "residual_current_ma": 64, "current_a": 64}
+#: Enumerated metric -> its allowed strings (the catalogue's).
+_ENUMS: dict[str, tuple[str, ...]] = {name: spec.values for name, spec in METRICS.items() if spec.values}
+#: List metric -> most values (channels, phases, ports).
+_LIST_CAPS: dict[str, int] = {
+    "cable_temp_c": 4, "voltage_v": 3, "residual_current_ma": 64, "current_a": 64,
+    "port_current_a": MAX_PORTS, "port_power_w": MAX_PORTS, "port_temp_c": MAX_PORTS,
+}
 _MAX_TEXT = 64
 
 _RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})")
@@ -115,7 +118,10 @@ def _in_range(name: str, v: float) -> None:
 
 
 def _number_list(name: str, value: Any) -> list[float]:
+    """A list metric's values; a bare number reads as a list of one (CONTRACT §10)."""
     cap = _LIST_CAPS[name]
+    if is_number(value):
+        value = [value]
     if not isinstance(value, list) or not 1 <= len(value) <= cap:
         raise DecodeError(f"metric {name} must be a list of 1 to {cap} numbers, got {show(value)}")
     out = []
