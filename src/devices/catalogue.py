@@ -216,19 +216,22 @@ KINDS: dict[Kind, KindSpec] = {
     Kind.smoke: KindSpec(_l("独立烟感", "Smoke alarm"), 86_400, ("smoke_obscuration_pct_m", "temperature_c"),
                          (AlarmType.smoke,)),
     Kind.gas: KindSpec(_l("可燃气体探测器", "Gas detector"), 86_400,
-                       ("gas_lel_pct", "gas_type", "valve", "mains_ok", "co_ppm"), (AlarmType.gas_leak,)),
+                       ("gas_lel_pct", "gas_type", "valve", "mains_ok", "co_ppm"), (AlarmType.gas_leak, AlarmType.co_high)),
     Kind.electrical: KindSpec(
         _l("电气火灾监控", "Electrical monitor"), 300,
         ("residual_current_ma", "cable_temp_c", "voltage_v", "current_a", "power_kw", "arc_faults",
          "pyrolysis_index", "breaker"),
-        (AlarmType.residual_current, AlarmType.cable_overheat, AlarmType.arc_fault, AlarmType.overvoltage)),
+        (AlarmType.residual_current, AlarmType.cable_overheat, AlarmType.arc_fault, AlarmType.overvoltage,
+         AlarmType.pyrolysis_warning)),
     Kind.water: KindSpec(_l("消防水压/液位/消火栓", "Fire water / hydrant"), 86_400,
-                         ("pressure_mpa", "level_m", "flow_m3h", "tilt_deg"), (AlarmType.water_pressure_low,)),
+                         ("pressure_mpa", "level_m", "flow_m3h", "tilt_deg"),
+                         (AlarmType.water_pressure_low, AlarmType.water_pressure_high, AlarmType.water_pressure_drop,
+                          AlarmType.water_level_low, AlarmType.hydrant_open, AlarmType.hydrant_damaged)),
     Kind.uitd: KindSpec(_l("用户信息传输装置", "Transmission device (UITD)"), 90, (), (AlarmType.panel_fire,)),
     Kind.charger: KindSpec(
         _l("电动车充电桩", "Charging pile"), 300,
         ("port", "port_current_a", "port_power_w", "port_temp_c", "voltage_v", "residual_current_ma", "ports_active"),
-        (AlarmType.charger_overheat,)),
+        (AlarmType.charger_overheat, AlarmType.charger_overcurrent, AlarmType.charger_leakage)),
 }
 
 EVENTS: dict[Event, Label] = {

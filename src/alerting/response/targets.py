@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
+from devices.catalogue import ALARM_TYPES
+
 LEVEL_ROLES = ("unit_contact", "grid_worker", "micro_station", "fire_brigade")
 MAX_LEVEL = len(LEVEL_ROLES) - 1
 DUTY_OFFICER = "duty_officer"
-#: the alarm types that climb past level 1 (fire class, CONTRACT §8, and `co_high`)
-CLIMBING_TYPES = frozenset({"fire", "smoke", "gas_leak", "panel_fire", "co_high"})
+#: the alarm types that climb past level 1: the catalogue's fire class (CONTRACT §8) and those that
+#: climb high without being fire class (`co_high`)
+CLIMBING_TYPES = frozenset(t.name for t, spec in ALARM_TYPES.items() if spec.fire_class or spec.climbs_high)
 QUIET_SEVERITIES = frozenset({"minor", "warning"})
 
 
