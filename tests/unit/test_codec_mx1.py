@@ -129,7 +129,8 @@ def test_unknown_tags_are_skipped_by_length_and_kept_raw() -> None:
         (HAND_FRAME[:30] + bytes([HAND_FRAME[30] ^ 0x10]) + HAND_FRAME[31:], "CRC mismatch"),
         (frame(head(kind=0)), "kind code 0"),
         (frame(head(kind=5)), "kind code 5"),
-        (frame(head(event=17)), "event code 17"),
+        (frame(head(kind=7)), "kind code 7 is unknown .1 smoke, 2 gas, 3 electrical, 4 water, 6 charger"),
+        (frame(head(event=30)), "event code 30"),
         (frame(head(), bytes([0x01, 0x01, 5]), n=2), "ends inside the header of field 2"),
         (frame(head(), bytes([0x01, 0x01, 5, 0x02]), n=2), "ends inside the header of field 2"),
         (frame(head(), bytes([0x01, 0x05, 5])), "says 5 bytes but only 1 remain"),
@@ -142,6 +143,13 @@ def test_unknown_tags_are_skipped_by_length_and_kept_raw() -> None:
         (frame(head(), bytes([0x21, 0x01, 9])), "gas_type.*unknown code 9"),
         (frame(head(), bytes([0x23, 0x01, 2])), "mains_ok.*unknown code 2"),
         (frame(head(), bytes([0x31, 0x0A]) + bytes(10)), "cable_temp_c must be a list of 1 to 4"),
+        (frame(head(kind=6), bytes([0x60, 0x01, 0])), "port must be between 1 and 64"),
+        (frame(head(kind=6), bytes([0x60, 0x01, 65])), "port must be between 1 and 64"),
+        (frame(head(kind=6), bytes([0x64, 0x01, 65])), "ports_active must be between 0 and 64"),
+        (frame(head(kind=6), bytes([0x61, 0x03, 0, 1, 2])), "has 3 bytes, not a multiple of 2"),
+        (frame(head(kind=6), bytes([0x62, 0x82]) + bytes(130)), "port_power_w must be a list of 1 to 64"),
+        (frame(head(kind=4), bytes([0x43, 0x02, 0x07, 0x09])), "tilt_deg must be between 0 and 180"),
+        (frame(head(kind=2), bytes([0x24, 0x02, 0x27, 0x11])), "co_ppm must be between 0 and 10000"),
         (frame(head(), bytes([0x01, 0x01, 5, 0x01, 0x01, 6])), "appears twice"),
         (frame(head(), bytes([0x7F, 0x00, 0x7F, 0x00])), "tag 0x7f appears twice"),
     ],
@@ -149,6 +157,40 @@ def test_unknown_tags_are_skipped_by_length_and_kept_raw() -> None:
 def test_bad_frames_are_decode_errors(bad: bytes, reason: str) -> None:
     with pytest.raises(DecodeError, match=reason):
         decode_mx1(bad, received_ms=0)
+
+
+def test_charger_frame_with_v2_tags() -> None:
+    """Charger (kind 6) port 2 overheating: every v2 tag from its bytes, as CONTRACT §10 lays them out."""
+    fields = bytes(
+        [
+            0x60, 0x01, 0x02,  # port 2
+            0x61, 0x04, 0x01, 0x5E, 0x02, 0xBC,  # port_current_a 3.50, 7.00
+            0x62, 0x04, 0x03, 0x20, 0x06, 0x40,  # port_power_w 800, 1600
+            0x63, 0x04, 0x01, 0x2C, 0x02, 0xC6,  # port_temp_c 30.0, 71.0
+            0x64, 0x01, 0x02,  # ports_active 2
+            0x32, 0x02, 0x08, 0xFC,  # voltage_v 230.0
+            0x30, 0x02, 0x00, 0x12,  # residual_current_ma 18
+        ]
+    )  # fmt: skip
+    r = decode_mx1(frame(head(kind=6, event=23), fields), received_ms=0)
+    assert (r.kind, r.event) == (Kind.charger, Event.overtemp)
+    assert r.metrics == {
+        "port": 2, "port_current_a": [3.5, 7.0], "port_power_w": [800.0, 1600.0], "port_temp_c": [30.0, 71.0],
+        "ports_active": 2, "voltage_v": [230.0], "residual_current_ma": [18.0],
+    }
+    assert encode_mx1(r) == frame(head(kind=6, event=23), fields)
+
+
+def test_water_and_co_tags() -> None:
+    hydrant = frame(head(kind=4, event=17), bytes([0x42, 0x02, 0x04, 0xB0, 0x43, 0x02, 0x00, 0x7B]))
+    assert decode_mx1(hydrant, received_ms=0).metrics == {"flow_m3h": 12.0, "tilt_deg": 12.3}
+    co = decode_mx1(frame(head(kind=2, event=2), bytes([0x24, 0x02, 0x01, 0x2C, 0x21, 0x01, 3])), received_ms=0)
+    assert co.metrics == {"co_ppm": 300.0, "gas_type": "co"}
+
+
+@pytest.mark.parametrize("event", list(Event))
+def test_every_event_code_is_the_catalogue_s(event: Event) -> None:
+    assert decode_mx1(frame(head(event=int(event))), received_ms=0).event is event
 
 
 def test_unknown_fault_code_is_kept_as_vendor_string() -> None:
@@ -220,8 +262,21 @@ MX1_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "pressure_mpa": _scaled("H", 1000),
     "level_m": _scaled("H", 100),
     "fault_code": st.one_of(st.sampled_from(FAULT_CODES), st.integers(9, 255).map(lambda n: f"code_{n}")),
+    "co_ppm": _scaled("H", 1, 0, 10_000),
+    "flow_m3h": _scaled("H", 100),
+    "tilt_deg": _scaled("H", 10, 0, 1800),
+    "port": st.integers(1, 64),
+    "port_current_a": st.lists(_scaled("H", 100), min_size=1, max_size=64),
+    "port_power_w": st.lists(_scaled("H", 1), min_size=1, max_size=64),
+    "port_temp_c": st.lists(_scaled("h", 10), min_size=1, max_size=64),
+    "ports_active": st.integers(0, 64),
 }
-MX1_KINDS = [Kind.smoke, Kind.gas, Kind.electrical, Kind.water]
+MX1_KINDS = [k for k in Kind if k is not Kind.uitd]
+#: Tags MX1 assigns (CONTRACT §2, §10): every other tag is unknown and kept raw.
+KNOWN_TAGS = {
+    0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x10, 0x11, 0x20, 0x21, 0x22, 0x23, 0x24, 0x30, 0x31, 0x32, 0x33, 0x34,
+    0x35, 0x36, 0x37, 0x40, 0x41, 0x42, 0x43, 0x50, 0x60, 0x61, 0x62, 0x63, 0x64,
+}
 
 
 @st.composite
@@ -232,7 +287,9 @@ def mx1_readings(draw: st.DrawFn) -> Reading:
     metrics = {name: draw(MX1_VALUES[name]) for name in chosen}
     unknown = draw(
         st.dictionaries(
-            st.integers(0x60, 0xFF).map(lambda t: f"0x{t:02x}"), st.binary(max_size=20).map(bytes.hex), max_size=3
+            st.integers(0, 0xFF).filter(lambda t: t not in KNOWN_TAGS).map(lambda t: f"0x{t:02x}"),
+            st.binary(max_size=20).map(bytes.hex),
+            max_size=3,
         )
     )
     received = draw(st.integers(0, 2**42))

@@ -25,7 +25,9 @@ HEADER_SIZE = _HEADER.size  # 19
 MIN_FRAME = HEADER_SIZE + 2
 #: Key of `Reading.extra` holding unknown tags: {"0x7f": "<hex of the value>"}.
 UNKNOWN_TAGS = "mx1_tags"
-_MX1_KINDS = (Kind.smoke, Kind.gas, Kind.electrical, Kind.water)
+#: Kind codes MX1 carries: the catalogue's, but 5 (`uitd`) is reserved and never sent (CONTRACT §10).
+_MX1_KINDS: dict[int, Kind] = {int(k): k for k in Kind if k is not Kind.uitd}
+_KIND_CODES = ", ".join(f"{code} {k.name}" for code, k in _MX1_KINDS.items())
 _MAX_EVENT = int(max(Event))
 _VENDOR_FAULT = re.compile(r"code_(\d{1,3})")
 _HEX = re.compile(r"[0-9A-Fa-f]{1,8}")
@@ -90,6 +92,7 @@ _FIELDS: dict[int, _Field] = {
     0x21: _Field("gas_type", "B", codes={1: "methane", 2: "lpg", 3: "co", 4: "hydrogen"}),
     0x22: _Field("valve", "B", codes={0: "none", 1: "open", 2: "closed"}),
     0x23: _Field("mains_ok", "B", codes={0: False, 1: True}),
+    0x24: _Field("co_ppm", "H"),
     0x30: _Field("residual_current_ma", "H", repeated=True),
     0x31: _Field("cable_temp_c", "h", 10, repeated=True),
     0x32: _Field("voltage_v", "H", 10, repeated=True),
@@ -100,7 +103,14 @@ _FIELDS: dict[int, _Field] = {
     0x37: _Field("breaker", "B", codes={1: "closed", 2: "tripped"}),
     0x40: _Field("pressure_mpa", "H", 1000),
     0x41: _Field("level_m", "H", 100),
+    0x42: _Field("flow_m3h", "H", 100),
+    0x43: _Field("tilt_deg", "H", 10),
     0x50: _Field("fault_code", "B", codes=dict(enumerate(FAULT_CODES, start=1))),
+    0x60: _Field("port", "B"),
+    0x61: _Field("port_current_a", "H", 100, repeated=True),
+    0x62: _Field("port_power_w", "H", repeated=True),
+    0x63: _Field("port_temp_c", "h", 10, repeated=True),
+    0x64: _Field("ports_active", "B"),
 }
 _TAG_OF = {f.metric: tag for tag, f in _FIELDS.items()}
 
@@ -118,14 +128,15 @@ def decode_mx1(frame: bytes, *, received_ms: int) -> Reading:
     computed = crc16_modbus(frame[:-2])
     if sent != computed:
         raise DecodeError(f"MX1 CRC mismatch: frame says 0x{sent:04X}, computed 0x{computed:04X}")
-    if not 1 <= kind_code <= len(_MX1_KINDS):
-        raise DecodeError(f"MX1 kind code {kind_code} is unknown (1 smoke, 2 gas, 3 electrical, 4 water)")
+    kind = _MX1_KINDS.get(kind_code)
+    if kind is None:
+        raise DecodeError(f"MX1 kind code {kind_code} is unknown ({_KIND_CODES})")
     if event_code > _MAX_EVENT:
         raise DecodeError(f"MX1 event code {event_code} is unknown (0-{_MAX_EVENT})")
     metrics, unknown = _fields(frame, n)
     return Reading(
         device_id=str(device),
-        kind=_MX1_KINDS[kind_code - 1],
+        kind=kind,
         event=Event(event_code),
         ts_ms=ts_s * 1000 if ts_s else received_ms,
         received_ms=received_ms,
@@ -203,7 +214,7 @@ def encode_mx1(r: Reading) -> bytes:
     """The MX1 frame of `r`. ValueError for what MX1 cannot carry: kind uitd, a device id that is
     not a decimal u64, a value out of its spec's range, an unencodable string. `extra` other
     than unknown tags is not carried; a missing seq is sent as 0."""
-    if r.kind not in _MX1_KINDS:
+    if r.kind is Kind.uitd:
         raise ValueError(f"kind {r.kind.name} has no MX1 code")
     if not r.device_id.isdigit() or not r.device_id.isascii() or str(int(r.device_id)) != r.device_id:
         raise ValueError(f"device id {r.device_id!r} is not the decimal form of an unsigned 64-bit integer")
