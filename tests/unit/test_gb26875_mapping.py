@@ -29,6 +29,7 @@ from ingest.codecs.gb26875_appdata import (
     ComponentStatus,
     RawObjects,
     SystemOperation,
+    SystemStatus,
     UitdOperation,
     UitdStatus,
     UitdTime,
@@ -92,14 +93,52 @@ def test_fault_carries_its_fault_code_and_power_fault_is_power_fail() -> None:
 
 
 def test_panel_only_bits_become_a_report_with_their_names() -> None:
-    [r] = frame_to_readings(send(comp(0x0029)), received_ms=RECEIVED, tz=SHANGHAI, previous={"1:1:17": 0x0041})
+    got = frame_to_readings(send(comp(0x0061)), received_ms=RECEIVED, tz=SHANGHAI, previous={"1:1:17": 0x0041})
+    [r] = got
     assert r.event is Event.report
-    assert r.extra["panel_status"] == ["shield", "start"]
-    assert r.extra["panel_changes"] == ["shield", "start", "feedback_clear"]
+    assert r.extra["panel_status"] == ["start", "feedback"]
+    assert r.extra["panel_changes"] == ["start"]
+
+
+def test_shield_and_supervisory_are_events_of_their_component() -> None:
+    shield, report = frame_to_readings(
+        send(comp(0x0029)), received_ms=RECEIVED, tz=SHANGHAI, previous={"1:1:17": 0x0041}
+    )
+    assert (shield.event, shield.component, shield.extra["panel_flag"]) == (Event.shield, "1:1:17", "shield")
+    assert report.event is Event.report and report.extra["panel_changes"] == ["start", "feedback_clear"]
+    assert readings(send(comp(0x0011))) == [(Event.supervisory, "1:1:17")]
+    assert readings(send(comp(0x0001)), {"1:1:17": 0x0019}) == [
+        (Event.shield_clear, "1:1:17"), (Event.supervisory_clear, "1:1:17")
+    ]
+    assert readings(send(comp(0x0001))) == [(Event.report, "1:1:17")]  # nothing known to clear
 
 
 def test_fire_with_a_panel_only_change_gives_the_alarm_and_a_report() -> None:
     assert readings(send(comp(0x0022))) == [(Event.alarm, "1:1:17"), (Event.report, "1:1:17")]
+
+
+def power(status: int, previous: int | None = None) -> list[tuple[Event, object, object, object]]:
+    got = frame_to_readings(
+        send(UitdStatus(status, AT), app_type=21), received_ms=RECEIVED, tz=SHANGHAI,
+        previous=None if previous is None else {"uitd": previous},
+    )
+    return [(r.event, r.extra.get("power_faults"), r.extra.get("alarm_code"), r.extra.get("panel_changes"))
+            for r in got]
+
+
+def test_main_and_backup_power_faults_are_one_power_fail_saying_both() -> None:
+    # UITD status bits 3 main power, 4 backup power (GB/T 26875.3 §8.2.1.8)
+    assert power(0x09) == [(Event.power_fail, ["main_power_fault"], None, None)]
+    assert power(0x19) == [(Event.power_fail, ["main_power_fault", "backup_power_fault"], "mains_and_backup", None)]
+    # mains come back while the battery is still failed: still a power failure, no restore
+    assert power(0x11, 0x19) == [(Event.power_fail, ["backup_power_fault"], None, ["main_power_fault_clear"]),
+                                 (Event.report, None, None, ["main_power_fault_clear"])]
+    assert power(0x01, 0x19) == [(Event.power_restore, None, None, None)]
+    # a system's main (bit 8) and backup (bit 9) power
+    got = frame_to_readings(send(SystemStatus(1, 1, 0x0305, AT), app_type=1), received_ms=RECEIVED, tz=SHANGHAI)
+    assert [(r.event, r.extra.get("alarm_code")) for r in got] == [
+        (Event.fault, None), (Event.power_fail, "mains_and_backup")
+    ]
 
 
 def test_device_status_example_main_power_fault() -> None:
@@ -168,6 +207,25 @@ def test_analog_values_with_a_canonical_metric_use_it() -> None:
     assert got[2].extra["value"] == 1.2 and got[2].extra["unit"] == "A" and got[0].component == "11:1:3"
 
 
+def test_water_analog_values_in_contract_units_marked_as_panel_analog() -> None:
+    got = frame_to_readings(
+        send(
+            AnalogValue(11, 1, 99, 4, 4, 3, AT),  # 3 x 0.1 MPa
+            AnalogValue(11, 1, 99, 5, 5, 1234, AT),  # 123.4 kPa
+            AnalogValue(11, 1, 96, 6, 10, 125, AT),  # 12.5 L/s
+            AnalogValue(11, 1, 92, 7, 2, 231, AT),  # tank level 2.31 m
+            AnalogValue(11, 1, 92, 7, 9, 12, AT),  # 1.2 A: no canonical metric
+            app_type=3,
+        ),
+        received_ms=RECEIVED, tz=SHANGHAI,
+    )
+    assert [r.metrics for r in got] == [
+        {"pressure_mpa": 0.3}, {"pressure_mpa": 0.1234}, {"flow_m3h": 45.0}, {"level_m": 2.31}, {}
+    ]
+    assert [r.extra.get("source") for r in got] == ["gb26875_analog"] * 4 + [None]
+    assert all(r.kind is Kind.uitd for r in got) and [r.component for r in got][:3] == ["11:1:4", "11:1:5", "11:1:6"]
+
+
 def test_device_clock_report_gives_its_offset() -> None:
     [r] = frame_to_readings(send(UitdTime(AT), app_type=28), received_ms=AT_MS + 5_000, tz=SHANGHAI)
     assert r.event is Event.report and r.extra["clock_offset_s"] == -5.0
@@ -203,6 +261,10 @@ def reference(flags: dict, status: int, previous: int | None, under_test: bool) 
             on, off = Event.fault, Event.fault_clear
         elif flag.name in ("power_fault", "main_power_fault", "backup_power_fault"):
             on, off = Event.power_fail, Event.power_restore
+        elif flag.name == "shield":
+            on, off = Event.shield, Event.shield_clear
+        elif flag.name == "supervisory":
+            on, off = Event.supervisory, Event.supervisory_clear
         else:
             on, off = None, None
         if now and on is not None:

@@ -241,7 +241,11 @@ class Flag:
 # Bit 0 ("normal operation"; clear = test) raises nothing: the standard's own fire example sends
 # 0x0002, so test mode is a per-device setting (`under_test`); the raw word stays in `extra`.
 _FIRE = Flag("fire", Event.alarm, Event.alarm_clear)
-_PANEL_ONLY = {3: Flag("shield"), 4: Flag("supervisory"), 5: Flag("start"), 6: Flag("feedback"), 7: Flag("delay")}
+_PANEL_ONLY = {
+    3: Flag("shield", Event.shield, Event.shield_clear),
+    4: Flag("supervisory", Event.supervisory, Event.supervisory_clear),
+    5: Flag("start"), 6: Flag("feedback"), 7: Flag("delay"),
+}
 
 #: §8.2.1.2 component status bits.
 COMPONENT_FLAGS: dict[int, Flag] = {
@@ -279,14 +283,23 @@ OPERATION_EVENTS: dict[str, Event] = {
     "self_check": Event.test,
     "test": Event.test,
 }
-#: Analog types that are canonical metrics: name, factor from the type's unit.
+#: Power flags of one status word: they make one `power_fail` (or `power_restore`) reading.
+POWER_FLAGS = frozenset({"power_fault", "main_power_fault", "backup_power_fault"})
+#: `alarm_code` of a `power_fail` whose main and backup power have both failed (CONTRACT §10 `power_fault`).
+MAINS_AND_BACKUP = "mains_and_backup"
+#: Analog types that are canonical metrics: name, factor from the type's unit (CONTRACT §10:
+#: kPa and 0.1 MPa to `pressure_mpa`, L/s x 3.6 to `flow_m3h`).
 ANALOG_METRICS: dict[int, tuple[str, float]] = {
     2: ("level_m", 1.0),
     3: ("temperature_c", 1.0),
     4: ("pressure_mpa", 1.0),
     5: ("pressure_mpa", 0.001),
     6: ("gas_lel_pct", 1.0),
+    10: ("flow_m3h", 3.6),
 }
+#: `extra` of a reading whose metric is a panel's analog value: its pressure comes in 0.1 MPa or
+#: kPa steps, too coarse for `water_pressure_drop`, which the core never raises from it.
+ANALOG_SOURCE = {"source": "gb26875_analog"}
 UITD_KEY = "uitd"
 _SYSTEM_OBJECTS = (
     SystemStatus, ComponentStatus, AnalogValue, SystemOperation, SystemVersion, SystemConfig, ComponentConfig,
@@ -331,6 +344,31 @@ def status_change(
                 changes.append(f"{flag.name}_clear")
     active = tuple(flag.name for bit, flag in flags.items() if now >> bit & 1)
     return StatusChange(tuple(events), tuple(changes), active)
+
+
+def _one_power_event(
+    change: StatusChange,
+) -> tuple[list[tuple[Event, Flag, dict[str, object]]], tuple[str, ...]]:
+    """The events of a status word with its power flags made one: a `power_fail` while any power
+    flag is set (listing them in `power_faults`, with `alarm_code` `mains_and_backup` when main
+    and backup have both failed; a power flag clearing meanwhile is only a change), else one
+    `power_restore` when the last one clears. Other events pass as they are."""
+    failing = [f for e, f in change.events if e is Event.power_fail]
+    restored = [f for e, f in change.events if e is Event.power_restore]
+    changes = change.changes
+    power: list[tuple[Event, Flag, dict[str, object]]] = []
+    if failing:
+        names = [f.name for f in failing]
+        more: dict[str, object] = {"power_faults": names}
+        if {"main_power_fault", "backup_power_fault"} <= set(names):
+            more["alarm_code"] = MAINS_AND_BACKUP
+        power.append((Event.power_fail, failing[0], more))
+        changes += tuple(f"{f.name}_clear" for f in restored)
+    elif restored:
+        power.append((Event.power_restore, restored[0], {}))
+    events = [(e, f, {}) for e, f in change.events if f.name not in POWER_FLAGS]
+    first = next((i for i, (_, f) in enumerate(change.events) if f.name in POWER_FLAGS), len(events))
+    return events[:first] + power + events[first:], changes
 
 
 def status_key(obj: InfoObject) -> str | None:
@@ -478,12 +516,13 @@ class _Mapper:
         extra = base | {"status": obj.status, "panel_status": list(change.active)}
         if isinstance(obj, ComponentStatus):
             extra["description"] = obj.description
-        if change.changes:
-            extra["panel_changes"] = list(change.changes)
-        for event, flag in change.events:
+        events, changes = _one_power_event(change)
+        if changes:
+            extra["panel_changes"] = list(changes)
+        for event, flag, more in events:
             metrics = {"fault_code": flag.fault_code} if event is Event.fault and flag.fault_code else {}
-            self.out.append(self.reading(event, obj.at, component, extra | {"panel_flag": flag.name}, metrics))
-        if change.changes or not change.events:
+            self.out.append(self.reading(event, obj.at, component, extra | {"panel_flag": flag.name} | more, metrics))
+        if changes or not events:
             self.out.append(self.reading(Event.report, obj.at, component, extra))
         memory[key] = obj.status
         if isinstance(obj, SystemStatus) and obj.status >> 13 & 1:
@@ -521,6 +560,7 @@ class _Mapper:
         if obj.analog_type in ANALOG_METRICS:
             name, factor = ANALOG_METRICS[obj.analog_type]
             metrics[name] = round(value * factor, 6)
+            extra |= ANALOG_SOURCE
         self.out.append(self.reading(Event.report, obj.at, component, extra, metrics))
 
     def clock(self, at: datetime | None, base: dict[str, object]) -> None:
