@@ -98,10 +98,12 @@ async def list_alarms(
     device_id: str | None = None,
     since: Annotated[datetime | None, Query(description="alarms seen or cleared at or after this time")] = None,
     until: Annotated[datetime | None, Query(description="alarms first seen at or before this time")] = None,
+    top_level: Annotated[bool, Query(description="only alarms that are no incident's child (no parent_id)")] = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:
-    """Alarms newest first (by raise order), filtered; times are RFC 3339 UTC or epoch ms."""
+    """Alarms newest first (by raise order), filtered; times are RFC 3339 UTC or epoch ms. An
+    incident's parent lists its `children`; `top_level=true` leaves the children out."""
     clauses: list[str] = []
     args: list[Any] = []
 
@@ -123,6 +125,8 @@ async def list_alarms(
         clauses.append(f"greatest(last_seen, cleared_at) >= {arg(_utc(since))}")
     if until:
         clauses.append(f"first_seen <= {arg(_utc(until))}")
+    if top_level:
+        clauses.append("parent_id IS NULL")
     if cursor is not None:
         clauses.append(f"alarm_id < {arg(int_cursor(cursor))}")
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""

@@ -12,6 +12,14 @@ resolved. `cleared_ack` and `resolved` close the alarm: the next raise of its (k
 new alarm. The database holds one open alarm per (key, type) (`alarms_one_open_idx`), whatever
 number of workers race.
 
+Incidents (CONTRACT §8): a unit `fire` is the parent of its unit's fire-class device alarms open
+when it is raised (`_adopt`) or raised while it is open (`_NEW_ALARM` links them, `_join` tells
+the parent). A child neither upgrades nor climbs and queues no notification (those still queued
+when it joins are skipped). Acknowledging or resolving the parent does the same to its open
+children (`for_child`). A resolved parent holds the detectors of its children still in alarm
+(`held_devices`): their raises are `held_report`s on the parent until the detector clears
+(`hold_released`).
+
 Times: `first_seen`, `last_seen` and `cleared_at` are device times of the decisions; timers
 run on the service clock from when the alarm became active here, since nobody could
 acknowledge it before that: the 60 s verify upgrade from `active_since` (the raise, or the
@@ -54,8 +62,13 @@ EVIDENCE_MAX = 50
 TRANSIENT_RULE = "transient"
 UNACKED_RULE = "unacked_60s"
 LATE_REPORT = "late_report"  # the audit action of a report judged late (`late_change`)
+HELD_REPORT = "held_report"  # ... of a raise of a detector a resolved incident holds (on its parent)
+HOLD_RELEASED = "hold_released"  # ... of that detector's clear: its raises count again
 FLOODING_RULE = "flooding"
 FIRE_CLASS_NAMES = tuple(sorted(t.name for t in FIRE_CLASS))
+#: an incident's parent is the `fire` of a unit (CONTRACT §8 Incidents)
+INCIDENT_TYPE = "fire"
+UNIT_KEY = "unit:"
 DEFAULT_ESCALATION_S = {"immediate": 60.0, "verify": 300.0}
 #: how long a responder's ack holds the climb of an `immediate` alarm (CONTRACT §9)
 IMMEDIATE_HOLD_S = 300
@@ -132,6 +145,9 @@ class Alarm:
     active_since_ms: int
     #: when an operator dispatched micro stations and the fire brigade (CONTRACT §9), if one did
     dispatched_at_ms: int | None = None
+    #: the incident (a unit `fire`) this alarm belongs to; a parent's children (CONTRACT §8)
+    parent_id: int | None = None
+    children: list[int] = field(default_factory=list)
 
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> Alarm:
@@ -148,6 +164,7 @@ class Alarm:
             cleared_at_ms=ms("cleared_at"), resolved_by=r["resolved_by"], resolved_at_ms=ms("resolved_at"),
             created_at_ms=to_ms(r["created_at"]), active_since_ms=to_ms(r["active_since"]),
             dispatched_at_ms=None if r.get("dispatched_at") is None else to_ms(r["dispatched_at"]),
+            parent_id=r.get("parent_id"), children=list(r.get("children") or []),
         )
 
     @property
@@ -175,6 +192,8 @@ class Alarm:
             "classification": self.classification,
             "raised_at": rfc3339(self.created_at_ms),
             "dispatched_at": rfc3339(self.dispatched_at_ms),
+            "parent_id": None if self.parent_id is None else str(self.parent_id),
+            "children": [str(c) for c in self.children],
         }
 
 
@@ -193,6 +212,9 @@ class Change:
     #: response became immediate, so everyone already told gets one update
     told_level: int | None = None
     upgrade: bool = False
+    #: changes this one brings along in its transaction, saved and published after it (an
+    #: incident's parent told of a new child; the children a new parent adopts)
+    then: list[Change] = field(default_factory=list)
 
 
 # --- pure transitions -------------------------------------------------------------------------
@@ -254,6 +276,8 @@ def fold(alarm: Alarm, d: Decision, now_ms: int, *, fresh: bool = False) -> Chan
         new.active_since_ms = new.escalated_at_ms = now_ms  # a new wait for an answer begins
     severity = min(Severity[alarm.severity], d.severity)
     response = min(Response[alarm.response], d.response)
+    if alarm.parent_id is not None:  # a child: its incident's parent answers for it
+        severity, response = Severity[alarm.severity], Response[alarm.response]
     notify = None
     told: int | None = None
     upgrade = False
@@ -337,7 +361,7 @@ def upgrade_unacked(alarm: Alarm, now_ms: int, after_ms: int, flapping: bool) ->
     (not for a flapping detector, whose single alarms stay verify)."""
     if (
         alarm.status != "active_unack" or alarm.response != "verify" or alarm.type not in FIRE_CLASS_NAMES
-        or flapping or now_ms - alarm.active_since_ms < after_ms
+        or flapping or now_ms - alarm.active_since_ms < after_ms or alarm.parent_id is not None
     ):
         return None
     new = replace(alarm, response="immediate", rule=_with_rule(alarm.rule, UNACKED_RULE),
@@ -352,11 +376,12 @@ def escalate(
     alarm: Alarm, now_ms: int, interval_ms: dict[str, int], held_until_ms: int | None = None
 ) -> Change | None:
     """One level up when an unacknowledged, still active alarm has waited its interval, up to
-    its highest level (`targets.max_level`), unless a responder's ack holds the climb."""
+    its highest level (`targets.max_level`), unless a responder's ack holds the climb or it is
+    an incident's child."""
     every = interval_ms.get(alarm.response)
     since = alarm.escalated_at_ms if alarm.escalated_at_ms is not None else alarm.created_at_ms
     if (
-        alarm.status != "active_unack" or every is None or now_ms - since < every
+        alarm.status != "active_unack" or alarm.parent_id is not None or every is None or now_ms - since < every
         or alarm.escalation_level >= max_level(alarm.type, alarm.severity)
         or (held_until_ms is not None and now_ms < held_until_ms)
     ):
@@ -365,6 +390,30 @@ def escalate(
     new = replace(alarm, escalation_level=level, escalated_at_ms=now_ms)
     return Change(new, "escalated", {"level": level, "to": LEVEL_NAMES[level]}, notify_level=level,
                   told_level=alarm.escalation_level)
+
+
+def is_incident(d: Decision) -> bool:
+    """Whether a raise would open an incident's parent: a unit's `fire`."""
+    return d.type.name == INCIDENT_TYPE and d.key.startswith(UNIT_KEY)
+
+
+def for_child(parent: Change, child: Alarm, now_ms: int) -> Change | None:
+    """What acknowledging or resolving an incident's parent does to one of its children: the same,
+    with the parent's actor, classification and note, to an open child (else nothing)."""
+    p = parent.alarm
+    if parent.action == "acked" and child.status in ("active_unack", "cleared_unack"):
+        change = ack_change(child, parent.actor, now_ms)
+    elif parent.action == "resolved" and child.status in OPEN_STATUSES:
+        change = resolve_change(child, p.classification or "other", p.note, parent.actor, now_ms)
+    else:
+        return None
+    change.detail["parent_id"] = str(p.alarm_id)
+    return change
+
+
+def held_devices(children: Sequence[Alarm]) -> list[str]:
+    """The detectors a resolved parent holds: those of its children still in alarm."""
+    return sorted({d for c in children if c.status in ACTIVE_STATUSES for d in c.device_ids})
 
 
 def common_region(regions: Sequence[str]) -> str:
@@ -399,18 +448,56 @@ def _late_for(alarm_id: str, received: str, ts: str, seq: str) -> str:
 
 #: The partial unique index's predicate (migrations/0001_initial.sql), which ON CONFLICT must name.
 _OPEN_SQL = ", ".join(f"'{status}'" for status in OPEN_STATUSES)
+_FIRE_SQL = ", ".join(f"'{name}'" for name in FIRE_CLASS_NAMES)
+
+
+def _held_by(key: str, type_: str, devices: str, evidence: str) -> str:
+    """SQL: resolved parent `h` holds a raise of (key, type, devices, evidence) with no open alarm
+    of its own to fold into: a fire-class alarm of a detector `h` holds, or the unit's `fire` again
+    with a held detector and no detector whose alarm is open (a new one would make a new fire)."""
+    return f"""h.held_devices <> '{{}}' AND {type_} IN ({_FIRE_SQL})
+   AND NOT EXISTS (SELECT 1 FROM alarms o WHERE o.alarm_key = {key} AND o.type = {type_}
+                                            AND o.status IN ({_OPEN_SQL}))
+   AND CASE WHEN {key} LIKE '{UNIT_KEY}%' THEN h.alarm_key = {key}
+            AND EXISTS (SELECT 1 FROM jsonb_array_elements({evidence}::jsonb) e
+                         WHERE e ->> 'device_id' = ANY(h.held_devices))
+            AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements({evidence}::jsonb) e
+                              JOIN alarms o ON o.alarm_key = '{DEVICE_KEY}' || (e ->> 'device_id')
+                             WHERE e ->> 'type' IN ({_FIRE_SQL}) AND o.type IN ({_FIRE_SQL})
+                               AND o.status IN ({_OPEN_SQL}))
+       ELSE h.held_devices && {devices} END"""
+
+
+#: the open parent a new fire-class device alarm joins: its unit's `fire`, if open
+_PARENT_OF_NEW = f"""(SELECT p.alarm_id FROM alarms p WHERE $1 LIKE '{DEVICE_KEY}%' AND $2 IN ({_FIRE_SQL})
+    AND p.alarm_key = '{UNIT_KEY}' || $6 AND p.type = '{INCIDENT_TYPE}' AND p.status IN ({_OPEN_SQL}))"""
 _NEW_ALARM = f"""
 INSERT INTO alarms (alarm_key, type, severity, response, status, device_ids, unit_id, region,
                     first_seen, last_seen, count, rule, evidence, escalation_level, escalated_at, created_at,
-                    active_since)
+                    active_since, parent_id)
 SELECT $1, $2, $3, $4, 'active_unack', $5, $6,
        coalesce(nullif($7, ''), (SELECT region FROM units WHERE unit_id = $6), ''),
-       $8, $8, 1, $9, $10::jsonb, CASE WHEN $4 = 'immediate' THEN 1 ELSE 0 END, $11, $11, $11
+       $8, $8, 1, $9, $10::jsonb, CASE WHEN $4 = 'immediate' THEN 1 ELSE 0 END, $11, $11, $11, {_PARENT_OF_NEW}
 WHERE NOT EXISTS (  -- a late report raises nothing (`_decide` audits it on the closed alarm)
     SELECT 1 FROM alarms c WHERE c.alarm_key = $1 AND c.type = $2 AND c.status IN ('cleared_ack', 'resolved')
        AND greatest(c.last_seen, c.cleared_at) >= $8 AND {_late_for("c.alarm_id", "$12", "$13", "$14")})
+  AND NOT EXISTS (  -- nor does a detector held by a resolved incident (`_decide` records it on the parent)
+    SELECT 1 FROM alarms h WHERE {_held_by("$1", "$2", "$5", "$10")})
 ON CONFLICT (alarm_key, type) WHERE status IN ({_OPEN_SQL})
 """
+#: the resolved parent holding a raise ($1 key, $2 type, $3 devices, $4 evidence), locked
+_HOLDING = f"SELECT * FROM alarms h WHERE {_held_by('$1', '$2', '$3', '$4')} ORDER BY alarm_id DESC LIMIT 1 FOR UPDATE"
+#: a detector cleared ($1): the resolved parents holding it let it go
+_RELEASE = """UPDATE alarms SET held_devices = array_remove(held_devices, $1)
+               WHERE held_devices <> '{}' AND $1 = ANY(held_devices) RETURNING *"""
+#: a new parent ($1, unit $2) adopts its unit's open fire-class device alarms without a parent
+_ADOPT = f"""UPDATE alarms SET parent_id = $1
+              WHERE unit_id = $2 AND alarm_key LIKE '{DEVICE_KEY}%' AND type IN ({_FIRE_SQL})
+                AND status IN ({_OPEN_SQL}) AND parent_id IS NULL AND alarm_id <> $1
+          RETURNING *"""
+#: parent $1 (if still open) counts new children $2
+_ADD_CHILDREN = f"""UPDATE alarms SET children = children || $2::bigint[]
+                     WHERE alarm_id = $1 AND status IN ({_OPEN_SQL}) RETURNING *"""
 #: Whether a raise older (device time) than alarm $1's state is late for it: received ($2) no
 #: later than the alarm's latest change, or a copy (device time $3 as `rfc3339`, seq $4 or '')
 #: of a report it took. A clock set back makes reports older than they are; the receive time
@@ -428,14 +515,14 @@ RETURNING *, (xmax = 0) AS inserted
 #: A raise in one statement, new alarm and audit row together; no row when there is an open
 #: alarm to fold into (or the report is late): then the transactional path takes over.
 _RAISE_NEW = "WITH new AS (" + _NEW_ALARM + """
-DO NOTHING RETURNING alarm_id, region)
+DO NOTHING RETURNING alarm_id, region, parent_id)
 , event AS (
 INSERT INTO alarm_events (alarm_id, at, action, actor, detail, snapshot)
 SELECT alarm_id, $11, 'raised', 'system', $15::jsonb,
-       $16::jsonb || jsonb_build_object('alarm_id', alarm_id::text, 'region', region)
+       $16::jsonb || jsonb_build_object('alarm_id', alarm_id::text, 'region', region, 'parent_id', parent_id::text)
 FROM new
-RETURNING event_id, alarm_id, snapshot ->> 'region' AS region)
-SELECT event_id, alarm_id, region FROM event
+RETURNING event_id, alarm_id, snapshot ->> 'region' AS region, (snapshot ->> 'parent_id')::bigint AS parent_id)
+SELECT event_id, alarm_id, region, parent_id FROM event
 """
 _INSERT_EVENT = "INSERT INTO alarm_events (alarm_id, at, action, actor, detail, snapshot)"
 _RAISED_EVENT = _INSERT_EVENT + " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb) RETURNING event_id"
@@ -656,7 +743,10 @@ class AlarmLifecycle:
                 return
 
     async def _raise_new(self, d: Decision, received_ms: int | None) -> bool:
-        """Raise a new alarm in one statement; False when an open alarm exists (or the report is late)."""
+        """Raise a new alarm in one statement; False when an open alarm exists (or the report is late
+        or held), and for an incident's parent, which adopts its children in `_decide`."""
+        if is_incident(d):
+            return False
         unit_id, region = self._place(d)
         async with self._writer, self.pool.acquire() as conn:
             now = self.clock()
@@ -669,9 +759,12 @@ class AlarmLifecycle:
                 )
                 if row is None:
                     return False
-                alarm.alarm_id, alarm.region = row["alarm_id"], row["region"]
+                alarm.alarm_id, alarm.region, alarm.parent_id = row["alarm_id"], row["region"], row["parent_id"]
                 notify = alarm.escalation_level if alarm.response != "none" else None
                 change = Change(alarm, "raised", _raised_detail(d), notify_level=notify, event_id=row["event_id"])
+                await self._join(conn, change)
+                for then in change.then:
+                    await self._save(conn, then, now)
                 await self._queue(conn, change, now)
             self._committed(change, received_ms)
             return True
@@ -798,13 +891,23 @@ class AlarmLifecycle:
                 _INSERT_OR_LOCK, d.key, d.type.name, d.severity.name, d.response.name, d.device_ids, unit_id,
                 region, to_dt(d.ts_ms), d.rule, dumps(d.evidence), to_dt(now), *report,
             )
-            if row is None:  # late for a closed alarm of its key
+            if row is None:  # late for a closed alarm of its key, or held by a resolved incident
                 closed = await conn.fetchrow(_LATEST_CLOSED, d.key, d.type.name, to_dt(d.ts_ms))
+                if closed is not None and await conn.fetchval(_IS_LATE, closed["alarm_id"], *report):
+                    return late_change(Alarm.from_record(closed), d, received)
+                holding = await conn.fetchrow(_HOLDING, d.key, d.type.name, d.device_ids, dumps(d.evidence))
+                if holding is not None:
+                    detail = {**_raised_detail(d), "alarm_key": d.key, "type": d.type.name, "device_ids": d.device_ids}
+                    return Change(Alarm.from_record(holding), HELD_REPORT, detail)
                 return None if closed is None else late_change(Alarm.from_record(closed), d, received)
             alarm = Alarm.from_record(row)
             if row["inserted"]:
                 level = alarm.escalation_level if alarm.response != "none" else None
-                return Change(alarm, "raised", _raised_detail(d), notify_level=level)
+                raised = Change(alarm, "raised", _raised_detail(d), notify_level=level)
+                await self._join(conn, raised)
+                if is_incident(d):
+                    await self._adopt(conn, raised, now)
+                return raised
             change = fold(alarm, d, now)
             if change is None and not await conn.fetchval(_IS_LATE, alarm.alarm_id, *report):
                 change = fold(alarm, d, now, fresh=True)
@@ -815,13 +918,86 @@ class AlarmLifecycle:
                 d.key, d.type.name, list(OPEN_STATUSES),
             )
             if row is None:
-                return None
+                return await self._release(conn, d)
             alarm = Alarm.from_record(row)
-            change = clear(alarm, d)
-            if change is None and alarm.status in ACTIVE_STATUSES:  # older than the alarm's newest raise
+            cleared = clear(alarm, d)
+            if cleared is None and alarm.status in ACTIVE_STATUSES:  # older than the alarm's newest raise
                 return late_change(alarm, d, received)
-            return change
+            return cleared
         raise ValueError(f"unknown decision action {d.action!r}")
+
+    # --- incidents (CONTRACT §8) --------------------------------------------------------------
+    async def _join(self, conn: asyncpg.Connection, change: Change) -> None:
+        """A new alarm born a child (`_NEW_ALARM` found its open parent): no notification of its
+        own, and the parent counts it (`child_added` on its timeline). Should the parent have
+        closed meanwhile (another process; the insert saw it open), the alarm stands alone."""
+        child = change.alarm
+        if child.parent_id is None:
+            return
+        row = await conn.fetchrow(_ADD_CHILDREN, child.parent_id, [child.alarm_id])
+        if row is None:
+            await conn.execute("UPDATE alarms SET parent_id = NULL WHERE alarm_id = $1", child.alarm_id)
+            child.parent_id = None
+            if change.event_id:  # the raise's own snapshot, written with the insert
+                await conn.execute("UPDATE alarm_events SET snapshot = snapshot || '{\"parent_id\": null}'"
+                                   " WHERE event_id = $1", change.event_id)
+            return
+        change.notify_level = None
+        detail = {"child_id": str(child.alarm_id), "type": child.type, "device_ids": child.device_ids}
+        change.then.append(Change(Alarm.from_record(row), "child_added", detail))
+
+    async def _adopt(self, conn: asyncpg.Connection, change: Change, now: int) -> None:
+        """A new incident's parent adopts its unit's open fire-class device alarms (`linked` on
+        each child's timeline); their notifications still queued are skipped."""
+        parent = change.alarm
+        rows = await conn.fetch(_ADOPT, parent.alarm_id, parent.unit_id)
+        if not rows:
+            return
+        children = sorted((Alarm.from_record(r) for r in rows), key=lambda a: a.alarm_id)
+        parent.children = [c.alarm_id for c in children]
+        await conn.execute(_ADD_CHILDREN, parent.alarm_id, parent.children)
+        await outbox.skip_queued(conn, parent.children, to_dt(now))
+        change.detail["children"] = [str(c) for c in parent.children]
+        change.then += [Change(c, "linked", {"parent_id": str(parent.alarm_id)}) for c in children]
+
+    async def _release(self, conn: asyncpg.Connection, d: Decision) -> Change | None:
+        """A fire-class clear of a detector without an open alarm: resolved parents that held it
+        let it go (`hold_released` on their timeline); None when none did."""
+        if d.type.name not in FIRE_CLASS_NAMES or not d.key.startswith(DEVICE_KEY):
+            return None
+        device = d.key[len(DEVICE_KEY):]
+        changes = [Change(Alarm.from_record(r), HOLD_RELEASED, {"device_id": device, "ts": rfc3339(d.ts_ms),
+                                                                "rule": d.rule, "type": d.type.name})
+                   for r in await conn.fetch(_RELEASE, device)]
+        if not changes:
+            return None
+        changes[0].then = changes[1:]
+        return changes[0]
+
+    async def _cascade(
+        self, conn: asyncpg.Connection, change: Change, now: int, changes: list[tuple[Change, int | None]],
+        taken: list[tuple[tuple[str, str], Repeats]],
+    ) -> None:
+        """Acknowledging or resolving a parent does the same to its open children (after their
+        coalesced repeats), in its transaction; a resolved parent holds the detectors of the
+        children still in alarm. The children's changes follow the parent's (`then`)."""
+        parent = change.alarm
+        if change.action not in ("acked", "resolved") or not parent.children:
+            return
+        select = "SELECT * FROM alarms WHERE parent_id = $1 AND status = ANY($2::text[]) ORDER BY alarm_id"
+        for row in await conn.fetch(select, parent.alarm_id, list(OPEN_STATUSES)):
+            key = (row["alarm_key"], row["type"])
+            pending = self._repeats.get(key)
+            if pending is not None and pending.alarm_id == row["alarm_id"]:
+                await self._flush_key(conn, key, now, changes, taken)
+        children = [Alarm.from_record(r) for r in await conn.fetch(select + " FOR UPDATE", parent.alarm_id,
+                                                                     list(OPEN_STATUSES))]
+        change.then = [c for c in (for_child(change, child, now) for child in children) if c is not None]
+        change.detail["children"] = [str(c.alarm.alarm_id) for c in change.then]
+        if change.action == "resolved":
+            held = held_devices(children)
+            change.detail["held_devices"] = held
+            await conn.execute("UPDATE alarms SET held_devices = $2 WHERE alarm_id = $1", parent.alarm_id, held)
 
     def _place(self, d: Decision) -> tuple[str | None, str]:
         """Unit and region of a decision from the fleet ('' region: look the unit up in the registry)."""
@@ -896,6 +1072,7 @@ class AlarmLifecycle:
                     await self._flush_key(conn, key, now, changes, taken)
                     row = await conn.fetchrow(select, alarm_id)
                 change = transition(Alarm.from_record(row), now)
+                await self._cascade(conn, change, now, changes, taken)
                 await self._save(conn, change, now)
                 changes.append((change, None))
         except BaseException:
@@ -933,7 +1110,7 @@ class AlarmLifecycle:
         """Apply due timers: the 60 s upgrade of unacknowledged verify fire alarms, escalation."""
         esc = self.escalation_ms
         rows = await self.pool.fetch(
-            """SELECT * FROM alarms WHERE status = 'active_unack' AND (
+            """SELECT * FROM alarms WHERE status = 'active_unack' AND parent_id IS NULL AND (
                    (escalation_level < CASE WHEN severity IN ('minor', 'warning') THEN 0
                                             WHEN type = ANY($7::text[]) THEN $1 ELSE 1 END  -- targets.max_level
                     AND (held_until IS NULL OR held_until <= $6)
@@ -983,6 +1160,8 @@ class AlarmLifecycle:
         else:
             change.event_id = await self._update(conn, a, event)
         await self._queue(conn, change, now_ms)
+        for then in change.then:
+            await self._save(conn, then, now_ms)
 
     async def _queue(self, conn: asyncpg.Connection, change: Change, now_ms: int) -> None:
         """The notifications of a change that reached a level, in its transaction (`response.outbox`)."""
@@ -1007,6 +1186,11 @@ class AlarmLifecycle:
         )
 
     def _committed(self, change: Change, received_ms: int | None) -> None:
+        self._publish(change, received_ms)
+        for then in change.then:
+            self._committed(then, None)
+
+    def _publish(self, change: Change, received_ms: int | None) -> None:
         self._remember(change.alarm)
         alarm = change.alarm.to_json()
         self.hub.publish(change.event_id, alarm)

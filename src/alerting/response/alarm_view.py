@@ -104,9 +104,14 @@ def _rfc3339(at: datetime) -> str:
     return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+#: timeline action of a notification by its state (else `notified`); `skipped`: its alarm joined an incident
+_NOTIFICATION_ACTIONS = {"failed": "notification_failed", "skipped": "notification_skipped"}
+
+
 async def notification_entries(pool: asyncpg.Pool | asyncpg.Connection, alarm_id: int) -> list[dict[str, Any]]:
-    """Timeline entries of the alarm's notifications that were sent or failed (queued ones have
-    not happened yet): action `notified` or `notification_failed`, actor the system."""
+    """Timeline entries of the alarm's notifications that were sent, failed or skipped (queued
+    ones have not happened yet): action `notified`, `notification_failed` or
+    `notification_skipped`, actor the system."""
     rows = await pool.fetch(
         """SELECT coalesce(sent_at, done_at, created_at) AS at, state, level, reason, responder_id, group_channel,
                   channel, error_class
@@ -117,12 +122,11 @@ async def notification_entries(pool: asyncpg.Pool | asyncpg.Connection, alarm_id
     for r in rows:
         to = f"responder:{r['responder_id']}" if r["responder_id"] else f"group:{r['group_channel']}"
         detail = {"recipient": to, "channel": r["channel"], "level": r["level"], "reason": r["reason"]}
-        if r["state"] == "failed":
+        if r["state"] in ("failed", "skipped"):
             detail["error_class"] = r["error_class"]
         entries.append({
-            "event_id": None, "at": _rfc3339(r["at"]),
-            "action": "notification_failed" if r["state"] == "failed" else "notified", "actor": "system",
-            "detail": detail,
+            "event_id": None, "at": _rfc3339(r["at"]), "action": _NOTIFICATION_ACTIONS.get(r["state"], "notified"),
+            "actor": "system", "detail": detail,
         })
     return entries
 

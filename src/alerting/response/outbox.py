@@ -3,7 +3,8 @@
 The lifecycle calls `queue` inside the transaction that writes the alarm and its audit row: the
 responders `targets` selects get one `notifications` row per (alarm, responder, level, reason)
 (the unique index makes a repeat a no-op), and when the response became `immediate` everyone
-already told gets one `upgrade` row. `alerting.response.notifier` sends them.
+already told gets one `upgrade` row. `alerting.response.notifier` sends them. `skip_queued`
+ends the queued rows of alarms that became an incident's children.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ ON CONFLICT DO NOTHING
 """
 
 
+#: the queued notifications of alarms $1 are not sent (done at $2)
+_SKIP = """UPDATE notifications SET state = 'skipped', error_class = 'incident', done_at = $2
+            WHERE alarm_id = ANY($1::bigint[]) AND state = 'queued'"""
+
+
 def responder_from(row: asyncpg.Record) -> Responder:
     on_duty = row["on_duty"]
     on_duty = json.loads(on_duty) if isinstance(on_duty, str) else on_duty
@@ -62,3 +68,10 @@ async def queue(
         await conn.execute(_INSERT, alarm_id, event_id, [t.responder_id for t in chosen], [t.level for t in chosen],
                            [t.reason for t in chosen])
     return len(chosen)
+
+
+async def skip_queued(conn: asyncpg.Connection, alarm_ids: list[int], now: datetime) -> None:
+    """Alarms that joined an incident send nothing more of their own (CONTRACT §8 Incidents):
+    their notifications still queued end `skipped` (error class `incident`), in the caller's
+    transaction; people are told about the incident's parent."""
+    await conn.execute(_SKIP, alarm_ids, now)
