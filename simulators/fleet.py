@@ -15,14 +15,35 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from devices.kinds import Kind
+from devices.catalogue import KINDS, Kind
+from devices.registry import DEVICE_FIELDS  # until the registry takes `hydrant` and `linkage` (issue #18)
 
 Industry = Literal[
-    "welfare", "hospital", "school", "religious", "commercial", "residential", "nine_small", "industrial"
+    "welfare", "elderly_care", "hospital", "school", "religious", "commercial", "residential", "rental_housing",
+    "nine_small", "industrial",
 ]
 INDUSTRIES: tuple[Industry, ...] = (
-    "welfare", "hospital", "school", "religious", "commercial", "residential", "nine_small", "industrial"
+    "welfare", "elderly_care", "hospital", "school", "religious", "commercial", "residential", "rental_housing",
+    "nine_small", "industrial",
 )
+#: What a device is within its kind (CONTRACT §1, §10): a combustible-gas or a CO detector; an
+#: electrical-fire monitor, a pyrolysis-particle detector or an arc-extinguishing breaker; a water
+#: pressure or level sensor or a smart hydrant.
+Role = Literal[
+    "smoke", "gas", "co", "monitor", "pyrolysis", "breaker", "pressure", "level", "hydrant", "charger", "uitd"
+]
+ROLE_KIND: dict[Role, Kind] = {
+    "smoke": Kind.smoke, "gas": Kind.gas, "co": Kind.gas, "monitor": Kind.electrical, "pyrolysis": Kind.electrical,
+    "breaker": Kind.electrical, "pressure": Kind.water, "level": Kind.water, "hydrant": Kind.water,
+    "charger": Kind.charger, "uitd": Kind.uitd,
+}
+#: Industries whose breakers feed medical or life-support loads: registered `linkage: never`, and
+#: their units may not have `breaker: auto` (CONTRACT §10).
+NO_AUTO_BREAKER: frozenset[str] = frozenset({"hospital", "elderly_care", "welfare"})
+#: Low-pressure limits at the most unfavourable point (GB 50974: 0.07, 0.10 or 0.15 MPa) and on
+#: municipal hydrant mains (0.14 MPa).
+PRESSURE_LOW_MPA = (0.07, 0.10, 0.15)
+HYDRANT_PRESSURE_LOW_MPA = 0.14
 #: How a device reaches the service: straight to MQTT, through its unit's MQTT gateway (a JSON
 #: batch), through an NB-IoT platform's HTTP push (ctwing, onenet) or a vendor cloud's generic
 #: push, or over GB/T 26875 TCP (uitd).
@@ -64,7 +85,7 @@ COMPONENT_TYPES: dict[int, str] = {42: "感烟", 31: "感温", 23: "手报", 24:
 class UnitTemplate:
     names: tuple[str, ...]
     suffix: str
-    mix: dict[Kind, tuple[int, int]]  # device count range per NB/electrical kind
+    mix: dict[Role, tuple[int, int]]  # device count range per role (uitd apart)
     uitd_p: float  # chance the unit has a fire panel relayed by a uitd
     gateway_p: float  # chance its electrical/water devices hang off an MQTT gateway
 
@@ -72,35 +93,49 @@ class UnitTemplate:
 TEMPLATES: dict[Industry, UnitTemplate] = {
     "residential": UnitTemplate(
         ("阳光花园", "江南华府", "锦绣苑", "和谐家园", "滨江名都", "书香门第", "紫荆园", "金色家园"), "小区",
-        {Kind.smoke: (4, 16), Kind.gas: (0, 4), Kind.water: (0, 1), Kind.electrical: (0, 1)}, 0.3, 0.0,
+        {"smoke": (4, 16), "gas": (0, 3), "co": (0, 1), "pressure": (0, 1), "hydrant": (0, 2), "monitor": (0, 1),
+         "charger": (1, 3)}, 0.3, 0.0,
+    ),
+    "rental_housing": UnitTemplate(
+        ("城中村出租屋", "青年公寓", "民房出租楼", "务工人员公寓"), "",
+        {"smoke": (2, 8), "gas": (0, 1), "co": (0, 1), "breaker": (0, 1), "charger": (0, 2)}, 0.0, 0.0,
     ),
     "nine_small": UnitTemplate(
         ("张记餐馆", "好又多超市", "老王五金店", "小美理发店", "平安网吧", "如家小旅馆", "幸福麻将馆", "兴旺粉店"), "",
-        {Kind.smoke: (1, 3), Kind.gas: (0, 1), Kind.electrical: (0, 1)}, 0.0, 0.0,
+        {"smoke": (1, 3), "gas": (0, 2), "monitor": (0, 1), "breaker": (0, 1)}, 0.0, 0.0,
     ),
     "commercial": UnitTemplate(
         ("万达广场", "天虹商场", "国美电器", "步行街商城", "华润万家", "新世纪百货"), "",
-        {Kind.smoke: (2, 6), Kind.gas: (0, 1), Kind.electrical: (1, 3), Kind.water: (0, 1)}, 0.5, 0.4,
+        {"smoke": (2, 6), "gas": (0, 1), "monitor": (1, 2), "pyrolysis": (0, 2), "pressure": (1, 1),
+         "hydrant": (0, 1), "charger": (0, 1)}, 0.5, 0.4,
     ),
     "industrial": UnitTemplate(
         ("宏达纺织厂", "稀土材料公司", "恒通机械厂", "绿源食品厂", "华强电子厂", "金诚物流仓库"), "",
-        {Kind.smoke: (2, 5), Kind.gas: (0, 1), Kind.electrical: (1, 4), Kind.water: (1, 2)}, 0.6, 0.5,
+        {"smoke": (2, 5), "gas": (0, 1), "co": (0, 1), "monitor": (1, 3), "pyrolysis": (0, 2), "breaker": (0, 1),
+         "pressure": (1, 2), "level": (0, 1), "hydrant": (0, 2)}, 0.6, 0.5,
     ),
     "hospital": UnitTemplate(
         ("第三人民医院", "社区卫生服务中心", "中医院", "妇幼保健院"), "",
-        {Kind.smoke: (2, 6), Kind.gas: (0, 1), Kind.electrical: (0, 2), Kind.water: (0, 1)}, 0.9, 0.3,
+        {"smoke": (2, 6), "gas": (0, 1), "co": (0, 1), "monitor": (0, 2), "pyrolysis": (0, 1), "breaker": (0, 1),
+         "pressure": (0, 1), "level": (0, 1), "hydrant": (0, 1)}, 0.9, 0.3,
     ),
     "school": UnitTemplate(
         ("第一中学", "实验小学", "阳光幼儿园", "职业技术学校"), "",
-        {Kind.smoke: (2, 6), Kind.gas: (0, 1), Kind.electrical: (0, 2), Kind.water: (0, 1)}, 0.8, 0.3,
+        {"smoke": (2, 6), "gas": (0, 1), "monitor": (0, 2), "pressure": (0, 1), "hydrant": (0, 1),
+         "charger": (0, 1)}, 0.8, 0.3,
+    ),
+    "elderly_care": UnitTemplate(
+        ("福寿养老院", "颐养中心", "敬老院", "康乐老年公寓"), "",
+        {"smoke": (2, 5), "gas": (0, 1), "co": (0, 1), "monitor": (0, 1), "pyrolysis": (0, 1), "breaker": (0, 1)},
+        0.7, 0.0,
     ),
     "welfare": UnitTemplate(
-        ("福寿养老院", "社会福利院", "颐养中心", "敬老院"), "",
-        {Kind.smoke: (2, 5), Kind.gas: (0, 1), Kind.electrical: (0, 1)}, 0.7, 0.0,
+        ("社会福利院", "儿童福利院", "救助管理站"), "",
+        {"smoke": (2, 5), "gas": (0, 1), "monitor": (0, 1)}, 0.7, 0.0,
     ),
     "religious": UnitTemplate(
         ("慈云寺", "福音堂", "万寿宫", "清真寺"), "",
-        {Kind.smoke: (2, 4), Kind.electrical: (0, 1)}, 0.0, 0.0,
+        {"smoke": (2, 4), "monitor": (0, 1)}, 0.0, 0.0,
     ),
 }
 _SURNAMES = "张王李刘陈杨黄赵吴周徐孙马朱胡郭何林罗高"
@@ -116,6 +151,7 @@ _UPLINK_WEIGHTS: dict[Kind, tuple[int, int, int, int]] = {
     Kind.gas: (50, 30, 0, 20),
     Kind.water: (50, 30, 0, 20),
     Kind.electrical: (100, 0, 0, 0),
+    Kind.charger: (60, 25, 0, 15),
 }
 _TACS = ("86812003", "86948703", "86447504", "86772403", "86370305")
 
@@ -180,6 +216,7 @@ class SimDevice:
 
     device_id: str
     kind: Kind
+    role: Role
     unit_id: str
     location: str
     heartbeat_s: int
@@ -197,11 +234,18 @@ class SimDevice:
     gateway_id: str | None = None
     gas_type: str | None = None
     valve: Literal["open", "none"] | None = None
-    channels: int = 0  # residual-current channels (electrical)
-    phases: int = 0  # 1 or 3 (electrical)
-    water_metric: Literal["pressure_mpa", "level_m"] | None = None
+    channels: int = 0  # residual-current channels (electrical monitor)
+    phases: int = 0  # 1 or 3 (electrical monitor and breaker)
+    ports: int = 0  # charging ports (charger), 2-10
     uitd_address: int | None = None
     components: tuple[PanelComponent, ...] = ()
+    thresholds: dict[str, float] = field(default_factory=dict)  # registered per device (CONTRACT §10)
+    linkage: Literal["auto", "never"] | None = None  # registered; None follows the unit's policy
+
+    @property
+    def hydrant(self) -> bool:
+        """Registered with `hydrant: true`: its flow alone says it was opened (CONTRACT §10)."""
+        return self.role == "hydrant"
 
     @property
     def nb(self) -> bool:
@@ -286,7 +330,13 @@ class SimFleet:
                                    "location": d.location, "heartbeat_s": d.heartbeat_s}
             if d.cell_id is not None:
                 row["cell_id"] = d.cell_id
-            devices.append(row)
+            if d.thresholds:
+                row["thresholds"] = dict(d.thresholds)
+            if d.hydrant:
+                row["hydrant"] = True
+            if d.linkage is not None:
+                row["linkage"] = d.linkage
+            devices.append({k: v for k, v in row.items() if k in DEVICE_FIELDS})
         return RegistryRows(units, devices)
 
 
@@ -350,8 +400,9 @@ class _Builder:
         ]
         return SimUnit(f"sim-u{index:05d}", name, address, street, industry, contacts)
 
-    def device(self, kind: Kind, unit: SimUnit, street_code: int, floors: int) -> SimDevice:
+    def device(self, role: Role, unit: SimUnit, street_code: int, floors: int) -> SimDevice:
         rng = self.rng
+        kind = ROLE_KIND[role]
         gateway = unit.gateway_id is not None and kind in (Kind.electrical, Kind.water)
         if kind is Kind.uitd:
             self.uitd_serial[street_code] += 1
@@ -362,25 +413,24 @@ class _Builder:
         else:
             device_id = self.imei()
             uplink = rng.choices(("mqtt", "ctwing", "onenet", "generic"), _UPLINK_WEIGHTS[kind])[0]
+        # The catalogue's default interval, but a quarter of smoke alarms beat twice a day and
+        # water sensors hourly.
         heartbeat_s = {
-            Kind.smoke: rng.choice((86_400, 86_400, 86_400, 43_200)),
-            Kind.gas: 86_400,
-            Kind.electrical: 300,
-            Kind.water: 3_600,
-            Kind.uitd: 90,
-        }[kind]
+            Kind.smoke: rng.choice((86_400, 86_400, 86_400, 43_200)), Kind.water: 3_600,
+        }.get(kind, KINDS[kind].heartbeat_s)
         dev = SimDevice(
             device_id=device_id,
             kind=kind,
+            role=role,
             unit_id=unit.unit_id,
-            location=self.location(kind, floors),
+            location=self.location(role, floors),
             heartbeat_s=heartbeat_s,
             uplink=uplink,  # type: ignore[arg-type]
             encoding="mx1" if uplink in ("mqtt", "ctwing") and rng.random() < 0.3 else "json",
             phase_s=rng.uniform(0, heartbeat_s),
             jitter_s=min(0.02 * heartbeat_s, 120.0),
             seed=self.seed,
-            mains=kind in (Kind.gas, Kind.electrical, Kind.uitd),
+            mains=role in ("gas", "monitor", "pyrolysis", "breaker", "charger", "uitd"),
         )
         if uplink not in ("tcp", "gateway"):
             dev.rsrp_dbm = max(-125.0, min(-65.0, rng.gauss(-95, 9)))
@@ -389,32 +439,50 @@ class _Builder:
                 dev.drain_pct_per_day = rng.uniform(0.015, 0.06)
         elif gateway:
             dev.gateway_id = unit.gateway_id
-        if kind is Kind.gas:
+        if role == "gas":
             dev.gas_type = rng.choice(("methane", "methane", "lpg")) if unit.industry != "industrial" else rng.choice(
-                ("methane", "hydrogen", "co"))
+                ("methane", "hydrogen"))
             dev.valve = "open" if unit.industry in ("residential", "nine_small") and rng.random() < 0.5 else "none"
-        elif kind is Kind.electrical:
+        elif role == "co":
+            dev.gas_type = "co"
+        elif role == "monitor":
             dev.phases = rng.choice((1, 3, 3))
             dev.channels = rng.choice((1, 1, 2))
-        elif kind is Kind.water:
-            dev.water_metric = rng.choice(("pressure_mpa", "pressure_mpa", "level_m"))
-        elif kind is Kind.uitd:
+        elif role == "breaker":
+            dev.phases = 1
+            dev.linkage = "never" if unit.industry in NO_AUTO_BREAKER else "auto"
+        elif role == "pressure":
+            dev.thresholds = {"pressure_low_mpa": rng.choice(PRESSURE_LOW_MPA)}
+        elif role == "level":
+            dev.thresholds = {"level_low_m": rng.choice((1.5, 2.0, 2.5))}
+        elif role == "hydrant":
+            dev.thresholds = {"pressure_low_mpa": HYDRANT_PRESSURE_LOW_MPA}
+        elif role == "charger":
+            dev.ports = rng.randint(2, 10)
+            dev.thresholds = {"port_rated_a": rng.choice((3.0, 3.5, 5.0))}
+        elif role == "uitd":
             dev.uitd_address = address
             dev.components = self.components(floors)
         return dev
 
-    def location(self, kind: Kind, floors: int) -> str:
+    def location(self, role: Role, floors: int) -> str:
         rng = self.rng
         floor = rng.randint(1, floors)
-        if kind is Kind.smoke:
+        spots: dict[Role, tuple[str, ...]] = {
+            "gas": ("厨房", "锅炉房", "燃气表间"),
+            "co": ("厨房", "锅炉房", "热水器间", "卧室"),
+            "monitor": ("总配电箱", f"{floor}楼配电箱", "动力柜"),
+            "pyrolysis": ("低压配电柜", f"{floor}楼配电柜", "UPS电池柜"),
+            "breaker": (f"{floor}楼配电箱", "照明回路", "插座回路"),
+            "pressure": ("喷淋末端", "消火栓管网最不利点", "报警阀组"),
+            "level": ("消防水池", "屋顶水箱"),
+            "hydrant": ("东门室外消火栓", "西侧道路消火栓", "北门室外消火栓", "停车场消火栓"),
+            "charger": ("电动车棚", "地下非机动车库", "东侧充电区"),
+            "uitd": ("消防控制室",),
+        }
+        if role == "smoke":
             return f"{floor}楼{rng.choice(_SMOKE_SPOTS)}"
-        if kind is Kind.gas:
-            return rng.choice(("厨房", "锅炉房", "燃气表间"))
-        if kind is Kind.electrical:
-            return rng.choice(("总配电箱", f"{floor}楼配电箱", "动力柜"))
-        if kind is Kind.water:
-            return rng.choice(("消防水池", "屋顶水箱", "喷淋末端", "消火栓管网"))
-        return "消防控制室"
+        return rng.choice(spots[role])
 
     def components(self, floors: int) -> tuple[PanelComponent, ...]:
         rng = self.rng
@@ -428,10 +496,14 @@ class _Builder:
         return tuple(out)
 
 
+#: Shares of the industries after the anchors (in INDUSTRIES order).
+_INDUSTRY_WEIGHTS = (2, 3, 4, 5, 4, 10, 8, 10, 36, 18)
+
+
 def _anchor_industries() -> tuple[Industry, ...]:
     """The first units cycle through every industry so that even a small fleet has each one."""
-    return ("residential", "nine_small", "commercial", "hospital", "industrial", "school", "welfare",
-            "religious", "residential", "nine_small")
+    return ("residential", "nine_small", "commercial", "hospital", "industrial", "school", "elderly_care",
+            "rental_housing", "welfare", "religious", "residential", "commercial", "industrial")
 
 
 def build_fleet(n_devices: int, seed: int) -> SimFleet:
@@ -447,18 +519,18 @@ def build_fleet(n_devices: int, seed: int) -> SimFleet:
     codes = dict(STREETS)
     while len(devices) < n_devices:
         i = len(units)
-        industry = anchors[i] if i < len(anchors) else rng.choices(INDUSTRIES, (4, 5, 10, 4, 8, 6, 28, 35))[0]
+        industry = anchors[i] if i < len(anchors) else rng.choices(INDUSTRIES, _INDUSTRY_WEIGHTS)[0]
         street = rng.choices(streets, _STREET_WEIGHTS)[0]
         unit = b.unit(i, industry, street)
         t = TEMPLATES[industry]
-        floors = {"residential": 30, "nine_small": 2, "religious": 2}.get(industry, 8)
+        floors = {"residential": 30, "rental_housing": 6, "nine_small": 2, "religious": 2}.get(industry, 8)
         if rng.random() < t.gateway_p:
             unit.gateway_id = f"gw{codes[street]}{i:05d}"
-        kinds = [k for k, (lo, hi) in t.mix.items() for _ in range(rng.randint(lo, hi))]
+        roles: list[Role] = [r for r, (lo, hi) in t.mix.items() for _ in range(rng.randint(lo, hi))]
         if rng.random() < t.uitd_p:
-            kinds.append(Kind.uitd)
-        for kind in kinds[: n_devices - len(devices)]:
-            dev = b.device(kind, unit, codes[street], floors)
+            roles.append("uitd")
+        for role in roles[: n_devices - len(devices)]:
+            dev = b.device(role, unit, codes[street], floors)
             unit.device_ids.append(dev.device_id)
             devices.append(dev)
         units.append(unit)

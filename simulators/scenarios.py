@@ -19,10 +19,11 @@ from datetime import datetime
 from typing import Any, Literal
 
 from alerting.model import FIRE_CLASS, AlarmType, Response, Severity
+from devices.catalogue import THRESHOLDS
 from devices.kinds import Event, Kind
 from devices.reading import Reading
-from simulators.fleet import SimDevice, SimFleet, SimUnit
-from simulators.telemetry import Lane, ambient_c, lane_of, make_reading, routine_event
+from simulators.fleet import Role, SimDevice, SimFleet, SimUnit
+from simulators.telemetry import Lane, ambient_c, charger_metrics, lane_of, make_reading, routine_event
 
 TransportHint = Literal["mqtt", "http", "tcp"]
 
@@ -40,7 +41,9 @@ OFFLINE_FACTOR = 2.5
 SMOKE_HEAT_C = 57.0
 GAS_MAJOR_LEL, GAS_CRITICAL_LEL = 10.0, 25.0
 CABLE_HOT_C = 70.0
+LINKAGE_ACTOR = "linkage"
 SETTLE_S = 30  # quiet time at the end of every scenario
+POWER_CUT_MIN_DEVICES = 30
 _FIRE_TYPES = tuple(sorted(FIRE_CLASS))
 
 
@@ -89,12 +92,25 @@ class Expectation:
     after_ms: int = 0
     within_s: float = 0.0
     max_matches: int = 0
+    command: str | None = None  #: about commands (`GET /api/v1/devices/{id}/commands`), not alarms
+    port: int | None = None  #: the command's `params.port`
 
     @property
     def deadline_ms(self) -> int:
         return self.after_ms + round(self.within_s * 1000)
 
-    def matches(self, alarm: Mapping[str, Any]) -> bool:
+    def matches(self, item: Mapping[str, Any]) -> bool:
+        """Whether an alarm object (a command object when `command` is set) is one this is about."""
+        return self._matches_command(item) if self.command is not None else self._matches_alarm(item)
+
+    def _matches_command(self, cmd: Mapping[str, Any]) -> bool:
+        """A linkage command (actor `linkage`) to one of `device_ids` that its device acknowledged."""
+        params = cmd.get("params") or {}
+        return (cmd.get("cmd") == self.command and cmd.get("device_id") in self.device_ids
+                and cmd.get("actor") == LINKAGE_ACTOR and cmd.get("state") == "acked"
+                and (self.port is None or params.get("port") == self.port))
+
+    def _matches_alarm(self, alarm: Mapping[str, Any]) -> bool:
         if self.types and _name(alarm.get("type")) not in {t.name for t in self.types}:
             return False
         if self.responses and _name(alarm.get("response")) not in {r.name for r in self.responses}:
@@ -123,6 +139,8 @@ class Scenario:
     end_ms: int  # every step and every deadline falls before it
     steps: tuple[Step | Silence, ...]  # in time order
     expectations: tuple[Expectation, ...]
+    #: unit linkage policies to set before playing (`PUT /api/v1/units/{unit_id}/linkage`)
+    linkage: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def messages(self) -> list[Step]:
         return [s for s in self.steps if isinstance(s, Step)]
@@ -133,13 +151,20 @@ class Scenario:
     def device_ids(self) -> set[str]:
         return {s.reading.device_id if isinstance(s, Step) else s.device_id for s in self.steps}
 
-    def evaluate(self, alarms: Iterable[Mapping[str, Any]], *, slack_s: float = 0.0) -> list[Verdict]:
-        """Score API alarm objects against the expectations. `first_seen` (epoch ms or RFC 3339)
-        is compared with each deadline plus `slack_s` when an alarm carries it."""
-        alarms = list(alarms)
+    def commanded(self) -> set[str]:
+        """The devices that expectations say receive linkage commands (their actuators must answer)."""
+        return {d for e in self.expectations if e.command is not None for d in e.device_ids}
+
+    def evaluate(
+        self, alarms: Iterable[Mapping[str, Any]], *, commands: Iterable[Mapping[str, Any]] = (), slack_s: float = 0.0
+    ) -> list[Verdict]:
+        """Score API alarm objects (and, for command expectations, command objects) against the
+        expectations. `first_seen` of an alarm, `created_at` of a command (epoch ms or RFC 3339)
+        is compared with each deadline plus `slack_s`."""
+        alarms, commands = list(alarms), list(commands)
         out = []
         for e in self.expectations:
-            found = [a for a in alarms if e.matches(a)]
+            found = [a for a in (commands if e.command is not None else alarms) if e.matches(a)]
             if e.must_fire:
                 late_after = e.deadline_ms + slack_s * 1000
                 on_time = [a for a in found if (seen := first_seen_ms(a)) is None or seen <= late_after]
@@ -156,8 +181,9 @@ def _name(v: Any) -> str | None:
     return getattr(v, "name", v) if v is not None else None
 
 
-def first_seen_ms(alarm: Mapping[str, Any]) -> int | None:
-    v = alarm.get("first_seen")
+def first_seen_ms(item: Mapping[str, Any]) -> int | None:
+    """An alarm's `first_seen` or a command's `created_at` as epoch ms."""
+    v = item.get("first_seen", item.get("created_at"))
     if isinstance(v, (int, float)):
         return int(v)
     if isinstance(v, str):
@@ -189,16 +215,25 @@ def district_of(region: str) -> str:
 
 _ROLES: tuple[tuple[str, Callable[[list[SimDevice]], bool], tuple[str, ...]], ...] = (
     ("panel_fire", lambda ds: any(d.kind is Kind.uitd and d.components for d in ds), ()),
-    ("electrical_then_smoke", lambda ds: _has(ds, Kind.electrical) and _has(ds, Kind.smoke),
-     ("commercial", "industrial")),
-    ("fire_spread", lambda ds: _count(ds, Kind.smoke) >= 3, ("residential", "welfare", "hospital")),
-    ("fire_spread", lambda ds: _count(ds, Kind.smoke) >= 2, ()),
-    ("gas_leak", lambda ds: _has(ds, Kind.gas), ("nine_small", "residential")),
-    ("cooking_transient", lambda ds: _has(ds, Kind.smoke), ("nine_small", "residential")),
-    ("smoke_heat", lambda ds: _has(ds, Kind.smoke), ()),
-    ("test_button", lambda ds: _has(ds, Kind.smoke), ()),
-    ("flapping", lambda ds: _has(ds, Kind.smoke), ()),
-    ("muted", lambda ds: _has(ds, Kind.smoke), ()),
+    ("panel_mains_failure", lambda ds: _has(ds, "uitd"), ()),
+    ("gas_valve_linkage", lambda ds: _has(ds, "gas", _valved), ("residential", "nine_small")),
+    ("charger_overheat_smoke", lambda ds: _has(ds, "charger") and _has(ds, "smoke"),
+     ("residential", "rental_housing")),
+    ("arc_breaker_trip", lambda ds: _has(ds, "breaker", lambda d: d.linkage == "auto"),
+     ("nine_small", "rental_housing")),
+    ("pyrolysis_cabinet_fire", lambda ds: _has(ds, "pyrolysis") and _has(ds, "smoke"),
+     ("commercial", "industrial", "hospital")),
+    ("electrical_then_smoke", lambda ds: _has(ds, "monitor") and _has(ds, "smoke"), ("commercial", "industrial")),
+    ("hydrant_opened", lambda ds: _has(ds, "hydrant"), ()),
+    ("water_leak", lambda ds: _has(ds, "pressure"), ("industrial", "commercial")),
+    ("fire_spread", lambda ds: _count(ds, "smoke") >= 3, ("residential", "welfare", "hospital")),
+    ("fire_spread", lambda ds: _count(ds, "smoke") >= 2, ()),
+    ("gas_leak", lambda ds: _has(ds, "gas"), ("nine_small", "residential")),
+    ("cooking_transient", lambda ds: _has(ds, "smoke"), ("nine_small", "residential")),
+    ("smoke_heat", lambda ds: _has(ds, "smoke"), ()),
+    ("test_button", lambda ds: _has(ds, "smoke"), ()),
+    ("flapping", lambda ds: _has(ds, "smoke"), ()),
+    ("muted", lambda ds: _has(ds, "smoke"), ()),
 )
 
 
@@ -208,12 +243,16 @@ def _castable(d: SimDevice) -> bool:
     return d.uplink != "onenet"
 
 
-def _count(ds: list[SimDevice], kind: Kind) -> int:
-    return sum(d.kind is kind and _castable(d) for d in ds)
+def _valved(d: SimDevice) -> bool:
+    return d.valve == "open"
 
 
-def _has(ds: list[SimDevice], kind: Kind) -> bool:
-    return _count(ds, kind) > 0
+def _count(ds: list[SimDevice], role: Role, where: Callable[[SimDevice], bool] | None = None) -> int:
+    return sum(d.role == role and _castable(d) and (where is None or where(d)) for d in ds)
+
+
+def _has(ds: list[SimDevice], role: Role, where: Callable[[SimDevice], bool] | None = None) -> bool:
+    return _count(ds, role, where) > 0
 
 
 def cast(fleet: SimFleet, seed: int) -> Cast:
@@ -230,7 +269,9 @@ def cast(fleet: SimFleet, seed: int) -> Cast:
         district_of(u.region) for u in fleet.units if u.unit_id not in reserved for _ in u.device_ids
     )
     candidates = [(n, d) for d, n in per_district.items() if d != outage_district]
-    power_cut = max(candidates)[1] if candidates else None
+    # the smallest district big enough for a re-registration burst, so the others keep units to cast
+    big_enough = [c for c in candidates if c[0] >= POWER_CUT_MIN_DEVICES]
+    power_cut = min(big_enough)[1] if big_enough else max(candidates)[1] if candidates else None
     eligible = [u for u in fleet.units if u.unit_id not in reserved and district_of(u.region) != power_cut]
     rng.shuffle(eligible)
     units: dict[str, str] = {}
@@ -256,6 +297,7 @@ class _Script:
     start_ms: int
     steps: list[Step | Silence] = field(default_factory=list)
     expectations: list[Expectation] = field(default_factory=list)
+    linkage: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def at(self, offset_s: float) -> int:
         return self.start_ms + round(offset_s * 1000)
@@ -289,7 +331,7 @@ class _Script:
         expectations = tuple(
             e if e.must_fire else replace(e, after_ms=self.start_ms, within_s=whole) for e in self.expectations
         )
-        return Scenario(self.name, description, self.start_ms, end_ms, tuple(steps), expectations)
+        return Scenario(self.name, description, self.start_ms, end_ms, tuple(steps), expectations, self.linkage)
 
 
 def _role_unit(fleet: SimFleet, seed: int, name: str) -> SimUnit:
@@ -299,8 +341,11 @@ def _role_unit(fleet: SimFleet, seed: int, name: str) -> SimUnit:
     return fleet.unit(unit_id)
 
 
-def _pick(rng: random.Random, fleet: SimFleet, unit: SimUnit, kind: Kind, n: int = 1) -> list[SimDevice]:
-    ds = [d for d in fleet.devices_of(unit.unit_id) if d.kind is kind and _castable(d)]
+def _pick(
+    rng: random.Random, fleet: SimFleet, unit: SimUnit, role: Role, n: int = 1,
+    where: Callable[[SimDevice], bool] | None = None,
+) -> list[SimDevice]:
+    ds = [d for d in fleet.devices_of(unit.unit_id) if d.role == role and _castable(d) and (where is None or where(d))]
     return rng.sample(ds, min(n, len(ds)))
 
 
@@ -320,7 +365,7 @@ def fire_spread(fleet: SimFleet, seed: int, start_ms: int) -> Scenario:
     rng = _rng("fire_spread", seed)
     unit = _role_unit(fleet, seed, "fire_spread")
     s = _Script("fire_spread", fleet, start_ms)
-    dets = _pick(rng, fleet, unit, Kind.smoke, 4)
+    dets = _pick(rng, fleet, unit, "smoke", 4)
     for i, d in enumerate(dets):
         s.send(d, Event.heartbeat, 2 * i)
     amb = [ambient_c(d, start_ms) for d in dets]
@@ -348,7 +393,7 @@ def smoke_heat(fleet: SimFleet, seed: int, start_ms: int) -> Scenario:
     """A smoke alarm carrying a temperature of 57 °C or more."""
     rng = _rng("smoke_heat", seed)
     unit = _role_unit(fleet, seed, "smoke_heat")
-    (d,) = _pick(rng, fleet, unit, Kind.smoke)
+    (d,) = _pick(rng, fleet, unit, "smoke")
     s = _Script("smoke_heat", fleet, start_ms)
     s.send(d, Event.heartbeat, 0)
     s.send(d, Event.report, 60, {"smoke_obscuration_pct_m": 1.5, "temperature_c": 41.0})
@@ -364,8 +409,8 @@ def electrical_then_smoke(fleet: SimFleet, seed: int, start_ms: int) -> Scenario
     """A cable heats up on an electrical-fire monitor, then a smoke detector of the unit alarms."""
     rng = _rng("electrical_then_smoke", seed)
     unit = _role_unit(fleet, seed, "electrical_then_smoke")
-    (e,) = _pick(rng, fleet, unit, Kind.electrical)
-    (d,) = _pick(rng, fleet, unit, Kind.smoke)
+    (e,) = _pick(rng, fleet, unit, "monitor")
+    (d,) = _pick(rng, fleet, unit, "smoke")
     s = _Script("electrical_then_smoke", fleet, start_ms)
     s.send(e, Event.report, 0)
     s.send(d, Event.heartbeat, 1)
@@ -392,7 +437,7 @@ def gas_leak(fleet: SimFleet, seed: int, start_ms: int) -> Scenario:
     """Gas concentration climbs past 10 %LEL and then 25 %LEL; a linked valve closes."""
     rng = _rng("gas_leak", seed)
     unit = _role_unit(fleet, seed, "gas_leak")
-    (g,) = _pick(rng, fleet, unit, Kind.gas)
+    (g,) = _pick(rng, fleet, unit, "gas")
     s = _Script("gas_leak", fleet, start_ms)
     s.send(g, Event.heartbeat, 0)
     s.send(g, Event.report, 30, {"gas_lel_pct": 4.2})
@@ -432,7 +477,7 @@ def cooking_transient(fleet: SimFleet, seed: int, start_ms: int) -> Scenario:
     """Cooking smoke: a smoke alarm that clears by itself after 6 s."""
     rng = _rng("cooking_transient", seed)
     unit = _role_unit(fleet, seed, "cooking_transient")
-    smokes = [d for d in fleet.devices_of(unit.unit_id) if d.kind is Kind.smoke and _castable(d)]
+    smokes = [d for d in fleet.devices_of(unit.unit_id) if d.role == "smoke" and _castable(d)]
     kitchen = [d for d in smokes if "厨房" in d.location]
     d = rng.choice(kitchen or smokes)
     amb = ambient_c(d, start_ms)
@@ -452,7 +497,7 @@ def test_button(fleet: SimFleet, seed: int, start_ms: int) -> Scenario:
     """Someone presses a detector's test button."""
     rng = _rng("test_button", seed)
     unit = _role_unit(fleet, seed, "test_button")
-    (d,) = _pick(rng, fleet, unit, Kind.smoke)
+    (d,) = _pick(rng, fleet, unit, "smoke")
     s = _Script("test_button", fleet, start_ms)
     s.send(d, Event.heartbeat, 0)
     s.send(d, Event.test, 30, {"smoke_obscuration_pct_m": 3.5})
@@ -470,7 +515,7 @@ def flapping(fleet: SimFleet, seed: int, start_ms: int) -> Scenario:
     """A dirty detector alarms and clears every two minutes, then holds an alarm for two minutes."""
     rng = _rng("flapping", seed)
     unit = _role_unit(fleet, seed, "flapping")
-    (d,) = _pick(rng, fleet, unit, Kind.smoke)
+    (d,) = _pick(rng, fleet, unit, "smoke")
     amb = ambient_c(d, start_ms)
     s = _Script("flapping", fleet, start_ms)
     s.send(d, Event.heartbeat, 0)
@@ -494,7 +539,7 @@ def muted(fleet: SimFleet, seed: int, start_ms: int) -> Scenario:
     """A detector is muted (its `mute` event), then alarms for two minutes."""
     rng = _rng("muted", seed)
     unit = _role_unit(fleet, seed, "muted")
-    (d,) = _pick(rng, fleet, unit, Kind.smoke)
+    (d,) = _pick(rng, fleet, unit, "smoke")
     amb = ambient_c(d, start_ms)
     s = _Script("muted", fleet, start_ms)
     s.send(d, Event.heartbeat, 0)
@@ -579,16 +624,213 @@ def power_cut_reregistration(fleet: SimFleet, seed: int, start_ms: int) -> Scena
     return s.build(f"power cut in {district} ({len(devs)} devices, {len(quiet)} re-register within {burst} s)")
 
 
+def _threshold(dev: SimDevice, name: str) -> float:
+    """The device's registered threshold, else the catalogue's default (CONTRACT §10)."""
+    return dev.thresholds.get(name, THRESHOLDS[name].default)
+
+
+def _unit_fire(s: _Script, unit: SimUnit, after_ms: int, why: str) -> None:
+    s.expect(must_fire=True, types=(AlarmType.fire, AlarmType.smoke), unit_ids=(unit.unit_id,),
+             responses=(Response.immediate,), after_ms=after_ms, within_s=IMMEDIATE_WITHIN_S, why=why)
+
+
+def _smoke_alarm(s: _Script, d: SimDevice, offset_s: float) -> int:
+    """A smoke alarm whose own temperature stays normal (so only correlation makes it 秒响应)."""
+    return s.send(d, Event.alarm, offset_s,
+                  {"smoke_obscuration_pct_m": 3.4, "temperature_c": round(ambient_c(d, s.at(offset_s)) + 3, 1)})
+
+
+def hydrant_opened(fleet: SimFleet, seed: int, start_ms: int) -> Scenario:
+    """A hydrant is opened without a fire (water taken at night, a street washer): its flow meter
+    sees it first, its cap sensor reports `hydrant_open` 30 s later, it is closed after four minutes."""
+    rng = _rng("hydrant_opened", seed)
+    unit = _role_unit(fleet, seed, "hydrant_opened")
+    (h,) = _pick(rng, fleet, unit, "hydrant")
+    s = _Script("hydrant_opened", fleet, start_ms)
+    p0 = make_reading(h, Event.report, start_ms).metrics["pressure_mpa"]
+    s.send(h, Event.report, 0, {"pressure_mpa": p0})
+    flowing = {"pressure_mpa": round(p0 - 0.02, 3)}
+    at = s.send(h, Event.report, 60, {**flowing, "flow_m3h": 15.6})
+    s.send(h, Event.hydrant_open, 90, {**flowing, "flow_m3h": 16.2})
+    s.send(h, Event.report, 180, {**flowing, "flow_m3h": 15.9})
+    s.send(h, Event.hydrant_close, 300, {"pressure_mpa": p0, "flow_m3h": 0.0})
+    flow_open = _threshold(h, "flow_open_m3h")
+    s.expect(must_fire=True, types=(AlarmType.hydrant_open,), key=_detector_key(h), device_ids=(h.device_id,),
+             responses=(Response.verify,), severity=Severity.major, after_ms=at, within_s=IMMEDIATE_WITHIN_S,
+             why=f"flow_m3h > {flow_open:g} on a device registered hydrant: true")
+    s.expect(must_fire=False, types=(AlarmType.hydrant_damaged, AlarmType.water_pressure_drop,
+                                     AlarmType.water_pressure_low), device_ids=(h.device_id,),
+             why="an opened hydrant is upright and keeps its pressure")
+    s.expect(must_fire=False, types=(), device_ids=(h.device_id,), unit_ids=(unit.unit_id,),
+             responses=(Response.immediate,), why="an opened hydrant is no fire")
+    return s.build(f"hydrant at {h.location} of {unit.name} opened for four minutes")
+
+
+def water_leak(fleet: SimFleet, seed: int, start_ms: int) -> Scenario:
+    """A pipe of the fire water system leaks: pressure falls fast, then below the device's limit."""
+    rng = _rng("water_leak", seed)
+    unit = _role_unit(fleet, seed, "water_leak")
+    (w,) = _pick(rng, fleet, unit, "pressure")
+    low = _threshold(w, "pressure_low_mpa")
+    p0 = make_reading(w, Event.report, start_ms).metrics["pressure_mpa"]
+    falling = [round(p0 - 0.07 * k, 3) for k in range(1, 20) if p0 - 0.07 * k > low] + [round(0.8 * low, 3)]
+    s = _Script("water_leak", fleet, start_ms)
+    s.send(w, Event.report, 0, {"pressure_mpa": p0})
+    times = [s.send(w, Event.report, 30 * k, {"pressure_mpa": p}) for k, p in enumerate(falling, start=1)]
+    drop = THRESHOLDS["pressure_drop_mpa"].default
+    s.expect(must_fire=True, types=(AlarmType.water_pressure_drop,), key=_detector_key(w), device_ids=(w.device_id,),
+             responses=(Response.verify,), severity=Severity.major, after_ms=times[0], within_s=IMMEDIATE_WITHIN_S,
+             why=f"pressure fell by >= {drop:g} MPa within 60 s")
+    s.expect(must_fire=True, types=(AlarmType.water_pressure_low,), key=_detector_key(w), device_ids=(w.device_id,),
+             responses=(Response.verify,), severity=Severity.major, after_ms=times[-1], within_s=IMMEDIATE_WITHIN_S,
+             why=f"pressure_mpa below the device's pressure_low_mpa {low:g}")
+    s.expect(must_fire=False, types=(), device_ids=(w.device_id,), unit_ids=(unit.unit_id,),
+             responses=(Response.immediate,), why="a leak is no fire")
+    return s.build(f"leak at {w.location} of {unit.name}: {p0:g} -> {falling[-1]:g} MPa")
+
+
+def charger_overheat_smoke(fleet: SimFleet, seed: int, start_ms: int) -> Scenario:
+    """An e-bike battery overheats on a charging port, the port is cut off by linkage, then smoke."""
+    rng = _rng("charger_overheat_smoke", seed)
+    unit = _role_unit(fleet, seed, "charger_overheat_smoke")
+    (c,) = _pick(rng, fleet, unit, "charger")
+    (d,) = _pick(rng, fleet, unit, "smoke")
+    port = rng.randint(1, c.ports)
+    hot_c = THRESHOLDS["port_temp_c"].default
+    s = _Script("charger_overheat_smoke", fleet, start_ms, linkage={unit.unit_id: {"charger_port": "auto"}})
+    s.send(c, Event.report, 0)
+    s.send(d, Event.heartbeat, 1)
+    hot_at = 0
+    for k, temp in enumerate((46.0, 52.0, 58.0, 64.0, 70.5, 76.0), start=1):  # 6 °C/min, under the rise limit
+        at = s.send(c, Event.report, 60 * k, charger_metrics(c, s.at(60 * k), {port: (2.4, temp)}))
+        hot_at = hot_at or (at if temp >= hot_c else 0)
+    smoke_at = _smoke_alarm(s, d, (hot_at - start_ms) / 1000 + 90)
+    s.expect(must_fire=True, types=(AlarmType.charger_overheat,), key=_detector_key(c), device_ids=(c.device_id,),
+             responses=(Response.verify,), severity=Severity.major, after_ms=hot_at, within_s=IMMEDIATE_WITHIN_S,
+             why=f"port {port} at port_temp_c >= {hot_c:g}")
+    s.expect(must_fire=True, types=(), command="port_cutoff", port=port, device_ids=(c.device_id,), after_ms=hot_at,
+             within_s=IMMEDIATE_WITHIN_S, why="linkage charger_port auto: port_cutoff of the hot port, acknowledged")
+    _unit_fire(s, unit, smoke_at, f"charger_overheat (electrical class) and a smoke alarm within "
+                                  f"{ELECTRICAL_SMOKE_WINDOW_S} s")
+    return s.build(f"port {port} of the charger at {c.location} of {unit.name} overheats, then smoke")
+
+
+def pyrolysis_cabinet_fire(fleet: SimFleet, seed: int, start_ms: int) -> Scenario:
+    """A pyrolysis-particle detector in a distribution cabinet warns as insulation decomposes
+    (index rising 10-12 a minute), then a smoke detector of the unit alarms: the cabinet is on fire."""
+    rng = _rng("pyrolysis_cabinet_fire", seed)
+    unit = _role_unit(fleet, seed, "pyrolysis_cabinet_fire")
+    (p,) = _pick(rng, fleet, unit, "pyrolysis")
+    (d,) = _pick(rng, fleet, unit, "smoke")
+    major, critical = THRESHOLDS["pyrolysis_major"].default, THRESHOLDS["pyrolysis_critical"].default
+    s = _Script("pyrolysis_cabinet_fire", fleet, start_ms)
+    s.send(d, Event.heartbeat, 1)
+    major_at = critical_at = 0
+    for k, index in enumerate((8, 18, 30, 42, 53, 64, 76, 86)):
+        event, extra = (Event.alarm, {"alarm_code": "pyrolysis"}) if index >= critical else (Event.report, None)
+        at = s.send(p, event, 60 * k, {"pyrolysis_index": index}, extra=extra)
+        major_at = major_at or (at if index >= major else 0)
+        critical_at = critical_at or (at if index >= critical else 0)
+    smoke_at = _smoke_alarm(s, d, (critical_at - start_ms) / 1000 + 30)
+    s.expect(must_fire=True, types=(AlarmType.pyrolysis_warning,), key=_detector_key(p), device_ids=(p.device_id,),
+             responses=(Response.verify,), after_ms=major_at, within_s=IMMEDIATE_WITHIN_S,
+             why=f"pyrolysis_index >= {major:g}")
+    s.expect(must_fire=True, types=(AlarmType.pyrolysis_warning,), key=_detector_key(p), device_ids=(p.device_id,),
+             responses=(Response.verify,), severity=Severity.critical, after_ms=critical_at,
+             within_s=IMMEDIATE_WITHIN_S, why=f"pyrolysis_index >= {critical:g}")
+    s.expect(must_fire=False, types=(AlarmType.residual_current, AlarmType.cable_overheat, AlarmType.arc_fault),
+             device_ids=(p.device_id,), why="a pyrolysis detector's alarm is a pyrolysis_warning")
+    _unit_fire(s, unit, smoke_at, f"pyrolysis_warning (electrical class) and a smoke alarm within "
+                                  f"{ELECTRICAL_SMOKE_WINDOW_S} s")
+    return s.build(f"pyrolysis warning at {p.location} of {unit.name}, then smoke")
+
+
+def gas_valve_linkage(fleet: SimFleet, seed: int, start_ms: int) -> Scenario:
+    """A gas leak past the critical level in a unit whose gas valves close automatically (联动)."""
+    rng = _rng("gas_valve_linkage", seed)
+    unit = _role_unit(fleet, seed, "gas_valve_linkage")
+    (g,) = _pick(rng, fleet, unit, "gas", where=_valved)
+    critical = THRESHOLDS["gas_lel_critical_pct"].default
+    s = _Script("gas_valve_linkage", fleet, start_ms, linkage={unit.unit_id: {"gas_valve": "auto"}})
+    s.send(g, Event.heartbeat, 0)
+    s.send(g, Event.report, 30, {"gas_lel_pct": 6.5})
+    s.send(g, Event.alarm, 60, {"gas_lel_pct": 13.2})
+    at = s.send(g, Event.alarm, 90, {"gas_lel_pct": 31.0})
+    s.send(g, Event.alarm_clear, 240, {"gas_lel_pct": 4.0, "valve": "closed"})
+    s.expect(must_fire=True, types=(AlarmType.gas_leak,), key=_detector_key(g), device_ids=(g.device_id,),
+             responses=(Response.immediate,), severity=Severity.critical, after_ms=at, within_s=IMMEDIATE_WITHIN_S,
+             why=f"gas_lel_pct >= {critical:g}")
+    s.expect(must_fire=True, types=(), command="valve_close", device_ids=(g.device_id,), after_ms=at,
+             within_s=IMMEDIATE_WITHIN_S, why="linkage gas_valve auto: gas_leak critical closes the valve")
+    s.expect(must_fire=False, types=(AlarmType.linkage_failed,), device_ids=(g.device_id,),
+             why="the valve answers and reports valve_closed")
+    return s.build(f"{g.gas_type} leak in {unit.name} closes its valve by linkage")
+
+
+def arc_breaker_trip(fleet: SimFleet, seed: int, start_ms: int) -> Scenario:
+    """Arcs on a socket circuit: the arc-extinguishing breaker (linkage auto, unit breaker auto) is
+    tripped by linkage; its breaker_tripped report is the command's result, not an alarm."""
+    rng = _rng("arc_breaker_trip", seed)
+    unit = _role_unit(fleet, seed, "arc_breaker_trip")
+    (b,) = _pick(rng, fleet, unit, "breaker", where=lambda d: d.linkage == "auto")
+    arcs = THRESHOLDS["arc_faults"].default
+    s = _Script("arc_breaker_trip", fleet, start_ms, linkage={unit.unit_id: {"breaker": "auto"}})
+    s.send(b, Event.report, 0)
+    s.send(b, Event.report, 30, {"arc_faults": 3})
+    at = s.send(b, Event.alarm, 60, {"arc_faults": int(arcs) + 4})
+    s.send(b, Event.breaker_closed, 300, {"breaker": "closed", "arc_faults": 0})  # an electrician resets it
+    s.expect(must_fire=True, types=(AlarmType.arc_fault,), key=_detector_key(b), device_ids=(b.device_id,),
+             responses=(Response.verify,), after_ms=at, within_s=IMMEDIATE_WITHIN_S,
+             why=f"arc_faults >= {arcs:g} in one second")
+    s.expect(must_fire=True, types=(), command="breaker_trip", device_ids=(b.device_id,), after_ms=at,
+             within_s=IMMEDIATE_WITHIN_S, why="unit breaker auto and device linkage auto: measured arcs trip it")
+    s.expect(must_fire=False, types=(AlarmType.breaker_tripped, AlarmType.linkage_failed), device_ids=(b.device_id,),
+             why="a breaker_tripped within 120 s of a breaker_trip command is its result")
+    return s.build(f"arcs at {b.location} of {unit.name} trip its breaker by linkage")
+
+
+#: Where a fire panel's own status is (GB/T 26875.3 system type 1, address 1), as the codec names it.
+PANEL_SYSTEM = {"system_type": 1, "system_addr": 1}
+
+
+def panel_mains_failure(fleet: SimFleet, seed: int, start_ms: int) -> Scenario:
+    """A fire panel loses mains power (system status bit 8 through its uitd), then its backup
+    battery fails too (bits 8 and 9), then both come back."""
+    unit = _role_unit(fleet, seed, "panel_mains_failure")
+    (p,) = [d for d in fleet.devices_of(unit.unit_id) if d.kind is Kind.uitd][:1]
+    s = _Script("panel_mains_failure", fleet, start_ms)
+    s.send(p, Event.heartbeat, 0)
+    main_at = s.send(p, Event.power_fail, 30, extra={**PANEL_SYSTEM, "panel_flag": "main_power_fault"})
+    both_at = s.send(p, Event.power_fail, 150,
+                     extra={**PANEL_SYSTEM, "panel_flag": "backup_power_fault", "alarm_code": "mains_and_backup"})
+    s.send(p, Event.power_restore, 270, extra={**PANEL_SYSTEM, "panel_flag": "main_power_fault"})
+    s.expect(must_fire=True, types=(AlarmType.power_fault,), device_ids=(p.device_id,), responses=(Response.verify,),
+             after_ms=main_at, within_s=IMMEDIATE_WITHIN_S, why="the panel's main power failed")
+    s.expect(must_fire=True, types=(AlarmType.power_fault,), device_ids=(p.device_id,), responses=(Response.verify,),
+             severity=Severity.major, after_ms=both_at, within_s=IMMEDIATE_WITHIN_S,
+             why="main and backup power both failed")
+    s.expect(must_fire=False, types=_FIRE_TYPES, device_ids=(p.device_id,), unit_ids=(unit.unit_id,),
+             why="a power fault is no fire")
+    s.expect(must_fire=False, types=(), device_ids=(p.device_id,), unit_ids=(unit.unit_id,),
+             responses=(Response.immediate,), why="nothing in a power fault is 秒响应")
+    return s.build(f"the fire panel of {unit.name} loses mains, then backup power")
+
+
 def _mains_off(d: SimDevice) -> dict[str, Any]:
-    if d.kind is Kind.gas:
+    if d.role == "gas":
         return {"mains_ok": False}
-    if d.kind is Kind.electrical:
+    if d.role in ("monitor", "breaker"):
         return {"voltage_v": [0.0] * d.phases, "current_a": [0.0] * d.phases, "power_kw": 0.0}
+    if d.role == "charger":
+        return {"voltage_v": [0.0], "port_current_a": [0.0] * d.ports, "port_power_w": [0] * d.ports,
+                "ports_active": 0}
     return {}
 
 
 SCENARIOS: dict[str, Callable[[SimFleet, int, int], Scenario]] = {
     f.__name__: f
     for f in (fire_spread, smoke_heat, electrical_then_smoke, gas_leak, panel_fire, cooking_transient, test_button,
-              flapping, muted, cell_outage, power_cut_reregistration)
+              flapping, muted, cell_outage, power_cut_reregistration, hydrant_opened, water_leak,
+              charger_overheat_smoke, pyrolysis_cabinet_fire, gas_valve_linkage, arc_breaker_trip,
+              panel_mains_failure)
 }

@@ -50,32 +50,75 @@ def nb_metrics(dev: SimDevice, at_ms: int) -> dict[str, Any]:
 
 
 def normal_metrics(dev: SimDevice, at_ms: int) -> dict[str, Any]:
-    """The kind's metrics in a quiet state at `at_ms` (no uitd metrics: a panel reports states)."""
+    """The role's metrics in a quiet state at `at_ms` (no uitd metrics: a panel reports states)."""
     def n(tag: str) -> float:
         return noise(dev.seed, dev.device_id, tag, at_ms // 60_000)
 
-    if dev.kind is Kind.smoke:
-        return {"smoke_obscuration_pct_m": round(0.06 + 0.04 * n("obs"), 2), "temperature_c": ambient_c(dev, at_ms)}
-    if dev.kind is Kind.gas:
-        return {"gas_lel_pct": round(0.6 + 0.5 * n("lel"), 1), "gas_type": dev.gas_type or "methane",
-                "valve": dev.valve or "none", "mains_ok": True}
-    if dev.kind is Kind.electrical:
-        temp = ambient_c(dev, at_ms) + 12
-        return {
-            "residual_current_ma": [round(55 + 30 * n(f"rc{i}")) for i in range(dev.channels)],
-            "cable_temp_c": [round(temp + 4 * n(f"ct{i}"), 1) for i in range(min(4, dev.phases + 1))],
-            "voltage_v": [round(225 + 4 * n(f"v{i}"), 1) for i in range(dev.phases)],
-            "current_a": [round(18 + 8 * n(f"a{i}"), 2) for i in range(dev.phases)],
-            "power_kw": round(dev.phases * 4.0 * (1 + 0.3 * n("p")), 3),
-            "arc_faults": 0,
-            "pyrolysis_index": round(6 + 4 * n("py")),
-            "breaker": "closed",
-        }
-    if dev.kind is Kind.water:
-        if dev.water_metric == "level_m":
+    match dev.role:
+        case "smoke":
+            return {"smoke_obscuration_pct_m": round(0.06 + 0.04 * n("obs"), 2), "temperature_c": ambient_c(dev, at_ms)}
+        case "gas":
+            return {"gas_lel_pct": round(0.6 + 0.5 * n("lel"), 1), "gas_type": dev.gas_type or "methane",
+                    "valve": dev.valve or "none", "mains_ok": True}
+        case "co":
+            return {"gas_type": "co", "co_ppm": round(3 + 2 * n("co"))}
+        case "monitor":
+            temp = ambient_c(dev, at_ms) + 12
+            return {
+                "residual_current_ma": [round(55 + 30 * n(f"rc{i}")) for i in range(dev.channels)],
+                "cable_temp_c": [round(temp + 4 * n(f"ct{i}"), 1) for i in range(min(4, dev.phases + 1))],
+                "voltage_v": [round(225 + 4 * n(f"v{i}"), 1) for i in range(dev.phases)],
+                "current_a": [round(18 + 8 * n(f"a{i}"), 2) for i in range(dev.phases)],
+                "power_kw": round(dev.phases * 4.0 * (1 + 0.3 * n("p")), 3),
+            }
+        case "pyrolysis":
+            return {"pyrolysis_index": round(6 + 4 * n("py"))}
+        case "breaker":
+            current = round(9 + 5 * n("a"), 2)
+            return {"voltage_v": [round(225 + 4 * n("v"), 1)], "current_a": [current],
+                    "power_kw": round(current * 0.225, 3), "arc_faults": 0, "breaker": "closed"}
+        case "pressure":
+            return {"pressure_mpa": round(0.42 + 0.03 * n("p"), 3)}
+        case "level":
             return {"level_m": round(3.2 + 0.1 * n("lvl"), 2)}
-        return {"pressure_mpa": round(0.42 + 0.03 * n("p"), 3)}
+        case "hydrant":
+            return {"pressure_mpa": round(0.30 + 0.02 * n("p"), 3), "flow_m3h": 0.0,
+                    "tilt_deg": round(1.2 + 0.8 * n("tilt"), 1)}
+        case "charger":
+            return charger_metrics(dev, at_ms, {})
     return {}
+
+
+def charging(dev: SimDevice, port: int, at_ms: int) -> bool:
+    """Whether `port` (from 1) of a charger is charging at `at_ms`: a seeded draw per half hour, busier
+    in the evening and at night (UTC+8)."""
+    hour = ((at_ms / 3_600_000) + 8) % 24
+    busy = 0.6 if hour >= 19 or hour < 7 else 0.3
+    return noise(dev.seed, dev.device_id, "port", port, at_ms // 1_800_000) < 2 * busy - 1
+
+
+def charger_metrics(dev: SimDevice, at_ms: int, hot: dict[int, tuple[float, float]]) -> dict[str, Any]:
+    """A charger's port lists at `at_ms`; `hot` maps a port (from 1) to the (current A, temperature °C)
+    it has instead of its quiet values (a scenario's overheating port)."""
+    amb = ambient_c(dev, at_ms)
+    currents, temps = [], []
+    for port in range(1, dev.ports + 1):
+        if port in hot:
+            current, temp = hot[port]
+        elif charging(dev, port, at_ms):
+            current = round(1.6 + 0.5 * noise(dev.seed, dev.device_id, "a", port, at_ms // 60_000), 2)
+            temp = round(amb + 6 + 3 * noise(dev.seed, dev.device_id, "t", port, at_ms // 60_000), 1)
+        else:
+            current, temp = 0.0, round(amb + 1, 1)
+        currents.append(current)
+        temps.append(temp)
+    minute = at_ms // 60_000
+    volts = round(228 + 3 * noise(dev.seed, dev.device_id, "v", minute), 1)
+    return {
+        "port_current_a": currents, "port_power_w": [round(a * volts) for a in currents], "port_temp_c": temps,
+        "voltage_v": [volts], "residual_current_ma": [round(3 + 2 * noise(dev.seed, dev.device_id, "rc", minute))],
+        "ports_active": sum(a > 0 for a in currents),
+    }
 
 
 def make_reading(
@@ -108,5 +151,5 @@ def make_reading(
 
 
 def routine_event(dev: SimDevice) -> Event:
-    """What a device sends on its schedule: values for electrical and water monitors, else a heartbeat."""
-    return Event.report if dev.kind in (Kind.electrical, Kind.water) else Event.heartbeat
+    """What a device sends on its schedule: values for electrical, water and charger monitors, else a heartbeat."""
+    return Event.report if dev.kind in (Kind.electrical, Kind.water, Kind.charger) else Event.heartbeat

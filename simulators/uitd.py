@@ -43,6 +43,8 @@ from ingest.codecs.gb26875_appdata import (
 )
 
 NORMAL, FIRE, FAULT, POWER_FAULT = 1 << 0, 1 << 1, 1 << 2, 1 << 8
+#: A panel's own status (type 1): main and backup power faults (GB/T 26875.3 §8.2.1.1 bits 8, 9).
+PANEL_MAIN_POWER_FAULT, PANEL_BACKUP_POWER_FAULT = 1 << 8, 1 << 9
 UITD_MAIN_POWER_FAULT = 1 << 3
 DUTY_CHECK_ANSWER = 1 << 5
 _KINDS = ((42, "光电感烟"), (31, "感温"), (23, "手动报警按钮"), (24, "消火栓按钮"), (85, "输入模块"))
@@ -77,6 +79,7 @@ class PanelModel:
             self.components.append(PanelComponent(1, 1, ctype, zone | point << 16, clip_description(text)))
         self.status = {c.id: NORMAL for c in self.components}
         self.uitd_status = NORMAL
+        self.panel_power = 0  # the panel's power fault bits
         self.operations: list[UitdOperation] = []
 
     def change(self, index: int, at: datetime, *, set_bits: int = 0, clear_bits: int = 0) -> AppData:
@@ -91,11 +94,17 @@ class PanelModel:
         )
 
     def system_status(self, at: datetime) -> SystemStatus:
-        """The panel's status: normal plus the fire and fault bits of any component."""
-        bits = 0
+        """The panel's status: normal, its power faults, and the fire and fault bits of any component."""
+        bits = self.panel_power
         for status in self.status.values():
             bits |= status & (FIRE | FAULT)
         return SystemStatus(1, 1, NORMAL | bits, at)
+
+    def power(self, at: datetime, *, main_failed: bool, backup_failed: bool) -> AppData:
+        """The panel's status (type 1) with its main and backup power failed or restored."""
+        self.panel_power = (PANEL_MAIN_POWER_FAULT if main_failed else 0) | (
+            PANEL_BACKUP_POWER_FAULT if backup_failed else 0)
+        return AppData(1, (self.system_status(at),))
 
     def device(self, at: datetime, *, main_power_fault: bool) -> AppData:
         """The device's own status (type 21) with its main power failed or restored."""
@@ -110,6 +119,7 @@ class PanelModel:
     def reset(self) -> None:
         self.status = dict.fromkeys(self.status, NORMAL)
         self.uitd_status = NORMAL
+        self.panel_power = 0
 
 
 def clip_description(text: str) -> str:
@@ -229,6 +239,10 @@ class UitdSimulator:
     async def power_fault(self, failed: bool = True) -> Frame:
         """The device's main power failing (or restored)."""
         return await self.send(self.panel.device(self.now(), main_power_fault=failed))
+
+    async def panel_power(self, *, main_failed: bool, backup_failed: bool = False) -> Frame:
+        """The fire panel's mains (and backup battery) failing or restored: its system status."""
+        return await self.send(self.panel.power(self.now(), main_failed=main_failed, backup_failed=backup_failed))
 
     async def play(self) -> list[Truth]:
         """A seeded incident: heartbeat, a fire at one component, a fault at another, a main

@@ -15,11 +15,15 @@ from types import TracebackType
 from zoneinfo import ZoneInfo
 
 from devices.kinds import Event
+from devices.reading import Reading
 from ingest.codecs.gb26875 import Command, Frame
 from simulators.fleet import SimDevice, SimFleet
 from simulators.publish import PublishError
 from simulators.scenarios import Step
 from simulators.uitd import NORMAL, PanelComponent, UitdSimulator
+
+#: `extra.alarm_code` of a power_fail when main and backup power have both failed (as the codec says it).
+BOTH_FAILED = "mains_and_backup"
 
 
 def _command_name(command: int) -> str:
@@ -85,7 +89,7 @@ class UitdSink:
         self._now = self._device_time(step.at_ms)
         index = next((i for i, c in enumerate(sim.panel.components) if c.id == r.component), None)
         try:
-            answer = await asyncio.wait_for(self._frame(sim, r.event, index, r.device_id), self.timeout_s)
+            answer = await asyncio.wait_for(self._frame(sim, r, index), self.timeout_s)
         except (TimeoutError, OSError) as e:
             await sim.close()
             raise PublishError(f"{r.device_id}: no confirm from the centre: {e!r}") from e
@@ -94,8 +98,14 @@ class UitdSink:
         return 1
 
     @staticmethod
-    def _frame(sim: UitdSimulator, event: Event, index: int | None, device_id: str) -> Awaitable[Frame]:
-        """The simulator call that sends `event` (of component `index`, if any)."""
+    def _frame(sim: UitdSimulator, r: Reading, index: int | None) -> Awaitable[Frame]:
+        """The simulator call that sends the reading's event (of component `index`, if any); power
+        events with a `system_type` in `extra` are the panel's own, else the uitd's."""
+        event, device_id = r.event, r.device_id
+        if index is None and "system_type" in r.extra and event in (Event.power_fail, Event.power_restore):
+            failed = event is Event.power_fail
+            both = failed and r.extra.get("alarm_code") == BOTH_FAILED
+            return sim.panel_power(main_failed=failed, backup_failed=both)
         if index is None:
             if event is Event.power_fail:
                 return sim.power_fault(True)

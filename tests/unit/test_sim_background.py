@@ -31,7 +31,9 @@ def test_scheduled_follows_each_heartbeat_schedule(fleet) -> None:
     for s in steps:
         dev = fleet.device(s.reading.device_id)
         assert s.lane == "tel" and s.transport_hint == dev.transport
-        assert s.reading.event is (Event.report if dev.kind in (Kind.electrical, Kind.water) else Event.heartbeat)
+        assert s.reading.event is (
+            Event.report if dev.kind in (Kind.electrical, Kind.water, Kind.charger) else Event.heartbeat
+        )
     assert got.most_common(1)[0][1] >= 20  # 2 h of a 5-minute electrical monitor or a 90 s uitd
 
 
