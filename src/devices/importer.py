@@ -148,7 +148,7 @@ def _csv_rows(text: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
         raise UnusableImport("no header row; the first line must name the columns, e.g. device_id,kind,unit_id")
 
 
-def fold_location_columns(row: dict[str, str]) -> dict[str, Any]:
+def fold_location_columns(row: dict[str, Any]) -> dict[str, Any]:
     """A CSV row with its non-empty `building`, `floor`, `room`, `lat`, `lon` cells moved into the
     location object (a `location` text beside them becomes its `text`); whole-number floors and
     the coordinates become numbers. `InvalidSpec` when a coordinate is not a number."""

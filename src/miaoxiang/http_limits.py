@@ -24,6 +24,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from alerting.response.page import FEEDBACK_MAX_BYTES
 from devices.commands import DOWNLINK_PARAMS_BYTES
+from devices.floorplans import MAX_BYTES as PLAN_MAX_BYTES
+from devices.floorplans_api import PLAN_PATH
 from miaoxiang.settings import Settings
 
 #: A command body holds `cmd`, `timeout_s` and params within the largest kind's downlink budget.
@@ -47,6 +49,7 @@ def body_caps(settings: Settings) -> list[BodyCap]:
         BodyCap("POST", re.compile(r"/api/v1/devices/[^/]+/commands"), COMMAND_MAX_BYTES),
         BodyCap("POST", re.compile(r"/api/v1/ingest/push/[^/]+"), settings.push_max_bytes),
         BodyCap("POST", re.compile(r"/r/[^/]+/feedback"), FEEDBACK_MAX_BYTES),  # a photo up to 5 MiB
+        BodyCap("PUT", re.compile(PLAN_PATH), PLAN_MAX_BYTES),  # a floor plan image up to 5 MiB
     ]
 
 

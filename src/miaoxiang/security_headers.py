@@ -13,6 +13,14 @@ CONSOLE_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
 )
+
+
+def console_csp(img_origins: list[str] | tuple[str, ...] = ()) -> str:
+    """`CONSOLE_CSP` letting images also come from `img_origins` (the map's tile hosts, if any)."""
+    extra = "".join(f" {origin}" for origin in img_origins)
+    return CONSOLE_CSP.replace("img-src 'self' data:", f"img-src 'self' data:{extra}")
+
+
 #: Any other HTML page is a document (a report with inline style and SVG): nothing loads, nothing runs.
 DOCUMENT_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; "

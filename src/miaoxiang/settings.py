@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from devices.outbound import OutboundPolicy
+from miaoxiang.map_tiles import TileSource
 
 ENV_PREFIX = "MIAOXIANG_"
 
@@ -170,6 +171,17 @@ class Settings(BaseSettings):
         None, description="Base of responder links in messages (`{url}/r/{token}`); without it messages go "
         "without a link",
     )
+    map_tiles: str | None = Field(
+        None, description="Console map tile URL template with {z} {x} {y} (optional {s}, {key}), e.g. 天地图, "
+        "AMap or OSM; unset draws the map on a plain background and fetches no tiles",
+    )
+    map_tiles_key: str = Field("", description="Key put into the tile template's {key} (e.g. 天地图 tk)")
+    map_tiles_attribution: str = Field("", description="Attribution shown on the map for the tile source")
+    map_tiles_subdomains: str = Field("abc", description="Letters or digits the tile template's {s} takes")
+    map_tiles_coords: Literal["wgs84", "gcj02"] = Field(
+        "wgs84", description="Datum of the tiles: `wgs84` (天地图, OSM) or `gcj02` (AMap, Tencent); the service "
+        "stores WGS-84 and shifts points for display",
+    )
     language: Literal["zh", "en"] = Field("zh", description="Language of notification messages: `zh` or `en`")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     partitions: int = Field(1, ge=1, le=256, description="Correlation partitions; 1 = one process does everything")
@@ -227,6 +239,18 @@ class Settings(BaseSettings):
         if self.role == "worker" and not self.mqtt_share_group:
             raise ValueError("workers must share the uplink: set mqtt_share_group")
         return self
+
+    @model_validator(mode="after")
+    def _map_tiles(self) -> Settings:
+        self.tile_source()  # raises InvalidTiles (a ValueError) saying what the template lacks
+        return self
+
+    def tile_source(self) -> TileSource | None:
+        """The console map's tile source; None without `map_tiles`."""
+        if not self.map_tiles:
+            return None
+        return TileSource.parse(self.map_tiles, attribution=self.map_tiles_attribution, key=self.map_tiles_key,
+                                subdomains=self.map_tiles_subdomains, coords=self.map_tiles_coords)
 
     def session_id(self) -> str:
         """Base of this process's MQTT session ids; workers of one deployment differ by partition."""

@@ -44,9 +44,11 @@ for top in sys.argv[1:]:
         except BaseException:
             failed[name] = traceback.format_exc(limit=-3)
 from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR
+def tree(folder, at=""):
+    return [n for c in folder.iterdir() for n in (tree(c, f"{at}{c.name}/") if c.is_dir() else [at + c.name])]
 data = {
     "migrations": sorted(p.name for p in DEFAULT_MIGRATIONS_DIR.glob("*.sql")),
-    "console": sorted(p.name for p in importlib.resources.files("miaoxiang.console").iterdir()),
+    "console": sorted(tree(importlib.resources.files("miaoxiang.console"))),  # with vendor/leaflet/...
     "profiles": sorted(p.name for p in importlib.resources.files("ingest.profiles").iterdir()
                        if p.name.endswith(".json")),
 }
@@ -136,6 +138,8 @@ def test_wheel_installed_without_extras_serves_and_imports(
     outside = [f for f in report["files"].values() if not Path(f).is_relative_to(venv)]
     assert not outside, f"imported from outside the virtualenv: {outside[:5]}"
     assert report["data"]["migrations"] == sorted(p.name for p in (source / "migrations").glob("*.sql"))
-    assert report["data"]["console"] == sorted(p.name for p in (source / "src/miaoxiang/console").iterdir())
+    console = source / "src/miaoxiang/console"
+    assert report["data"]["console"] == sorted(p.relative_to(console).as_posix() for p in console.rglob("*")
+                                               if p.is_file())
     assert report["data"]["profiles"] == sorted(p.name for p in (source / "src/ingest/profiles").glob("*.json"))
     assert code == 0, log.read_text(errors="replace")[-3000:]
