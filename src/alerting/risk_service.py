@@ -37,6 +37,7 @@ from alerting.risk_trend import (
     trend_alerts,
     weekly_matrix,
 )
+from devices import shielded
 from devices.fleet import FAULT, LOW_BATTERY, OFFLINE, ONLINE, QUARANTINED, TAMPER, Fleet
 from devices.fleet_query import live_flags
 from devices.kinds import Kind
@@ -70,13 +71,10 @@ _CHANGED_UNITS_SQL = """
 SELECT DISTINCT a.unit_id FROM alarm_events e JOIN alarms a ON a.alarm_id = e.alarm_id
 WHERE e.event_id > $1 AND e.event_id <= $2 AND a.unit_id IS NOT NULL"""
 
-# Work orders (if migration 0016 is in), shielded points and unexpired overrides per unit.
+# Work orders (if migration 0016 is in) and unexpired overrides per unit (shielded points: devices.shielded).
 _WORK_ORDERS_SQL = """
 SELECT unit_id, count(*) AS open, count(*) FILTER (WHERE due < $1) AS overdue
 FROM work_orders WHERE unit_id IS NOT NULL AND state NOT IN ('verified', 'cancelled') GROUP BY unit_id"""
-_SHIELDED_SQL = """
-SELECT d.unit_id, count(*) AS points FROM panel_shields s JOIN devices d ON d.device_id = s.device_id
-WHERE s.cleared_at IS NULL AND d.unit_id IS NOT NULL GROUP BY d.unit_id"""
 _OVERRIDES_SQL = """
 SELECT DISTINCT ON (unit_id) unit_id, colour, until, lifted_at FROM risk_overrides ORDER BY unit_id, id DESC"""
 
@@ -223,9 +221,9 @@ class RiskService:
         for r in await conn.fetch(_WORK_ORDERS_SQL, now.astimezone(self.tz).date()):
             if (i := t.index.get(r["unit_id"])) is not None:
                 out["work_orders_open"][i], out["work_orders_overdue"][i] = r["open"], r["overdue"]
-        for r in await conn.fetch(_SHIELDED_SQL):
-            if (i := t.index.get(r["unit_id"])) is not None:
-                out["shielded_points"][i] = r["points"]
+        for unit_id, points in (await shielded.points_per_unit(conn)).items():
+            if (i := t.index.get(unit_id)) is not None:
+                out["shielded_points"][i] = points
         for r in await conn.fetch(_OVERRIDES_SQL):
             if (i := t.index.get(r["unit_id"])) is not None and r["lifted_at"] is None and r["until"] > now:
                 out["override"][i] = COLOURS.index(r["colour"]) + 1

@@ -11,12 +11,13 @@ import pytest
 from alerting.dutychecks import RANDOM_FROM, RANDOM_TO, random_time
 from alerting.reports.monthly import MonthlyReport, month_bounds, report_csv
 from alerting.reports.monthly_html import report_html
-from alerting.shields import shield_changes
 from alerting.shifts import covers
 from devices.auth import Principal
 from devices.kinds import Event, Kind
 from devices.reading import Reading
-from ingest.codecs.gb26875 import COMPONENT_FLAGS, status_change
+from devices.shielded import shield_changes
+from ingest.codecs.gb26875 import Command, Frame, frame_to_readings
+from ingest.codecs.gb26875_appdata import AppData, ComponentStatus, encode_app_data
 
 TZ = ZoneInfo("Asia/Shanghai")
 
@@ -30,20 +31,24 @@ def test_random_checks_fall_in_working_hours_fixed_per_day_and_region() -> None:
 
 
 def test_shield_changes_come_from_the_panel_mapping() -> None:
-    shielded = status_change(COMPONENT_FLAGS, 1 | 1 << 3, 1, under_test=False)
-    lifted = status_change(COMPONENT_FLAGS, 1, 1 | 1 << 3, under_test=False)
-    assert shielded.changes == ("shield",) and lifted.changes == ("shield_clear",)
-    readings = [
-        Reading("uitd-1", Kind.uitd, Event.report, 1000, 1000,
-                extra={"panel_changes": list(shielded.changes), "description": "1区大厅感烟"}, component="1:1:7"),
-        Reading("uitd-1", Kind.uitd, Event.report, 2000, 2000, extra={"panel_changes": ["supervisory"]},
-                component="1:1:8"),
-        Reading("uitd-1", Kind.uitd, Event.report, 3000, 3000, extra={"panel_changes": list(lifted.changes)},
-                component="1:1:7"),
-        Reading("uitd-1", Kind.uitd, Event.heartbeat, 4000, 4000),
+    def word(status: int, previous: int | None, at: datetime) -> list[Reading]:
+        obj = ComponentStatus(1, 1, 40, 7, status, "1区大厅感烟", at)
+        frame = Frame(1, (1, 0), at, 1, 0, Command.send, encode_app_data(AppData(2, (obj,))))
+        memory = None if previous is None else {"1:1:7": previous}
+        return frame_to_readings(frame, received_ms=0, tz=TZ, previous=memory)
+
+    shielded = word(1 | 1 << 3, 1, datetime(2026, 12, 1, 8, 0, 1))
+    again = word(1 | 1 << 3, 1 | 1 << 3, datetime(2026, 12, 1, 8, 0, 2))
+    lifted = word(1, 1 | 1 << 3, datetime(2026, 12, 1, 8, 0, 3))
+    supervisory = [Reading("uitd-1", Kind.uitd, Event.supervisory, 2000, 2000, component="1:1:8")]
+    elsewhere = [Reading("8681", Kind.smoke, Event.shield, 2000, 2000, component="x")]  # not a panel point
+    got = shield_changes([*shielded, *supervisory, *again, *elsewhere, *lifted])
+    second = int(datetime(2026, 12, 1, 0, 0, tzinfo=UTC).timestamp()) * 1000  # 08:00 in Shanghai
+    assert [(c.device_id, c.point, c.shielded, c.ts_ms, c.description) for c in got] == [
+        ("uitd-1", "1:1:7", True, second + 1000, "1区大厅感烟"),
+        ("uitd-1", "1:1:7", True, second + 2000, "1区大厅感烟"),
+        ("uitd-1", "1:1:7", False, second + 3000, "1区大厅感烟"),
     ]
-    assert shield_changes(readings) == [("uitd-1", "1:1:7", True, 1000, "1区大厅感烟"),
-                                        ("uitd-1", "1:1:7", False, 3000, "")]
 
 
 def test_a_shift_is_seen_by_tokens_covering_its_scope() -> None:

@@ -366,7 +366,9 @@ def _one_power_event(
         changes += tuple(f"{f.name}_clear" for f in restored)
     elif restored:
         power.append((Event.power_restore, restored[0], {}))
-    events = [(e, f, {}) for e, f in change.events if f.name not in POWER_FLAGS]
+    events: list[tuple[Event, Flag, dict[str, object]]] = [
+        (e, f, {}) for e, f in change.events if f.name not in POWER_FLAGS
+    ]
     first = next((i for i, (_, f) in enumerate(change.events) if f.name in POWER_FLAGS), len(events))
     return events[:first] + power + events[first:], changes
 
