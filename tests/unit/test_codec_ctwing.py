@@ -318,3 +318,71 @@ def test_payload_errors_are_items(payload: Any, reason: str) -> None:
     assert result.readings == []
     [error] = result.errors
     assert error.index == 0 and reason in error.reason
+
+
+# v2 device classes (CONTRACT §10): one sample of each shipped profile, found by its property names.
+def test_hydrant_profile() -> None:
+    props = {"hydrant_pressure": 320, "hydrant_flow": 12.5, "hydrant_tilt": 3.5, "hydrant_valve": 1,
+             "hydrant_alarm": 0, "hydrant_battery": 90, "hydrant_rsrp": 101}
+    r = only_reading(envelope(payload={"serviceData": props}))
+    assert (r.kind, r.event) == (Kind.water, Event.hydrant_open)
+    assert r.metrics == {"pressure_mpa": 0.32, "flow_m3h": 12.5, "tilt_deg": 3.5, "battery_pct": 90.0,
+                         "rsrp_dbm": -101.0}
+    closed = only_reading(envelope("eventReport", {"hydrant_valve": 0, "hydrant_level": 231}))
+    assert (closed.event, closed.metrics) == (Event.hydrant_close, {"level_m": 2.31})
+    knocked = only_reading(envelope(payload={"hydrant_alarm": 4, "hydrant_tilt": 80}))
+    assert (knocked.event, knocked.extra, knocked.metrics) == (Event.impact, {"alarm_code": "tilt"}, {"tilt_deg": 80.0})
+    low = only_reading(envelope(payload={"hydrant_alarm": 1, "hydrant_pressure": 40}))
+    assert (low.event, low.extra["alarm_code"]) == (Event.alarm, "water_pressure_low")
+    assert low.metrics == {"pressure_mpa": 0.04}
+
+
+def test_charger_profile() -> None:
+    props = {"charge_event": 4, "port_no": 3, "port_currents": [350, 0, 512], "port_powers": [800, 0, 1200],
+             "port_temps": [312, 250, 735], "supply_voltage": 229.5, "leakage_current": 12, "ports_in_use": 2,
+             "pile_rsrp": 95}
+    r = only_reading(envelope("eventReport", props))
+    assert (r.kind, r.event) == (Kind.charger, Event.overtemp)
+    assert r.metrics == {
+        "port": 3, "port_current_a": [3.5, 0.0, 5.12], "port_power_w": [800.0, 0.0, 1200.0],
+        "port_temp_c": [31.2, 25.0, 73.5], "voltage_v": [229.5], "residual_current_ma": [12.0], "ports_active": 2,
+        "rsrp_dbm": -95.0,
+    }
+    cut = only_reading(envelope("eventReport", {"charge_event": 6, "port_no": 3}))
+    assert (cut.event, cut.metrics) == (Event.port_cutoff, {"port": 3})
+    bad_port = only_reading(envelope(payload={"charge_event": 0, "port_no": 0, "ports_in_use": 1}))
+    assert bad_port.metrics == {"ports_active": 1}
+    assert "port must be between 1 and 64" in bad_port.extra[REJECTED]["port_no"]
+
+
+def test_pyrolysis_profile_maps_the_vendor_scale_to_the_alarm_set_value() -> None:
+    r = only_reading(envelope(payload={"pyrolysis_value": 260, "pyrolysis_state": 0, "pyrolysis_rsrp": 88}))
+    assert (r.kind, r.event, r.metrics) == (Kind.electrical, Event.report, {"pyrolysis_index": 52.0, "rsrp_dbm": -88.0})
+    alarm = only_reading(envelope("eventReport", {"pyrolysis_value": 730, "pyrolysis_state": 1}))
+    assert (alarm.event, alarm.extra) == (Event.alarm, {"alarm_code": "pyrolysis"})
+    assert alarm.metrics == {"pyrolysis_index": 100.0}  # above the alarm set value
+    at_set_value = only_reading(envelope(payload={"pyrolysis_value": 500}))
+    assert at_set_value.metrics == {"pyrolysis_index": 100.0}
+    assert only_reading(envelope("eventReport", {"pyrolysis_state": 0})).event is Event.alarm_clear
+
+
+def test_co_profile_is_a_gas_detector_of_co() -> None:
+    r = only_reading(envelope(payload={"co_value": 180, "co_state": 2, "co_battery": 77, "co_sinr": 6}))
+    assert (r.kind, r.event) == (Kind.gas, Event.alarm)
+    assert r.metrics == {"gas_type": "co", "co_ppm": 180.0, "battery_pct": 77.0, "sinr_db": 6.0}
+    assert r.extra == {"alarm_code": "co", "alarm_level": "high"}
+    beat = only_reading(envelope(payload={"co_value": 0, "co_state": 0}))
+    assert (beat.event, beat.metrics) == (Event.report, {"gas_type": "co", "co_ppm": 0.0})
+
+
+def test_arc_breaker_profile() -> None:
+    props = {"breaker_event": 1, "switch_state": 1, "arc_count": 17, "line_leakage": 8, "line_voltage": 221.3,
+             "line_current": 31.5, "line_temp": 48, "line_power": 6900}
+    r = only_reading(envelope("eventReport", props))
+    assert (r.kind, r.event, r.extra) == (Kind.electrical, Event.alarm, {"alarm_code": "arc_fault"})
+    assert r.metrics == {"breaker": "tripped", "arc_faults": 17, "residual_current_ma": [8.0], "voltage_v": [221.3],
+                         "current_a": [31.5], "cable_temp_c": [48.0], "power_kw": 6.9}
+    closed = only_reading(envelope("eventReport", {"switch_state": 0, "breaker_event": 0}))
+    assert (closed.event, closed.metrics) == (Event.breaker_closed, {"breaker": "closed"})
+    periodic = only_reading(envelope(payload={"switch_state": 0, "breaker_event": 0, "arc_count": 0}))
+    assert periodic.event is Event.report

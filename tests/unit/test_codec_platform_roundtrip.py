@@ -15,7 +15,7 @@ from devices.reading import Reading
 from ingest.codecs.ctwing import decode_ctwing
 from ingest.codecs.onenet import decode_onenet, verify_onenet
 from ingest.codecs.profiles import Profile, ProfileRegistry
-from ingest.codecs.values import METRIC_TYPES
+from ingest.codecs.values import METRIC_TYPES, RANGES
 from simulators.envelopes import ctwing_request, onenet_request, vendor_properties
 from tests.unit.test_codec_mx1 import mx1_readings
 
@@ -31,11 +31,10 @@ def _numbers(metric: str) -> st.SearchStrategy[Any]:
         return st.integers(-140, -44).map(float)
     if metric in ("battery_pct", "pyrolysis_index"):
         return st.integers(0, 100).map(float) if METRIC_TYPES[metric] is float else st.integers(0, 100)
-    if metric == "ecl":
-        return st.integers(0, 2)
+    lo, hi = RANGES.get(metric, (0, 20_000))
     if METRIC_TYPES[metric] is int:
-        return st.integers(0, 10_000)
-    return st.integers(0, 20_000).map(lambda v: v / 10)
+        return st.integers(int(lo), min(int(hi), 10_000))
+    return st.integers(int(lo) * 10, min(int(hi), 2_000) * 10).map(lambda v: v / 10)
 
 
 @st.composite
@@ -56,6 +55,8 @@ def profile_readings(draw: st.DrawFn, profile: Profile) -> Reading:
             metrics[m] = draw(st.sampled_from(sorted(spec.map.values(), key=str)))
         elif spec.hex:
             metrics[m] = format(draw(st.integers(0, 2**28)), "X")
+        elif METRIC_TYPES[m] is list:
+            metrics[m] = draw(st.lists(_numbers(m), min_size=1, max_size=3))
         elif METRIC_TYPES[m] is bool:
             metrics[m] = draw(st.booleans())
         elif METRIC_TYPES[m] is str:
@@ -75,7 +76,7 @@ def profile_readings(draw: st.DrawFn, profile: Profile) -> Reading:
         event=event,
         ts_ms=draw(st.integers(1_700_000_000_000, 1_900_000_000_000)),
         received_ms=RECEIVED,
-        metrics=metrics,
+        metrics={**profile.fixed, **metrics},  # a product's fixed metrics are on every reading
     )
 
 

@@ -53,6 +53,27 @@ def test_list_metric_from_indexed_properties_keeps_order() -> None:
     assert whole.apply({"temps": [215, 220]}).metrics == {"cable_temp_c": [21.5, 22.0]}
 
 
+def test_a_bare_number_for_a_list_metric_is_a_list_of_one() -> None:
+    p = make(properties={"leak": {"metric": "residual_current_ma"}, "v": {"metric": "voltage_v", "scale": 0.1}})
+    assert p.apply({"leak": 350, "v": "2301"}).metrics == {"residual_current_ma": [350.0], "voltage_v": [230.1]}
+
+
+def test_clip_brings_a_number_into_the_metric_s_range() -> None:
+    p = make(properties={"pv": {"metric": "pyrolysis_index", "scale": 0.2, "clip": True},
+                         "raw": {"metric": "pyrolysis_index"}})
+    assert [p.apply({"pv": v}).metrics for v in (-5, 0, 250, 500, 9999)] == [
+        {"pyrolysis_index": x} for x in (0.0, 0.0, 50.0, 100.0, 100.0)
+    ]
+    unclipped = p.apply({"raw": 101})
+    assert unclipped.metrics == {} and "between 0 and 100" in unclipped.extra[REJECTED]["raw"]
+
+
+def test_fixed_metrics_are_on_every_reading_unless_the_message_says_otherwise() -> None:
+    p = make(kind="gas", fixed={"gas_type": "co"}, properties={"ppm": {"metric": "co_ppm"}})
+    assert p.apply({}).metrics == {"gas_type": "co"}
+    assert p.apply({"ppm": 35, "gas_type": "methane"}).metrics == {"gas_type": "methane", "co_ppm": 35.0}
+
+
 def test_codes_hex_text_and_yes_no() -> None:
     p = make(
         kind="gas",
@@ -163,6 +184,9 @@ def test_shipped_smoke_profile() -> None:
         ({"events": [{"property": "a", "map": {"1": "explode"}}]}, "unknown event"),
         ({"events": [{"property": "a", "map": {"1": "alarm"}, "messages": ["push"]}]}, "data"),
         ({"name": "has space"}, "pattern"),
+        ({"properties": {"x": {"metric": "breaker", "clip": True}}}, "clip is only for numeric metrics"),
+        ({"fixed": {"gas_type": "co"}}, "fixed metric 'gas_type' is not one a electrical device has"),
+        ({"fixed": {"pyrolysis_index": 120}}, "fixed metric pyrolysis_index must be between 0 and 100"),
         ({"events": [{"property": "a", "map": {"1": {"event": "alarm", "extra": {"battery_pct": 1}}}}]}, "reserved"),
         (
             {"events": [{"property": "a", "map": {"1": {"event": "fault", "fault_code": "a\u0000"}}}]},

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from devices.kinds import ALL_METRICS, ATTENTION_EVENTS, KIND_METRICS, NB_METRICS, Event, Kind
 
 from .errors import DecodeError
-from .values import METRIC_TYPES, check_extra, finite_float, show, validate_metric
+from .values import DEFAULT_RANGE, METRIC_TYPES, RANGES, check_extra, finite_float, show, validate_metric
 
 #: Where the profiles shipped with Miaoxiang live.
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "profiles"
@@ -46,7 +46,9 @@ class MetricSpec(_Strict):
     Numbers: `value * scale + offset`, then `-abs(...)` when `negate` (RSRP sent without its
     sign). `map` replaces a code by a value instead. `index` puts the value at that position of a
     list metric (four cable temperatures from four properties). `hex` renders an integer cell id
-    in upper-case hex, as MX1 does, so one cell has one name whatever the source.
+    in upper-case hex, as MX1 does, so one cell has one name whatever the source. `clip` brings a
+    number beyond the metric's range to its nearest end (a pyrolysis reading above the detector's
+    alarm set value is index 100).
     """
 
     metric: str
@@ -56,6 +58,7 @@ class MetricSpec(_Strict):
     map: dict[str, Any] | None = None
     index: int | None = Field(None, ge=0, le=63)
     hex: bool = False
+    clip: bool = False
 
     @field_validator("metric")
     @classmethod
@@ -69,6 +72,8 @@ class MetricSpec(_Strict):
         is_list = METRIC_TYPES[self.metric] is list
         if self.index is not None and not is_list:
             raise ValueError(f"index is only for list metrics, {self.metric} is not one")
+        if self.clip and METRIC_TYPES[self.metric] not in (float, int, list):
+            raise ValueError(f"clip is only for numeric metrics, {self.metric} is not one")
         if self.map is not None and not is_list:
             for code, value in self.map.items():
                 try:
@@ -92,10 +97,8 @@ class MetricSpec(_Strict):
             if not found:
                 raise DecodeError(f"{show(value)} is not a yes/no value")
             return flag
-        if kind is list and self.index is None:
-            if not isinstance(value, list):
-                raise DecodeError(f"{show(value)} is not a list")
-            return [self._number(x) for x in value]
+        if kind is list and self.index is None:  # a bare number is a list of one (CONTRACT §10)
+            return [self._number(x) for x in value] if isinstance(value, list) else [self._number(value)]
         return self._number(value)
 
     def _number(self, value: Any) -> float:
@@ -105,7 +108,11 @@ class MetricSpec(_Strict):
         if f is None:
             raise DecodeError(f"{show(value)} is not a finite number")
         f = f / self._divisor + self.offset if self._divisor else f * self.scale + self.offset
-        return -abs(f) if self.negate else f
+        f = -abs(f) if self.negate else f
+        if self.clip:
+            lo, hi = RANGES.get(self.metric, DEFAULT_RANGE)
+            f = min(max(f, lo), hi)
+        return f
 
     @property
     def _divisor(self) -> int:
@@ -197,6 +204,9 @@ class Profile(_Strict):
     properties: dict[str, MetricSpec] = Field(default_factory=dict)
     events: list[EventRule] = Field(default_factory=list)
     default_event: Event = Event.report
+    #: Metrics every reading of the product carries (a CO detector's `gas_type` `co`); what a
+    #: message itself says wins.
+    fixed: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("kind", mode="before")
     @classmethod
@@ -216,7 +226,18 @@ class Profile(_Strict):
                 raise ValueError(
                     f"property {prop!r} maps to {spec.metric}, which a {self.kind.name} device does not have"
                 )
+        for name, value in self.fixed.items():
+            if name not in allowed:
+                raise ValueError(f"fixed metric {name!r} is not one a {self.kind.name} device has")
+            try:
+                validate_metric(name, value)
+            except DecodeError as e:
+                raise ValueError(f"fixed {e.reason}") from None
         return self
+
+    @property
+    def _fixed(self) -> dict[str, Any]:
+        return {name: validate_metric(name, value) for name, value in self.fixed.items()}
 
     @property
     def known_properties(self) -> frozenset[str]:
@@ -253,7 +274,7 @@ class Profile(_Strict):
                 metrics[metric] = validate_metric(metric, [by_index[i] for i in sorted(by_index)])
             except DecodeError as e:
                 rejected[metric] = e.reason
-        metrics = {**direct, **metrics}
+        metrics = {**self._fixed, **direct, **metrics}
         outcome = self._outcome(props, context, rejected, extra)
         if outcome.fault_code is not None:
             metrics["fault_code"] = outcome.fault_code
@@ -293,7 +314,7 @@ class Profile(_Strict):
 CLEARING_EVENTS = frozenset(
     {
         Event.alarm_clear, Event.fault_clear, Event.tamper_clear, Event.power_restore, Event.valve_opened,
-        Event.breaker_closed,
+        Event.breaker_closed, Event.hydrant_close, Event.charging_stop, Event.supervisory_clear, Event.shield_clear,
     }
 )
 
