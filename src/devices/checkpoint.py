@@ -12,6 +12,11 @@ A row is `(device_id, last_seen, status, battery_pct, rsrp_dbm, last_values, fla
 (times left out when 0). `restore` reads the same shape back (`last_values` may also be the
 JSON text asyncpg hands out without a codec); registry bits of `flags` (maintenance,
 quarantine) stay as the registry loaded them, since the `devices` table owns them.
+
+A start-up at a million devices reads a snapshot instead (table `fleet_snapshot`, migration
+0027): the fleet's live columns as raw arrays, one `bytea` row per column, written whole now and
+then (`snapshot_records`); then the `device_state` rows written since it (`STATE_QUERY` and
+`VALUES_QUERY` read only those). Without a snapshot of this `SNAPSHOT_FORMAT`, every row is read.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import gc
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
 from typing import Any
@@ -30,6 +36,13 @@ from devices.fleet import REGISTRY_FLAGS, Fleet
 from devices.fleet_query import STATUS_NAMES, decimal, status_codes
 
 COLUMNS = ("device_id", "last_seen", "status", "battery_pct", "rsrp_dbm", "last_values", "flags")
+#: Layout of `fleet_snapshot`'s rows; a snapshot in any other is not read (the rows are, all of them).
+SNAPSHOT_FORMAT = 1
+SNAPSHOT_COLUMNS = ("name", "format", "dtype", "data")
+#: Every row of the snapshot, for `restore_snapshot`.
+SNAPSHOT_QUERY = "SELECT name, format, dtype, data, taken_at FROM fleet_snapshot"
+#: Live columns in a snapshot besides the metrics', and in `STATE_QUERY`'s order.
+_STATE = ("last_seen_ms", "flags", "last_ts_ms", "offline_since_ms", "mute_until_ms")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
@@ -71,8 +84,8 @@ def checkpoint_rows(fleet: Fleet, slots: np.ndarray | None = None) -> list[tuple
 def _rows(fleet: Fleet, slots: np.ndarray | None) -> list[tuple[Any, ...]]:
     slots = np.arange(fleet.size) if slots is None else np.asarray(slots, np.intp)
     values: list[dict[str, dict[str, Any]]] = [{} for _ in range(slots.shape[0])]
-    for name, column in fleet.values.items():
-        v = column[slots]
+    for name in fleet.stored_values:
+        v = fleet.values[name][slots]
         have = np.flatnonzero(~np.isnan(v))
         ts = fleet.value_ts_ms[name][slots[have]].tolist()
         for i, x, t in zip(have.tolist(), decimal(v[have]).tolist(), ts):
@@ -93,6 +106,8 @@ def _rows(fleet: Fleet, slots: np.ndarray | None) -> list[tuple[Any, ...]]:
     return rows
 
 
+#: Rows of `device_state` written since $1, the snapshot's time (all of them when NULL).
+_SINCE = "($1::timestamptz IS NULL OR updated_at >= $1)"
 #: `device_state` flattened by PostgreSQL into one row of six arrays, so a restart decodes plain
 #: columns instead of a million datetimes and JSON documents (a million devices: about 4 s instead
 #: of 10 s), and a few arrays instead of a million records. One aggregate node feeds every
@@ -102,11 +117,11 @@ SELECT array_agg(device_id), array_agg(coalesce((extract(epoch FROM last_seen) *
        array_agg(coalesce((last_values->>'last_ts_ms')::bigint, 0)),
        array_agg(coalesce((last_values->>'offline_since_ms')::bigint, 0)),
        array_agg(coalesce((last_values->>'muted_until_ms')::bigint, 0))
-FROM device_state"""
+FROM device_state WHERE """ + _SINCE
 #: Each stored value name with its devices, values and times.
 VALUES_QUERY = """
 SELECT v.key, array_agg(s.device_id), array_agg((v.value->>'value')::float8), array_agg((v.value->>'ts_ms')::bigint)
-FROM device_state s, jsonb_each(s.last_values->'values') v GROUP BY v.key"""
+FROM device_state s, jsonb_each(s.last_values->'values') v WHERE """ + _SINCE + " GROUP BY v.key"
 
 #: device_ids, then (last_seen_ms, flags, last_ts_ms, offline_since_ms, muted_until_ms) of each
 StateColumns = tuple[Sequence[str], Sequence[Sequence[int]]]
@@ -139,7 +154,8 @@ def restore(fleet: Fleet, rows: Iterable[Sequence[Any]]) -> int:
 
 
 def restore_state(fleet: Fleet, state: Sequence[Any], values: Iterable[Sequence[Any]]) -> int:
-    """`restore` from the row of `STATE_QUERY` and the rows of `VALUES_QUERY`."""
+    """`restore` from the row of `STATE_QUERY` and the rows of `VALUES_QUERY` (after
+    `restore_snapshot` when they are the rows written since the snapshot)."""
     ids, *columns = (c or [] for c in state)  # no saved state: NULL arrays
     with _no_gc():
         return _restore(fleet, (ids, columns), values)  # type: ignore[arg-type]
@@ -156,20 +172,100 @@ def _restore(fleet: Fleet, state: StateColumns, values: Iterable[ValueColumn]) -
     device_ids, stored = state
     at, s = _slots(fleet, device_ids)
     columns = [np.asarray(c, np.int64).reshape(-1)[at] for c in stored] or [np.zeros(0, np.int64)] * 5
-    fleet.last_seen_ms[s] = columns[0]
-    flags = columns[1].astype(np.uint16)
-    for (_, column), times in zip(_times(fleet), columns[2:]):
-        column[s] = times
-    for name in fleet.values:
+    _set_state(fleet, s, columns[0], columns[1], columns[2:])
+    for name in fleet.stored_values:
         fleet.values[name][s] = np.nan
         fleet.value_ts_ms[name][s] = 0
     for name, ids, vs, ts in values:
         if name in fleet.values:
             where, slots = _slots(fleet, ids)
-            fleet.values[name][slots] = np.asarray(vs, np.float64)[where]
-            fleet.value_ts_ms[name][slots] = np.asarray(ts, np.int64)[where]
+            _set_values(fleet, name, slots, np.asarray(vs, np.float64)[where], np.asarray(ts, np.int64)[where])
+    _settle(fleet, s)
+    return int(s.shape[0])
+
+
+def _set_state(fleet: Fleet, s: np.ndarray, last_seen: np.ndarray, flags: np.ndarray,
+               times: Sequence[np.ndarray]) -> None:
+    """Saved last_seen, live flag bits and `_times` columns of slots `s`."""
+    fleet.last_seen_ms[s] = last_seen
     registry = np.uint16(REGISTRY_FLAGS)
-    fleet.flags[s] = (fleet.flags[s] & registry) | (flags & ~registry)
+    fleet.flags[s] = (fleet.flags[s] & registry) | (flags.astype(np.uint16) & ~registry)
+    for (_, column), saved in zip(_times(fleet), times):
+        column[s] = saved
+
+
+def _set_values(fleet: Fleet, name: str, s: np.ndarray, vs: np.ndarray, ts: np.ndarray) -> None:
+    """Saved values of one metric; a metric nobody reported keeps its column unallocated."""
+    known = ~np.isnan(vs)
+    if name in fleet.stored_values or known.any():
+        values, times = fleet.value_columns(name)
+        values[s] = vs
+        times[s] = np.where(known, ts, 0)
+
+
+def _settle(fleet: Fleet, s: np.ndarray) -> None:
     fleet.refresh_offline_at(s)
     fleet.dirty[s] = False
+
+
+
+def snapshot_records(fleet: Fleet) -> list[tuple[str, int, str, bytes]]:
+    """The fleet's live state as `fleet_snapshot` records (`SNAPSHOT_COLUMNS`): the device ids
+    (UTF-8, NUL-separated), then each live column of `_STATE` and the columns of every metric
+    reported (`values.<name>`, `value_ts_ms.<name>`) as the raw bytes of its array."""
+    n = fleet.size
+    arrays = {name: getattr(fleet, name)[:n] for name in _STATE}
+    for name in sorted(fleet.stored_values):
+        arrays[f"values.{name}"] = fleet.values[name][:n]
+        arrays[f"value_ts_ms.{name}"] = fleet.value_ts_ms[name][:n]
+    ids = "\0".join(fleet.device_ids).encode()
+    return [("device_ids", SNAPSHOT_FORMAT, "utf8", ids),
+            *((name, SNAPSHOT_FORMAT, a.dtype.str, a.tobytes()) for name, a in arrays.items())]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A decoded `fleet_snapshot`: device ids, the arrays of their columns, when it was taken."""
+
+    device_ids: list[str]
+    arrays: dict[str, np.ndarray]
+    taken_at: datetime
+
+
+def decode_snapshot(rows: Sequence[Sequence[Any]]) -> Snapshot | None:
+    """The rows of `SNAPSHOT_QUERY` as a `Snapshot`, or None when there is no usable one (none,
+    another format, or columns that do not match its device ids)."""
+    columns = {r[0]: (r[2], r[3]) for r in rows if r[1] == SNAPSHOT_FORMAT}
+    if "device_ids" not in columns or not all(name in columns for name in _STATE) or len(columns) != len(rows):
+        return None
+    data = columns.pop("device_ids")[1]
+    ids = data.decode().split("\0") if data else []
+    try:
+        arrays = {name: np.frombuffer(raw, np.dtype(dtype)) for name, (dtype, raw) in columns.items()}
+    except (TypeError, ValueError):  # a dtype this numpy does not know, or a cut array
+        return None
+    if any(a.shape[0] != len(ids) for a in arrays.values()):
+        return None
+    return Snapshot(ids, arrays, min(r[4] for r in rows))
+
+
+def restore_snapshot(fleet: Fleet, snapshot: Snapshot) -> int:
+    """Load a snapshot into a fleet holding the registry; answer how many devices it restored.
+    The rows of `device_state` written since `snapshot.taken_at` are newer (`restore_state`)."""
+    ids, arrays = snapshot.device_ids, snapshot.arrays
+    if ids == fleet.device_ids[: len(ids)]:  # the registry loads in the same order: no look-ups
+        at = s = np.arange(len(ids))
+    else:
+        at, s = _slots(fleet, ids)
+    with _no_gc():
+        last_seen, flags, *times = (arrays[name][at] for name in _STATE)
+        _set_state(fleet, s, last_seen, flags, times)
+        for name in fleet.stored_values:
+            fleet.values[name][s] = np.nan
+            fleet.value_ts_ms[name][s] = 0
+        for key, a in arrays.items():
+            kind, _, name = key.partition(".")
+            if kind == "values" and name in fleet.values and f"value_ts_ms.{name}" in arrays:
+                _set_values(fleet, name, s, a[at], arrays[f"value_ts_ms.{name}"][at])
+        _settle(fleet, s)
     return int(s.shape[0])

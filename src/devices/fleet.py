@@ -37,6 +37,7 @@ FLAPPING = 1 << 9  # 3+ alarm/clear cycles in 10 minutes, until an operator clea
 VALVE_CLOSED = 1 << 10
 BREAKER_TRIPPED = 1 << 11
 FLOODING = 1 << 12  # alarm decisions above a sustained rate (alerting.flood), until an operator clears it
+HYDRANT = 1 << 13  # a water device registered `hydrant: true` (`set_hydrant`); kept by `upsert` / `bulk_load`
 
 #: Flag bit -> name, as shown by the API.
 FLAG_NAMES: dict[int, str] = {
@@ -53,6 +54,7 @@ FLAG_NAMES: dict[int, str] = {
     VALVE_CLOSED: "valve_closed",
     BREAKER_TRIPPED: "breaker_tripped",
     FLOODING: "flooding",
+    HYDRANT: "hydrant",
 }
 #: Bits owned by the registry (`upsert`, `bulk_load`, maintenance helpers), not by live traffic.
 REGISTRY_FLAGS = MAINTENANCE | QUARANTINED
@@ -86,6 +88,13 @@ OFFLINE_FACTOR = 2.5
 DEFAULT_BATTERY_PCT_MIN = 20.0
 #: `Fleet.offline_at_ms` of a device the sweep does not watch.
 NEVER = np.iinfo(np.int64).max
+#: `Fleet.held_since` of a device whose condition does not hold; `Fleet.commanded` of one never sent the command.
+NOT_HELD = np.iinfo(np.int64).min
+#: Commands whose last sending time the fleet keeps (`note_command`): the core reads them (a breaker
+#: tripping within 120 s of a `breaker_trip` is the command's effect, not an alarm).
+NOTED_COMMANDS = ("breaker_trip", "valve_close", "port_cutoff")
+#: Reading conditions of the correlation core that must hold for a while (`held_since`).
+HELD_CONDITIONS = ("co_major", "co_short", "port_current")
 
 #: Per-device threshold names (defaults in `devices.catalogue.THRESHOLDS`). NaN = use the default.
 THRESHOLD_NAMES = tuple(THRESHOLDS)
@@ -178,7 +187,9 @@ class Fleet:
       components), mute_until_ms int64, flags uint16 (bits above), dirty bool (changed since
       the last `take_dirty`), and `values[name]` float32 for every name of
       `devices.batch.NUMERIC_COLUMNS` (NaN unknown) with `value_ts_ms[name]` int64 the device
-      time each was reported, `thresholds[name]` float32 for every `THRESHOLD_NAMES` entry
+      time each was reported (a metric no device reported yet is a read-only all-NaN / all-0 view
+      that takes no memory, until `value_columns` allocates it: 12 bytes a slot per metric,
+      most of which a fleet never reports), `thresholds[name]` float32 for every `THRESHOLD_NAMES` entry
       (NaN = default; read-only: `set_thresholds` writes them).
     Per-unit columns (length >= `len(units)`): unit_region int32 (region id, -1),
       unit_maintenance bool.
@@ -198,6 +209,8 @@ class Fleet:
         self.overrides = dict.fromkeys(THRESHOLD_NAMES, 0)
         self.clock_skew: dict[str, ClockSkewMark] = {}
         self._components: dict[int, int] = {}  # parent slot -> its components, counted once (add_component)
+        self._times: dict[str, np.ndarray] = {}  # `held_since` / `commanded` columns, allocated on first write
+        self.stored_values: set[str] = set()  # metrics with allocated columns (`value_columns`)
         self._alloc(capacity)
         _freeze(self.thresholds)
 
@@ -215,9 +228,13 @@ class Fleet:
         self.mute_until_ms = np.zeros(capacity, np.int64)
         self.flags = np.zeros(capacity, np.uint16)
         self.dirty = np.zeros(capacity, bool)
-        self.values = {name: np.full(capacity, np.nan, np.float32) for name in NUMERIC_COLUMNS}
-        self.value_ts_ms = {name: np.zeros(capacity, np.int64) for name in NUMERIC_COLUMNS}
+        self.values = {name: _unset(capacity, np.float32, np.nan) for name in NUMERIC_COLUMNS}
+        self.value_ts_ms = {name: _unset(capacity, np.int64, 0) for name in NUMERIC_COLUMNS}
+        for name in self.stored_values:
+            self.values[name] = np.full(capacity, np.nan, np.float32)
+            self.value_ts_ms[name] = np.zeros(capacity, np.int64)
         self.thresholds = {name: np.full(capacity, np.nan, np.float32) for name in THRESHOLD_NAMES}
+        self._times = {name: np.full(capacity, NOT_HELD, np.int64) for name in self._times}
 
     def _columns(self) -> dict[str, Any]:
         cols: dict[str, Any] = {
@@ -225,9 +242,10 @@ class Fleet:
             for name in ("kind", "unit", "cell", "parent", "heartbeat_ms", "last_seen_ms", "last_ts_ms",
                          "offline_since_ms", "offline_at_ms", "mute_until_ms", "flags", "dirty")
         }
-        cols.update({f"values.{k}": v for k, v in self.values.items()})
-        cols.update({f"value_ts_ms.{k}": v for k, v in self.value_ts_ms.items()})
+        cols.update({f"values.{k}": self.values[k] for k in self.stored_values})
+        cols.update({f"value_ts_ms.{k}": self.value_ts_ms[k] for k in self.stored_values})
         cols.update({f"thresholds.{k}": v for k, v in self.thresholds.items()})
+        cols.update({f"times.{k}": v for k, v in self._times.items()})
         return cols
 
     def _grow(self, need: int) -> None:
@@ -239,6 +257,14 @@ class Fleet:
         for name, arr in self._columns().items():
             arr[: self.size] = old[name][: self.size]
         _freeze(self.thresholds)
+
+    def value_columns(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """The writable (values, value_ts_ms) columns of a metric, allocated on first use."""
+        if name not in self.stored_values:
+            self.stored_values.add(name)
+            self.values[name] = np.full(self.capacity, np.nan, np.float32)
+            self.value_ts_ms[name] = np.zeros(self.capacity, np.int64)
+        return self.values[name], self.value_ts_ms[name]
 
     def _grow_units(self) -> None:
         n = len(self.units)
@@ -280,8 +306,10 @@ class Fleet:
         parent_id: str | None = None,
         maintenance: bool = False,
         quarantined: bool = False,
+        hydrant: bool | None = None,
     ) -> int:
-        """Add a device or update its registry fields; answer its slot. Live state is kept."""
+        """Add a device or update its registry fields; answer its slot. Live state is kept, and
+        the HYDRANT mark unless `hydrant` is given."""
         s = self.index.get(device_id)
         if s is None:
             s = self.size
@@ -296,6 +324,8 @@ class Fleet:
         self.heartbeat_ms[s] = int((heartbeat_s or DEFAULT_HEARTBEAT_S[Kind(kind)]) * 1000)
         old = int(self.flags[s])
         flags = old & ~REGISTRY_FLAGS | (MAINTENANCE if maintenance else 0) | (QUARANTINED if quarantined else 0)
+        if hydrant is not None:
+            flags = flags | HYDRANT if hydrant else flags & ~HYDRANT
         self.flags[s] = flags
         self.dirty[s] |= flags != old
         self.refresh_offline_at(np.array([s]))
@@ -326,12 +356,14 @@ class Fleet:
         parent_ids: Sequence[str | None] | None = None,
         maintenance: Sequence[bool] | np.ndarray | None = None,
         quarantined: Sequence[bool] | np.ndarray | None = None,
+        hydrant: Sequence[bool] | np.ndarray | None = None,
     ) -> np.ndarray:
         """`upsert` for many devices at once (start-up from the registry); answers their slots.
 
         Columns are parallel sequences; kinds are `Kind`s, their names or codes; None (or NaN
         heartbeat) means absent. Parents may appear anywhere in the same load. Where a device id
-        repeats, its last row wins. Live state of known devices is kept.
+        repeats, its last row wins. Live state of known devices is kept, and HYDRANT marks when
+        `hydrant` is None.
         """
         n = len(device_ids)
         index, ids = self.index, self.device_ids
@@ -379,6 +411,8 @@ class Fleet:
             registry |= np.where(np.asarray(quarantined, bool)[rows], QUARANTINED, 0).astype(np.uint16)
         old = self.flags[s]
         new = (old & _u16(~REGISTRY_FLAGS)) | registry
+        if hydrant is not None:  # else each device keeps its mark
+            new = (new & _u16(~HYDRANT)) | np.where(np.asarray(hydrant, bool)[rows], HYDRANT, 0).astype(np.uint16)
         self.flags[s] = new
         self.dirty[s] |= new != old
         self.refresh_offline_at(s)
@@ -444,6 +478,51 @@ class Fleet:
     def set_flooding(self, slot: int, on: bool) -> None:
         """Mark a detector flooding (the alarm lifecycle decides when), or an operator clears it."""
         self._set_bit(slot, FLOODING, on)
+
+    def set_hydrant(self, slot: int, on: bool) -> None:
+        """Register a water device as a fire hydrant (`hydrant: true`) or not: a hydrant's flow
+        above `flow_open_m3h` is a hydrant_open alarm."""
+        self._set_bit(slot, HYDRANT, on)
+
+    def note_command(self, slot: int, cmd: str, ts_ms: int) -> None:
+        """Remember that `cmd` was sent to the device at `ts_ms` (service time); the command
+        service calls it for every command sent, and only `NOTED_COMMANDS` are kept."""
+        if cmd in NOTED_COMMANDS:
+            self._time_column(f"command.{cmd}")[slot] = ts_ms
+
+    def commanded(self, cmd: str) -> np.ndarray:
+        """Per slot, when `cmd` (one of `NOTED_COMMANDS`) was last sent, NOT_HELD never; read-only."""
+        if cmd not in NOTED_COMMANDS:
+            raise ValueError(f"unknown command {cmd!r}; noted: {', '.join(NOTED_COMMANDS)}")
+        return self._time_view(f"command.{cmd}")
+
+    def held_since(self, condition: str) -> np.ndarray:
+        """Per slot, the device time since when a `HELD_CONDITIONS` condition has held in every
+        reading of the device, NOT_HELD when it does not; read-only (the core sets it)."""
+        if condition not in HELD_CONDITIONS:
+            raise ValueError(f"unknown condition {condition!r}; known: {', '.join(HELD_CONDITIONS)}")
+        return self._time_view(f"held.{condition}")
+
+    def set_held_since(self, condition: str, slots: np.ndarray, since_ms: np.ndarray) -> None:
+        """The correlation core records since when `condition` holds for these devices."""
+        if condition not in HELD_CONDITIONS:
+            raise ValueError(f"unknown condition {condition!r}; known: {', '.join(HELD_CONDITIONS)}")
+        if slots.size:
+            self._time_column(f"held.{condition}")[slots] = since_ms
+
+    def _time_view(self, name: str) -> np.ndarray:
+        col = self._times.get(name)
+        if col is None:  # never written: all NOT_HELD, no memory
+            return np.broadcast_to(np.int64(NOT_HELD), (self.capacity,))
+        view = col.view()
+        view.flags.writeable = False
+        return view
+
+    def _time_column(self, name: str) -> np.ndarray:
+        col = self._times.get(name)
+        if col is None:
+            col = self._times[name] = np.full(self.capacity, NOT_HELD, np.int64)
+        return col
 
     def set_thresholds(self, slot: int, thresholds: Mapping[str, float | None]) -> None:
         """Replace a device's thresholds: names not given (or None) fall back to the defaults."""
@@ -519,16 +598,15 @@ class Fleet:
         self, values: Mapping[str, np.ndarray], order: np.ndarray, slot: np.ndarray, ts: np.ndarray
     ) -> None:
         for name, column in values.items():
-            stored = self.values.get(name)
-            if stored is None:
+            if name not in self.values:
                 continue
             v = column[order]
             rows = np.flatnonzero(~np.isnan(v))
             if rows.size == 0:
                 continue
+            stored, stored_ts = self.value_columns(name)
             pick = rows[_group_last(slot[rows])]
             s, t = slot[pick], ts[pick]
-            stored_ts = self.value_ts_ms[name]
             newer = (t > stored_ts[s]) | np.isnan(stored[s])
             s = s[newer]
             stored[s] = v[pick[newer]]
@@ -590,6 +668,11 @@ class Fleet:
 
     def mark_dirty(self, slots: Iterable[int] | np.ndarray) -> None:
         self.dirty[np.asarray(slots, np.intp)] = True
+
+
+def _unset(capacity: int, dtype: type, fill: float) -> np.ndarray:
+    """A read-only column of `capacity` copies of `fill` that takes no memory (stride 0)."""
+    return np.broadcast_to(np.array(fill, dtype), (capacity,))
 
 
 def _freeze(columns: dict[str, np.ndarray]) -> None:

@@ -1,10 +1,12 @@
 """The devices package at run time: registry -> fleet at start, checkpoints, command deadlines.
 
 `load()` runs once before ingest starts: units, then every device (`Fleet.bulk_load`), then the
-last checkpoint of live state (`device_state`, `Fleet.restore`), then commands still waiting
-for an answer. `run()` checks command deadlines every `tick_s` and writes the fleet's changed
-slots to `device_state` every `checkpoint_interval_s`, and once more when cancelled, so a
-restart resumes with last_seen, status and values instead of `unknown` everywhere.
+last checkpoint of live state (the `fleet_snapshot` and the `device_state` rows written since,
+`devices.checkpoint`), then commands still waiting for an answer. `run()` checks command
+deadlines every `tick_s`, writes the fleet's changed slots to `device_state` every
+`checkpoint_interval_s` and a whole snapshot every `snapshot_interval_s` (at once when the load
+found none), and both once more when cancelled, so a restart resumes with last_seen, status and
+values instead of `unknown` everywhere.
 """
 
 from __future__ import annotations
@@ -16,7 +18,18 @@ from typing import Any
 
 import asyncpg
 
-from devices.checkpoint import STATE_QUERY, VALUES_QUERY, checkpoint_rows, restore_state
+from devices.checkpoint import (
+    SNAPSHOT_COLUMNS,
+    SNAPSHOT_QUERY,
+    STATE_QUERY,
+    VALUES_QUERY,
+    Snapshot,
+    checkpoint_rows,
+    decode_snapshot,
+    restore_snapshot,
+    restore_state,
+    snapshot_records,
+)
 from devices.clock import Clock
 from devices.commands import DB_ERRORS, CommandService, PlatformState
 from devices.fleet import FLAPPING, OFFLINE, Fleet
@@ -39,6 +52,7 @@ class DeviceService:
         *,
         clock: Clock,
         checkpoint_interval_s: float = 30.0,
+        snapshot_interval_s: float = 600.0,
         tick_s: float = 1.0,
     ) -> None:
         self.pool = pool
@@ -46,16 +60,17 @@ class DeviceService:
         self.commands = commands
         self.clock = clock
         self.checkpoint_interval_s = checkpoint_interval_s
+        self.snapshot_interval_s = snapshot_interval_s
         self.tick_s = tick_s
+        self.snapshot_due = True  # until a load finds a snapshot
 
     async def load(self) -> int:
         """Fill the fleet from the registry and the last checkpoint; answer the number of devices."""
         fleet = self.fleet
-        # Four queries at once: PostgreSQL builds the next result sets while this process decodes
+        # Queries at once: PostgreSQL builds the next result sets while this process decodes
         # the first (a million devices: 15.0 s to load one after the other on this machine).
-        units, devices, state, values = await asyncio.gather(
-            load_units(self.pool), load_devices(self.pool), self.pool.fetchrow(STATE_QUERY),
-            self.pool.fetch(VALUES_QUERY)
+        units, devices, (snapshot, state, values) = await asyncio.gather(
+            load_units(self.pool), load_devices(self.pool), self._saved_state()
         )
         for u in units:
             fleet.set_unit(u["unit_id"], region=u["region"], maintenance=u["maintenance"])
@@ -71,12 +86,23 @@ class DeviceService:
         )
         for device_id, thresholds in devices.thresholds.items():
             fleet.set_thresholds(fleet.slot(device_id), full_thresholds(json.loads(thresholds)))
-        saved = restore_state(fleet, state, values)
-        del values
+        saved = 0 if snapshot is None else restore_snapshot(fleet, snapshot)
+        rows = restore_state(fleet, state, values)  # written since the snapshot, or all without one
+        del snapshot, state, values
+        self.snapshot_due = saved == 0 or rows > max(10_000, fleet.size // 10)  # none, or a long journal
+        saved = max(saved, rows)
         resumed = await self.commands.load()
         log.info("fleet loaded: %d devices, %d with saved state, %d commands awaiting an answer",
                  len(devices.device_ids), saved, resumed)
         return len(devices.device_ids)
+
+    async def _saved_state(self) -> tuple[Snapshot | None, Any, list[Any]]:
+        """The snapshot and the `device_state` rows written since it (every row without one)."""
+        snapshot = decode_snapshot(await self.pool.fetch(SNAPSHOT_QUERY))
+        since = None if snapshot is None else snapshot.taken_at
+        state, values = await asyncio.gather(self.pool.fetchrow(STATE_QUERY, since),
+                                             self.pool.fetch(VALUES_QUERY, since))
+        return snapshot, state, values
 
     async def checkpoint(self) -> int:
         """Write the slots changed since the last checkpoint to `device_state`; answer how many."""
@@ -90,6 +116,17 @@ class DeviceService:
             self.fleet.mark_dirty(slots)
             raise
         return len(rows)
+
+    async def snapshot(self) -> int:
+        """Replace the fleet snapshot with the fleet's state now; answer the devices in it."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            # taken_at (now(), the transaction's start) is before the state is read: a
+            # `device_state` row written meanwhile is read again at start-up, never missed
+            await conn.execute("DELETE FROM fleet_snapshot")
+            records = snapshot_records(self.fleet)
+            await conn.copy_records_to_table("fleet_snapshot", records=records, columns=SNAPSHOT_COLUMNS)
+        self.snapshot_due = False
+        return self.fleet.size
 
     async def _write_state(self, rows: list[tuple[Any, ...]]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
@@ -109,6 +146,7 @@ class DeviceService:
         """Command deadlines every tick, checkpoints every interval, a last checkpoint on cancel."""
         loop = asyncio.get_running_loop()
         next_checkpoint = loop.time() + self.checkpoint_interval_s
+        next_snapshot = loop.time() + self.snapshot_interval_s
         try:
             while True:
                 await asyncio.sleep(self.tick_s)
@@ -117,12 +155,16 @@ class DeviceService:
                     if loop.time() >= next_checkpoint:
                         next_checkpoint = loop.time() + self.checkpoint_interval_s
                         await self.checkpoint()
+                    if self.snapshot_due or loop.time() >= next_snapshot:
+                        next_snapshot = loop.time() + self.snapshot_interval_s
+                        await self.snapshot()
                 except DB_ERRORS as e:
                     log.error("device state work failed (%s); retrying next tick", e)
         except asyncio.CancelledError:
             try:
                 await asyncio.wait_for(self.checkpoint(), 5)
-            except (*DB_ERRORS, asyncio.CancelledError) as e:
+                await asyncio.wait_for(self.snapshot(), 10)  # after the rows: the next start reads none of them
+            except (*DB_ERRORS, asyncio.CancelledError, TimeoutError) as e:
                 log.warning("final checkpoint not written: %s", e)
             raise
 
