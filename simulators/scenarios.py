@@ -59,11 +59,14 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Silence:
-    """From `at_ms` the device sends nothing (also no background heartbeats) until `until_ms` (None: never)."""
+    """From `at_ms` the device sends nothing (also no background heartbeats) until `until_ms` (None: never).
+    `scripted`: only its background is silent, because the scenario plays its values over the span
+    (a routine report with quiet values in the middle of a rising series would be no real device)."""
 
     at_ms: int
     device_id: str
     until_ms: int | None = None
+    scripted: bool = False
 
     def covers(self, device_id: str, at_ms: int) -> bool:
         return device_id == self.device_id and self.at_ms <= at_ms and (self.until_ms is None or at_ms < self.until_ms)
@@ -298,6 +301,7 @@ class _Script:
     steps: list[Step | Silence] = field(default_factory=list)
     expectations: list[Expectation] = field(default_factory=list)
     linkage: dict[str, dict[str, str]] = field(default_factory=dict)
+    scripted: list[SimDevice] = field(default_factory=list)  # played by the scenario alone (no background)
 
     def at(self, offset_s: float) -> int:
         return self.start_ms + round(offset_s * 1000)
@@ -324,6 +328,9 @@ class _Script:
         self.expectations.append(Expectation(**kwargs))
 
     def build(self, description: str) -> Scenario:
+        for dev in self.scripted:
+            last = max(s.at_ms for s in self.steps if isinstance(s, Step) and s.reading.device_id == dev.device_id)
+            self.steps.append(Silence(self.start_ms, dev.device_id, last + 1, scripted=True))
         steps = sorted(self.steps, key=lambda s: s.at_ms)  # stable: insertion order breaks ties
         last = max([s.at_ms for s in steps] + [e.deadline_ms for e in self.expectations if e.must_fire])
         end_ms = last + SETTLE_S * 1000
@@ -411,7 +418,7 @@ def electrical_then_smoke(fleet: SimFleet, seed: int, start_ms: int) -> Scenario
     unit = _role_unit(fleet, seed, "electrical_then_smoke")
     (e,) = _pick(rng, fleet, unit, "monitor")
     (d,) = _pick(rng, fleet, unit, "smoke")
-    s = _Script("electrical_then_smoke", fleet, start_ms)
+    s = _Script("electrical_then_smoke", fleet, start_ms, scripted=[e])
     s.send(e, Event.report, 0)
     s.send(d, Event.heartbeat, 1)
     base = make_reading(e, Event.report, start_ms).metrics["cable_temp_c"]
@@ -646,7 +653,7 @@ def hydrant_opened(fleet: SimFleet, seed: int, start_ms: int) -> Scenario:
     rng = _rng("hydrant_opened", seed)
     unit = _role_unit(fleet, seed, "hydrant_opened")
     (h,) = _pick(rng, fleet, unit, "hydrant")
-    s = _Script("hydrant_opened", fleet, start_ms)
+    s = _Script("hydrant_opened", fleet, start_ms, scripted=[h])
     p0 = make_reading(h, Event.report, start_ms).metrics["pressure_mpa"]
     s.send(h, Event.report, 0, {"pressure_mpa": p0})
     flowing = {"pressure_mpa": round(p0 - 0.02, 3)}
@@ -674,7 +681,7 @@ def water_leak(fleet: SimFleet, seed: int, start_ms: int) -> Scenario:
     low = _threshold(w, "pressure_low_mpa")
     p0 = make_reading(w, Event.report, start_ms).metrics["pressure_mpa"]
     falling = [round(p0 - 0.07 * k, 3) for k in range(1, 20) if p0 - 0.07 * k > low] + [round(0.8 * low, 3)]
-    s = _Script("water_leak", fleet, start_ms)
+    s = _Script("water_leak", fleet, start_ms, scripted=[w])
     s.send(w, Event.report, 0, {"pressure_mpa": p0})
     times = [s.send(w, Event.report, 30 * k, {"pressure_mpa": p}) for k, p in enumerate(falling, start=1)]
     drop = THRESHOLDS["pressure_drop_mpa"].default
@@ -697,13 +704,14 @@ def charger_overheat_smoke(fleet: SimFleet, seed: int, start_ms: int) -> Scenari
     (d,) = _pick(rng, fleet, unit, "smoke")
     port = rng.randint(1, c.ports)
     hot_c = THRESHOLDS["port_temp_c"].default
-    s = _Script("charger_overheat_smoke", fleet, start_ms, linkage={unit.unit_id: {"charger_port": "auto"}})
-    s.send(c, Event.report, 0)
+    s = _Script("charger_overheat_smoke", fleet, start_ms, linkage={unit.unit_id: {"charger_port": "auto"}},
+                scripted=[c])
     s.send(d, Event.heartbeat, 1)
-    hot_at = 0
-    for k, temp in enumerate((46.0, 52.0, 58.0, 64.0, 70.5, 76.0), start=1):  # 6 °C/min, under the rise limit
+    temp, hot_at, k = round(ambient_c(c, start_ms) + 10, 1), 0, 0
+    while not hot_at or temp < hot_c + 6:  # 6 °C a minute (under the rise limit) to past the limit
         at = s.send(c, Event.report, 60 * k, charger_metrics(c, s.at(60 * k), {port: (2.4, temp)}))
         hot_at = hot_at or (at if temp >= hot_c else 0)
+        temp, k = round(temp + 6, 1), k + 1
     smoke_at = _smoke_alarm(s, d, (hot_at - start_ms) / 1000 + 90)
     s.expect(must_fire=True, types=(AlarmType.charger_overheat,), key=_detector_key(c), device_ids=(c.device_id,),
              responses=(Response.verify,), severity=Severity.major, after_ms=hot_at, within_s=IMMEDIATE_WITHIN_S,
@@ -723,7 +731,7 @@ def pyrolysis_cabinet_fire(fleet: SimFleet, seed: int, start_ms: int) -> Scenari
     (p,) = _pick(rng, fleet, unit, "pyrolysis")
     (d,) = _pick(rng, fleet, unit, "smoke")
     major, critical = THRESHOLDS["pyrolysis_major"].default, THRESHOLDS["pyrolysis_critical"].default
-    s = _Script("pyrolysis_cabinet_fire", fleet, start_ms)
+    s = _Script("pyrolysis_cabinet_fire", fleet, start_ms, scripted=[p])
     s.send(d, Event.heartbeat, 1)
     major_at = critical_at = 0
     for k, index in enumerate((8, 18, 30, 42, 53, 64, 76, 86)):
@@ -751,7 +759,7 @@ def gas_valve_linkage(fleet: SimFleet, seed: int, start_ms: int) -> Scenario:
     unit = _role_unit(fleet, seed, "gas_valve_linkage")
     (g,) = _pick(rng, fleet, unit, "gas", where=_valved)
     critical = THRESHOLDS["gas_lel_critical_pct"].default
-    s = _Script("gas_valve_linkage", fleet, start_ms, linkage={unit.unit_id: {"gas_valve": "auto"}})
+    s = _Script("gas_valve_linkage", fleet, start_ms, linkage={unit.unit_id: {"gas_valve": "auto"}}, scripted=[g])
     s.send(g, Event.heartbeat, 0)
     s.send(g, Event.report, 30, {"gas_lel_pct": 6.5})
     s.send(g, Event.alarm, 60, {"gas_lel_pct": 13.2})
@@ -774,7 +782,7 @@ def arc_breaker_trip(fleet: SimFleet, seed: int, start_ms: int) -> Scenario:
     unit = _role_unit(fleet, seed, "arc_breaker_trip")
     (b,) = _pick(rng, fleet, unit, "breaker", where=lambda d: d.linkage == "auto")
     arcs = THRESHOLDS["arc_faults"].default
-    s = _Script("arc_breaker_trip", fleet, start_ms, linkage={unit.unit_id: {"breaker": "auto"}})
+    s = _Script("arc_breaker_trip", fleet, start_ms, linkage={unit.unit_id: {"breaker": "auto"}}, scripted=[b])
     s.send(b, Event.report, 0)
     s.send(b, Event.report, 30, {"arc_faults": 3})
     at = s.send(b, Event.alarm, 60, {"arc_faults": int(arcs) + 4})

@@ -31,8 +31,11 @@ class ScoreRow:
     decision_s: float | None  # scenario seconds from the triggering reading to the alarm (must_fire only)
 
 
-def _label(alarm: Alarm) -> str:
-    return f"{alarm.get('type')}/{alarm.get('response')}"
+def _label(item: Alarm) -> str:
+    """An alarm's type/response, a command's cmd/state."""
+    if "cmd" in item:
+        return f"{item.get('cmd')}/{item.get('state')}"
+    return f"{item.get('type')}/{item.get('response')}"
 
 
 def in_span(scenario: Scenario, alarms: Iterable[Alarm], slack_s: float = 0.0) -> list[Alarm]:
@@ -46,14 +49,21 @@ def swept(e: Expectation) -> bool:
     return bool(e.types) and set(e.types) <= SWEPT
 
 
-def score(scenario: Scenario, alarms: Iterable[Alarm], *, sweep_slack_s: float = 0.0) -> list[ScoreRow]:
-    """One row per expectation of `scenario`, judged by `Scenario.evaluate` on its span's alarms.
-    `sweep_slack_s` (scenario seconds) is how late sweep-found alarms may be; others get none."""
+def score(
+    scenario: Scenario, alarms: Iterable[Alarm], *, commands: Iterable[Alarm] = (), sweep_slack_s: float = 0.0,
+    command_slack_s: float = 0.0,
+) -> list[ScoreRow]:
+    """One row per expectation of `scenario`, judged by `Scenario.evaluate` on its span's alarms
+    (and commands, `GET /api/v1/devices/{id}/commands` objects of `scenario.commanded()`).
+    `sweep_slack_s` (scenario seconds) is how late sweep-found alarms may be, `command_slack_s`
+    how late linkage commands may be; others get none."""
     alarms = in_span(scenario, alarms, sweep_slack_s)
+    commands = in_span(scenario, commands, command_slack_s)
     rows = []
     for e in scenario.expectations:
-        (verdict,) = replace(scenario, expectations=(e,)).evaluate(alarms, slack_s=sweep_slack_s if swept(e) else 0.0)
-        matching = [a for a in alarms if e.matches(a)]
+        slack = command_slack_s if e.command is not None else sweep_slack_s if swept(e) else 0.0
+        (verdict,) = replace(scenario, expectations=(e,)).evaluate(alarms, commands=commands, slack_s=slack)
+        matching = [a for a in (commands if e.command is not None else alarms) if e.matches(a)]
         decision_s = None
         if e.must_fire and matching:
             earliest = min(matching, key=lambda a: first_seen_ms(a) or 0)
@@ -67,6 +77,9 @@ def score(scenario: Scenario, alarms: Iterable[Alarm], *, sweep_slack_s: float =
 
 
 def _expected(e: Expectation) -> str:
+    if e.command is not None:
+        port = "" if e.port is None else f" port {e.port}"
+        return f"linkage {e.command}{port} acked within {e.within_s:g} s"
     what = "/".join(t.name for t in e.types) or "any"
     if e.responses:
         what += " " + "/".join(r.name for r in e.responses)

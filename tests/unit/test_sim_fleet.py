@@ -9,8 +9,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from devices.catalogue import THRESHOLDS
 from devices.kinds import DEVICE_ID_RE, Kind
-from simulators.fleet import CITY_CENTRES, INDUSTRIES, STREETS, build_fleet, imei_check_digit, imei_valid
+from devices.registry import DEVICE_FIELDS
+from simulators.fleet import (
+    CITY_CENTRES,
+    HYDRANT_PRESSURE_LOW_MPA,
+    INDUSTRIES,
+    NO_AUTO_BREAKER,
+    PRESSURE_LOW_MPA,
+    ROLE_KIND,
+    STREETS,
+    build_fleet,
+    imei_check_digit,
+    imei_valid,
+)
+from simulators.telemetry import make_reading, routine_event
 
 T0 = 1_795_341_600_000
 
@@ -114,7 +128,7 @@ def test_heartbeat_schedule(fleet) -> None:
 
 def test_heartbeat_intervals_per_kind(fleet) -> None:
     by_kind = {k: {d.heartbeat_s for d in fleet.devices if d.kind is k} for k in Kind}
-    assert by_kind[Kind.electrical] == {300} and by_kind[Kind.uitd] == {90}
+    assert by_kind[Kind.electrical] == by_kind[Kind.charger] == {300} and by_kind[Kind.uitd] == {90}
     assert by_kind[Kind.smoke] <= {43_200, 86_400} and by_kind[Kind.gas] == {86_400}
 
 
@@ -151,3 +165,52 @@ def test_registry_rows(fleet) -> None:
         assert row.get("cell_id") == d.cell_id
     cells = Counter(r.get("cell_id") for r in rows.devices)
     assert max(n for c, n in cells.items() if c) >= 20
+
+
+def test_every_role_with_its_kind_and_registration(fleet) -> None:
+    assert {d.role for d in fleet.devices} == set(ROLE_KIND)
+    rows = {r["device_id"]: r for r in fleet.registry_rows().devices}
+    for d in fleet.devices:
+        assert d.kind is ROLE_KIND[d.role]
+        assert set(d.thresholds) <= set(THRESHOLDS)
+        row = rows[d.device_id]
+        assert row.get("thresholds", {}) == d.thresholds
+        if "hydrant" in DEVICE_FIELDS:
+            assert row.get("hydrant", False) is (d.role == "hydrant")
+        if "linkage" in DEVICE_FIELDS:
+            assert row.get("linkage") == d.linkage
+        if d.role == "charger":
+            assert 2 <= d.ports <= 10 and d.thresholds["port_rated_a"] > 0 and d.mains
+        if d.role in ("pressure", "hydrant"):
+            assert d.thresholds["pressure_low_mpa"] in (*PRESSURE_LOW_MPA, HYDRANT_PRESSURE_LOW_MPA)
+        if d.role == "breaker":
+            industry = fleet.unit(d.unit_id).industry
+            assert d.linkage == ("never" if industry in NO_AUTO_BREAKER else "auto")
+        else:
+            assert d.linkage is None
+        if d.role == "co":
+            assert d.gas_type == "co"
+
+
+@settings(max_examples=30, deadline=None)
+@given(at_ms=st.integers(T0, T0 + 30 * 86_400_000))
+def test_quiet_telemetry_stays_inside_every_default_threshold(at_ms: int) -> None:
+    f = build_fleet(300, 5)
+    limit = {name: spec.default for name, spec in THRESHOLDS.items()}
+    for d in f.devices:
+        m = make_reading(d, routine_event(d), at_ms).metrics
+        limits = limit | d.thresholds
+        assert max(m.get("residual_current_ma", [0]), default=0) < (
+            limits["leakage_warn_ma"] if d.kind is Kind.charger else limits["residual_current_ma"])
+        assert max(m.get("cable_temp_c", [0]), default=0) < limits["cable_temp_c"]
+        assert m.get("arc_faults", 0) < limits["arc_faults"]
+        assert m.get("pyrolysis_index", 0) < limits["pyrolysis_major"]
+        assert m.get("co_ppm", 0) < limits["co_major_ppm"] and m.get("gas_lel_pct", 0) < limits["gas_lel_pct"]
+        assert m.get("pressure_mpa", 1.0) > limits["pressure_low_mpa"]
+        assert m.get("level_m", 9.0) > (d.thresholds.get("level_low_m", 0.0))
+        assert m.get("flow_m3h", 0.0) <= limits["flow_open_m3h"] and m.get("tilt_deg", 0) < limits["tilt_max_deg"]
+        if d.kind is Kind.charger:
+            assert len(m["port_current_a"]) == len(m["port_temp_c"]) == len(m["port_power_w"]) == d.ports
+            assert max(m["port_current_a"]) <= limits["port_rated_a"]
+            assert max(m["port_temp_c"]) < limits["port_temp_c"]
+            assert m["ports_active"] == sum(a > 0 for a in m["port_current_a"])

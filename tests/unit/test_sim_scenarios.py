@@ -9,11 +9,13 @@ from itertools import pairwise
 
 import pytest
 
-from alerting.model import FIRE_CLASS, AlarmType, Response
+from alerting.model import FIRE_CLASS, AlarmType, Response, Severity
+from devices.catalogue import THRESHOLDS
 from devices.kinds import ATTENTION_EVENTS, Event, Kind
 from ingest.codecs.json_report import decode_json_report, encode_json_report
-from simulators.fleet import build_fleet
-from simulators.scenarios import SCENARIOS, Scenario, Step, cast, district_of
+from simulators.background import background
+from simulators.fleet import NO_AUTO_BREAKER, build_fleet
+from simulators.scenarios import IMMEDIATE_WITHIN_S, SCENARIOS, Scenario, Step, cast, district_of
 
 T0 = 1_795_341_600_000
 NAMES = ["fire_spread", "smoke_heat", "electrical_then_smoke", "gas_leak", "panel_fire", "cooking_transient",
@@ -81,7 +83,21 @@ def test_steps_are_ordered_valid_and_routed(fleet, played) -> None:
 def test_silenced_devices_send_nothing_while_silent(played) -> None:
     for sc in played.values():
         for s in sc.silences():
-            assert not [m for m in sc.messages() if s.covers(m.reading.device_id, m.at_ms)]
+            if not s.scripted:
+                assert not [m for m in sc.messages() if s.covers(m.reading.device_id, m.at_ms)]
+
+
+def test_scripted_devices_have_no_background_while_the_scenario_plays_them(played, fleet) -> None:
+    for name in ("electrical_then_smoke", "hydrant_opened", "water_leak", "charger_overheat_smoke",
+                 "pyrolysis_cabinet_fire", "gas_valve_linkage", "arc_breaker_trip"):
+        sc = played[name]
+        scripted = [s for s in sc.silences() if s.scripted]
+        assert scripted, name
+        for s in scripted:
+            own = [m.at_ms for m in sc.messages() if m.reading.device_id == s.device_id]
+            assert s.at_ms == sc.start_ms <= min(own) and max(own) < s.until_ms
+            quiet = list(background(fleet, 3, sc.start_ms, sc.end_ms, silences=sc.silences()))
+            assert not [q for q in quiet if q.reading.device_id == s.device_id and q.at_ms < s.until_ms]
 
 
 def test_cast_is_disjoint(fleet, played) -> None:
@@ -260,3 +276,138 @@ def test_evaluate_scores_alarm_objects(played) -> None:
     assert [v.ok for v in verdicts] == [False, False]
     other = {**bad, "device_ids": ["someone-else"], "unit_id": "elsewhere"}
     assert [v.ok for v in sc.evaluate([other])] == [False, True]
+
+
+def _series(sc: Scenario, device_id: str, metric: str) -> list[tuple[int, object]]:
+    return [(s.at_ms, s.reading.metrics[metric]) for s in sc.messages()
+            if s.reading.device_id == device_id and metric in s.reading.metrics]
+
+
+def _must(sc: Scenario, alarm_type: AlarmType):
+    return [e for e in only(sc, must=True) if alarm_type in e.types]
+
+
+def _command(sc: Scenario):
+    (e,) = [e for e in sc.expectations if e.command is not None]
+    return e
+
+
+def test_hydrant_opened(played, fleet) -> None:
+    sc = played["hydrant_opened"]
+    (e,) = _must(sc, AlarmType.hydrant_open)
+    (dev,) = [fleet.device(d) for d in e.device_ids]
+    assert dev.role == "hydrant" and dev.hydrant
+    flow = _series(sc, dev.device_id, "flow_m3h")
+    assert e.after_ms == next(t for t, v in flow if v > THRESHOLDS["flow_open_m3h"].default)
+    opened = alarms_of(sc, dev.device_id, Event.hydrant_open)
+    assert opened and opened[0].at_ms > e.after_ms + IMMEDIATE_WITHIN_S * 1000  # the flow alone must do it
+    assert alarms_of(sc, dev.device_id, Event.hydrant_close)
+    pressure = _series(sc, dev.device_id, "pressure_mpa")
+    assert all(a - b < THRESHOLDS["pressure_drop_mpa"].default for (_, a), (_, b) in pairwise(pressure))
+    assert min(v for _, v in pressure) > dev.thresholds["pressure_low_mpa"]
+    assert all(v < THRESHOLDS["tilt_max_deg"].default for _, v in _series(sc, dev.device_id, "tilt_deg"))
+
+
+def test_water_leak(played, fleet) -> None:
+    sc = played["water_leak"]
+    (drop,) = _must(sc, AlarmType.water_pressure_drop)
+    (low,) = _must(sc, AlarmType.water_pressure_low)
+    dev = fleet.device(drop.device_ids[0])
+    pressure = _series(sc, dev.device_id, "pressure_mpa")
+    first_drop = next(t for (t0, a), (t, b) in pairwise(pressure)
+                      if t - t0 <= 60_000 and a - b >= THRESHOLDS["pressure_drop_mpa"].default)
+    limit = dev.thresholds["pressure_low_mpa"]
+    first_low, value = next((t, v) for t, v in pressure if v < limit)
+    assert drop.after_ms == first_drop < low.after_ms == first_low
+    assert value > THRESHOLDS["pressure_low_mpa"].default  # only the registered limit makes it low
+
+
+def test_charger_overheat_smoke(played, fleet) -> None:
+    sc = played["charger_overheat_smoke"]
+    (hot,) = _must(sc, AlarmType.charger_overheat)
+    charger = fleet.device(hot.device_ids[0])
+    temps = [(t, v) for t, v in _series(sc, charger.device_id, "port_temp_c")]
+    limit = THRESHOLDS["port_temp_c"].default
+    first_hot, hottest = next((t, v) for t, v in temps if max(v) >= limit)
+    port = hottest.index(max(hottest)) + 1
+    assert hot.after_ms == first_hot
+    rises = [(b[port - 1] - a[port - 1]) / ((t1 - t0) / 60_000) for (t0, a), (t1, b) in pairwise(temps)]
+    assert max(rises) < THRESHOLDS["port_rise_c_per_min"].default  # only the temperature limit fires
+    currents = _series(sc, charger.device_id, "port_current_a")
+    assert all(max(v) <= charger.thresholds["port_rated_a"] for _, v in currents)  # no overcurrent
+    cmd = _command(sc)
+    assert (cmd.command, cmd.port, cmd.device_ids, cmd.after_ms) == ("port_cutoff", port, (charger.device_id,),
+                                                                     first_hot)
+    assert sc.linkage == {charger.unit_id: {"charger_port": "auto"}}
+    (smoke,) = [s for s in alarms_of(sc) if s.reading.kind is Kind.smoke]
+    assert fleet.device(smoke.reading.device_id).unit_id == charger.unit_id
+    assert 0 < smoke.at_ms - first_hot <= 300_000 and smoke.reading.metrics["temperature_c"] < 57
+    (fire,) = [e for e in only(sc, must=True) if AlarmType.fire in e.types]
+    assert fire.after_ms == smoke.at_ms and fire.responses == (Response.immediate,)
+
+
+def test_pyrolysis_cabinet_fire(played, fleet) -> None:
+    sc = played["pyrolysis_cabinet_fire"]
+    major, critical = _must(sc, AlarmType.pyrolysis_warning)
+    dev = fleet.device(major.device_ids[0])
+    assert dev.role == "pyrolysis" and dev.kind is Kind.electrical
+    index = _series(sc, dev.device_id, "pyrolysis_index")
+    assert major.after_ms == next(t for t, v in index if v >= THRESHOLDS["pyrolysis_major"].default)
+    assert critical.after_ms == next(t for t, v in index if v >= THRESHOLDS["pyrolysis_critical"].default)
+    assert critical.severity is Severity.critical and major.severity is None
+    # never "rising >= 20 within 60 s": critical comes from the index alone, after the major warning
+    assert all(b - a < 20 for (t0, a), (t1, b) in pairwise(index) if t1 - t0 <= 60_000)
+    (smoke,) = [s for s in alarms_of(sc) if s.reading.kind is Kind.smoke]
+    assert 0 < smoke.at_ms - major.after_ms <= 300_000
+    assert {s.reading.extra.get("alarm_code") for s in alarms_of(sc, dev.device_id)} == {"pyrolysis"}
+
+
+def test_gas_valve_linkage(played, fleet) -> None:
+    sc = played["gas_valve_linkage"]
+    (leak,) = _must(sc, AlarmType.gas_leak)
+    dev = fleet.device(leak.device_ids[0])
+    assert dev.role == "gas" and dev.valve == "open"
+    lel = _series(sc, dev.device_id, "gas_lel_pct")
+    assert leak.after_ms == next(t for t, v in lel if v >= THRESHOLDS["gas_lel_critical_pct"].default)
+    assert leak.severity is Severity.critical and leak.responses == (Response.immediate,)
+    cmd = _command(sc)
+    assert (cmd.command, cmd.device_ids, cmd.after_ms) == ("valve_close", (dev.device_id,), leak.after_ms)
+    assert sc.linkage == {dev.unit_id: {"gas_valve": "auto"}} and sc.commanded() == {dev.device_id}
+    assert not alarms_of(sc, dev.device_id, Event.valve_closed)  # the valve itself reports it, once commanded
+
+
+def test_arc_breaker_trip(played, fleet) -> None:
+    sc = played["arc_breaker_trip"]
+    (arc,) = _must(sc, AlarmType.arc_fault)
+    dev = fleet.device(arc.device_ids[0])
+    assert dev.role == "breaker" and dev.linkage == "auto"
+    assert fleet.unit(dev.unit_id).industry not in NO_AUTO_BREAKER
+    arcs = _series(sc, dev.device_id, "arc_faults")
+    assert arc.after_ms == next(t for t, v in arcs if v >= THRESHOLDS["arc_faults"].default)
+    cmd = _command(sc)
+    assert (cmd.command, cmd.device_ids, cmd.after_ms) == ("breaker_trip", (dev.device_id,), arc.after_ms)
+    assert sc.linkage == {dev.unit_id: {"breaker": "auto"}}
+    assert not alarms_of(sc, dev.device_id, Event.breaker_tripped)
+    forbidden = [e for e in only(sc, must=False) if AlarmType.breaker_tripped in e.types]
+    assert forbidden and forbidden[0].max_matches == 0
+
+
+def test_panel_mains_failure(played, fleet) -> None:
+    sc = played["panel_mains_failure"]
+    fails = alarms_of(sc, event=Event.power_fail)
+    (restore,) = alarms_of(sc, event=Event.power_restore)
+    assert len(fails) == 2 and fails[-1].at_ms < restore.at_ms
+    assert all(s.reading.kind is Kind.uitd and s.transport_hint == "tcp" and s.reading.component is None
+               for s in (*fails, restore))
+    assert [s.reading.extra.get("alarm_code") for s in fails] == [None, "mains_and_backup"]
+    first, both = _must(sc, AlarmType.power_fault)
+    assert (first.after_ms, both.after_ms) == (fails[0].at_ms, fails[1].at_ms)
+    assert first.severity is None and both.severity is Severity.major
+
+
+def test_linkage_scenarios_have_their_own_units(played, fleet) -> None:
+    units = [u for sc in played.values() for u in sc.linkage]
+    assert len(units) == len(set(units)) == 3
+    for sc in played.values():
+        for unit_id in sc.linkage:
+            assert {fleet.device(d).unit_id for d in sc.device_ids()} == {unit_id}

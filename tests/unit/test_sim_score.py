@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from simulators.fleet import build_fleet
 from simulators.scenarios import SCENARIOS, Scenario
-from simulators.score import all_met, format_table, in_span, score, swept
+from simulators.score import ScoreRow, all_met, format_table, in_span, score, swept
 from simulators.session import scenario_names
 
 T0 = 1_795_341_600_000
@@ -90,3 +91,34 @@ def test_scenario_names_expand_all_and_refuse_unknown_ones() -> None:
     assert scenario_names(["muted", "gas_leak", "muted"]) == ("muted", "gas_leak")
     with pytest.raises(ValueError, match="unknown scenario 'fire'"):
         scenario_names(["fire"])
+
+
+def _command(cmd: str, device_id: str, created_ms: int, *, state: str = "acked", actor: str = "linkage",
+             port: int | None = None) -> dict[str, Any]:
+    stamp = datetime.fromtimestamp(created_ms / 1000, UTC).isoformat()
+    return {"cmd_id": "c1", "device_id": device_id, "cmd": cmd, "params": {} if port is None else {"port": port},
+            "state": state, "actor": actor, "created_at": stamp}
+
+
+def test_linkage_commands_are_scored_on_command_objects(fleet) -> None:
+    sc = SCENARIOS["charger_overheat_smoke"](fleet, 7, T0)
+    (e,) = [e for e in sc.expectations if e.command is not None]
+    (device,) = e.device_ids
+    assert sc.commanded() == {device}
+
+    def row(*commands: dict[str, Any], slack: float = 0.0) -> ScoreRow:
+        return next(r for r in score(sc, [], commands=commands, command_slack_s=slack) if r.expectation is e)
+
+    good = _command("port_cutoff", device, e.after_ms + 800, port=e.port)
+    assert row(good).ok and row(good).found == "port_cutoff/acked" and row(good).decision_s == 0.8
+    assert not row().ok and row().detail == "no matching alarm"
+    assert not row(_command("port_cutoff", device, e.after_ms + 800, port=e.port, state="timeout")).ok
+    assert not row(_command("port_cutoff", device, e.after_ms + 800, port=e.port, actor="operator:ops")).ok
+    assert not row(_command("port_cutoff", device, e.after_ms + 800, port=e.port % 10 + 1)).ok
+    assert not row(_command("port_enable", device, e.after_ms + 800, port=e.port)).ok
+    late = _command("port_cutoff", device, e.deadline_ms + 30_000, port=e.port)
+    assert not row(late).ok and row(late, slack=60).ok
+    # commands are not alarms, and a command slack does not loosen the alarm expectations
+    assert not any(r.ok for r in score(sc, [good], command_slack_s=60) if r.expectation.must_fire
+                   and r.expectation.command is None)
+    assert "| linkage port_cutoff port" in format_table([row(good)])
