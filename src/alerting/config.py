@@ -41,6 +41,22 @@ class RuleConfig(BaseModel):
                     "(a mute command sets Fleet.mute_until_ms)")
     correlation_memory_s: float = Field(
         default=600.0, gt=0, description="How long (service time) unit alarms are remembered for correlation")
+    # --- v2 device classes (CONTRACT §10) ---
+    pressure_drop_window_s: float = Field(
+        default=60.0, gt=0, description="A water pressure drop is between two readings at most this far apart")
+    pressure_resolution_mpa: float = Field(
+        default=0.001, gt=0, description="Resolution of a water device's pressure (MX1: 0.001 MPa); a drop must "
+                                         "be at least twice it. GB/T 26875 analog pressure (0.1 MPa) never counts")
+    pyrolysis_rise: float = Field(default=20.0, gt=0, description="A pyrolysis index rising this much ...")
+    pyrolysis_rise_window_s: float = Field(
+        default=60.0, gt=0, description="... since the previous sample at most this much older is critical")
+    co_major_hold_s: float = Field(default=3600.0, ge=0, description="co_ppm held >= co_major_ppm this long")
+    co_short_ppm: float = Field(default=100.0, gt=0, description="co_ppm held at or above this ...")
+    co_short_hold_s: float = Field(default=600.0, ge=0, description="... this long is co_high too")
+    overcurrent_hold_s: float = Field(
+        default=30.0, ge=0, description="A charger port above its rated current in readings this far apart")
+    breaker_command_s: float = Field(
+        default=120.0, ge=0, description="A breaker tripping within this after a breaker_trip command raises nothing")
     offline_verify_kinds: frozenset[Kind] = Field(
         default=frozenset({Kind.uitd}),
         description="Kinds whose offline alarm needs a response (major, verify); others are minor, none")

@@ -216,7 +216,8 @@ KINDS: dict[Kind, KindSpec] = {
     Kind.smoke: KindSpec(_l("独立烟感", "Smoke alarm"), 86_400, ("smoke_obscuration_pct_m", "temperature_c"),
                          (AlarmType.smoke,)),
     Kind.gas: KindSpec(_l("可燃气体探测器", "Gas detector"), 86_400,
-                       ("gas_lel_pct", "gas_type", "valve", "mains_ok", "co_ppm"), (AlarmType.gas_leak, AlarmType.co_high)),
+                       ("gas_lel_pct", "gas_type", "valve", "mains_ok", "co_ppm"),
+                       (AlarmType.gas_leak, AlarmType.co_high)),
     Kind.electrical: KindSpec(
         _l("电气火灾监控", "Electrical monitor"), 300,
         ("residual_current_ma", "cable_temp_c", "voltage_v", "current_a", "power_kw", "arc_faults",
@@ -301,7 +302,7 @@ ALARM_TYPES: dict[AlarmType, AlarmSpec] = {
     AlarmType.hydrant_damaged: AlarmSpec(_l("消火栓损坏", "Hydrant damaged"), S.major, R.verify,
                                          metrics=("tilt_deg",)),
     AlarmType.charger_overheat: AlarmSpec(_l("充电端口超温", "Charger overheat"), S.major, R.verify,
-                                          electrical_class=True, metrics=("port_temp_c",)),
+                                          electrical_class=True, metrics=("port_temp_c", "port")),
     AlarmType.charger_overcurrent: AlarmSpec(_l("充电端口过流", "Charger overcurrent"), S.major, R.verify,
                                              electrical_class=True, metrics=("port_current_a",)),
     AlarmType.charger_leakage: AlarmSpec(_l("充电桩漏电", "Charger leakage"), S.major, R.verify,

@@ -10,17 +10,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from alerting.config import RuleConfig
 from alerting.core.rules import CODE_TYPES, DEFAULTS, KIND_ALARMS
-from alerting.model import AlarmType, Decision, Response, Severity
+from alerting.model import ELECTRICAL_CLASS, AlarmType, Decision, Response, Severity
 from devices.batch import ALARM_CODES, ReadingColumns
-from devices.fleet import FLAPPING, LOW_BATTERY, MAINTENANCE, Fleet
+from devices.catalogue import KINDS, METRICS
+from devices.fleet import FLAPPING, HYDRANT, LOW_BATTERY, MAINTENANCE, NOT_HELD, Fleet
 from devices.kinds import Event, Kind
 from devices.reading import Reading
 
 A = AlarmType
 FIRE = {A.smoke, A.gas_leak, A.panel_fire}
-ELECTRICAL = set(KIND_ALARMS[Kind.electrical])
+ELECTRICAL = set(ELECTRICAL_CLASS)
+POWER_KINDS = {Kind.uitd} | {k for k, spec in KINDS.items() if "mains_ok" in spec.metrics}
+CO_GAS = METRICS["gas_type"].values.index("co") + 1
 HEALTH = {A.device_fault, A.panel_fault, A.tamper, A.low_battery}
 VALUE_EVENTS = {Event.heartbeat, Event.report, Event.alarm, Event.test}
 
@@ -62,8 +67,15 @@ class ReferenceCorrelator:
         return self.config.threshold_defaults()[name] if math.isnan(v) else v
 
     def rise(self, b: ReadingColumns, fleet: Fleet, row: int, name: str) -> float:
-        slot, t = int(b.slot[row]), int(b.ts_ms[row])
-        target = t - int(self.config.rise_min_span_s * 1000)
+        t = int(b.ts_ms[row])
+        prev = self.sample(b, fleet, row, name, t - int(self.config.rise_min_span_s * 1000))
+        if prev is None:
+            return math.nan
+        return (float(b.values[name][row]) - prev[1]) * 60000.0 / (t - prev[0])
+
+    def sample(self, b: ReadingColumns, fleet: Fleet, row: int, name: str, target: int) -> tuple[int, float] | None:
+        """The device's newest sample of `name` at or before `target`: the batch's, else the fleet's."""
+        slot = int(b.slot[row])
         best: tuple[int, int] | None = None
         for i in range(len(b)):
             v = float(b.values[name][i])
@@ -74,13 +86,49 @@ class ReferenceCorrelator:
         fv, fts = float(fleet.values[name][slot]), int(fleet.value_ts_ms[name][slot])
         if not math.isnan(fv) and fts <= target and (prev is None or fts > prev[0]):
             prev = (fts, fv)
-        if prev is None:
-            return math.nan
-        return (float(b.values[name][row]) - prev[1]) * 60000.0 / (t - prev[0])
+        return prev
+
+    def is_co(self, b: ReadingColumns, fleet: Fleet, i: int) -> bool:
+        code = ALARM_CODES[int(b.alarm_code[i])] if b.alarm_code is not None else ""
+        said = b.gas_type is not None and int(b.gas_type[i]) == CO_GAS
+        return (said or not math.isnan(float(b.values["co_ppm"][i])) or code == "co"
+                or not math.isnan(float(fleet.values["co_ppm"][int(b.slot[i])])))
+
+    def holding(self, b: ReadingColumns, fleet: Fleet, rows: list[int], condition: str, kind: Kind, name: str,
+                meets: object) -> dict[int, int]:
+        """Row -> since when `condition` holds (NOT_HELD: it does not), following the fleet's state."""
+        state: dict[int, int] = {}
+        since: dict[int, int] = {}
+        mine = [i for i in rows if int(b.kind[i]) == kind and Event(int(b.event[i])) in VALUE_EVENTS
+                and not math.isnan(float(b.values[name][i]))]
+        for i in sorted(mine, key=lambda i: (int(b.slot[i]), int(b.ts_ms[i]), i)):
+            s = int(b.slot[i])
+            cur = state.get(s, int(fleet.held_since(condition)[s]))
+            if meets(i):  # type: ignore[operator]
+                cur = int(b.ts_ms[i]) if cur == NOT_HELD else cur
+            else:
+                cur = NOT_HELD
+            state[s] = since[i] = cur
+        for s, v in state.items():
+            fleet.set_held_since(condition, np.array([s]), np.array([v], np.int64))
+        return since
+
+    def held_long(self, since: dict[int, int], b: ReadingColumns, i: int, hold_s: float) -> bool:
+        t = since.get(i, NOT_HELD)
+        return t != NOT_HELD and int(b.ts_ms[i]) - t >= hold_s * 1000
 
     # --- single readings ------------------------------------------------------------------
-    def alarm_hits(self, b: ReadingColumns, fleet: Fleet, i: int) -> list[Hit]:
+    def alarm_hits(self, b: ReadingColumns, fleet: Fleet, i: int, held: dict[str, dict[int, int]]) -> list[Hit]:
         kind, ev = Kind(int(b.kind[i])), Event(int(b.event[i]))
+        by_event = {(Kind.water, Event.hydrant_open): (A.hydrant_open, "water.hydrant_open"),
+                    (Kind.water, Event.impact): (A.hydrant_damaged, "water.impact"),
+                    (Kind.charger, Event.overtemp): (A.charger_overheat, "charger.overtemp"),
+                    (Kind.charger, Event.overcurrent): (A.charger_overcurrent, "charger.overcurrent"),
+                    (Kind.charger, Event.leakage): (A.charger_leakage, "charger.leakage")}
+        if (kind, ev) in by_event:
+            t, rule = by_event[kind, ev]
+            sev = Severity.critical if t == A.charger_leakage else DEFAULTS[t][0]
+            return [Hit(i, t, sev, DEFAULTS[t][1], rule)]
         if ev not in VALUE_EVENTS:
             return []
         slot = int(b.slot[i])
@@ -105,17 +153,28 @@ class ReferenceCorrelator:
                 hits.append(Hit(i, A.smoke, Severity.major, Response.immediate if immediate else Response.verify, rule))
         elif kind == Kind.gas:
             lel = val["gas_lel_pct"]
+            co = self.is_co(b, fleet, i)
             if lel >= self.th(fleet, slot, "gas_lel_critical_pct"):
                 hits.append(Hit(i, A.gas_leak, Severity.critical, Response.immediate, "gas.lel_critical"))
             elif lel >= self.th(fleet, slot, "gas_lel_pct"):
                 hits.append(Hit(i, A.gas_leak, Severity.major, Response.verify, "gas.lel_major"))
-            elif alarmish:
+            elif alarmish and not co:
                 hits.append(Hit(i, A.gas_leak, Severity.major, Response.verify, "gas.alarm"))
+            ppm = val["co_ppm"]
+            if ppm >= self.th(fleet, slot, "co_critical_ppm"):
+                hits.append(Hit(i, A.co_high, Severity.critical, Response.immediate, "co.critical"))
+            elif self.held_long(held["co_major"], b, i, self.config.co_major_hold_s):
+                hits.append(Hit(i, A.co_high, Severity.major, Response.verify, "co.held"))
+            elif self.held_long(held["co_short"], b, i, self.config.co_short_hold_s):
+                hits.append(Hit(i, A.co_high, Severity.major, Response.verify, "co.held_short"))
+            elif alarmish and co:
+                hits.append(Hit(i, A.co_high, Severity.major, Response.verify, "co.alarm"))
         elif kind == Kind.electrical:
             spec = [(A.residual_current, "residual_current_ma", "residual_current_ma", "electrical.residual_current"),
                     (A.cable_overheat, "cable_temp_c", "cable_temp_c", "electrical.cable_temp"),
                     (A.arc_fault, "arc_faults", "arc_faults", "electrical.arc"),
-                    (A.overvoltage, "voltage_v", "voltage_v_max", "electrical.overvoltage")]
+                    (A.overvoltage, "voltage_v", "voltage_v_max", "electrical.overvoltage"),
+                    (A.pyrolysis_warning, "pyrolysis_index", "pyrolysis_major", "pyrolysis.index")]
             limits = [self.th(fleet, slot, t) for _, _, t, _ in spec]
             over = [val[col] >= lim for (_, col, _, _), lim in zip(spec, limits)]
             rules = [r for _, _, _, r in spec]
@@ -127,23 +186,76 @@ class ReferenceCorrelator:
             if coded is not None:
                 k = [t for t, _, _, _ in spec].index(coded)
                 if not over[k]:
-                    over[k], rules[k] = True, "electrical.alarm_code"
+                    by_code = "pyrolysis.alarm" if coded == A.pyrolysis_warning else "electrical.alarm_code"
+                    over[k], rules[k] = True, by_code
             elif alarmish and not any(over):
                 ratios = [-math.inf if math.isnan(val[col] / lim) else val[col] / lim
                           for (_, col, _, _), lim in zip(spec, limits)]
-                k = max(range(4), key=lambda j: ratios[j])
+                k = max(range(len(spec)), key=lambda j: ratios[j])
                 over[k], rules[k] = True, "electrical.alarm"
             for (type_, _, _, _), fired, rule in zip(spec, over, rules):
                 if fired:
                     hits.append(Hit(i, type_, *DEFAULTS[type_], rule))
+            if over[4]:
+                index = val["pyrolysis_index"]
+                if index >= self.th(fleet, slot, "pyrolysis_critical"):
+                    hits[-1].severity, hits[-1].rule = Severity.critical, "pyrolysis.critical"
+                elif index >= self.th(fleet, slot, "pyrolysis_major"):
+                    at = int(b.ts_ms[i])
+                    prev = self.sample(b, fleet, i, "pyrolysis_index", at - 1)
+                    if (prev is not None and at - prev[0] <= self.config.pyrolysis_rise_window_s * 1000
+                            and index - prev[1] >= self.config.pyrolysis_rise):
+                        hits[-1].severity, hits[-1].rule = Severity.critical, "pyrolysis.rise"
         elif kind == Kind.water:
-            if val["pressure_mpa"] < self.th(fleet, slot, "pressure_low_mpa"):
-                hits.append(Hit(i, A.water_pressure_low, *DEFAULTS[A.water_pressure_low], "water.pressure_low"))
-            elif alarmish:
+            hits += self.levels(fleet, i, slot, val)
+            if alarmish and not val["pressure_mpa"] < self.th(fleet, slot, "pressure_low_mpa"):
                 hits.append(Hit(i, A.water_pressure_low, *DEFAULTS[A.water_pressure_low], "water.alarm"))
-        elif kind == Kind.uitd and alarmish:
-            hits.append(Hit(i, A.panel_fire, *DEFAULTS[A.panel_fire], "panel.fire"))
+            if int(fleet.flags[slot]) & HYDRANT and val["flow_m3h"] > self.th(fleet, slot, "flow_open_m3h"):
+                hits.append(Hit(i, A.hydrant_open, *DEFAULTS[A.hydrant_open], "water.hydrant_flow"))
+            if val["tilt_deg"] >= self.th(fleet, slot, "tilt_max_deg"):
+                hits.append(Hit(i, A.hydrant_damaged, *DEFAULTS[A.hydrant_damaged], "water.hydrant_tilt"))
+            if not math.isnan(val["pressure_mpa"]):
+                at = int(b.ts_ms[i])
+                prev = self.sample(b, fleet, i, "pressure_mpa", at - 1)
+                least = max(self.th(fleet, slot, "pressure_drop_mpa"), 2 * self.config.pressure_resolution_mpa)
+                if (prev is not None and at - prev[0] <= self.config.pressure_drop_window_s * 1000
+                        and prev[1] - val["pressure_mpa"] + 1e-6 >= least):
+                    hits.append(Hit(i, A.water_pressure_drop, *DEFAULTS[A.water_pressure_drop], "water.pressure_drop"))
+        elif kind == Kind.uitd:
+            if alarmish:
+                hits.append(Hit(i, A.panel_fire, *DEFAULTS[A.panel_fire], "panel.fire"))
+            hits += self.levels(fleet, i, slot, val)
+        elif kind == Kind.charger:
+            temp = val["port_temp_c"]
+            hot = temp >= self.th(fleet, slot, "port_temp_c")
+            rising = not hot and not math.isnan(temp) and \
+                self.rise(b, fleet, i, "port_temp_c") >= self.th(fleet, slot, "port_rise_c_per_min")
+            over_rated = self.held_long(held["port_current"], b, i, self.config.overcurrent_hold_s)
+            leak = val["residual_current_ma"]
+            warn = leak >= self.th(fleet, slot, "leakage_warn_ma")
+            if hot or rising or (alarmish and not (over_rated or warn)):
+                rule = "charger.port_temp" if hot else "charger.port_rise" if rising else "charger.alarm"
+                hits.append(Hit(i, A.charger_overheat, *DEFAULTS[A.charger_overheat], rule))
+            if over_rated:
+                hits.append(Hit(i, A.charger_overcurrent, *DEFAULTS[A.charger_overcurrent], "charger.current"))
+            if leak >= self.th(fleet, slot, "leakage_critical_ma"):
+                hits.append(Hit(i, A.charger_leakage, Severity.critical, Response.verify, "charger.leakage_critical"))
+            elif warn:
+                hits.append(Hit(i, A.charger_leakage, Severity.major, Response.verify, "charger.leakage_warn"))
         return hits
+
+    def levels(self, fleet: Fleet, i: int, slot: int, val: dict[str, float]) -> list[Hit]:
+        """Pressure and level limits (water devices and panel components)."""
+        out = []
+        for type_, name, limit, rule, low in (
+            (A.water_pressure_low, "pressure_mpa", "pressure_low_mpa", "water.pressure_low", True),
+            (A.water_pressure_high, "pressure_mpa", "pressure_high_mpa", "water.pressure_high", False),
+            (A.water_level_low, "level_m", "level_low_m", "water.level_low", True),
+        ):
+            v, lim = val[name], self.th(fleet, slot, limit)
+            if (v < lim) if low else (v > lim):
+                out.append(Hit(i, type_, *DEFAULTS[type_], rule))
+        return out
 
     def muted_by_event(self, b: ReadingColumns, i: int) -> bool:
         slot, t = int(b.slot[i]), int(b.ts_ms[i])
@@ -176,10 +288,24 @@ class ReferenceCorrelator:
             u = int(fleet.unit[slot])
             return fleet.units.names[u] if u >= 0 else None
 
+        def value(name: str, i: int) -> float:
+            return float(b.values[name][i])
+
+        def th(name: str, i: int) -> float:
+            return self.th(fleet, int(b.slot[i]), name)
+
+        held = {
+            "co_major": self.holding(b, fleet, rows, "co_major", Kind.gas, "co_ppm",
+                                     lambda i: value("co_ppm", i) >= th("co_major_ppm", i)),
+            "co_short": self.holding(b, fleet, rows, "co_short", Kind.gas, "co_ppm",
+                                     lambda i: value("co_ppm", i) >= cfg.co_short_ppm),
+            "port_current": self.holding(b, fleet, rows, "port_current", Kind.charger, "port_current_a",
+                                         lambda i: value("port_current_a", i) > th("port_rated_a", i)),
+        }
         raises: list[Hit] = []
         raised_rows: set[int] = set()
         for i in rows:
-            for h in self.alarm_hits(b, fleet, i):
+            for h in self.alarm_hits(b, fleet, i, held):
                 why = self.suppression(b, fleet, i, health=False)
                 if why:
                     h.response, h.rule = Response.none, why
@@ -233,9 +359,29 @@ class ReferenceCorrelator:
                 faults.append(Hit(i, A.tamper, *DEFAULTS[A.tamper], "device.tamper"))
             elif ev == Event.low_battery:
                 faults.append(Hit(i, A.low_battery, *DEFAULTS[A.low_battery], "device.low_battery"))
+            elif ev == Event.power_fail and Kind(kind) in POWER_KINDS:
+                both = b.alarm_code is not None and ALARM_CODES[int(b.alarm_code[i])] == "mains_and_backup"
+                faults.append(Hit(i, A.power_fault, Severity.major if both else Severity.minor, Response.verify,
+                                  "power.mains_and_backup" if both else "power.fail"))
+            elif ev == Event.supervisory and panel:
+                faults.append(Hit(i, A.panel_supervisory, *DEFAULTS[A.panel_supervisory], "panel.supervisory"))
+            elif ev == Event.breaker_tripped:
+                since = int(b.received_ms[i]) - int(fleet.commanded("breaker_trip")[int(b.slot[i])])
+                if not 0 <= since <= cfg.breaker_command_s * 1000:
+                    faults.append(Hit(i, A.breaker_tripped, *DEFAULTS[A.breaker_tripped], "breaker.tripped"))
+            elif ev == Event.power_restore and Kind(kind) in POWER_KINDS:
+                clears.append(Hit(i, A.power_fault, *DEFAULTS[A.power_fault], "power_restore"))
+            elif ev == Event.supervisory_clear and panel:
+                clears.append(Hit(i, A.panel_supervisory, *DEFAULTS[A.panel_supervisory], "supervisory_clear"))
+            elif ev == Event.breaker_closed:
+                clears.append(Hit(i, A.breaker_tripped, *DEFAULTS[A.breaker_tripped], "breaker_closed"))
+            elif ev == Event.hydrant_close and kind == Kind.water:
+                clears.append(Hit(i, A.hydrant_open, *DEFAULTS[A.hydrant_open], "hydrant_close"))
             elif ev == Event.alarm_clear:
                 quick = transient[i]
                 for t in KIND_ALARMS[Kind(kind)]:
+                    if t == A.co_high and not self.is_co(b, fleet, i):
+                        continue
                     clears.append(Hit(i, t, DEFAULTS[t][0], Response.none if quick else DEFAULTS[t][1],
                                       "transient" if quick else "alarm_clear"))
             elif ev == Event.fault_clear:

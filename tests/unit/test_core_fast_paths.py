@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from alerting.config import RuleConfig
 from alerting.core import correlation
+from devices.fleet import THRESHOLD_NAMES
 from tests.unit.test_core_reference import agree, batches, fleet_specs
 
 #: Overrides near the values test_core_reference's readings carry, for every threshold name.
@@ -20,7 +21,16 @@ ALL_OVERRIDES = {
     "gas_lel_critical_pct": [9.0], "residual_current_ma": [99.0, 200.0], "cable_temp_c": [35.0, 60.0],
     "cable_rise_c_per_min": [0.5, 2.0], "arc_faults": [1.0, 13.0], "voltage_v_max": [221.0, 250.0],
     "pressure_low_mpa": [0.1, 0.31], "battery_pct_min": [50.0, 85.0],
+    "pressure_high_mpa": [0.29, 1.2], "pressure_drop_mpa": [0.02, 0.2], "level_low_m": [0.6, 2.0],
+    "flow_open_m3h": [0.5, 20.0], "tilt_max_deg": [10.0], "port_temp_c": [40.0, 60.0], "port_rise_c_per_min": [0.5],
+    "port_rated_a": [10.0, 16.0], "leakage_warn_ma": [3.0], "leakage_critical_ma": [14.9, 20.0],
+    "pyrolysis_major": [30.0, 60.0], "pyrolysis_critical": [50.0, 75.0], "co_major_ppm": [40.0, 100.0],
+    "co_critical_ppm": [99.0, 200.0],
 }
+
+
+def test_overrides_cover_every_threshold() -> None:
+    assert set(ALL_OVERRIDES) == set(THRESHOLD_NAMES)
 
 
 @st.composite

@@ -253,7 +253,7 @@ def test_alarm_clear_clears_every_alarm_type_of_the_kind() -> None:
     got = evaluate(fleet, reading("e1", Kind.electrical, "alarm_clear", T0))
     assert {(d.action, d.key, d.type.name, d.rule) for d in got} == {
         ("clear", "device:e1", t, "alarm_clear")
-        for t in ("residual_current", "cable_overheat", "arc_fault", "overvoltage")}
+        for t in ("residual_current", "cable_overheat", "arc_fault", "overvoltage", "pyrolysis_warning")}
 
 
 def test_low_battery_is_raised_on_the_transition_and_cleared_on_recovery() -> None:

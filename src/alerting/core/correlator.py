@@ -17,10 +17,11 @@ import numpy as np
 
 from alerting.config import RuleConfig
 from alerting.core import offline
+from alerting.core.charger import charger
+from alerting.core.co import co_high
 from alerting.core.correlation import ELECTRICAL, FIRE, SMOKE, AlarmLog, Entries, UnitFire, unit_fires
 from alerting.core.episodes import DetectorState, battery_changes, episodes, muted_by_event
 from alerting.core.rules import (
-    ALARM_RULES,
     DEFAULTS,
     ELECTRICAL_TYPES,
     EVERY_ROW,
@@ -30,13 +31,20 @@ from alerting.core.rules import (
     TYPE_METRICS,
     Hits,
     Readings,
+    electrical,
     event_clears,
+    gas,
     health,
+    panel,
+    smoke,
     threshold_defaults,
 )
+from alerting.core.states import state_clears, state_raises
 from alerting.core.timeline import NO_TIME, run_ends, run_starts
+from alerting.core.water import water
 from alerting.model import AlarmType, Decision, Response, Severity
 from devices.batch import ReadingColumns
+from devices.catalogue import METRICS
 from devices.fleet import LOW_BATTERY, MAINTENANCE, Fleet
 from devices.kinds import Event, Kind
 
@@ -51,6 +59,9 @@ _TEST, _NONE = int(Event.test), int(Response.none)
 _SUPPRESSED_TEST, _SUPPRESSED_MAINTENANCE, _SUPPRESSED_MUTED = (
     RULE["suppressed.test"], RULE["suppressed.maintenance"], RULE["suppressed.muted"])
 _NO_ROWS = np.zeros(0, np.int64)
+#: The alarm-class rules, in the order their hits are listed.
+ALARM_RULES = (smoke, gas, panel, electrical, water, charger, co_high)
+_INT_METRICS = frozenset(name for name, spec in METRICS.items() if spec.type is int)
 #: Devices listed one by one in a network outage's evidence (all are in its `device_ids`).
 OUTAGE_EVIDENCE_MAX = 20
 
@@ -95,7 +106,10 @@ class Correlator:
         `transient` (response `none`). `fault`, `tamper`, `low_battery` events and a
         `battery_pct` falling below the floor raise device_fault (panel_fault for uitd), tamper,
         low_battery (response `none`; only maintenance suppresses them); `fault_clear`,
-        `tamper_clear` and a recovered battery clear them. Evidence names the batch `row` of each
+        `tamper_clear` and a recovered battery clear them. The v2 classes (CONTRACT §10) are rules of
+        their own modules (`water`, `charger`, `co`; pyrolysis in `rules.electrical`); power_fault,
+        panel_supervisory and breaker_tripped are raised and cleared by events like faults (`states`).
+        Evidence names the batch `row` of each
         reading, so the caller can add what the numeric columns lack (a fault's `fault_code`).
         A detector's readings are taken in device-time order. Rows whose slot is not a fleet
         device are ignored.
@@ -123,10 +137,11 @@ class Correlator:
         alarms.rule[flap] = RULE["flapping"]
 
         low, recovered = _battery(r)
-        faults = Hits.concat([health(r), Hits.of(low, AlarmType.low_battery, rule=RULE["device.low_battery"])])
+        faults = Hits.concat([health(r), Hits.of(low, AlarmType.low_battery, rule=RULE["device.low_battery"]),
+                              state_raises(r)])
         _suppress(faults, _suppression(r, faults.row, None))
         ended = Hits.concat([*event_clears(r, ep.transient, clears),
-                             Hits.of(recovered, AlarmType.low_battery, rule=RULE["battery_ok"])])
+                             Hits.of(recovered, AlarmType.low_battery, rule=RULE["battery_ok"]), state_clears(r)])
         started = np.full(n, NO_TIME, np.int64)
         started[clears] = ep.started
 
@@ -274,7 +289,7 @@ def _evidence(r: Readings, rows: np.ndarray, device_ids: list[str], types: list[
         for name in _TYPE_METRICS[t]:
             v = metrics[name][i]
             if v == v:
-                ev[name] = v
+                ev[name] = int(v) if name in _INT_METRICS else v
         out.append(ev)
     return out
 

@@ -19,7 +19,7 @@ from alerting.config import RuleConfig
 from alerting.core.timeline import NO_TIME, Timeline, repeats
 from alerting.model import ELECTRICAL_CLASS, FIRE_CLASS, AlarmType, Response, Severity
 from devices.batch import ALARM_CODES, ReadingColumns
-from devices.catalogue import ALARM_TYPES, KINDS
+from devices.catalogue import ALARM_TYPES, KINDS, METRICS
 from devices.fleet import Fleet
 from devices.kinds import Event, Kind
 
@@ -33,6 +33,15 @@ RULES: tuple[str, ...] = (
     "suppressed.test", "suppressed.maintenance", "suppressed.muted", "flapping",
     "unit.multi_detector", "unit.electrical_then_smoke", "network_outage",
     "alarm_clear", "transient", "fault_clear", "tamper_clear", "battery_ok", "online",
+    # v2 (CONTRACT §10)
+    "water.pressure_high", "water.pressure_drop", "water.level_low", "water.hydrant_open", "water.hydrant_flow",
+    "water.impact", "water.hydrant_tilt", "hydrant_close",
+    "charger.port_temp", "charger.port_rise", "charger.overtemp", "charger.current", "charger.overcurrent",
+    "charger.leakage_warn", "charger.leakage_critical", "charger.leakage", "charger.alarm",
+    "pyrolysis.index", "pyrolysis.alarm", "pyrolysis.critical", "pyrolysis.rise",
+    "co.alarm", "co.held", "co.held_short", "co.critical",
+    "power.fail", "power.mains_and_backup", "power_restore", "panel.supervisory", "supervisory_clear",
+    "breaker.tripped", "breaker_closed", "linkage.failed",
 )
 RULE: dict[str, int] = {name: code for code, name in enumerate(RULES)}
 
@@ -60,7 +69,7 @@ CODE_TYPES: dict[str, AlarmType] = {
     "residual_current": A.residual_current, "leakage": A.residual_current,
     "over_temperature": A.cable_overheat, "overload": A.cable_overheat,
     "short_circuit": A.arc_fault, "arc_fault": A.arc_fault, "arc": A.arc_fault,
-    "overvoltage": A.overvoltage, "undervoltage": A.overvoltage,
+    "overvoltage": A.overvoltage, "undervoltage": A.overvoltage, "pyrolysis": A.pyrolysis_warning,
 }
 _CODE_TYPE = np.array([CODE_TYPES.get(code, -1) for code in ALARM_CODES], np.int8)  # ALARM_CODES index -> type
 
@@ -76,8 +85,10 @@ def is_value_event(event: np.ndarray) -> np.ndarray:
 
 # Codes as plain ints for the hot paths (an enum member costs an `EnumType.__getattr__` per use).
 _REPORT, _ALARM, _TEST = int(Event.report), int(Event.alarm), int(Event.test)
-_SMOKE, _GAS, _ELECTRICAL, _WATER, _UITD = (int(k) for k in (Kind.smoke, Kind.gas, Kind.electrical, Kind.water,
-                                                                Kind.uitd))
+_SMOKE, _GAS, _ELECTRICAL, _UITD = (int(k) for k in (Kind.smoke, Kind.gas, Kind.electrical, Kind.uitd))
+_CO_GAS = METRICS["gas_type"].values.index("co") + 1  # `ReadingColumns.gas_type` of carbon monoxide
+_CO_CODE = ALARM_CODES.index("co")
+_CO_HIGH = int(A.co_high)
 _MAJOR, _CRITICAL = int(Severity.major), int(Severity.critical)
 _NONE, _VERIFY, _IMMEDIATE = int(Response.none), int(Response.verify), int(Response.immediate)
 
@@ -167,11 +178,15 @@ class Readings:
         self.kind = batch.kind
         self.event = batch.event
         self.ts = batch.ts_ms.astype(np.int64, copy=False)
+        self.received = batch.received_ms
         n = len(batch)
         self._nan = np.full(n, np.nan)
         self.values = {name: np.asarray(v, np.float64) for name, v in batch.values.items()}
+        if batch.port is not None:  # shown in the evidence of a charger's hits
+            self.values["port"] = np.where(batch.port > 0, batch.port, np.nan)
         codes = batch.alarm_code
         self.alarm_code = np.zeros(n, np.int8) if codes is None else codes.astype(np.int8, copy=False)
+        self.gas_type = np.zeros(n, np.int8) if batch.gas_type is None else batch.gas_type
         #: rows with an event other than heartbeat and report (few): alarms, clears, faults, ...
         self.attention = np.flatnonzero(self.valid & (batch.event > _REPORT))
         self.attention_event = self.event[self.attention]  #: their events
@@ -208,6 +223,11 @@ class Readings:
         """Rows of this kind whose values the threshold rules look at."""
         return np.flatnonzero(self._with_values & (self.kind == kind))
 
+    def events(self, event: int, kind: int) -> np.ndarray:
+        """Rows with this event (not heartbeat or report) of devices of this kind, ascending."""
+        at = self.attention[self.attention_event == event]
+        return at[self.kind[at] == kind]
+
     def rows_of(self, rows: np.ndarray) -> np.ndarray:
         """The valid rows of the devices of `rows` (these and the devices' other readings), ascending."""
         mark = np.zeros(self.fleet.size, bool)
@@ -224,19 +244,25 @@ class Readings:
         out = np.full(rows.shape[0], np.nan)
         if rows.shape[0] == 0:
             return out
+        t = self.ts[rows]
+        prev_ts, prev_val = self.sample_at_or_before(name, rows, t - int(self.config.rise_min_span_s * 1000))
+        known = prev_ts != NO_TIME
+        out[known] = (self.value(name)[rows[known]] - prev_val[known]) * 60000.0 / (t[known] - prev_ts[known])
+        return out
+
+    def sample_at_or_before(self, name: str, rows: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row of `rows` (distinct), the time and value of its device's newest sample of `name`
+        at or before `target` (NO_TIME and NaN when none): among the batch's readings of that device
+        (newest time, then the later row) and the fleet's stored value (the previous state:
+        `evaluate` runs before `Fleet.apply`), which loses ties."""
         column = self.value(name)
-        slot, t = self.slot[rows], self.ts[rows]
-        target = t - int(self.config.rise_min_span_s * 1000)
+        slot = self.slot[rows]
         b_ts, b_val = self._earlier_in_batch(column, rows, target)
         in_batch = b_ts != NO_TIME
         f_val = self.fleet.values[name][slot].astype(np.float64)
         f_ts = self.fleet.value_ts_ms[name][slot]
         use_fleet = ~np.isnan(f_val) & (f_ts <= target) & (~in_batch | (f_ts > b_ts))
-        prev_ts = np.where(use_fleet, f_ts, b_ts)
-        prev_val = np.where(use_fleet, f_val, b_val)
-        known = in_batch | use_fleet
-        out[known] = (column[rows[known]] - prev_val[known]) * 60000.0 / (t[known] - prev_ts[known])
-        return out
+        return np.where(use_fleet, f_ts, b_ts), np.where(use_fleet, f_val, b_val)
 
     def _earlier_in_batch(
         self, column: np.ndarray, rows: np.ndarray, target: np.ndarray,
@@ -282,12 +308,24 @@ def smoke(r: Readings) -> list[Hits]:
     return [Hits.of(rows, A.smoke, _MAJOR, response, rule, np.where(rising, rise, np.nan))]
 
 
+def is_co(r: Readings, rows: np.ndarray) -> np.ndarray:
+    """Whether each gas row is of a CO detector: it says `gas_type` co, reports `co_ppm`, carries
+    alarm code `co`, or the device has reported `co_ppm` before."""
+    slot = r.slot[rows]
+    return ((r.gas_type[rows] == _CO_GAS) | ~np.isnan(r.value("co_ppm")[rows]) | (r.alarm_code[rows] == _CO_CODE)
+            | ~np.isnan(r.fleet.values["co_ppm"][slot]))
+
+
 def gas(r: Readings) -> list[Hits]:
-    """Gas `alarm` or >= 10 %LEL -> gas_leak, major, verify; >= 25 %LEL -> critical, immediate."""
+    """Gas `alarm` or >= 10 %LEL -> gas_leak, major, verify; >= 25 %LEL -> critical, immediate.
+    A CO detector's `alarm` is not a gas leak (see `co.co_high`)."""
     rows = r.rows(_GAS)
     lel = r.value("gas_lel_pct")[rows]
     critical, major = lel >= r.thresholds(("gas_lel_critical_pct", "gas_lel_pct"), rows)
-    fire = np.flatnonzero(r.alarmish[rows] | major | critical)
+    alarm = r.alarmish[rows]
+    if alarm.any():
+        alarm[alarm] = ~is_co(r, rows[alarm])
+    fire = np.flatnonzero(alarm | major | critical)
     if fire.size == 0:
         return []
     rows, critical, major = rows[fire], critical[fire], major[fire]
@@ -304,8 +342,11 @@ _ELECTRICAL_RULES = (  # (type, column, threshold, rule), in the order of their 
     (A.cable_overheat, "cable_temp_c", "cable_temp_c", "electrical.cable_temp"),
     (A.arc_fault, "arc_faults", "arc_faults", "electrical.arc"),
     (A.overvoltage, "voltage_v", "voltage_v_max", "electrical.overvoltage"),
+    (A.pyrolysis_warning, "pyrolysis_index", "pyrolysis_major", "pyrolysis.index"),
 )
-_CABLE = 1  # index of cable_overheat in _ELECTRICAL_RULES
+_CABLE, _PYROLYSIS = 1, 4  # indexes of cable_overheat and pyrolysis_warning in _ELECTRICAL_RULES
+_CODE_RULE = np.array([RULE["pyrolysis.alarm" if t is A.pyrolysis_warning else "electrical.alarm_code"]
+                       for t, _, _, _ in _ELECTRICAL_RULES], np.int16)[:, None]
 _ELECTRICAL_LIMITS = tuple(name for _, _, name, _ in _ELECTRICAL_RULES)
 _ELECTRICAL_TYPE = np.array([t for t, _, _, _ in _ELECTRICAL_RULES], np.int8)[:, None]
 _ELECTRICAL_RULE = np.array([RULE[rule] for _, _, _, rule in _ELECTRICAL_RULES], np.int16)[:, None]
@@ -314,10 +355,12 @@ _LIMIT_INDEX = np.arange(len(_ELECTRICAL_RULES))[:, None]
 
 def electrical(r: Readings) -> list[Hits]:
     """Residual current >= 300 mA, cable >= 70 °C or rising >= 10 °C/min, >= 14 arcs/s, voltage
-    >= 264 V: one hit per exceeded limit. An `alarm` whose device reported an alarm code of
-    `CODE_TYPES` is also that type (rule `electrical.alarm_code`, unless a limit of that type is
-    exceeded too). An `alarm` without such a code exceeding no limit is put down to the metric
-    nearest its limit (value / threshold; residual current when none was reported)."""
+    >= 264 V, pyrolysis index >= 50: one hit per exceeded limit. An `alarm` whose device reported an
+    alarm code of `CODE_TYPES` is also that type (rule `electrical.alarm_code`, `pyrolysis.alarm`,
+    unless a limit of that type is exceeded too). An `alarm` without such a code exceeding no limit
+    is put down to the metric nearest its limit (value / threshold; residual current when none was
+    reported). A pyrolysis warning is critical at an index >= 80, or >= 50 after rising >= 20 since
+    the device's previous sample at most 60 s earlier (`pyrolysis_severity`)."""
     rows = r.rows(_ELECTRICAL)
     values = np.vstack([r.value(column)[rows] for _, column, _, _ in _ELECTRICAL_RULES])  # [limit, row]
     limits = r.thresholds(_ELECTRICAL_LIMITS, rows)
@@ -349,29 +392,37 @@ def _electrical_hits(r: Readings, rows: np.ndarray, values: np.ndarray, limits: 
         blamed = np.argmax(np.where(np.isnan(ratio), -np.inf, ratio), axis=0)
     blame = device_alarm & (blamed == _LIMIT_INDEX)
     by_code = coded & (code_type == _ELECTRICAL_TYPE) & ~over
-    rule = np.where(blame, RULE["electrical.alarm"], np.where(by_code, RULE["electrical.alarm_code"], _ELECTRICAL_RULE))
+    rule = np.where(blame, RULE["electrical.alarm"], np.where(by_code, _CODE_RULE, _ELECTRICAL_RULE))
     rule[_CABLE, rising & ~by_value[_CABLE]] = RULE["electrical.cable_rise"]
-    limit, at = np.nonzero(over | blame | by_code)
-    return Hits.of(rows[at], _ELECTRICAL_TYPE[limit, 0], rule=rule[limit, at], rise=np.where(rising, rise, np.nan)[at])
+    fired = over | blame | by_code
+    limit, at = np.nonzero(fired)
+    hits = Hits.of(rows[at], _ELECTRICAL_TYPE[limit, 0], rule=rule[limit, at], rise=np.where(rising, rise, np.nan)[at])
+    if fired[_PYROLYSIS].any():
+        pyro = np.flatnonzero(limit == _PYROLYSIS)
+        critical, by_rise = pyrolysis_severity(r, hits.row[pyro])
+        hits.severity[pyro[critical]] = _CRITICAL
+        hits.rule[pyro[critical]] = np.where(by_rise[critical], RULE["pyrolysis.rise"], RULE["pyrolysis.critical"])
+    return hits
 
 
-def water(r: Readings) -> list[Hits]:
-    """Pressure below 0.05 MPa, or a water `alarm` -> water_pressure_low, major, verify."""
-    rows = r.rows(_WATER)
-    low = r.value("pressure_mpa")[rows] < r.threshold("pressure_low_mpa", rows)
-    fire = low | r.alarmish[rows]
-    rule = np.where(low[fire], RULE["water.pressure_low"], RULE["water.alarm"])
-    return [Hits.of(rows[fire], A.water_pressure_low, rule=rule)]
+def pyrolysis_severity(r: Readings, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pyrolysis-warning row (distinct): whether it is critical, and whether by its rise."""
+    index = r.value("pyrolysis_index")[rows]
+    critical_at, major_at = r.thresholds(("pyrolysis_critical", "pyrolysis_major"), rows)
+    by_rise = np.zeros(rows.shape[0], bool)
+    ask = np.flatnonzero((index >= major_at) & ~(index >= critical_at))
+    if ask.size:
+        t = r.ts[rows[ask]]
+        prev_ts, prev = r.sample_at_or_before("pyrolysis_index", rows[ask], t - 1)
+        window = int(r.config.pyrolysis_rise_window_s * 1000)
+        by_rise[ask] = (prev_ts != NO_TIME) & (t - prev_ts <= window) & (index[ask] - prev >= r.config.pyrolysis_rise)
+    return (index >= critical_at) | by_rise, by_rise
 
 
 def panel(r: Readings) -> list[Hits]:
     """A panel component's fire (`alarm`) -> panel_fire, critical, verify."""
     rows = r.rows(_UITD)
     return [Hits.of(rows[r.alarmish[rows]], A.panel_fire, rule=RULE["panel.fire"])]
-
-
-#: The alarm-class rules, in the order their hits are listed.
-ALARM_RULES = (smoke, gas, panel, electrical, water)
 
 
 _EventTypes = dict[Event, tuple[tuple[AlarmType, str], tuple[AlarmType, str]]]  # by (not a panel, a panel component)
@@ -414,10 +465,15 @@ def health(r: Readings) -> Hits:
 
 
 def event_clears(r: Readings, transient: np.ndarray, clear_rows: np.ndarray) -> list[Hits]:
-    """`alarm_clear` -> a clear of every alarm type of the device's kind (rule `transient`,
+    """`alarm_clear` -> a clear of every alarm type of the device's kind (co_high: of a CO detector) (rule `transient`,
     response none when `transient[i]` for `clear_rows[i]`); `fault_clear` and `tamper_clear`."""
     which, col = np.nonzero(_KIND_ALARM_TABLE[r.kind[clear_rows].astype(np.intp)] >= 0)
     types = _KIND_ALARM_TABLE[r.kind[clear_rows[which]].astype(np.intp), col]
+    co = np.flatnonzero(types == _CO_HIGH)
+    if co.size:  # only a CO detector's clear is about co_high
+        keep = np.ones(which.shape[0], bool)
+        keep[co] = is_co(r, clear_rows[which[co]])
+        which, types = which[keep], types[keep]
     quick = transient[which]
     return [
         Hits.of(clear_rows[which], types, _DEFAULT_TABLE[types, 0],

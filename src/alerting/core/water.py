@@ -1,0 +1,77 @@
+"""Fire water and hydrants (CONTRACT §8, §10): `water` devices, and panel components (uitd)
+relaying GB/T 26875 analog values, which go through the level rules but never the pressure drop
+(their 0.1 MPa step is no measure of a fall) nor a water device's `alarm`.
+
+| type | raised by (major, verify unless said) |
+|---|---|
+| water_pressure_low | `pressure_mpa` < `pressure_low_mpa`, or a water device's `alarm` |
+| water_pressure_high | `pressure_mpa` > `pressure_high_mpa` (minor; off until set) |
+| water_pressure_drop | a fall >= `pressure_drop_mpa` (and >= twice the resolution) since the device's |
+|   | previous sample, at most 60 s earlier |
+| water_level_low | `level_m` < `level_low_m` (off until set) |
+| hydrant_open | a `hydrant_open` event, or `flow_m3h` > `flow_open_m3h` on a device marked HYDRANT |
+| hydrant_damaged | an `impact` event, or `tilt_deg` >= `tilt_max_deg` |
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from alerting.core.rules import RULE, Hits, Readings
+from alerting.core.timeline import NO_TIME
+from devices.catalogue import AlarmType, Event, Kind
+from devices.fleet import HYDRANT
+
+A = AlarmType
+_WATER, _UITD = int(Kind.water), int(Kind.uitd)
+#: Slack of a pressure drop: earlier samples come back from the fleet's float32 columns.
+DROP_SLACK_MPA = 1e-6
+_LIMITS = ("pressure_low_mpa", "pressure_high_mpa", "level_low_m", "flow_open_m3h", "tilt_max_deg")
+
+
+def water(r: Readings) -> list[Hits]:
+    own = r.rows(_WATER)
+    panel = r.rows(_UITD)
+    if panel.size:  # only components that relay analog values
+        panel = panel[~np.isnan(r.value("pressure_mpa")[panel]) | ~np.isnan(r.value("level_m")[panel])]
+    out = [_levels(r, own, panel_rows=False), _levels(r, panel, panel_rows=True), _drop(r, own)]
+    out.append(Hits.of(r.events(int(Event.hydrant_open), _WATER), A.hydrant_open, rule=RULE["water.hydrant_open"]))
+    out.append(Hits.of(r.events(int(Event.impact), _WATER), A.hydrant_damaged, rule=RULE["water.impact"]))
+    return out
+
+
+def _levels(r: Readings, rows: np.ndarray, *, panel_rows: bool) -> Hits:
+    if rows.size == 0:
+        return Hits.of(rows, A.water_pressure_low)
+    pressure, level = r.value("pressure_mpa")[rows], r.value("level_m")[rows]
+    low_at, high_at, level_at, flow_at, tilt_at = r.thresholds(_LIMITS, rows)
+    low = pressure < low_at
+    alarm = np.zeros(rows.shape[0], bool) if panel_rows else r.alarmish[rows] & ~low
+    parts = [
+        (np.flatnonzero(low), A.water_pressure_low, RULE["water.pressure_low"]),
+        (np.flatnonzero(alarm), A.water_pressure_low, RULE["water.alarm"]),
+        (np.flatnonzero(pressure > high_at), A.water_pressure_high, RULE["water.pressure_high"]),
+        (np.flatnonzero(level < level_at), A.water_level_low, RULE["water.level_low"]),
+    ]
+    if not panel_rows:
+        hydrant = (r.fleet.flags[r.slot[rows]] & HYDRANT) != 0
+        parts += [
+            (np.flatnonzero(hydrant & (r.value("flow_m3h")[rows] > flow_at)), A.hydrant_open,
+             RULE["water.hydrant_flow"]),
+            (np.flatnonzero(r.value("tilt_deg")[rows] >= tilt_at), A.hydrant_damaged, RULE["water.hydrant_tilt"]),
+        ]
+    return Hits.concat([Hits.of(rows[at], type_, rule=rule) for at, type_, rule in parts])
+
+
+def _drop(r: Readings, rows: np.ndarray) -> Hits:
+    """water_pressure_drop of water devices' rows (never panel components')."""
+    rows = rows[~np.isnan(r.value("pressure_mpa")[rows])]
+    if rows.size == 0:
+        return Hits.of(rows, A.water_pressure_drop)
+    t = r.ts[rows]
+    prev_ts, prev = r.sample_at_or_before("pressure_mpa", rows, t - 1)
+    c = r.config
+    least = np.maximum(r.threshold("pressure_drop_mpa", rows), 2 * c.pressure_resolution_mpa)
+    near = (prev_ts != NO_TIME) & (t - prev_ts <= int(c.pressure_drop_window_s * 1000))
+    fell = near & (prev - r.value("pressure_mpa")[rows] + DROP_SLACK_MPA >= least)
+    return Hits.of(rows[fell], A.water_pressure_drop, rule=RULE["water.pressure_drop"])
