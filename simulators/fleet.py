@@ -93,7 +93,7 @@ class UnitTemplate:
 TEMPLATES: dict[Industry, UnitTemplate] = {
     "residential": UnitTemplate(
         ("阳光花园", "江南华府", "锦绣苑", "和谐家园", "滨江名都", "书香门第", "紫荆园", "金色家园"), "小区",
-        {"smoke": (4, 16), "gas": (0, 3), "co": (0, 1), "pressure": (0, 1), "hydrant": (0, 2), "monitor": (0, 1),
+        {"smoke": (4, 12), "gas": (0, 3), "co": (0, 1), "pressure": (0, 1), "hydrant": (0, 2), "monitor": (0, 1),
          "charger": (1, 3)}, 0.3, 0.0,
     ),
     "rental_housing": UnitTemplate(

@@ -227,6 +227,7 @@ _ROLES: tuple[tuple[str, Callable[[list[SimDevice]], bool], tuple[str, ...]], ..
     ("pyrolysis_cabinet_fire", lambda ds: _has(ds, "pyrolysis") and _has(ds, "smoke"),
      ("commercial", "industrial", "hospital")),
     ("electrical_then_smoke", lambda ds: _has(ds, "monitor") and _has(ds, "smoke"), ("commercial", "industrial")),
+    ("co_poisoning", lambda ds: _has(ds, "co"), ("residential", "rental_housing", "elderly_care")),
     ("hydrant_opened", lambda ds: _has(ds, "hydrant"), ()),
     ("water_leak", lambda ds: _has(ds, "pressure"), ("industrial", "commercial")),
     ("fire_spread", lambda ds: _count(ds, "smoke") >= 3, ("residential", "welfare", "hospital")),
@@ -797,6 +798,30 @@ def arc_breaker_trip(fleet: SimFleet, seed: int, start_ms: int) -> Scenario:
     return s.build(f"arcs at {b.location} of {unit.name} trip its breaker by linkage")
 
 
+def co_poisoning(fleet: SimFleet, seed: int, start_ms: int) -> Scenario:
+    """A gas water heater burns badly in a closed room: a CO detector's level climbs, it alarms at
+    180 ppm, and the level passes the critical limit a minute later."""
+    rng = _rng("co_poisoning", seed)
+    unit = _role_unit(fleet, seed, "co_poisoning")
+    (c,) = _pick(rng, fleet, unit, "co")
+    critical = THRESHOLDS["co_critical_ppm"].default
+    s = _Script("co_poisoning", fleet, start_ms, scripted=[c])
+    s.send(c, Event.heartbeat, 0)
+    s.send(c, Event.report, 60, {"co_ppm": 35})
+    s.send(c, Event.report, 120, {"co_ppm": 90})
+    alarm_at = s.send(c, Event.alarm, 180, {"co_ppm": 180}, extra={"alarm_code": "co"})
+    critical_at = s.send(c, Event.alarm, 240, {"co_ppm": 330}, extra={"alarm_code": "co"})
+    s.send(c, Event.alarm_clear, 420, {"co_ppm": 20})
+    s.expect(must_fire=True, types=(AlarmType.co_high,), key=_detector_key(c), device_ids=(c.device_id,),
+             after_ms=alarm_at, within_s=IMMEDIATE_WITHIN_S, why="a CO detector's alarm")
+    s.expect(must_fire=True, types=(AlarmType.co_high,), key=_detector_key(c), device_ids=(c.device_id,),
+             responses=(Response.immediate,), severity=Severity.critical, after_ms=critical_at,
+             within_s=IMMEDIATE_WITHIN_S, why=f"co_ppm >= {critical:g}")
+    s.expect(must_fire=False, types=_FIRE_TYPES, device_ids=(c.device_id,),
+             unit_ids=(unit.unit_id,), why="CO is no gas leak and no fire")
+    return s.build(f"CO at {c.location} of {unit.name}")
+
+
 #: Where a fire panel's own status is (GB/T 26875.3 system type 1, address 1), as the codec names it.
 PANEL_SYSTEM = {"system_type": 1, "system_addr": 1}
 
@@ -840,5 +865,5 @@ SCENARIOS: dict[str, Callable[[SimFleet, int, int], Scenario]] = {
     for f in (fire_spread, smoke_heat, electrical_then_smoke, gas_leak, panel_fire, cooking_transient, test_button,
               flapping, muted, cell_outage, power_cut_reregistration, hydrant_opened, water_leak,
               charger_overheat_smoke, pyrolysis_cabinet_fire, gas_valve_linkage, arc_breaker_trip,
-              panel_mains_failure)
+              panel_mains_failure, co_poisoning)
 }

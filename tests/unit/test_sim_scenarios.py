@@ -21,7 +21,7 @@ T0 = 1_795_341_600_000
 NAMES = ["fire_spread", "smoke_heat", "electrical_then_smoke", "gas_leak", "panel_fire", "cooking_transient",
          "test_button", "flapping", "muted", "cell_outage", "power_cut_reregistration", "hydrant_opened", "water_leak",
          "charger_overheat_smoke", "pyrolysis_cabinet_fire", "gas_valve_linkage", "arc_breaker_trip",
-         "panel_mains_failure"]
+         "panel_mains_failure", "co_poisoning"]
 #: Scenarios that play the devices of a whole cell or district instead of one cast unit.
 WIDE = {"cell_outage", "power_cut_reregistration"}
 
@@ -403,6 +403,20 @@ def test_panel_mains_failure(played, fleet) -> None:
     first, both = _must(sc, AlarmType.power_fault)
     assert (first.after_ms, both.after_ms) == (fails[0].at_ms, fails[1].at_ms)
     assert first.severity is None and both.severity is Severity.major
+
+
+def test_co_poisoning(played, fleet) -> None:
+    sc = played["co_poisoning"]
+    alarm, critical = _must(sc, AlarmType.co_high)
+    dev = fleet.device(alarm.device_ids[0])
+    assert dev.role == "co" and dev.kind is Kind.gas and dev.gas_type == "co"
+    assert alarm.after_ms == alarms_of(sc, dev.device_id)[0].at_ms and alarm.severity is None
+    co = _series(sc, dev.device_id, "co_ppm")
+    assert critical.after_ms == next(t for t, v in co if v >= THRESHOLDS["co_critical_ppm"].default)
+    assert critical.severity is Severity.critical and critical.responses == (Response.immediate,)
+    assert all("gas_lel_pct" not in m.reading.metrics for m in sc.messages())
+    (never,) = only(sc, must=False)
+    assert set(never.types) == FIRE_CLASS and AlarmType.gas_leak in never.types
 
 
 def test_linkage_scenarios_have_their_own_units(played, fleet) -> None:
