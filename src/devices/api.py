@@ -35,7 +35,7 @@ from devices.auth import (
     industry_filter,
     list_scope,
 )
-from devices.commands import COMMANDS, InvalidCommand, ParamsTooLarge
+from devices.commands import COMMANDS, OPPOSITE, InvalidCommand, ParamsTooLarge
 from devices.cursors import bad_cursor, id_cursor, time_cursor
 from devices.fleet import ClockSkewMark
 from devices.importer import UnusableImport
@@ -76,6 +76,25 @@ class DeviceDeps(Protocol):
 
     @property
     def subscriptions(self) -> SubscriptionControl | None: ...
+
+    @property
+    def command_guard(self) -> CommandGuard | None: ...
+
+
+class CommandGuard(Protocol):
+    """What stands behind automatic linkage (CONTRACT §10; the root wires `alerting.linkage`): an
+    opposite command (`valve_open`, `breaker_close`, `port_enable`) to a device that an open
+    alarm's linkage acted on needs an override with a note, recorded on that alarm."""
+
+    async def holding(self, device_id: str, cmd: str) -> list[int]:
+        """The open alarms whose linkage `cmd` would undo on the device (none for other commands)."""
+        ...
+
+    async def overridden(
+        self, alarm_ids: Sequence[int], device_id: str, cmd: str, note: str, actor: str, cmd_id: str
+    ) -> None:
+        """Record the override and its note on each of these alarms."""
+        ...
 
 
 class SubscriptionControl(Protocol):
@@ -139,6 +158,8 @@ class DeviceIn(BaseModel):
     thresholds: dict[str, float] = Field(default_factory=dict)
     profile: str | None = None
     cell_id: str | None = None
+    linkage: str | None = Field(None, description="unit (default), confirm, never, or auto (breakers)")
+    hydrant: bool | None = Field(None, description="a water device that is a fire hydrant")
 
 
 def live_state(svc: DeviceService, device_id: str) -> dict[str, Any]:
@@ -321,21 +342,35 @@ class CommandIn(BaseModel):
     cmd: str = Field(description=", ".join(COMMANDS))
     params: dict[str, Any] = Field(default_factory=dict)
     timeout_s: float | None = Field(None, description="seconds to wait for each attempt's answer")
+    override: bool = Field(
+        False, description=f"undo a linkage ({', '.join(OPPOSITE.values())}) while its alarm is open")
+    note: str | None = Field(None, max_length=500, description="why: required with override")
 
 
 @router.post("/devices/{device_id}/commands", status_code=201)
-async def send_command(device_id: str, body: CommandIn, principal: Operator, svc: Devices) -> dict[str, Any]:
+async def send_command(device_id: str, body: CommandIn, principal: Operator, d: Deps, svc: Devices) -> dict[str, Any]:
     """Send a downlink command; answers its `cmd_id` and `state` (`sent`, or later `acked`,
-    `failed`, `timeout`: follow it with `GET /api/v1/commands/{cmd_id}`)."""
+    `failed`, `timeout`: follow it with `GET /api/v1/commands/{cmd_id}`). An opposite command
+    undoing a linkage whose alarm is still open needs `"override": true` and a `note` (409)."""
     device = await visible_device(svc, principal, device_id)
+    guard = d.command_guard
+    holding = await guard.holding(device_id, body.cmd) if guard is not None else []
+    note = (body.note or "").strip()
+    if holding and not (body.override and note):
+        raise HTTPException(409, f"告警 {', '.join(map(str, holding))} 的联动仍在生效，须 override 并填写 note / "
+                                 f"the linkage of open alarm(s) {', '.join(map(str, holding))} holds this device: "
+                                 f'{body.cmd} needs "override": true and a "note"')
     try:
-        return await svc.commands.send(
+        command = await svc.commands.send(
             device_id, Kind.parse(device["kind"]), body.cmd, body.params, timeout_s=body.timeout_s, actor=principal.name
         )
     except ParamsTooLarge as e:
         raise HTTPException(413, str(e)) from None
     except InvalidCommand as e:
         raise HTTPException(422, str(e)) from None
+    if holding and guard is not None:
+        await guard.overridden(holding, device_id, body.cmd, note, principal.name, command["cmd_id"])
+    return command
 
 
 @router.get("/devices/{device_id}/commands")

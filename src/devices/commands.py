@@ -7,7 +7,8 @@ and stays `sent` until the device answers `{"cmd_id", "ok", "detail"}` on `ack/{
 `timeout`. NB-IoT devices in PSM answer late: an answer after `timeout` still moves the command
 to `acked`/`failed`, with the detail saying so. Every change is a `command_events` row; times
 come from the injected clock. Only a confirmed `mute` mutes the device in the fleet, and only a
-confirmed `set_thresholds` changes the registry and the fleet.
+confirmed `set_thresholds` changes the registry and the fleet. `on_result` (wired by the root: the
+linkage runner) hears every command that ends `acked`, `failed` or `timeout`.
 """
 
 from __future__ import annotations
@@ -43,10 +44,18 @@ COMMANDS: dict[str, frozenset[Kind] | None] = {
     "valve_open": frozenset({Kind.gas}),
     "breaker_trip": frozenset({Kind.electrical}),
     "breaker_close": frozenset({Kind.electrical}),
+    "port_cutoff": frozenset({Kind.charger}),
+    "port_enable": frozenset({Kind.charger}),
 }
+#: A command that cuts supply -> the one that restores it (CONTRACT §10: never sent by the service).
+OPPOSITE: dict[str, str] = {"valve_close": "valve_open", "breaker_trip": "breaker_close", "port_cutoff": "port_enable"}
+#: Most ports of one charging pile (`params.port` counts from 1).
+MAX_PORTS = 64
 STATES = ("sent", "acked", "failed", "timeout")
 #: What a platform that carried a command says of it: it ended (acked, failed) or is on its way (sent).
 PlatformState = Literal["acked", "failed", "sent"]
+#: Told (cmd_id, device_id, cmd, end state, detail) when a command ends or a late answer changes its end.
+ResultHook = Callable[[uuid.UUID, str, str, str, str], Awaitable[None]]
 MUTE_DEFAULT_S = 600
 #: The database unavailable (devices.db_errors), or refusing one statement: logged, retried later.
 DB_ERRORS = (*UNAVAILABLE, asyncpg.PostgresError)
@@ -64,7 +73,7 @@ class ParamsTooLarge(InvalidCommand):
 #: JSON bytes of `params` one downlink can carry to a device of each kind: battery NB-IoT
 #: detectors receive tens of bytes, mains-powered devices and transmission units more.
 DOWNLINK_PARAMS_BYTES: dict[Kind, int] = {
-    Kind.smoke: 128, Kind.gas: 128, Kind.electrical: 512, Kind.water: 512, Kind.uitd: 1024,
+    Kind.smoke: 128, Kind.gas: 128, Kind.electrical: 512, Kind.water: 512, Kind.uitd: 1024, Kind.charger: 512,
 }
 
 
@@ -113,6 +122,11 @@ def _normalised(cmd: str, params: dict[str, Any], kind: Kind) -> dict[str, Any]:
         if not thresholds:
             raise InvalidCommand("set_thresholds needs params.thresholds, an object of threshold name -> number")
         return {**params, "thresholds": thresholds}
+    if cmd in ("port_cutoff", "port_enable") and "port" in params:
+        port = params["port"]
+        if type(port) is not int or not 1 <= port <= MAX_PORTS:
+            raise InvalidCommand(f"params.port 须为 1 至 {MAX_PORTS} 的整数（不填即全部端口） / "
+                                 f"params.port must be a whole number from 1 to {MAX_PORTS} (absent: every port)")
     return params
 
 
@@ -170,6 +184,8 @@ class CommandService:
         self.pending: dict[uuid.UUID, Pending] = {}
         #: told (device_id, until_ms) of every confirmed mute; scale-out passes it to the workers
         self.on_muted: Callable[[str, int], None] | None = None
+        #: told every command's end (`ResultHook`); the linkage runner follows its commands with it
+        self.on_result: ResultHook | None = None
 
     async def load(self) -> int:
         """Resume following commands still `sent` (after a restart); answer how many."""
@@ -186,13 +202,16 @@ class CommandService:
         return len(rows)
 
     async def send(
-        self, device_id: str, kind: Kind, cmd: str, params: dict[str, Any], *, timeout_s: float | None, actor: str
+        self, device_id: str, kind: Kind, cmd: str, params: dict[str, Any], *, timeout_s: float | None, actor: str,
+        cmd_id: uuid.UUID | None = None,
     ) -> dict[str, Any]:
-        """Record and publish a command; answer it. Raises `InvalidCommand`."""
+        """Record and publish a command (`cmd_id`: one the caller recorded first, else a new one);
+        answer it. Raises `InvalidCommand`."""
         params = validate_command(cmd, params, kind)
         timeout = _seconds(timeout_s, "timeout_s") if timeout_s is not None else self.timeout_s
         now = self.clock()
-        p = Pending(uuid.uuid4(), device_id, kind, cmd, params, round(timeout * 1000), 1, now + round(timeout * 1000))
+        p = Pending(cmd_id or uuid.uuid4(), device_id, kind, cmd, params, round(timeout * 1000), 1,
+                    now + round(timeout * 1000))
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 """INSERT INTO commands
@@ -205,6 +224,9 @@ class CommandService:
                 p.cmd_id, ms_to_dt(now), f"attempt 1 of {1 + self.retries}",
             )
         self.pending[p.cmd_id] = p
+        slot = self.fleet.slot(device_id)
+        if slot >= 0:  # a breaker tripping soon after a trip command is its effect (CONTRACT §10)
+            self.fleet.note_command(slot, cmd, now)
         await self._publish(p, now)
         return command_dict(row)
 
@@ -235,11 +257,10 @@ class CommandService:
             cmd, params = row["cmd"], json.loads(row["params"])
             detail = f"answered after timeout: {detail}" if detail else "answered after timeout"
         ok = body.get("ok") is True
+        state = "acked" if ok else "failed"
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                changed = await self._transition(
-                    cmd_id, "acked" if ok else "failed", detail or None, now, ("sent", "timeout"), db=conn
-                )
+                changed = await self._transition(cmd_id, state, detail or None, now, ("sent", "timeout"), db=conn)
                 thresholds = (
                     await merge_thresholds(conn, device_id, params["thresholds"])
                     if changed and ok and cmd == "set_thresholds" else None
@@ -252,6 +273,8 @@ class CommandService:
             return
         if changed and ok:
             self._apply(device_id, cmd, params, thresholds, now)
+        if changed:
+            await self._tell(cmd_id, device_id, cmd, state, detail)
 
     async def on_platform_result(self, device_id: str, cmd_id: str | None, state: PlatformState, detail: str) -> bool:
         """A platform's word on a command to `device_id` (CTWing `commandResponse`); False when no
@@ -303,7 +326,9 @@ class CommandService:
                     await self._publish(p, now)
             else:
                 del self.pending[p.cmd_id]
-                await self._transition(p.cmd_id, "timeout", f"no answer to {p.attempts} attempts", now, ("sent",))
+                detail = f"no answer to {p.attempts} attempts"
+                if await self._transition(p.cmd_id, "timeout", detail, now, ("sent",)):
+                    await self._tell(p.cmd_id, p.device_id, p.cmd, "timeout", detail)
         return len(due)
 
     async def get(self, cmd_id: uuid.UUID) -> dict[str, Any] | None:
@@ -343,6 +368,15 @@ class CommandService:
                 "INSERT INTO command_events (cmd_id, at, state, detail) VALUES ($1, $2, 'sent', $3)",
                 p.cmd_id, ms_to_dt(now), f"attempt {p.attempts} not published: {e or type(e).__name__}",
             )
+
+    async def _tell(self, cmd_id: uuid.UUID, device_id: str, cmd: str, state: str, detail: str) -> None:
+        """Tell `on_result` of a command's end; its failure is logged, never raised into the transport."""
+        if self.on_result is None:
+            return
+        try:
+            await self.on_result(cmd_id, device_id, cmd, state, detail)
+        except Exception:
+            log.exception("the result of command %s (%s) was not handled", cmd_id, state)
 
     async def _transition(
         self, cmd_id: uuid.UUID, state: str, detail: str | None, now: int, from_states: tuple[str, ...],

@@ -310,7 +310,7 @@ def register_in_fleet(fleet: Fleet, spec: DeviceSpec, reg: Registered) -> int:
     """Mirror a registration into the live fleet state; answer the slot."""
     slot = fleet.upsert(
         spec.device_id, spec.kind, unit_id=spec.unit_id, cell_id=spec.cell_id, heartbeat_s=spec.heartbeat_s,
-        parent_id=reg.parent_id, maintenance=reg.maintenance, quarantined=False,
+        parent_id=reg.parent_id, maintenance=reg.maintenance, quarantined=False, hydrant=spec.hydrant,
     )
     fleet.set_thresholds(slot, full_thresholds(spec.thresholds))
     return slot

@@ -446,6 +446,7 @@ class DeviceColumns:
     parent_ids: list[str | None]
     maintenance: list[bool]
     quarantined: list[bool]
+    hydrant: list[bool]
     thresholds: dict[str, str]
 
 
@@ -454,7 +455,7 @@ class DeviceColumns:
 #: instead of a million records.
 DEVICE_COLUMNS_QUERY = """
 SELECT array_agg(device_id), array_agg(kind), array_agg(unit_id), array_agg(cell_id), array_agg(heartbeat_s),
-       array_agg(parent_id), array_agg(maintenance), array_agg(quarantined),
+       array_agg(parent_id), array_agg(maintenance), array_agg(quarantined), array_agg(hydrant),
        array_agg(device_id) FILTER (WHERE thresholds <> '{}'),
        array_agg(thresholds::text) FILTER (WHERE thresholds <> '{}')
 FROM (SELECT * FROM devices ORDER BY (parent_id IS NOT NULL), device_id) d"""
@@ -464,10 +465,10 @@ async def load_devices(db: Db) -> DeviceColumns:
     """Every device (`DeviceColumns`), for the fleet."""
     row = await db.fetchrow(DEVICE_COLUMNS_QUERY)
     assert row is not None  # an aggregate without GROUP BY answers one row
-    ids, kinds, units, cells, heartbeats, parents, maintenance, quarantined, overridden, thresholds = (
+    ids, kinds, units, cells, heartbeats, parents, maintenance, quarantined, hydrant, overridden, thresholds = (
         list(c or ()) for c in row
     )
-    return DeviceColumns(ids, kinds, units, cells, heartbeats, parents, maintenance, quarantined,
+    return DeviceColumns(ids, kinds, units, cells, heartbeats, parents, maintenance, quarantined, hydrant,
                          dict(zip(overridden, thresholds)))
 
 

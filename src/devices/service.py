@@ -83,6 +83,7 @@ class DeviceService:
             parent_ids=devices.parent_ids,
             maintenance=devices.maintenance,
             quarantined=devices.quarantined,
+            hydrant=devices.hydrant,
         )
         for device_id, thresholds in devices.thresholds.items():
             fleet.set_thresholds(fleet.slot(device_id), full_thresholds(json.loads(thresholds)))

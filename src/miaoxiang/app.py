@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from alerting.admin_api import router as alarm_settings_router
 from alerting.api import router as alarms_router
 from alerting.dutychecks_api import router as duty_checks_router
+from alerting.linkage.api import router as linkage_router
 from alerting.overview_api import router as overview_router
 from alerting.reports.monthly_api import router as monthly_report_router
 from alerting.response.channels.store import router as channels_router
@@ -33,6 +34,7 @@ from alerting.workorders.api import router as work_orders_router
 from devices.api import router as devices_router
 from devices.clock import Clock, wall_clock_ms
 from devices.db_errors import UNAVAILABLE
+from devices.floorplans_api import router as floorplans_router
 from ingest.gb26875_api import router as gb26875_router
 from ingest.readings_api import router as readings_router
 from ingest.transports.http_push import router as push_router
@@ -93,6 +95,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
 
     app.include_router(push_router)  # first: a platform push is matched before the other routes are tried
     app.include_router(devices_router)
+    app.include_router(floorplans_router)
     app.include_router(readings_router)
     app.include_router(overview_router)
     app.include_router(alarms_router)
@@ -101,6 +104,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
     app.include_router(responders_router)
     app.include_router(notifications_router)
     app.include_router(dispatch_router)
+    app.include_router(linkage_router)
     app.include_router(response_stats_router)
     app.include_router(responder_page_router)
     app.include_router(photos_router)
@@ -112,7 +116,7 @@ def create_app(settings: Settings, *, clock: Clock = wall_clock_ms) -> FastAPI:
     app.include_router(monthly_report_router)
     app.include_router(work_orders_router)
     app.include_router(gb26875_router)
-    app.include_router(console_router())
+    app.include_router(console_router(tiles=settings.tile_source()))
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -29,6 +29,8 @@ from alerting.api import AlarmDeps
 from alerting.config import RuleConfig
 from alerting.core.correlator import Correlator
 from alerting.dutychecks import DutyChecks, DutySender, SendOutcome
+from alerting.linkage.api import LinkageDeps
+from alerting.linkage.runner import LinkageRunner
 from alerting.overview_api import OverviewDeps
 from alerting.reports import online_sample
 from alerting.response.channels.store import ResponseDeps
@@ -39,7 +41,7 @@ from alerting.service import AlarmService
 from alerting.workorders.api import WorkOrderDeps
 from alerting.workorders.notices import NoticeSender
 from alerting.workorders.sweep import Sweep
-from devices.api import DeviceDeps
+from devices.api import CommandGuard, DeviceDeps
 from devices.auth import AuthDeps
 from devices.clock import Clock
 from devices.commands import CommandService
@@ -129,19 +131,29 @@ class Services:
                           random_regions=self.settings.duty_check_random_regions, device_tz=self.settings.device_tz)
 
     @functools.cached_property
+    def linkage(self) -> LinkageRunner:
+        """联动 (CONTRACT §10): linkage commands and offers for alarms, followed to their end."""
+        return LinkageRunner(self.pool, self.alarms.hub, self.alarms.lifecycle, self.commands, self.fleet, self.clock)
+
+    @property
+    def command_guard(self) -> CommandGuard | None:
+        """Opposite commands need an override while the linkage they undo holds (not in a worker)."""
+        return None if self.settings.role == "worker" else self.linkage
+
+    @functools.cached_property
     def work_order_notices(self) -> NoticeSender:
         """Sends work-order notices through the responders' channels (CONTRACT §11)."""
         return NoticeSender(self.pool, self.clock, policy=self.outbound, language=self.settings.language,
                             device_tz=self.settings.device_tz)
 
     def oversight_jobs(self) -> list[Job]:
-        """Settling duty checks, the daily online sample and sending work-order notices: once, not
-        in a worker."""
+        """Settling duty checks, the daily online sample, sending work-order notices and linkage:
+        once, not in a worker."""
         if self.settings.role == "worker":
             return []
         return [self.duty_checks.run(), online_sample.run(self.pool, self.fleet, self.clock,
                                                             ZoneInfo(self.settings.device_tz)),
-                self.work_order_notices.run()]
+                self.work_order_notices.run(), self.linkage.run()]
 
     @functools.cached_property
     def supervision(self) -> Sweep:
@@ -169,10 +181,11 @@ def _satisfies(
     services: Services,
 ) -> tuple[
     AuthDeps, DeviceDeps, ReadingsDeps, PushDeps, Gb26875Deps, AlarmDeps, OverviewDeps, RiskDeps, ResponseDeps,
-    PageDeps, WorkOrderDeps,
+    PageDeps, WorkOrderDeps, LinkageDeps,
 ]:
     """Never called: mypy checks here that `Services` provides what every router reads."""
-    return services, services, services, services, services, services, services, services, services, services, services
+    return (services, services, services, services, services, services, services, services, services, services,
+            services, services)
 
 
 @contextlib.asynccontextmanager
@@ -286,13 +299,16 @@ async def _build(
         limiter=RateLimiter(), max_bytes=settings.push_max_bytes, unverified_per_min=settings.push_unverified_per_min,
     )
     subscriptions = None if settings.role == "worker" else Subscriptions(pool, push, devices, registry)
-    return Services(
+    services = Services(
         settings=settings, metrics_registry=registry, pool=pool, clock=clock, fleet=fleet, commands=commands,
         devices=devices, alarms=alarms, risk=RiskService(pool, fleet, device_tz=settings.device_tz),
         pipeline=pipeline, store=store, mqtt=mqtt,
         links=links, push=push, gb26875=gb26875, mqtt_url=mqtt_url, mqtt_protocol=protocol,
         subscriptions=subscriptions,
     )
+    if settings.role != "worker":
+        commands.on_result = services.linkage.on_command_result
+    return services
 
 
 async def _maintain_partitions(store: ReadingStore, settings: Settings) -> None:

@@ -81,6 +81,7 @@ async def api(settings: Settings, mqtt_url: str) -> AsyncIterator[Api]:
             admin_token=settings.admin_token, pool=pool, fleet=fleet, risk=None,
             devices=DeviceService(pool, fleet, commands, clock=clock),
             outbound=OutboundPolicy.parse(settings.outbound_allow), subscriptions=None,  # runs no consumers
+            command_guard=None,  # no linkage here (tests/integration/test_linkage_e2e.py)
         )
         tokens = {
             "admin": "test-admin-token",
