@@ -675,6 +675,16 @@ def _unset(capacity: int, dtype: type, fill: float) -> np.ndarray:
     return np.broadcast_to(np.array(fill, dtype), (capacity,))
 
 
+def decimal32(values: np.ndarray) -> np.ndarray:
+    """float32 values (such as thresholds) as float64 at their 7-significant-digit decimal, so that a
+    threshold set to 0.1 compares as 0.1 and not as 0.10000000149; NaN and 0 stay as they are."""
+    x = values.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        scale = 10.0 ** (6 - np.floor(np.log10(np.abs(x))))
+        out = np.round(x * scale) / scale
+    return np.where(np.isfinite(out), out, x)
+
+
 def _freeze(columns: dict[str, np.ndarray]) -> None:
     """Make columns read-only: thresholds change through `Fleet.set_thresholds` only, which keeps
     `Fleet.overrides` true."""

@@ -17,7 +17,7 @@ from alerting.core.rules import CODE_TYPES, DEFAULTS, KIND_ALARMS
 from alerting.model import ELECTRICAL_CLASS, AlarmType, Decision, Response, Severity
 from devices.batch import ALARM_CODES, ReadingColumns
 from devices.catalogue import KINDS, METRICS
-from devices.fleet import FLAPPING, HYDRANT, LOW_BATTERY, MAINTENANCE, NOT_HELD, Fleet
+from devices.fleet import FLAPPING, HYDRANT, LOW_BATTERY, MAINTENANCE, NOT_HELD, Fleet, decimal32
 from devices.kinds import Event, Kind
 from devices.reading import Reading
 
@@ -63,7 +63,7 @@ class ReferenceCorrelator:
 
     # --- helpers --------------------------------------------------------------------------
     def th(self, fleet: Fleet, slot: int, name: str) -> float:
-        v = float(fleet.thresholds[name][slot])
+        v = float(decimal32(fleet.thresholds[name][slot : slot + 1])[0])  # the fleet's float32, as set
         return self.config.threshold_defaults()[name] if math.isnan(v) else v
 
     def rise(self, b: ReadingColumns, fleet: Fleet, row: int, name: str) -> float:

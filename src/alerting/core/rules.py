@@ -20,7 +20,7 @@ from alerting.core.timeline import NO_TIME, Timeline, repeats
 from alerting.model import ELECTRICAL_CLASS, FIRE_CLASS, AlarmType, Response, Severity
 from devices.batch import ALARM_CODES, ReadingColumns
 from devices.catalogue import ALARM_TYPES, KINDS, METRICS
-from devices.fleet import Fleet
+from devices.fleet import Fleet, decimal32
 from devices.kinds import Event, Kind
 
 RULES: tuple[str, ...] = (
@@ -207,7 +207,7 @@ class Readings:
         slot = self.slot[rows]
         if not self.fleet.overrides[name]:
             return np.full(slot.shape[0], self.defaults[name])
-        t = self.fleet.thresholds[name][slot]
+        t = decimal32(self.fleet.thresholds[name][slot])
         return np.where(np.isnan(t), self.defaults[name], t)
 
     def thresholds(self, names: tuple[str, ...], rows: np.ndarray) -> np.ndarray:
@@ -216,7 +216,7 @@ class Readings:
         defaults = np.array([self.defaults[name] for name in names])[:, None]
         if not any(self.fleet.overrides[name] for name in names):
             return np.repeat(defaults, slot.shape[0], axis=1)
-        t = np.vstack([self.fleet.thresholds[name][slot] for name in names])
+        t = decimal32(np.vstack([self.fleet.thresholds[name][slot] for name in names]))
         return np.where(np.isnan(t), defaults, t)
 
     def rows(self, kind: int) -> np.ndarray:
