@@ -115,7 +115,7 @@ async def test_list_filters_newest_first_with_cursor(api: Api) -> None:
     first = page["items"][1]
     assert set(first) == {"alarm_id", "type", "severity", "response", "status", "device_ids", "unit_id", "region",
                           "first_seen", "last_seen", "count", "rule", "evidence", "escalation_level", "classification",
-                          "raised_at", "dispatched_at", "unit", "devices", "response_times"}
+                          "raised_at", "dispatched_at", "unit", "devices", "response_times", "parent_id", "children"}
     assert isinstance(first["alarm_id"], str) and first["first_seen"] == "2026-11-22T10:05:00.000Z"
 
     async def ids(**params: Any) -> list[str]:

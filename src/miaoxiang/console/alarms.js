@@ -1,11 +1,13 @@
 // The live alarm board: the initial list, then every change from the SSE stream, merged by alarm id.
 // Two lanes (fires, hazards and 秒响应 / device health), urgency order, filters kept in the page
 // address, keyboard shortcuts; while the pointer is over the rows their order holds and new alarms
-// are announced above the table instead of being inserted under the pointer.
+// are announced above the table instead of being inserted under the pointer. One fire is one row:
+// an incident's parent (a unit `fire`) expands to show its children (CONTRACT §8 Incidents), and
+// acknowledging it acknowledges them all.
 
 import { alarmStream, get, post } from "./api.js";
 import * as filters from "./board_filters.js";
-import { OPEN, UNACKED, byUrgency, isImmediateUnacked, laneOf, LANES, ruleParts } from "./board_order.js";
+import { OPEN, UNACKED, byUrgency, childrenOf, isImmediateUnacked, laneOf, LANES, ruleParts, topLevel } from "./board_order.js";
 import { fill, fmtShort, fmtTime, h, toMs } from "./dom.js";
 import { knows, t, term, translateStatic } from "./i18n.js";
 import * as sound from "./sound.js";
@@ -20,6 +22,7 @@ const alarms = new Map(); // alarm_id (or a pending key) -> alarm object of CONT
 const changedAt = new Map(); // alarm_id -> stream generation of its last live change
 const asked = new Set(); // alarm ids whose unit was fetched after they came by the stream
 const news = new Set(); // keys that arrived while the order was held
+const expanded = new Set(); // ids of incident parents whose children are shown
 let shown = []; // keys in the order on screen
 let held = false; // the pointer is over the rows: keep their order
 let movedAt = 0; // when the pointer last moved over the rows
@@ -53,7 +56,7 @@ export function initBoard(options) {
   });
   byId("board-news").addEventListener("click", () => { held = false; render(); });
   byId("banner-show").addEventListener("click", () => {
-    const first = [...alarms.values()].filter(isImmediateUnacked).sort(byUrgency)[0];
+    const first = [...alarms.values()].filter((a) => isImmediateUnacked(a) && !a.parent_id).sort(byUrgency)[0];
     if (first) view.onOpen(first.alarm_id);
   });
   byId("banner-sound-on").addEventListener("click", () => sound.toggle());
@@ -117,6 +120,7 @@ export function resetBoard() {
   alarms.clear();
   changedAt.clear();
   asked.clear();
+  expanded.clear();
   render();
 }
 
@@ -171,7 +175,7 @@ export function receive(alarm) {
   const merged = { ...Object.fromEntries(EXTRAS.map((x) => [x, before?.[x]])), ...alarm };
   alarms.set(key, merged);
   trim();
-  if (!before && filters.matches(f, merged, Date.now())) announce(merged);
+  if (!before && !alarm.parent_id && filters.matches(f, merged, Date.now())) announce(merged);
   const fresh = isImmediateUnacked(alarm) && !(before && isImmediateUnacked(before));
   render(fresh);
   if (merged.unit === undefined && alarm.alarm_id !== null && !asked.has(alarm.alarm_id)) fetchExtras(alarm.alarm_id);
@@ -241,21 +245,40 @@ function reason(a) {
   return ruleParts(a).map((p) => (knows("rule", p) ? term("rule", p) : p)).join("；");
 }
 
-function row(a) {
+/** The switch of an incident's row: how many detector alarms it has, shown or hidden below it. */
+function incidentToggle(a) {
+  const open = expanded.has(a.alarm_id);
+  return h("button", { type: "button", class: "link incident-toggle", testid: "incident-toggle",
+    "aria-expanded": String(open), "aria-keyshortcuts": open ? "ArrowLeft" : "ArrowRight",
+    onclick: () => toggle(a.alarm_id, !open) },
+  h("span", { "aria-hidden": "true" }, open ? "▾ " : "▸ "), t("board.children", { n: a.children.length }));
+}
+
+function toggle(alarmId, open) {
+  if (open) expanded.add(alarmId);
+  else expanded.delete(alarmId);
+  render();
+}
+
+function row(a, parent = null) {
   const pending = a.alarm_id === null;
   const open = OPEN.includes(a.status);
   const quiet = a.response === "none";
   const ackable = view.canAct() && !pending && UNACKED.has(a.status);
   const raised = toMs(a.raised_at) ?? toMs(a.first_seen);
+  const incident = a.children?.length > 0;
   const classes = ["alarm-row", `status-${a.status}`, isImmediateUnacked(a) && "immediate", pending && "pending",
-    quiet && "suppressed", !filters.matches(f, a, Date.now()) && "stale"];
+    quiet && "suppressed", !filters.matches(f, a, Date.now()) && !parent && "stale", incident && "incident",
+    parent && "child-row"];
   const unit = a.unit;
   const device = a.devices?.[0];
   const place = device?.location?.place ?? device?.location?.address;
   return h("tr", {
     class: classes.filter(Boolean).join(" "), testid: "alarm-row", "data-alarm-id": a.alarm_id ?? "", tabindex: "0",
     "data-status": a.status, "data-response": a.response, "data-type": a.type, "data-level": a.escalation_level ?? 0,
-    "aria-label": `${term("type", a.type)} · ${term("status", a.status)} · ${unit?.name ?? a.unit_id ?? ""}`,
+    "data-parent-id": parent?.alarm_id, "aria-expanded": incident ? String(expanded.has(a.alarm_id)) : undefined,
+    "aria-label": [parent && t("board.childOf", { type: term("type", parent.type) }), term("type", a.type),
+      term("status", a.status), unit?.name ?? a.unit_id ?? ""].filter(Boolean).join(" · "),
     onclick: (e) => { if (!pending && !e.target.closest("button")) view.onOpen(a.alarm_id); },
   },
   h("td", { class: "elapsed", "data-label": t("board.elapsed"), title: `${t("board.raisedAt")} ${fmtTime(raised)}`,
@@ -263,11 +286,14 @@ function row(a) {
   h("span", {}, open && raised !== null ? elapsed(raised) : fmtShort(a.last_seen)),
   h("span", { class: "muted sub" }, fmtShort(raised))),
   h("td", { class: "level", "data-label": t("board.level"), testid: "alarm-level" },
-    quiet || pending ? h("span", { class: "muted" }, t("board.noEscalation"))
+    parent ? h("span", { class: "muted" }, t("board.inIncident"))
+      : quiet || pending ? h("span", { class: "muted" }, t("board.noEscalation"))
       : h("span", { class: `badge level-${a.escalation_level ?? 0}` }, term("escalation", a.escalation_level ?? 0))),
   h("td", { class: "what", "data-label": t("board.alarm") },
     h("strong", { class: "type" }, term("type", a.type)), " ", badge("severity", a.severity), " ", badge("response", a.response),
-    quiet && h("div", { class: "reason", testid: "suppressed-reason" }, t("board.suppressed", { why: reason(a) || "—" }))),
+    quiet && h("div", { class: "reason", testid: "suppressed-reason" }, t("board.suppressed", { why: reason(a) || "—" })),
+    incident && h("div", {}, incidentToggle(a)),
+    a.parent_id && !parent && h("div", { class: "muted", testid: "child-of" }, t("board.partOf", { id: a.parent_id }))),
   h("td", { testid: "alarm-status", "data-label": t("board.status") }, term("status", a.status)),
   h("td", { class: "where", "data-label": t("board.where"), title: a.region || undefined },
     h("div", { class: "board-unit" }, unit?.name ?? a.unit_id ?? t("board.noUnit")),
@@ -294,7 +320,8 @@ async function ackFromBoard(button, alarmId) {
   }
 }
 
-/** Keys on a focused row: J/K or arrows move, A acknowledges, Enter or D opens the detail. */
+/** Keys on a focused row: J/K or arrows move, → / ← open and close an incident's children (← on a
+ *  child goes back to its incident), A acknowledges, Enter or D opens the detail. */
 function rowKey(e) {
   const tr = e.target.closest?.("tr.alarm-row");
   if (!tr || e.target !== tr || e.altKey || e.ctrlKey || e.metaKey) return;
@@ -302,6 +329,10 @@ function rowKey(e) {
   if (key === "j" || key === "arrowdown" || key === "k" || key === "arrowup") {
     const next = key === "j" || key === "arrowdown" ? tr.nextElementSibling : tr.previousElementSibling;
     if (next?.matches("tr.alarm-row")) next.focus();
+  } else if ((key === "arrowright" || key === "arrowleft") && tr.dataset.parentId) {
+    if (key === "arrowleft") document.querySelector(`tr.alarm-row[data-alarm-id="${tr.dataset.parentId}"]`)?.focus();
+  } else if ((key === "arrowright" || key === "arrowleft") && tr.classList.contains("incident")) {
+    toggle(tr.dataset.alarmId, key === "arrowright");
   } else if (key === "a") {
     const ack = tr.querySelector("[data-testid='ack-button']:not(:disabled)");
     if (ack) ack.click();
@@ -336,7 +367,7 @@ export function render(fresh = false) {
   const active = document.activeElement?.closest?.("[data-testid='alarm-row']");
   const focus = active && [document.activeElement.dataset.testid, active.dataset.alarmId];
   const now = Date.now();
-  const matching = [...alarms.values()].filter((a) => filters.matches(f, a, now));
+  const matching = topLevel([...alarms.values()].filter((a) => filters.matches(f, a, now)));
   for (const lane of LANES) {
     const inLane = matching.filter((a) => laneOf(a) === lane);
     const button = byId(`lane-${lane}`);
@@ -348,7 +379,10 @@ export function render(fresh = false) {
   const rows = matching.filter((a) => laneOf(a) === f.lane).sort(byUrgency);
   shown = order(rows);
   const set = Object.keys(filters.DEFAULTS).filter((k) => k !== "lane" && f[k] !== filters.DEFAULTS[k]).length;
-  fill(byId("board-body"), shown.length ? shown.map((k) => row(alarms.get(k)))
+  const withChildren = (a) => [row(a), ...(expanded.has(a.alarm_id)
+    ? childrenOf(a, alarms.values(), (c) => filters.matches({ ...f, type: "", response: "" }, c, now)).map((c) => row(c, a))
+    : [])];
+  fill(byId("board-body"), shown.length ? shown.flatMap((k) => withChildren(alarms.get(k)))
     : h("tr", {}, h("td", { colspan: 8, class: "empty", testid: "board-empty" }, t(`board.empty.${f.lane}`),
       set > 0 && [" ", h("button", { type: "button", onclick: () => setFilters({ ...filters.DEFAULTS, lane: f.lane }) },
         t("board.clearN", { n: set }))])));
@@ -365,7 +399,7 @@ export function render(fresh = false) {
 
 /** The 秒响应 banner: how many wait; `fresh` says a new one arrived (the sound starts again). */
 function renderBanner(fresh) {
-  const pending = [...alarms.values()].filter(isImmediateUnacked).length;
+  const pending = [...alarms.values()].filter((a) => isImmediateUnacked(a) && !a.parent_id).length;
   byId("immediate-banner").hidden = pending === 0;
   byId("banner-text").textContent = t("banner.immediate", { n: pending });
   renderSoundHint();

@@ -1,5 +1,5 @@
-// What the alarm board shows where: its two lanes, its urgency order, and why a quiet row is quiet.
-// Pure functions of alarm objects (CONTRACT §5); no DOM.
+// What the alarm board shows where: its two lanes, its urgency order, incidents (a parent row with its
+// children under it), and why a quiet row is quiet. Pure functions of alarm objects (CONTRACT §5); no DOM.
 
 import { toMs } from "./dom.js";
 
@@ -38,6 +38,18 @@ export function byUrgency(a, b) {
     || (ra < 5 ? (b.escalation_level ?? 0) - (a.escalation_level ?? 0) || raisedMs(a) - raisedMs(b)
       : (toMs(b.last_seen) ?? 0) - (toMs(a.last_seen) ?? 0))
     || String(a.alarm_id).localeCompare(String(b.alarm_id));
+}
+
+/** The rows of their own among `list`: all but the children whose incident's parent is in it (those
+ *  show under their parent). A child whose parent is not there (filtered out, not loaded) stands alone. */
+export function topLevel(list) {
+  const ids = new Set(list.map((a) => a.alarm_id));
+  return list.filter((a) => !a.parent_id || !ids.has(a.parent_id));
+}
+
+/** The children of incident `parent` among `all` that pass `keep`, most urgent first. */
+export function childrenOf(parent, all, keep = () => true) {
+  return [...all].filter((c) => c.parent_id && c.parent_id === parent.alarm_id && keep(c)).sort(byUrgency);
 }
 
 /** The parts of an alarm's rule (`smoke.single+transient` -> `smoke.single`, `transient`). */
