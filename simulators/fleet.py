@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from devices.catalogue import KINDS, Kind
-from devices.registry import DEVICE_FIELDS  # until the registry takes `hydrant` and `linkage` (issue #18)
 
 Industry = Literal[
     "welfare", "elderly_care", "hospital", "school", "religious", "commercial", "residential", "rental_housing",
@@ -336,7 +335,7 @@ class SimFleet:
                 row["hydrant"] = True
             if d.linkage is not None:
                 row["linkage"] = d.linkage
-            devices.append({k: v for k, v in row.items() if k in DEVICE_FIELDS})
+            devices.append(row)
         return RegistryRows(units, devices)
 
 

@@ -18,15 +18,17 @@ import secrets
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pulsar
 
 from devices.kinds import Kind
 from ingest.transports.mqtt import BrokerConfig
+from simulators.actuators import Actuator, Actuators
 from simulators.amqp_sink import AmqpStream
 from simulators.background import background, merge_steps
 from simulators.clock import SimClock
@@ -63,6 +65,9 @@ from simulators.webhook_sink import WebhookSink
 Route = Callable[[Step], Sink | None]
 #: Background telemetry keeps going this long after the last scenario message (scenario seconds).
 BACKGROUND_AFTER_S = 60.0
+#: Real seconds a linkage command may take after its alarm: the runner follows the alarm stream in
+#: real time, so a compressed run allows this times the compression (`Plan.command_slack_s`).
+COMMAND_REAL_S = 5.0
 
 
 def say(message: str) -> None:
@@ -105,6 +110,9 @@ class Plan:
     idle_compression: float | None = None
     background: bool = True
     sweep_slack_s: float = 10.0
+    #: how late (scenario seconds) linkage commands may be: they follow the alarm stream in real time,
+    #: so at compression C a real second of it is C scenario seconds
+    command_slack_s: float = 0.0
     responders: bool = False
 
 
@@ -310,6 +318,43 @@ async def simulated_responders(http: httpx.AsyncClient, fleet: SimFleet, clock: 
                 await sim.aclose()
 
 
+async def apply_linkage(http: httpx.AsyncClient, played: Sequence[Scenario]) -> None:
+    """The unit linkage policies the scenarios need (`PUT /api/v1/units/{unit_id}/linkage`)."""
+    for sc in played:
+        for unit_id, policy in sc.linkage.items():
+            await _check(await http.put(f"/api/v1/units/{unit_id}/linkage", json=dict(policy)))
+
+
+@contextlib.asynccontextmanager
+async def simulated_actuators(target: Target, fleet: SimFleet, played: Sequence[Scenario],
+                              clock: SimClock) -> AsyncIterator[None]:
+    """The valves, breakers and charging piles the scenarios expect linkage commands for, answering
+    on MQTT (`simulators.actuators`) until the context ends."""
+    wanted = sorted({d for sc in played for d in sc.commanded()})
+    if not wanted:
+        yield
+        return
+    url = urlsplit(target.mqtt_url)
+    acts = Actuators(url.hostname or "127.0.0.1", url.port or 1883, target.topic_root,
+                     [Actuator(d, fleet.device(d).kind.name) for d in wanted], clock=clock.now_ms)
+    task = asyncio.create_task(acts.run())
+    try:
+        await asyncio.wait_for(acts.ready.wait(), 10)
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def fetch_commands(http: httpx.AsyncClient, device_ids: Iterable[str]) -> list[dict[str, Any]]:
+    """The commands of `device_ids` (`GET /api/v1/devices/{id}/commands`, newest 100 each)."""
+    out: list[dict[str, Any]] = []
+    for device_id in sorted(set(device_ids)):
+        out.extend((await _check(await http.get(f"/api/v1/devices/{device_id}/commands")))["items"])
+    return out
+
+
 async def fetch_alarms(http: httpx.AsyncClient) -> list[dict[str, Any]]:
     """Every alarm, following `next_cursor`."""
     alarms: list[dict[str, Any]] = []
@@ -375,12 +420,16 @@ async def run_session(target: Target, plan: Plan, *, clock: SimClock | None = No
         async with contextlib.AsyncExitStack() as stack:  # the simulated responders act until the alarms are fetched
             if plan.responders:
                 await stack.enter_async_context(simulated_responders(http, fleet, clock, seed=plan.seed))
-            start_ms = clock.now_ms()
-            played, unavailable = build_scenarios(fleet, plan.seed, plan.scenarios, start_ms)
+            # who plays what does not depend on the start: set up for it first, so that no step is late
+            cast_only, unavailable = build_scenarios(fleet, plan.seed, plan.scenarios, clock.now_ms())
             for why in unavailable:
                 say(f"skipped: {why}")
-            say(f"playing {', '.join(s.name for s in played) or 'nothing'} at compression {plan.compression:g}")
-            async with publishers(target, fleet, http, targets, pulsar_topic) as route:
+            await apply_linkage(http, cast_only)
+            async with (simulated_actuators(target, fleet, cast_only, clock),
+                        publishers(target, fleet, http, targets, pulsar_topic) as route):
+                start_ms = clock.now_ms()
+                played, _ = build_scenarios(fleet, plan.seed, plan.scenarios, start_ms)
+                say(f"playing {', '.join(s.name for s in played) or 'nothing'} at compression {plan.compression:g}")
                 stats = await play(steps_of(fleet, plan, played, start_ms), route, clock=clock,
                                    limiter=TokenBucket.on_clock(clock, plan.rate), progress=stderr_progress,
                                    progress_every=500)
@@ -394,5 +443,7 @@ async def run_session(target: Target, plan: Plan, *, clock: SimClock | None = No
                 await clock.sleep_until(end_ms)
             await settle(http)
             alarms = await fetch_alarms(http)
-    rows = [row for s in played for row in score(s, alarms, sweep_slack_s=plan.sweep_slack_s)]
+            commands = await fetch_commands(http, (d for s in played for d in s.commanded()))
+    rows = [row for s in played for row in score(s, alarms, commands=commands, sweep_slack_s=plan.sweep_slack_s,
+                                                 command_slack_s=plan.command_slack_s)]
     return SessionResult(rows, stats, unavailable, len(alarms))

@@ -66,7 +66,7 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     from urllib.parse import urlsplit
 
     from simulators.score import all_met, format_table
-    from simulators.session import Plan, Target, run_session, say, scenario_names
+    from simulators.session import COMMAND_REAL_S, Plan, Target, run_session, say, scenario_names
 
     token = args.token or (settings.admin_token.get_secret_value() if settings.admin_token else None)
     mqtt_url = args.mqtt_url or settings.mqtt_url
@@ -94,7 +94,8 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     if args.compression != 1:
         say("the service runs on real time: offline, outage and 60 s upgrade checks hold only at --compression 1")
     plan = Plan(devices=args.devices, seed=args.seed, scenarios=names, rate=args.rate, compression=args.compression,
-                background=not args.no_background, sweep_slack_s=settings.sweep_interval_s * args.compression)
+                background=not args.no_background, sweep_slack_s=settings.sweep_interval_s * args.compression,
+                command_slack_s=COMMAND_REAL_S * (args.compression - 1))
     result = await run_session(target, plan)
     print(format_table(result.rows))
     return 0 if all_met(result.rows) and not result.unavailable else 1

@@ -26,11 +26,14 @@ from simulators.score import score
 from simulators.session import (
     Route,
     Target,
+    apply_linkage,
     configure_push_sources,
     fetch_alarms,
+    fetch_commands,
     publishers,
     register_fleet,
     say,
+    simulated_actuators,
     simulated_responders,
 )
 
@@ -39,7 +42,10 @@ ROUND_S = 240.0
 STAGGER_S = 15.0
 #: Quickest alarms first. cell_outage needs ~60 hours of silence: it is for compressed runs, not a live demo.
 DEMO_SCENARIOS = ("panel_fire", "cooking_transient", "smoke_heat", "fire_spread", "gas_leak", "muted", "test_button",
-                  "electrical_then_smoke", "flapping", "power_cut_reregistration")
+                  "hydrant_opened", "gas_valve_linkage", "arc_breaker_trip", "panel_mains_failure", "co_poisoning",
+                  "water_leak",
+                  "electrical_then_smoke", "charger_overheat_smoke", "pyrolysis_cabinet_fire", "flapping",
+                  "power_cut_reregistration")
 
 
 def demo_round(fleet: SimFleet, seed: int, start_ms: int) -> list[Scenario]:
@@ -54,22 +60,29 @@ def demo_round(fleet: SimFleet, seed: int, start_ms: int) -> list[Scenario]:
 
 
 async def _play_round(
-    number: int, played: list[Scenario], route: Route, clock: SimClock, http: httpx.AsyncClient
+    number: int, played: list[Scenario], route: Route, clock: SimClock, http: httpx.AsyncClient, target: Target,
+    fleet: SimFleet,
 ) -> None:
-    """Play one round, then log how the service scored on it."""
-    await play(merge_steps(*(s.steps for s in played)), route, clock=clock)
-    await clock.sleep_until(max(s.end_ms for s in played))
+    """Play one round (its units' linkage set, the actuators it commands answering), then log how
+    the service scored on it."""
+    await apply_linkage(http, played)
+    async with simulated_actuators(target, fleet, played, clock):
+        await play(merge_steps(*(s.steps for s in played)), route, clock=clock)
+        await clock.sleep_until(max(s.end_ms for s in played))
     alarms = await fetch_alarms(http)
-    rows = [row for s in played for row in score(s, alarms)]
+    commands = await fetch_commands(http, (d for s in played for d in s.commanded()))
+    rows = [row for s in played for row in score(s, alarms, commands=commands)]
     say(f"round {number}: {sum(r.ok for r in rows)}/{len(rows)} expectations met")
 
 
-async def _rounds(fleet: SimFleet, seed: int, route: Route, clock: SimClock, http: httpx.AsyncClient) -> None:
+async def _rounds(
+    fleet: SimFleet, seed: int, route: Route, clock: SimClock, http: httpx.AsyncClient, target: Target
+) -> None:
     async with asyncio.TaskGroup() as tg:
         for number in itertools.count(1):
             played = demo_round(fleet, seed * 1000 + number, clock.now_ms())
             say(f"round {number}: {', '.join(s.name for s in played)}")
-            tg.create_task(_play_round(number, played, route, clock, http))
+            tg.create_task(_play_round(number, played, route, clock, http, target, fleet))
             await asyncio.sleep(ROUND_S)
 
 
@@ -103,4 +116,4 @@ async def run_demo(settings: Settings, *, devices: int, seed: int) -> None:
             async with (simulated_responders(http, fleet, clock, seed=seed),
                         publishers(target, fleet, http, targets) as route, asyncio.TaskGroup() as tg):
                 tg.create_task(play(background(fleet, seed, clock.now_ms()), route, clock=clock))
-                tg.create_task(_rounds(fleet, seed, route, clock, http))
+                tg.create_task(_rounds(fleet, seed, route, clock, http, target))

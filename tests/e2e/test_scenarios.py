@@ -16,7 +16,7 @@ import pytest
 from miaoxiang.settings import Settings
 from simulators.clock import SimClock
 from simulators.score import all_met, format_table
-from simulators.session import Plan, Target, run_session
+from simulators.session import COMMAND_REAL_S, Plan, Target, run_session
 from tests.service import running_service
 
 DEVICES, SEED = 300, 7
@@ -36,7 +36,8 @@ async def test_every_scenario_meets_its_ground_truth(settings: Settings, artifac
             device_tz=settings.device_tz,
         )
         plan = Plan(devices=DEVICES, seed=SEED, rate=2000, compression=COMPRESSION,
-                    idle_compression=IDLE_COMPRESSION, sweep_slack_s=SWEEP_S * IDLE_COMPRESSION)
+                    idle_compression=IDLE_COMPRESSION, sweep_slack_s=SWEEP_S * IDLE_COMPRESSION,
+                    command_slack_s=COMMAND_REAL_S * (COMPRESSION - 1))
         result = await run_session(target, plan, clock=clock)
     table = format_table(result.rows)
     (artifacts / "scenario-scores.md").write_text(

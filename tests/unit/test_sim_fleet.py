@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from devices.catalogue import THRESHOLDS
 from devices.kinds import DEVICE_ID_RE, Kind
-from devices.registry import DEVICE_FIELDS
+from devices.registry import DeviceSpec
 from simulators.fleet import (
     CITY_CENTRES,
     HYDRANT_PRESSURE_LOW_MPA,
@@ -175,10 +175,9 @@ def test_every_role_with_its_kind_and_registration(fleet) -> None:
         assert set(d.thresholds) <= set(THRESHOLDS)
         row = rows[d.device_id]
         assert row.get("thresholds", {}) == d.thresholds
-        if "hydrant" in DEVICE_FIELDS:
-            assert row.get("hydrant", False) is (d.role == "hydrant")
-        if "linkage" in DEVICE_FIELDS:
-            assert row.get("linkage") == d.linkage
+        assert row.get("hydrant", False) is (d.role == "hydrant")
+        assert row.get("linkage") == d.linkage
+        assert DeviceSpec.parse(row).hydrant is d.hydrant  # the service's registry takes the row as it is
         if d.role == "charger":
             assert 2 <= d.ports <= 10 and d.thresholds["port_rated_a"] > 0 and d.mains
         if d.role in ("pressure", "hydrant"):
