@@ -14,6 +14,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from alerting.response import tokens
 from miaoxiang.settings import Settings
 from simulators.actuators import Actuator, Actuators
 from tests.service import RunningService, running_service, wait_for
@@ -172,6 +173,36 @@ async def test_confirm_offers_and_an_operator_sends(settings: Settings) -> None:
         sent = await entries(svc, alarm["alarm_id"], "linkage_sent")
         assert sent[0]["actor"] != "linkage" and sent[0]["detail"]["offered"] is True
         assert (await svc.http.post(url, headers=svc.auth())).status_code == 409  # nothing offered any more
+
+
+async def test_responder_page_offers_linkage_to_unit_contacts_only(settings: Settings) -> None:
+    valve = Actuator("g5", "gas")
+    async with linked(settings, [valve]) as svc:
+        await setup_unit(svc, "U5", {"gas_valve": "confirm"}, devices=({"device_id": "g5", "kind": "gas"},))
+        await publish(settings, "gas", "g5", "alarm", {"gas_lel_pct": 40.0, "valve": "open"})
+        alarm = await wait_for(lambda: alarm_of(svc, "g5", "gas_leak"), 15)
+        await wait_for(lambda: entries(svc, alarm["alarm_id"], "linkage_offered"), 15)
+        pool = svc.app.state.services.pool
+        links = {}
+        for rid, role in (("contact-1", "unit_contact"), ("grid-1", "grid_worker")):
+            await pool.execute("INSERT INTO responders (responder_id, name, role, unit_ids) VALUES ($1, $1, $2, $3)",
+                               rid, role, ["U5"])
+            links[role] = await tokens.issue(pool, int(alarm["alarm_id"]), responder_id=rid)
+        grid_page = (await svc.http.get(f"/r/{links['grid_worker']}")).text
+        assert "/linkage" not in grid_page
+        grid = f"/r/{links['grid_worker']}/linkage"
+        assert (await svc.http.post(grid, data={"cmd": "valve_close"})).status_code == 403
+        page = (await svc.http.get(f"/r/{links['unit_contact']}")).text
+        assert "关闭燃气阀门" in page and "valve_open" not in page
+        contact = f"/r/{links['unit_contact']}/linkage"
+        assert (await svc.http.post(contact, data={"cmd": "valve_open"})).status_code == 422
+        r = await svc.http.post(contact, data={"cmd": "valve_close"})
+        assert r.status_code == 204, r.text
+        await wait_for(lambda: _has(readings(svc, "g5"), "valve_closed"), 15)
+        sent = await entries(svc, alarm["alarm_id"], "linkage_sent")
+        assert sent[0]["actor"] == "responder:contact-1"
+        assert (await svc.http.post(contact, data={})).status_code == 409
+        assert "/linkage" not in (await svc.http.get(f"/r/{links['unit_contact']}")).text
 
 
 async def test_unit_policy_routes(settings: Settings) -> None:

@@ -16,6 +16,11 @@ client address has used up its small token bucket. Every answer carries `Referre
 no-referrer`, `Cache-Control: no-store`, a strict Content-Security-Policy and nosniff; the page
 loads nothing from other origins (its stylesheet and a tiny script for the arrival's location
 come from `/r/-/`).
+
+Linkage (CONTRACT §10): a link bound to a `unit_contact` or `micro_station` responder (never a
+group channel's) also shows the alarm's offered (confirm-mode) linkage commands, one button each,
+which `POST /r/{token}/linkage` (`cmd`) sends in the responder's name; opposite commands are never
+offered. Other links answer 403 there, 409 when nothing is offered or the alarm is closed.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from starlette.datastructures import UploadFile
 from starlette.requests import HTTPConnection
 
 from alerting.lifecycle import CLASSIFICATIONS, IMMEDIATE_HOLD_S, Alarm, AlarmNotFound, Change
+from alerting.linkage import store as linkage_store
+from alerting.linkage.runner import AlarmClosed, NothingOffered
 from alerting.response import alarm_view, tokens
 from alerting.response.messages import RESPONSE_ZH, SEVERITY_ZH, type_name
 from alerting.response.photos import photo_url
@@ -112,6 +119,32 @@ class PageDeps(Protocol):
     @property
     def responder_buckets(self) -> Buckets: ...
 
+    @property
+    def linkage(self) -> LinkageOffers: ...
+
+
+class LinkageOffers(Protocol):
+    """Confirm-mode linkage (`alerting.linkage.runner.LinkageRunner`)."""
+
+    async def send_offer(self, alarm_id: int, cmd: str | None, actor: str) -> dict[str, Any]:
+        """Send the alarm's offered command; raises AlarmNotFound, AlarmClosed or NothingOffered."""
+        ...
+
+
+#: Responders whose links may send an offered linkage command (CONTRACT §10), and what its button says.
+LINKAGE_ROLES = ("unit_contact", "micro_station")
+LINKAGE_TEXT = {"valve_close": "关闭燃气阀门 Close the gas valve", "breaker_trip": "断开断路器 Trip the breaker",
+                "port_cutoff": "切断充电端口 Cut off the charging port"}
+
+
+async def may_link(pool: asyncpg.Pool, binding: tokens.Binding) -> bool:
+    """Whether the link may send offered linkage: a unit contact's or a micro station's, not a group's."""
+    if binding.group or binding.responder_id is None:
+        return False
+    role = await pool.fetchval(
+        "SELECT role FROM responders WHERE responder_id = $1 AND deleted_at IS NULL", binding.responder_id)
+    return role in LINKAGE_ROLES
+
 
 def deps(conn: HTTPConnection) -> PageDeps:
     return cast(PageDeps, conn.state.services)
@@ -172,8 +205,11 @@ async def page(token: str, d: Page) -> HTMLResponse:
             WHERE ra.alarm_id = $1 ORDER BY ra.at, ra.id""",
         binding.alarm_id, binding.token_hash,
     )
+    offers: tuple[str, ...] = ()
+    if row["status"] not in ("resolved", "cleared_ack") and await may_link(pool, binding):
+        offers = tuple(r["cmd"] for r in await linkage_store.offers(pool, binding.alarm_id) if r["cmd"] in LINKAGE_TEXT)
     view = PageView.of(Alarm.from_record(row), row, extras, [dict(a) for a in actions], binding, token,
-                       d.alarms.lifecycle.tz)
+                       d.alarms.lifecycle.tz, offers)
     return HTMLResponse(render(view), headers=HEADERS)
 
 
@@ -195,11 +231,12 @@ class PageView:
     tz: str
     happened: tuple[tuple[str, str], ...]  # (local time, what)
     done: frozenset[str]  # this link's actions already recorded
+    offers: tuple[str, ...] = ()  # linkage commands this link may send (`may_link`)
 
     @classmethod
     def of(
         cls, alarm: Alarm, row: Mapping[str, Any], extras: Mapping[str, Any], actions: list[dict[str, Any]],
-        binding: tokens.Binding, token: str, tz: ZoneInfo,
+        binding: tokens.Binding, token: str, tz: ZoneInfo, offers: tuple[str, ...] = (),
     ) -> PageView:
         def local(at: datetime | None) -> str:
             return "" if at is None else at.astimezone(tz).strftime("%m-%d %H:%M:%S")
@@ -229,7 +266,7 @@ class PageView:
             devices=tuple((str(d.get("kind") or ""), place(d)) for d in extras.get("devices") or []),
             local_time=row["first_seen"].astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"), tz=tz.key,
             happened=tuple((local(at), what) for at, what in happened),
-            done=frozenset(a["action"] for a in actions if a["mine"]),
+            done=frozenset(a["action"] for a in actions if a["mine"]), offers=offers,
         )
 
 
@@ -290,7 +327,17 @@ def render(v: PageView) -> str:
         arrive=_button("arrive", "到场 Arrive", "已到场 ✓ Arrived", v.done),
         feedback=_button("feedback", "提交反馈 Send feedback", "已反馈 ✓ Feedback sent", v.done),
         feedback_fields="" if "feedback" in v.done else FEEDBACK_FIELDS.format(name=name, options=options),
+        linkage="".join(LINKAGE_FORM.format(base=f"/r/{_e(v.token)}", cmd=_e(cmd), label=_e(LINKAGE_TEXT[cmd]))
+                        for cmd in v.offers if cmd in LINKAGE_TEXT),
     )
+
+
+#: one offered linkage command (CONTRACT §10)
+LINKAGE_FORM = """<form method="post" action="{base}/linkage" class="act linkage">
+      <input type="hidden" name="cmd" value="{cmd}">
+      <button type="submit" class="act-linkage">{label}</button>
+      <p class="hint">联动待确认：按下即向设备下发 / linkage awaiting confirmation: pressing sends it to the device</p>
+    </form>"""
 
 
 #: the feedback form's fields (left out once this link has sent its feedback)
@@ -574,6 +621,30 @@ async def ack(token: str, request: Request, d: Page) -> Response:
 async def arrive(token: str, request: Request, d: Page) -> Response:
     """到场: on site, with optional `lat`, `lon` (WGS-84)."""
     return await _act("arrive", token, request, d)
+
+
+@router.post("/{token}/linkage", status_code=204)
+async def linkage(token: str, request: Request, d: Page) -> Response:
+    """联动: send the alarm's offered linkage command (`cmd`) in the responder's name (unit contacts
+    and micro stations only: 403 for other links; 409 when nothing is offered)."""
+    binding = await tokens.lookup(d.alarms.pool, token)
+    if binding is None:
+        raise refused(404, GONE)
+    if not await may_link(d.alarms.pool, binding):
+        raise refused(403, "此链接不能下发联动 / this link cannot send linkage commands")
+    fields, _ = await form_fields(request, 64 * 1024)
+    cmd = fields.get("cmd") or None
+    if cmd is not None and cmd not in LINKAGE_TEXT:
+        raise refused(422, f"cmd 须为 {', '.join(LINKAGE_TEXT)} 之一 / cmd must be one of {', '.join(LINKAGE_TEXT)}")
+    try:
+        await d.linkage.send_offer(binding.alarm_id, cmd, actor(binding, None))
+    except AlarmNotFound:
+        raise refused(404, GONE) from None
+    except (NothingOffered, AlarmClosed) as e:
+        raise refused(409, str(e)) from None
+    if "text/html" in request.headers.get("accept", ""):
+        return RedirectResponse(f"/r/{token}", status_code=303, headers=HEADERS)
+    return Response(status_code=204, headers=HEADERS)
 
 
 @router.post("/{token}/feedback", status_code=204)
