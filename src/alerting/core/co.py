@@ -23,8 +23,9 @@ def co_high(r: Readings) -> list[Hits]:
     ppm = r.value("co_ppm")[rows]
     known = ~np.isnan(ppm)
     alarm = r.alarmish[rows]
-    if not known.any() and not alarm.any():
-        return []
+    if not known.any():  # no CO values in the batch: only alarms of CO detectors
+        rows = rows[alarm]
+        return [Hits.of(rows[is_co(r, rows)], AlarmType.co_high, rule=RULE["co.alarm"])]
     c = r.config
     critical = ppm >= r.threshold("co_critical_ppm", rows)
     held = np.zeros(rows.shape[0], bool)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from alerting.core.rules import RULE, Hits, Readings
-from alerting.core.timeline import NO_TIME
+from alerting.core.timeline import NO_TIME, members, repeats
 from devices.catalogue import AlarmType, Event, Kind
 from devices.fleet import HYDRANT
 
@@ -46,32 +46,38 @@ def _levels(r: Readings, rows: np.ndarray, *, panel_rows: bool) -> Hits:
     pressure, level = r.value("pressure_mpa")[rows], r.value("level_m")[rows]
     low_at, high_at, level_at, flow_at, tilt_at = r.thresholds(_LIMITS, rows)
     low = pressure < low_at
-    alarm = np.zeros(rows.shape[0], bool) if panel_rows else r.alarmish[rows] & ~low
     parts = [
-        (np.flatnonzero(low), A.water_pressure_low, RULE["water.pressure_low"]),
-        (np.flatnonzero(alarm), A.water_pressure_low, RULE["water.alarm"]),
-        (np.flatnonzero(pressure > high_at), A.water_pressure_high, RULE["water.pressure_high"]),
-        (np.flatnonzero(level < level_at), A.water_level_low, RULE["water.level_low"]),
+        (low, A.water_pressure_low, RULE["water.pressure_low"]),
+        (pressure > high_at, A.water_pressure_high, RULE["water.pressure_high"]),
+        (level < level_at, A.water_level_low, RULE["water.level_low"]),
     ]
     if not panel_rows:
         hydrant = (r.fleet.flags[r.slot[rows]] & HYDRANT) != 0
         parts += [
-            (np.flatnonzero(hydrant & (r.value("flow_m3h")[rows] > flow_at)), A.hydrant_open,
-             RULE["water.hydrant_flow"]),
-            (np.flatnonzero(r.value("tilt_deg")[rows] >= tilt_at), A.hydrant_damaged, RULE["water.hydrant_tilt"]),
+            (r.alarmish[rows] & ~low, A.water_pressure_low, RULE["water.alarm"]),
+            (hydrant & (r.value("flow_m3h")[rows] > flow_at), A.hydrant_open, RULE["water.hydrant_flow"]),
+            (r.value("tilt_deg")[rows] >= tilt_at, A.hydrant_damaged, RULE["water.hydrant_tilt"]),
         ]
-    return Hits.concat([Hits.of(rows[at], type_, rule=rule) for at, type_, rule in parts])
+    fired = [(np.flatnonzero(mask), type_, rule) for mask, type_, rule in parts if mask.any()]
+    return Hits.concat([Hits.of(rows[at], type_, rule=rule) for at, type_, rule in fired])
 
 
 def _drop(r: Readings, rows: np.ndarray) -> Hits:
     """water_pressure_drop of water devices' rows (never panel components')."""
-    rows = rows[~np.isnan(r.value("pressure_mpa")[rows])]
+    pressure = r.value("pressure_mpa")
+    rows = rows[~np.isnan(pressure[rows])]
+    c = r.config
+    least = np.maximum(r.threshold("pressure_drop_mpa", rows), 2 * c.pressure_resolution_mpa)
+    # a fall needs an earlier sample that high: the fleet's (a device's one reading) or the batch's
+    stored = r.fleet.values["pressure_mpa"][r.slot[rows]]
+    sampled = np.flatnonzero(r.valid & ~np.isnan(pressure))
+    several = r.slot[sampled[repeats(r.slot[sampled])]]
+    maybe = members(r.slot[rows], several) | (stored - pressure[rows] + DROP_SLACK_MPA >= least)
+    rows, least = rows[maybe], least[maybe]
     if rows.size == 0:
         return Hits.of(rows, A.water_pressure_drop)
     t = r.ts[rows]
     prev_ts, prev = r.sample_at_or_before("pressure_mpa", rows, t - 1)
-    c = r.config
-    least = np.maximum(r.threshold("pressure_drop_mpa", rows), 2 * c.pressure_resolution_mpa)
     near = (prev_ts != NO_TIME) & (t - prev_ts <= int(c.pressure_drop_window_s * 1000))
     fell = near & (prev - r.value("pressure_mpa")[rows] + DROP_SLACK_MPA >= least)
     return Hits.of(rows[fell], A.water_pressure_drop, rule=RULE["water.pressure_drop"])
