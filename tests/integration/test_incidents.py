@@ -25,8 +25,10 @@ from alerting.metrics import AlarmMetrics
 from alerting.model import AlarmType, Decision, Response, Severity
 from alerting.service import AlarmService
 from alerting.stream import AlarmHub, db_replay
+from devices.batch import ReadingColumns
 from devices.fleet import Fleet
-from devices.kinds import Kind
+from devices.kinds import Event, Kind
+from devices.reading import Reading
 from tests.clock import Clock
 from tests.lifespan_state import with_services
 
@@ -259,3 +261,52 @@ async def test_routes_show_links_and_filter_top_level(world: World) -> None:
         assert child["status"] == "active_ack" and [(e["actor"], e["detail"]["parent_id"]) for e in acks] == [
             ("admin", shown["alarm_id"])]
         assert (await http.get("/api/v1/alarms", params={"top_level": "maybe"})).status_code == 422
+
+
+async def test_the_correlators_fire_and_its_repeats_after_resolution(pool: asyncpg.Pool) -> None:
+    """Real readings through the correlation core: two smoke detectors make one incident; after it is
+    resolved their repeats (and the fire they make again) raise nothing until a detector clears."""
+    clock = Clock(T0 + 200)
+    fleet = Fleet()
+    fleet.set_unit("U1", region=REGION)
+    for d in ("S1", "S2"):
+        fleet.upsert(d, Kind.smoke, unit_id="U1")
+    service = AlarmService.create(pool=pool, fleet=fleet, correlator=Correlator(), clock=clock,
+                                  registry=CollectorRegistry())
+
+    async def feed(device: str, event: Event, ts: int) -> None:
+        clock.now = ts + 200
+        r = Reading(device, Kind.smoke, event, ts, ts + 150, seq=ts // 1000, metrics={})
+        columns = ReadingColumns.from_readings([r], fleet.slots([device]))
+        decisions = service.correlator.evaluate(columns, fleet, clock())
+        fleet.apply(columns)
+        await service.lifecycle.handle(decisions)
+        await service.lifecycle.flush(clock())
+
+    async def count() -> int:
+        return await pool.fetchval("SELECT count(*) FROM alarms")
+
+    await feed("S1", Event.alarm, T0)
+    await feed("S2", Event.alarm, T0 + 1000)
+    rows = {(r["alarm_key"], r["type"]): r for r in await pool.fetch("SELECT * FROM alarms")}
+    parent = rows[("unit:U1", "fire")]
+    assert sorted(parent["children"]) == sorted(rows[(f"device:{d}", "smoke")]["alarm_id"] for d in ("S1", "S2"))
+    await service.lifecycle.resolve(parent["alarm_id"], "fire", None, "值班员")
+    before = await count()
+    await feed("S1", Event.alarm, T0 + 20_000)
+    await feed("S2", Event.alarm, T0 + 21_000)
+    assert await count() == before
+    held = await pool.fetch("SELECT detail FROM alarm_events WHERE alarm_id = $1 AND action = 'held_report'",
+                            parent["alarm_id"])
+    assert {_json(r["detail"])["alarm_key"] for r in held} >= {"device:S1", "device:S2"}
+    await feed("S1", Event.alarm_clear, T0 + 40_000)
+    assert list(await pool.fetchval("SELECT held_devices FROM alarms WHERE alarm_id = $1", parent["alarm_id"])) == [
+        "S2"]
+    await feed("S1", Event.alarm, T0 + 50_000)
+    # S1 alarms anew and is raised as usual; with S2 still in alarm that is two detectors within
+    # 120 s: a new fire (safety first), adopting S1's new alarm; S2 stays held by the first one
+    assert await count() == before + 2
+    newest = "SELECT * FROM alarms WHERE alarm_key = $1 ORDER BY alarm_id DESC LIMIT 1"
+    s1, fire = await pool.fetchrow(newest, "device:S1"), await pool.fetchrow(newest, "unit:U1")
+    assert fire["alarm_id"] != parent["alarm_id"] and list(fire["children"]) == [s1["alarm_id"]]
+    assert (s1["parent_id"], s1["status"]) == (fire["alarm_id"], "active_unack")
