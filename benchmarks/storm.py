@@ -31,6 +31,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import queue
 import subprocess
 import sys
 import time
@@ -60,6 +61,7 @@ IMEI0 = 868120000000000
 #: MQTT publisher processes, and concurrent publishes in each (one PUBACK round trip does not pace it).
 PUBLISHERS, LANES = 3, 16
 PUSH_CONNECTIONS = 16
+PUSH_TRIES = 3
 
 # Devices d < outage: the cell group; then the background devices of the storm; then the fire
 # scenario's detectors; all smoke detectors (the push profile's kind). The rest as fleet_api.py.
@@ -177,8 +179,10 @@ def _push_child(base: str, devices: list[int], rate: float, out: Any, go: Any) -
 
 
 async def _push_share(base: str, devices: list[int], rate: float, out: Any, go: Any) -> None:
-    """CTWing pushes at `rate`, each answered 200 only after its reading is committed."""
-    ok = failed = 0
+    """CTWing pushes at `rate`, each answered 200 only after its reading is committed. A push whose
+    connection fails is sent again, as a platform does (at most `PUSH_TRIES` times; the service
+    deduplicates a copy already stored); `failed` counts those never answered 200."""
+    ok = failed = retried = 0
     latency: list[float] = []
     limits = httpx.Limits(max_connections=PUSH_CONNECTIONS, max_keepalive_connections=PUSH_CONNECTIONS)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as http:
@@ -186,25 +190,46 @@ async def _push_share(base: str, devices: list[int], rate: float, out: Any, go: 
         started = time.perf_counter()
 
         async def lane(k: int) -> None:
-            nonlocal ok, failed
+            nonlocal ok, failed, retried
             for i in range(k, len(devices), PUSH_CONNECTIONS):
                 due = started + i / rate
                 if (wait := due - time.perf_counter()) > 0:
                     await asyncio.sleep(wait)
-                t0 = time.perf_counter()
-                r = await http.post(f"/api/v1/ingest/push/ctw?token={PUSH_TOKEN}",
-                                    content=ctwing_body(imei(devices[i]), now_ms()),
-                                    headers={"Content-Type": "application/json"})
-                latency.append(1000 * (time.perf_counter() - t0))
-                if r.status_code == 200:
-                    ok += 1
+                body = ctwing_body(imei(devices[i]), now_ms())
+                for attempt in range(PUSH_TRIES):
+                    t0 = time.perf_counter()
+                    try:
+                        r = await http.post(f"/api/v1/ingest/push/ctw?token={PUSH_TOKEN}", content=body,
+                                            headers={"Content-Type": "application/json"})
+                    except httpx.TransportError:
+                        retried += attempt < PUSH_TRIES - 1
+                        continue
+                    latency.append(1000 * (time.perf_counter() - t0))
+                    if r.status_code == 200:
+                        ok += 1
+                        break
+                    retried += attempt < PUSH_TRIES - 1
                 else:
                     failed += 1
 
         async with asyncio.TaskGroup() as tg:
             for k in range(PUSH_CONNECTIONS):
                 tg.create_task(lane(k))
-        out.put(("push", ok, failed, time.perf_counter() - started, latency))
+        out.put(("push", ok, failed, time.perf_counter() - started, latency, retried))
+
+
+async def collect(out: Any, procs: list[Any], timeout_s: float) -> list[tuple[Any, ...]]:
+    """Each sender's result; raises when one died without giving it, or after `timeout_s`."""
+    results: list[tuple[Any, ...]] = []
+    deadline = time.monotonic() + timeout_s
+    while len(results) < len(procs):
+        try:
+            results.append(await asyncio.to_thread(out.get, True, 1.0))
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                raise RuntimeError(f"a sender failed (exit codes {dead}) or the storm ran past {timeout_s} s") from None
+    return results
 
 
 async def fire(root: str, url: str, devices: list[int], gap_s: float) -> dict[str, float]:
@@ -263,12 +288,12 @@ async def storm(args: argparse.Namespace, mqtt_url: str, root: str, base: str, p
         go.set()
         fire_sent = await fire(root, mqtt_url, fire_devices, args.storm_s / max(1, args.alarms))
         load_during = loadavg()
-        results = [await asyncio.to_thread(out.get, True, args.storm_s + 600) for _ in procs]
+        results = await collect(out, procs, args.storm_s + 600)
         sent_s = time.perf_counter() - started
         for proc in procs:
             await asyncio.to_thread(proc.join, 10)
         mqtt_sent = sum(r[1] for r in results if r[0] == "mqtt")
-        push = next((r for r in results if r[0] == "push"), ("push", 0, 0, 0.0, []))
+        push = next((r for r in results if r[0] == "push"), ("push", 0, 0, 0.0, [], 0))
         expected = readings_before + mqtt_sent + push[1] + len(fire_sent)
         try:
             drain_s = sent_s + await wait_for(conn, "SELECT count(*) FROM readings", lambda n: n >= expected,
@@ -285,7 +310,7 @@ async def storm(args: argparse.Namespace, mqtt_url: str, root: str, base: str, p
         overview = (await http.get("/api/v1/stats/overview", headers=ADMIN)).json()
     fire_ms = percentiles([1000 * (stream.first_seen[d] - t) for d, t in fire_sent.items() if d in stream.first_seen])
     return {
-        "reports": {"mqtt": mqtt_sent, "push_ok": push[1], "push_failed": push[2],
+        "reports": {"mqtt": mqtt_sent, "push_ok": push[1], "push_failed": push[2], "push_retried": push[5],
                     "fire_alarms": len(fire_sent), "stored": stored},
         "lost": mqtt_sent + push[1] + len(fire_sent) - stored,
         "sent_in_s": round(sent_s, 1),
