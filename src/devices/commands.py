@@ -26,7 +26,7 @@ import asyncpg
 
 from devices.clock import Clock
 from devices.db_errors import UNAVAILABLE
-from devices.fleet import Fleet
+from devices.fleet import NOTED_COMMANDS, Fleet
 from devices.kinds import Kind
 from devices.registry import InvalidSpec, full_thresholds, merge_thresholds, parse_thresholds
 
@@ -186,6 +186,8 @@ class CommandService:
         self.on_muted: Callable[[str, int], None] | None = None
         #: told every command's end (`ResultHook`); the linkage runner follows its commands with it
         self.on_result: ResultHook | None = None
+        #: told (device_id, cmd, sent_ms) of every `NOTED_COMMANDS` command sent; scale-out passes it on
+        self.on_noted: Callable[[str, str, int], None] | None = None
 
     async def load(self) -> int:
         """Resume following commands still `sent` (after a restart); answer how many."""
@@ -225,8 +227,10 @@ class CommandService:
             )
         self.pending[p.cmd_id] = p
         slot = self.fleet.slot(device_id)
-        if slot >= 0:  # a breaker tripping soon after a trip command is its effect (CONTRACT §10)
+        if slot >= 0 and cmd in NOTED_COMMANDS:  # a breaker tripping soon after a trip is its effect (§10)
             self.fleet.note_command(slot, cmd, now)
+            if self.on_noted is not None:
+                self.on_noted(device_id, cmd, now)
         await self._publish(p, now)
         return command_dict(row)
 

@@ -57,6 +57,10 @@ class Control:
     def flapping_cleared(self, device_id: str) -> None:
         self._send({"op": "clear_flapping", "device_id": device_id})
 
+    def noted(self, device_id: str, cmd: str, sent_ms: int) -> None:
+        """A trip, valve or port command was sent (`Fleet.note_command`, CONTRACT §10)."""
+        self._send({"op": "note_command", "device_id": device_id, "cmd": cmd, "sent_ms": sent_ms})
+
     def _send(self, msg: dict[str, Any]) -> None:
         try:
             self.queue.put_nowait(msg)
@@ -81,6 +85,8 @@ class Control:
             self.fleet.mute(slot, int(msg["until_ms"]))
         elif op == "clear_flapping":
             self.alarms.correlator.clear_flapping(slot, self.fleet)
+        elif op == "note_command":
+            self.fleet.note_command(slot, str(msg["cmd"]), int(msg["sent_ms"]))
         else:
             raise ValueError(f"unknown control operation {op!r}")
 
@@ -161,6 +167,7 @@ def scale_out(
     if settings.role == "api":
         follows.append(Follow("cmd-ack", settings.topic(ACK_TOPIC), command_ack))
         commands.on_muted, alarms.on_flapping_cleared = control.muted, control.flapping_cleared
+        commands.on_noted = control.noted
     else:
         follows.append(Follow("ctl", settings.topic(CONTROL_TOPIC), control.apply))
     bus = InternalBus(broker, client_id=f"{settings.session_id()}-int", follows=follows,
