@@ -179,7 +179,9 @@ class LinkageRunner:
             return Change(alarm, "linkage_sent" if cmd_id else "linkage_offered", detail, actor=ACTOR)
 
         change = await self.lifecycle.act(alarm_id, step)
-        if change is not None and cmd_id is not None:
+        if change is None and cmd_id is not None:  # recorded before: sent unless its sending failed
+            cmd_id = await store.unsent(self.pool, alarm_id, action.cmd)
+        if cmd_id is not None:
             await self._send(device.device_id, device.kind, action.cmd, action.params, cmd_id, ACTOR)
 
     async def _send(

@@ -79,6 +79,16 @@ async def record(
     return bool(done)
 
 
+async def unsent(db: Db, alarm_id: int, cmd: str) -> uuid.UUID | None:
+    """The id of the alarm's linkage command recorded as sent but never stored as a command (its
+    sending failed): to send again."""
+    return await db.fetchval(
+        """SELECT l.cmd_id FROM alarm_linkage l WHERE l.alarm_id = $1 AND l.cmd = $2 AND l.state = 'sent'
+              AND l.cmd_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.cmd_id = l.cmd_id)""",
+        alarm_id, cmd,
+    )
+
+
 async def take_offer(
     conn: asyncpg.Connection, alarm_id: int, cmd: str | None, cmd_id: uuid.UUID, by: str, now: datetime
 ) -> asyncpg.Record | None:
