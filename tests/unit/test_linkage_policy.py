@@ -18,6 +18,7 @@ from alerting.linkage.policy import (
     UnitPolicy,
     failed_decision,
     hit_port,
+    in_force,
     plan,
     recovered_decision,
     updated,
@@ -123,6 +124,14 @@ def test_breaker_auto_refused_for_care_industries(industry: str) -> None:
     with pytest.raises(RefusedPolicy):
         updated(UnitPolicy(), {"breaker": "auto"}, industry)
     assert updated(UnitPolicy(), {"breaker": "confirm", "gas_valve": "auto"}, industry).gas_valve == "auto"
+
+
+def test_a_unit_that_became_a_hospital_only_offers_trips() -> None:
+    policy = UnitPolicy(gas_valve="auto", breaker="auto")
+    assert in_force(policy, "hospital") == UnitPolicy(gas_valve="auto", breaker="confirm")
+    assert in_force(policy, "commercial") == policy
+    action = plan(ARC, breaker("auto"), in_force(policy, "welfare"))
+    assert action is not None and action.mode == "confirm"
 
 
 def test_update_keeps_missing_keys_and_refuses_bad_values() -> None:

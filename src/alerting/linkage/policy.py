@@ -74,6 +74,14 @@ def updated(policy: UnitPolicy, changes: Mapping[str, Any], industry: str | None
     return new
 
 
+def in_force(policy: UnitPolicy, industry: str | None) -> UnitPolicy:
+    """The policy as applied: a unit whose industry became one that may not trip breakers by
+    themselves (after its policy was set) has its `breaker: auto` offered instead."""
+    if policy.breaker == "auto" and industry in NO_AUTO_BREAKER:
+        return replace(policy, breaker="confirm")
+    return policy
+
+
 @dataclass(frozen=True, slots=True)
 class AlarmFacts:
     """What the policy reads of an alarm (its stream snapshot)."""

@@ -11,7 +11,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from alerting.linkage.policy import Action, UnitPolicy
+from alerting.linkage.policy import Action, UnitPolicy, in_force
 from alerting.model import ACTIVE_STATUSES, OPEN_STATUSES
 
 Db: TypeAlias = asyncpg.Pool | asyncpg.Connection
@@ -45,13 +45,14 @@ async def save_policy(db: Db, unit_id: str, policy: UnitPolicy, by: str) -> None
 
 
 async def device_context(db: Db, device_id: str) -> tuple[asyncpg.Record, UnitPolicy] | None:
-    """A device's kind, linkage setting and unit, with its unit's policy; None when unknown."""
+    """A device's kind, linkage setting and unit, with its unit's policy as in force; None when unknown."""
     row = await db.fetchrow(
-        """SELECT d.device_id, d.kind, d.linkage, d.unit_id, l.gas_valve, l.breaker, l.charger_port
-             FROM devices d LEFT JOIN unit_linkage l USING (unit_id) WHERE d.device_id = $1""",
+        """SELECT d.device_id, d.kind, d.linkage, d.unit_id, u.industry, l.gas_valve, l.breaker, l.charger_port
+             FROM devices d LEFT JOIN units u USING (unit_id) LEFT JOIN unit_linkage l USING (unit_id)
+            WHERE d.device_id = $1""",
         device_id,
     )
-    return None if row is None else (row, _policy(row))
+    return None if row is None else (row, in_force(_policy(row), row["industry"]))
 
 
 async def reported(db: Db, device_id: str, metric: str, now: datetime) -> str | None:
