@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from alerting.core.rules import RULE, Hits, Readings
-from alerting.core.timeline import NO_TIME, members, repeats
+from alerting.core.timeline import NO_TIME, repeats
 from devices.catalogue import AlarmType, Event, Kind
 from devices.fleet import HYDRANT
 
@@ -68,11 +68,18 @@ def _drop(r: Readings, rows: np.ndarray) -> Hits:
     rows = rows[~np.isnan(pressure[rows])]
     c = r.config
     least = np.maximum(r.threshold("pressure_drop_mpa", rows), 2 * c.pressure_resolution_mpa)
-    # a fall needs an earlier sample that high: the fleet's (a device's one reading) or the batch's
-    stored = r.fleet.values["pressure_mpa"][r.slot[rows]]
+    # a fall needs an earlier sample that high: at most the fleet's or the highest of the batch's
+    slot = r.slot[rows]
+    top = r.fleet.values["pressure_mpa"][slot].astype(np.float64)
     sampled = np.flatnonzero(r.valid & ~np.isnan(pressure))
-    several = r.slot[sampled[repeats(r.slot[sampled])]]
-    maybe = members(r.slot[rows], several) | (stored - pressure[rows] + DROP_SLACK_MPA >= least)
+    shared = sampled[repeats(r.slot[sampled])]
+    if shared.size:
+        devices, at = np.unique(r.slot[shared], return_inverse=True)
+        highest = np.full(devices.shape[0], -np.inf)
+        np.maximum.at(highest, at, pressure[shared])
+        mine = np.minimum(np.searchsorted(devices, slot), devices.shape[0] - 1)
+        top = np.fmax(top, np.where(devices[mine] == slot, highest[mine], np.nan))
+    maybe = top - pressure[rows] + DROP_SLACK_MPA >= least
     rows, least = rows[maybe], least[maybe]
     if rows.size == 0:
         return Hits.of(rows, A.water_pressure_drop)
