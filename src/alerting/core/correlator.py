@@ -1,9 +1,11 @@
 """The correlation core: a batch of readings + fleet state + the clock -> alarm decisions.
 
 Pure and synchronous: no I/O and no clock reads (time is `now_ms`); numpy over the whole batch,
-Python only to build the few `Decision` objects at the end. CONTRACT §8 is the rule book; the
-rules live in `rules` (one reading), `episodes` (one detector over time), `correlation` (one
-unit) and `offline` (sweeps and NB cells).
+Python only to build the few `Decision` objects at the end. CONTRACT §8 and §10 are the rule
+book; the rules live in `rules` (one reading; smoke, gas, panels, electrical with pyrolysis),
+`water`, `charger` and `co` (the v2 classes, with `held` for conditions that must last),
+`states` (power, supervisory and breaker states), `episodes` (one detector over time),
+`correlation` (one unit) and `offline` (sweeps and NB cells).
 
 Not here: "a verify fire-class alarm still unacknowledged after 60 s becomes immediate" is a
 timer of the alarm lifecycle (`alerting.lifecycle.upgrade_unacked`), as is escalation.

@@ -1,7 +1,8 @@
-"""Single-reading rules (CONTRACT §8), vectorized per device kind.
+"""Single-reading rules (CONTRACT §8, §10), vectorized per device kind, and what every rule
+module shares: `Readings` (a batch against the fleet) and `Hits`.
 
 Each rule looks at one reading, the device's thresholds and, for a rate of rise, earlier
-temperature samples; it answers `Hits`: (batch row, alarm type, severity, response, rule).
+samples; it answers `Hits`: (batch row, alarm type, severity, response, rule).
 Correlation across readings, suppression and flapping are applied later by the correlator.
 
 Which readings count: threshold rules look at `heartbeat`, `report`, `alarm` and `test`
