@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Request, Response
+from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
 
 from devices import floorplans, registry
 from devices.api import Devices
@@ -41,10 +41,17 @@ def _no_plan(unit_id: str, floor: str) -> HTTPException:
 
 
 @router.get("")
-async def list_plans(unit_id: str, principal: Viewer, svc: Devices) -> dict[str, Any]:
+async def list_plans(
+    unit_id: str, principal: Viewer, svc: Devices,
+    floor: Annotated[str | None, Query(description="only this floor's plan (`3`, `3F`, `B1`, ...), if any")] = None,
+) -> dict[str, Any]:
     """The unit's plans (without the images), below ground first, each with its device positions."""
     await _unit(svc, principal, unit_id)
-    return {"items": await floorplans.list_plans(svc.pool, unit_id), "next_cursor": None}
+    plans = await floorplans.list_plans(svc.pool, unit_id)
+    if floor is not None:
+        key = _floor(floor)
+        plans = [p for p in plans if p["floor"] == key]
+    return {"items": plans, "next_cursor": None}
 
 
 @router.get("/{floor}")

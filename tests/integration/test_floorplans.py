@@ -102,6 +102,9 @@ async def test_upload_serve_place_and_remove_a_floor_plan(settings: Settings) ->
         assert (await svc.http.delete(f"{base}/B1", headers=op)).status_code == 204
         assert (await svc.http.get(f"{base}/B1", headers=viewer)).status_code == 404
         assert [p["floor"] for p in (await svc.http.get(base, headers=viewer)).json()["items"]] == ["3"]
+        third = (await svc.http.get(base, params={"floor": "3楼"}, headers=viewer)).json()["items"]
+        assert [p["floor"] for p in third] == ["3"]
+        assert (await svc.http.get(base, params={"floor": "B1"}, headers=viewer)).json()["items"] == []
         assert (await svc.http.get("/api/v1/units/U-none/floorplans", headers=viewer)).status_code == 404
 
 

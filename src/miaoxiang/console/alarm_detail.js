@@ -8,11 +8,13 @@ import {
 } from "./alarm_response.js";
 import { get } from "./api.js";
 import { contactList } from "./contacts.js";
+import { alarmPlan } from "./floorplan.js";
 import { fill, fmtTime, fmtValue, h, toMs } from "./dom.js";
 import {
   component, componentText, evidenceFields, evidenceTime, metricText, placeText, ruleText, suppression,
 } from "./evidence.js";
 import { knows, t, term } from "./i18n.js";
+import { linkageOffers } from "./linkage_offer.js";
 import { riskBadge } from "./units.js";
 
 const CLASSIFICATIONS = ["fire", "false_alarm", "test", "fault", "other"];
@@ -104,6 +106,7 @@ export function render() {
       h("span", {}, t("quiet.effect"))),
     unitSection(a),
     deviceSection(a),
+    alarmPlan(a, a.device_ids.map((id) => component(id)?.uitd ?? id), view.onError),
     actions(a),
     resolveForm(a),
     h("h3", {}, t("rt.heading")),
@@ -170,8 +173,16 @@ function facts(a) {
     ["alarm.escalation", term("escalation", a.escalation_level)],
     ["alarm.classification", term("classification", a.classification)],
     ["wo.link", workOrdersLink(a)],
+    a.parent_id && ["alarm.parent", alarmLink(a.parent_id, "alarm-parent")],
+    a.children?.length > 0 && ["alarm.children", a.children.map((id) => [alarmLink(id, "alarm-child"), " "])],
   ];
-  return h("dl", { class: "facts" }, rows.map(([key, value]) => [h("dt", {}, t(key)), h("dd", {}, value)]));
+  return h("dl", { class: "facts" }, rows.filter(Boolean).map(([key, value]) => [h("dt", {}, t(key)), h("dd", {}, value)]));
+}
+
+/** A link to another alarm of the same incident (its fire, or one of its detector alarms). */
+function alarmLink(alarmId, testid) {
+  return h("button", { type: "button", class: "link", testid, "data-alarm-id": alarmId,
+    onclick: () => showAlarm(alarmId).catch(view.onError) }, `#${alarmId}`);
 }
 
 function actions(a) {
@@ -186,7 +197,8 @@ function actions(a) {
   if (a.status === "resolved") {
     return h("div", { class: "alarm-actions", testid: "alarm-actions" }, h("p", { class: "muted" }, t("alarm.done")), dispatch);
   }
-  return h("div", { class: "alarm-actions", testid: "alarm-actions" }, h("div", { class: "action-row" }, ack, dispatch));
+  const linkage = linkageOffers(a, { onDone: () => load(a.alarm_id).catch(view.onError), onError: view.onError });
+  return h("div", { class: "alarm-actions", testid: "alarm-actions" }, h("div", { class: "action-row" }, ack, dispatch), linkage);
 }
 
 /** Resolve with a classification and a note (operators; open alarms). */

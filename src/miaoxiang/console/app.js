@@ -5,6 +5,7 @@ import * as board from "./alarms.js";
 import { ApiError, apiUrl, forgetToken, roleOf, saveToken, savedToken, whenUnauthorized } from "./api.js";
 import * as devices from "./devices.js";
 import { lang, setLang, t, useCatalogue } from "./i18n.js";
+import * as unitMap from "./map.js";
 import * as sound from "./sound.js";
 import * as stats from "./stats.js";
 import * as units from "./units.js";
@@ -42,6 +43,7 @@ function showView(name) {
     unitsLoaded = true;
     units.openRegion("").catch(showError);
   }
+  if (name === "map") unitMap.openMap().catch(showError);
 }
 
 function openAlarm(alarmId) {
@@ -85,6 +87,7 @@ function renderAll() {
   alarmDetail.render();
   devices.render();
   if (unitsLoaded) units.render();
+  unitMap.render();
   workOrders.render();
   stats.render();
 }
@@ -106,6 +109,7 @@ function logout(message = "") {
   clearInterval(statsTimer);
   board.resetBoard();
   alarmDetail.closeDetail();
+  unitMap.resetMap();
   unitsLoaded = false;
   byId("app").hidden = true;
   byId("session").hidden = true;
@@ -157,7 +161,7 @@ function wire() {
 
   board.initBoard({
     canAct, onOpen: openAlarm, onError: showError,
-    onChange: (alarm) => { alarmDetail.alarmChanged(alarm); refreshStatsSoon(); },
+    onChange: (alarm) => { alarmDetail.alarmChanged(alarm); unitMap.alarmChanged(); refreshStatsSoon(); },
     onStream: (state) => { byId("stream-state").dataset.state = state; renderSession(); },
   });
   alarmDetail.initDetail({ canAct, onDevice: (id) => { showView("devices"); openDevice(id); }, onWorkOrders: openWorkOrders,
@@ -165,7 +169,8 @@ function wire() {
   devices.initDevices({ onShow: () => showView("devices"), onWorkOrders: openWorkOrders, onError: showError });
   workOrders.initWorkOrders({ canAct, onShow: () => showView("workorders"),
     onDevice: (id) => { showView("devices"); openDevice(id); }, onError: showError });
-  units.initUnits({ onAlarm: openAlarm, onDevice: openDevice, onError: showError });
+  units.initUnits({ canAct, onAlarm: openAlarm, onDevice: openDevice, onError: showError });
+  unitMap.initMap({ onAlarm: openAlarm, onError: showError });
 }
 
 /** A token handed over in the address's fragment (`/#token=...`, as `miaoxiang demo` prints it):

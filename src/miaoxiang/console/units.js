@@ -3,13 +3,14 @@
 
 import { download, get, getAll } from "./api.js";
 import { contactList } from "./contacts.js";
+import { unitPlans } from "./floorplan.js";
 import { fill, fmtTime, fmtValue, h } from "./dom.js";
 import { t, term } from "./i18n.js";
 
 const COLOURS = ["red", "orange", "yellow", "green"];
 const UNITS_SHOWN = 300;
 
-let view = { onAlarm: () => {}, onDevice: () => {}, onError: () => {} };
+let view = { canAct: () => false, onAlarm: () => {}, onDevice: () => {}, onError: () => {} };
 let region = "";
 let units = [];
 let truncated = false;
@@ -221,6 +222,7 @@ function unitDetail() {
     devices.length === 0 ? h("p", { class: "muted" }, t("devices.empty")) : h("ul", { class: "chips" }, devices.map((d) =>
       h("li", {}, h("button", { type: "button", class: `chip devstatus-${d.status ?? "unknown"}`, onclick: () => view.onDevice(d.device_id) },
         `${d.device_id} · ${term("kind", d.kind)} · ${term("devstatus", d.status ?? "unknown")}`)))),
+    unitPlans(u.unit_id, devices, { canAct: view.canAct, onError: view.onError }),
     h("h3", {}, t("units.alarms")),
     alarms.length === 0 ? h("p", { class: "muted" }, t("board.empty")) : h("ul", { class: "plain" }, alarms.map((a) =>
       h("li", {}, h("button", { type: "button", class: "link", onclick: () => view.onAlarm(a.alarm_id) },
