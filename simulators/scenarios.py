@@ -610,9 +610,12 @@ def power_cut_reregistration(fleet: SimFleet, seed: int, start_ms: int) -> Scena
     for i, d in enumerate(devs):
         s.send(d, routine_event(d), 60 * i / len(devs))
     quiet = [d for d in devs if d.kind is not Kind.uitd]
+    reported: list[tuple[int, SimDevice]] = []  # power_fail of a uitd or of a device reporting mains_ok
     for i, d in enumerate(devs):
         if d.mains:
-            s.send(d, Event.power_fail, cut + 3 * i / len(devs), _mains_off(d))
+            at = s.send(d, Event.power_fail, cut + 3 * i / len(devs), _mains_off(d))
+            if d.kind is Kind.uitd or "mains_ok" in _mains_off(d):
+                reported.append((at, d))
         if d.kind is Kind.uitd:  # on its backup battery a uitd keeps its link and heartbeat
             for t in range(cut + 90, restore, 90):
                 s.send(d, Event.heartbeat, t)
@@ -629,6 +632,11 @@ def power_cut_reregistration(fleet: SimFleet, seed: int, start_ms: int) -> Scena
              why="nothing in a power cut is 秒响应")
     s.expect(must_fire=False, types=(AlarmType.offline, AlarmType.network_outage), device_ids=ids,
              why=f"no device is silent for {OFFLINE_FACTOR} heartbeat intervals")
+    if reported:
+        at, first = reported[0]
+        s.expect(must_fire=True, types=(AlarmType.power_fault,), key=_detector_key(first),
+                 device_ids=(first.device_id,), responses=(Response.verify,), after_ms=at,
+                 within_s=IMMEDIATE_WITHIN_S, why=f"power_fail of a {first.kind.name} device (CONTRACT §10)")
     return s.build(f"power cut in {district} ({len(devs)} devices, {len(quiet)} re-register within {burst} s)")
 
 

@@ -39,7 +39,7 @@ from simulators.session import (
 
 #: A new round of scenarios starts this often (seconds); each scenario of a round starts STAGGER_S after the previous.
 ROUND_S = 240.0
-STAGGER_S = 15.0
+STAGGER_S = 12.0
 #: Quickest alarms first. cell_outage needs ~60 hours of silence: it is for compressed runs, not a live demo.
 DEMO_SCENARIOS = ("panel_fire", "cooking_transient", "smoke_heat", "fire_spread", "gas_leak", "muted", "test_button",
                   "hydrant_opened", "gas_valve_linkage", "arc_breaker_trip", "panel_mains_failure", "co_poisoning",

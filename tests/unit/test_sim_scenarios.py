@@ -257,6 +257,11 @@ def test_power_cut(played, fleet) -> None:
         assert s.until_ms in [t for t, _ in events[s.device_id]]
     fire = [e for e in only(sc, must=False) if set(e.types) == FIRE_CLASS]
     assert fire and fire[0].max_matches == 0
+    (power,) = only(sc, must=True)
+    (fail,) = [m for m in sc.messages() if m.at_ms == power.after_ms and m.reading.event is Event.power_fail]
+    dev = fleet.device(fail.reading.device_id)
+    assert power.types == (AlarmType.power_fault,) and power.device_ids == (dev.device_id,)
+    assert dev.kind is Kind.uitd or fail.reading.metrics["mains_ok"] is False
 
 
 def test_evaluate_scores_alarm_objects(played) -> None:
