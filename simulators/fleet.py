@@ -240,6 +240,17 @@ class SimDevice:
     components: tuple[PanelComponent, ...] = ()
     thresholds: dict[str, float] = field(default_factory=dict)  # registered per device (CONTRACT §10)
     linkage: Literal["auto", "never"] | None = None  # registered; None follows the unit's policy
+    building: str | None = None  # None outdoors (hydrants, charging sheds)
+    floor: int | None = None  # negative below ground
+    room: str | None = None
+
+    @property
+    def place(self) -> dict[str, Any] | str:
+        """The registered location: building, floor (`3F`, `B1`) and room, or the text outdoors."""
+        if self.floor is None:
+            return self.location
+        floor = f"{self.floor}F" if self.floor > 0 else f"B{-self.floor}"
+        return {k: v for k, v in (("building", self.building), ("floor", floor), ("room", self.room)) if v}
 
     @property
     def hydrant(self) -> bool:
@@ -326,7 +337,7 @@ class SimFleet:
         devices = []
         for d in self.devices:
             row: dict[str, Any] = {"device_id": d.device_id, "kind": d.kind.name, "unit_id": d.unit_id,
-                                   "location": d.location, "heartbeat_s": d.heartbeat_s}
+                                   "location": d.place, "heartbeat_s": d.heartbeat_s}
             if d.cell_id is not None:
                 row["cell_id"] = d.cell_id
             if d.thresholds:
@@ -422,7 +433,7 @@ class _Builder:
             kind=kind,
             role=role,
             unit_id=unit.unit_id,
-            location=self.location(role, floors),
+            **self.place(role, device_id, floors),
             heartbeat_s=heartbeat_s,
             uplink=uplink,  # type: ignore[arg-type]
             encoding="mx1" if uplink in ("mqtt", "ctwing") and rng.random() < 0.3 else "json",
@@ -464,7 +475,8 @@ class _Builder:
             dev.components = self.components(floors)
         return dev
 
-    def location(self, role: Role, floors: int) -> str:
+    def location(self, role: Role, floors: int) -> tuple[str, int]:
+        """A place in words and the floor drawn for it."""
         rng = self.rng
         floor = rng.randint(1, floors)
         spots: dict[Role, tuple[str, ...]] = {
@@ -479,9 +491,21 @@ class _Builder:
             "charger": ("电动车棚", "地下非机动车库", "东侧充电区"),
             "uitd": ("消防控制室",),
         }
-        if role == "smoke":
-            return f"{floor}楼{rng.choice(_SMOKE_SPOTS)}"
-        return rng.choice(spots[role])
+        return (f"{floor}楼{rng.choice(_SMOKE_SPOTS)}" if role == "smoke" else rng.choice(spots[role])), floor
+
+    def place(self, role: Role, device_id: str, floors: int) -> dict[str, Any]:
+        """The device's `location` text with its building, floor and room (SimDevice fields; the
+        building is hashed from the id, so the random draws, and a seeded fleet, stay as they were):
+        floor-specific places keep their floor, plant rooms are on the ground floor, water tanks on
+        the roof or below ground; outdoor hydrants and charging sheds have none."""
+        text, floor = self.location(role, floors)
+        if role in ("hydrant", "charger") and not text.startswith("地下"):
+            return {"location": text}
+        if not (role in ("smoke", "gas", "co", "pressure") or "楼" in text):
+            floor = {"屋顶水箱": floors, "消防水池": -1, "地下非机动车库": -1}.get(text, 1)
+        room = text.split("楼", 1)[1] if role == "smoke" else text
+        building = f"{int(hashlib.sha256(device_id.encode()).hexdigest(), 16) % 3 + 1}号楼" if floors >= 20 else "主楼"
+        return {"location": text, "building": building, "floor": floor, "room": room}
 
     def components(self, floors: int) -> tuple[PanelComponent, ...]:
         rng = self.rng
