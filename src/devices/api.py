@@ -151,7 +151,7 @@ class DeviceIn(BaseModel):
         "heartbeat_s": 86400, "thresholds": {"smoke_temp_c": 60}, "profile": None, "cell_id": "1A2B3C"}})
 
     device_id: str
-    kind: str = Field(description="smoke, gas, electrical, uitd or water")
+    kind: str = Field(description=", ".join(k.name for k in Kind))
     unit_id: str | None = None
     location: dict[str, Any] | str | None = None
     heartbeat_s: int | None = Field(None, description="expected report interval; offline after 2.5 of them")

@@ -300,6 +300,7 @@ def load_into_fleet(fleet: Fleet, registered: list[tuple[DeviceSpec, Registered]
         parent_ids=[reg.parent_id for _, reg in registered],
         maintenance=[reg.maintenance for _, reg in registered],
         quarantined=[False] * len(registered),
+        hydrant=[spec.hydrant for spec, _ in registered],
     )
     for spec, reg in registered:
         if spec.thresholds or not reg.created:

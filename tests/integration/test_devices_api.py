@@ -228,7 +228,7 @@ async def test_import_csv_and_json_lines(api: Api) -> None:
                             headers={**api.auth("operator"), "content-type": "application/x-ndjson"})
     assert (r.json()["created"], r.json()["rejected"]) == (1, 1)
     assert (
-        r.json()["errors"][0]["reason"] == "unknown kind 'fridge'; expected one of smoke, gas, electrical, water, uitd"
+        r.json()["errors"][0]["reason"] == "unknown kind 'fridge'; expected one of smoke, gas, electrical, water, uitd, charger"
     )
     assert fleet_query.snapshot(api.fleet, api.fleet.slot("j1"))["region"] == NANKANG
 
@@ -516,7 +516,7 @@ async def test_stats_overview(api: Api) -> None:
     stats = (await api.http.get("/api/v1/stats/overview", headers=api.auth("viewer"))).json()
     assert stats["total"] == 8
     assert stats["by_status"] == {"unknown": 5, "online": 1, "offline": 1, "fault": 0, "alarm": 1}
-    assert stats["by_kind"] == {"smoke": 4, "gas": 2, "electrical": 1, "water": 1, "uitd": 0}
+    assert stats["by_kind"] == {"smoke": 4, "gas": 2, "electrical": 1, "water": 1, "uitd": 0, "charger": 0}
     assert stats["by_region"] == {"江西省": 6} and stats["no_region"] == 2
     assert [d["device_id"] for d in stats["offline_devices"]] == ["nk-elec-0"]
     assert stats["active_alarms"] == {"total": 2, "unacknowledged": 1,

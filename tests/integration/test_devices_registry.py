@@ -123,7 +123,7 @@ async def test_import_counts_and_exact_reasons(pool: asyncpg.Pool) -> None:
         {
             "line": 6,
             "device_id": "new-3",
-            "reason": "unknown kind 'boiler'; expected one of smoke, gas, electrical, water, uitd",
+            "reason": "unknown kind 'boiler'; expected one of smoke, gas, electrical, water, uitd, charger",
         },
     ]
     assert progress == [("parsed", 5, 6), ("written", 3, 6), ("fleet", 3, 3)]

@@ -15,6 +15,7 @@ import aiomqtt
 import pytest
 
 from alerting.response import tokens
+from devices.fleet import HYDRANT
 from miaoxiang.settings import Settings
 from simulators.actuators import Actuator, Actuators
 from tests.service import RunningService, running_service, wait_for
@@ -237,6 +238,8 @@ async def test_unit_policy_routes(settings: Settings) -> None:
         assert r.json()["created"] == 2, r.text
         got = (await svc.http.get("/api/v1/devices/w2", headers=h)).json()
         assert (got["linkage"], got["hydrant"]) == ("confirm", True)
+        fleet = svc.app.state.services.fleet
+        assert [bool(int(fleet.flags[fleet.slot(d)]) & HYDRANT) for d in ("w1", "w2", "c1")] == [True, True, False]
 
 
 async def _has(items: Any, wanted: str) -> bool:
