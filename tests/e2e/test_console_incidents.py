@@ -124,6 +124,15 @@ async def test_one_fire_is_one_row_that_expands_and_acks_as_one(
         assert resid["status"] == "active_unack"  # not part of the fire
         await page.screenshot(path=artifacts / "incident-3-acknowledged-desktop.png")
 
+        # the detail links the fire and its detector alarms both ways
+        await fire.get_by_test_id("detail-button").click()
+        detail = page.get_by_test_id("alarm-detail")
+        await expect(detail.get_by_test_id("alarm-child")).to_have_count(3)
+        await detail.locator(f"[data-testid='alarm-child'][data-alarm-id='{smokes[0]}']").click()
+        await expect(detail.get_by_test_id("alarm-parent")).to_have_text(f"#{ids['fire']}")
+        await expect(detail.get_by_test_id("timeline-event").first).to_have_attribute("data-action", "raised")
+        await page.keyboard.press("Escape")
+
         # on a phone: cards, the children indented under the fire's card, no sideways scrolling
         phone = await open_page(board.PHONE)
         await _log_in(phone, svc)
