@@ -103,7 +103,7 @@ def _no_sideways_scroll(width: int) -> str:
     return f"document.scrollingElement.scrollWidth <= {width}"
 
 
-async def _check_map(tab: Any, alarm_id: str) -> None:
+async def _check_map(tab: Any, alarm_id: str, *, keyboard: bool = False) -> None:
     from playwright.async_api import expect
 
     await tab.get_by_test_id("nav-map").click()
@@ -118,7 +118,11 @@ async def _check_map(tab: Any, alarm_id: str) -> None:
     await expect(tab.get_by_test_id("map-counts")).to_contain_text("地图上 4 个单位，1 个火警中")
     await expect(tab.get_by_test_id("map-counts")).to_contain_text("1 个单位没有坐标")
     await expect(tab.get_by_test_id("map-legend")).to_contain_text("红")
-    await burning.click()
+    if keyboard:
+        await burning.focus()
+        await tab.keyboard.press("Enter")
+    else:
+        await burning.click()
     pane = tab.get_by_test_id("map-pane")
     await expect(pane).to_contain_text("南外农贸市场")
     alarm = pane.locator(f"[data-testid='map-alarm'][data-alarm-id='{alarm_id}']")
@@ -140,7 +144,7 @@ async def test_map_without_tiles_draws_units_and_fires_and_asks_no_other_host(
             requests: list[str] = []
             tab = await _tab(browser, errors, requests, viewport=viewport)
             await _log_in(tab, svc)
-            await _check_map(tab, alarm_id)
+            await _check_map(tab, alarm_id, keyboard=name == "phone")
             assert await tab.get_by_test_id("map").get_attribute("data-tiles") == "none"
             await expect(tab.get_by_test_id("map")).to_contain_text("未配置底图")
             await tab.screenshot(path=artifacts / f"map-{name}-no-tiles.png")

@@ -123,6 +123,10 @@ function draw() {
       path.dataset.colour = colourOf(u);
       path.dataset.testid = "map-unit";
       path.setAttribute("role", "button");
+      path.setAttribute("tabindex", "0"); // keyboard: Tab to a unit, Enter or Space opens it
+      path.addEventListener("keydown", (e) => {
+        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); pick(u.unit_id); }
+      });
       path.setAttribute("aria-label", `${u.name} ${term("risk", colourOf(u))}${fire ? ` ${t("map.fire")}` : ""}`);
     });
     layer.addLayer(dot);
