@@ -228,7 +228,8 @@ async def test_import_csv_and_json_lines(api: Api) -> None:
                             headers={**api.auth("operator"), "content-type": "application/x-ndjson"})
     assert (r.json()["created"], r.json()["rejected"]) == (1, 1)
     assert (
-        r.json()["errors"][0]["reason"] == "unknown kind 'fridge'; expected one of smoke, gas, electrical, water, uitd, charger"
+        r.json()["errors"][0]["reason"]
+        == "unknown kind 'fridge'; expected one of smoke, gas, electrical, water, uitd, charger"
     )
     assert fleet_query.snapshot(api.fleet, api.fleet.slot("j1"))["region"] == NANKANG
 
