@@ -26,9 +26,15 @@ _POWER_KIND = np.zeros(256, bool)
 _POWER_KIND[list(POWER_KINDS)] = True
 _BOTH_FAILED = ALARM_CODES.index("mains_and_backup")
 _UITD, _WATER = int(Kind.uitd), int(Kind.water)
+_RAISED_BY, _CLEARED_BY = np.zeros(256, bool), np.zeros(256, bool)
+_RAISED_BY[[Event.power_fail, Event.supervisory, Event.breaker_tripped]] = True
+_CLEARED_BY[[Event.power_restore, Event.supervisory_clear, Event.breaker_closed, Event.hydrant_close]] = True
+_NONE = np.zeros(0, np.int64)
 
 
 def state_raises(r: Readings) -> Hits:
+    if not _RAISED_BY[r.attention_event.astype(np.uint8)].any():
+        return Hits.of(_NONE, A.power_fault)
     power = r.with_event(Event.power_fail)
     power = power[_POWER_KIND[r.kind[power].astype(np.uint8)]]
     both = r.alarm_code[power] == _BOTH_FAILED
@@ -45,6 +51,8 @@ def state_raises(r: Readings) -> Hits:
 
 
 def state_clears(r: Readings) -> Hits:
+    if not _CLEARED_BY[r.attention_event.astype(np.uint8)].any():
+        return Hits.of(_NONE, A.power_fault)
     restored = r.with_event(Event.power_restore)
     return Hits.concat([
         Hits.of(restored[_POWER_KIND[r.kind[restored].astype(np.uint8)]], A.power_fault, rule=RULE["power_restore"]),

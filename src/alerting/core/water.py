@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from alerting.core.rules import RULE, Hits, Readings
-from alerting.core.timeline import NO_TIME, repeats
+from alerting.core.timeline import NO_TIME, members, run_ends
 from devices.catalogue import AlarmType, Event, Kind
 from devices.fleet import HYDRANT
 
@@ -71,12 +71,15 @@ def _drop(r: Readings, rows: np.ndarray) -> Hits:
     # a fall needs an earlier sample that high: at most the fleet's or the highest of the batch's
     slot = r.slot[rows]
     top = r.fleet.values["pressure_mpa"][slot].astype(np.float64)
-    sampled = np.flatnonzero(r.valid & ~np.isnan(pressure))
-    shared = sampled[repeats(r.slot[sampled])]
-    if shared.size:
-        devices, at = np.unique(r.slot[shared], return_inverse=True)
-        highest = np.full(devices.shape[0], -np.inf)
-        np.maximum.at(highest, at, pressure[shared])
+    others = r.attention[~np.isnan(pressure[r.attention])]  # an alarm_clear, a fault, ... with a value
+    sampled = np.concatenate([rows, others])
+    keys = np.sort(r.slot[sampled])
+    several = keys[1:][keys[1:] == keys[:-1]]  # devices with more than one sample in the batch
+    if several.size:
+        shared = sampled[members(r.slot[sampled], several)]
+        order = np.lexsort((pressure[shared], r.slot[shared]))
+        last = run_ends(r.slot[shared][order])
+        devices, highest = r.slot[shared][order][last], pressure[shared][order][last]
         mine = np.minimum(np.searchsorted(devices, slot), devices.shape[0] - 1)
         top = np.fmax(top, np.where(devices[mine] == slot, highest[mine], np.nan))
     maybe = top - pressure[rows] + DROP_SLACK_MPA >= least
