@@ -158,6 +158,26 @@ async def test_arc_fault_trips_an_auto_breaker_and_never_a_never_one(settings: S
         assert await alarm_of(svc, "e1", "breaker_tripped") is None
 
 
+async def test_hot_charger_port_is_cut_off_and_a_refusing_valve_fails_at_once(settings: Settings) -> None:
+    pile, valve = Actuator("c1", "charger"), Actuator("g6", "gas", refusing=True)
+    async with linked(settings, [pile, valve]) as svc:
+        devices = ({"device_id": "c1", "kind": "charger", "thresholds": {"port_rated_a": 16}},
+                   {"device_id": "g6", "kind": "gas"})
+        await setup_unit(svc, "U6", {"charger_port": "auto", "gas_valve": "auto"}, devices=devices)
+        await publish(settings, "charger", "c1", "report", {"port_temp_c": [35.0, 82.0, 30.0], "ports_active": 2})
+        alarm = await wait_for(lambda: alarm_of(svc, "c1", "charger_overheat"), 15)
+        await wait_for(lambda: _has(readings(svc, "c1"), "port_cutoff"), 15)
+        assert [(c["cmd"], c["params"]) for c in pile.received] == [("port_cutoff", {"port": 2})]
+        sent = await entries(svc, alarm["alarm_id"], "linkage_sent")
+        assert sent[0]["actor"] == "linkage" and sent[0]["detail"]["params"] == {"port": 2}
+
+        await publish(settings, "gas", "g6", "alarm", {"gas_lel_pct": 30.0, "valve": "open"})
+        failed = await wait_for(lambda: alarm_of(svc, "g6", "linkage_failed"), 15)
+        assert failed["status"] == "active_unack" and len(valve.received) == 1  # answered: no retry
+        leak = await alarm_of(svc, "g6", "gas_leak")
+        assert leak is not None and await entries(svc, leak["alarm_id"], "linkage_failed")
+
+
 async def test_confirm_offers_and_an_operator_sends(settings: Settings) -> None:
     valve = Actuator("g4", "gas")
     async with linked(settings, [valve]) as svc:
