@@ -122,7 +122,7 @@ class LinkageRunner:
                 saved_at, saved = loop.time(), last
                 async for event in self.hub.events(_everywhere, last):
                     if event is not None and event.event_id is not None:
-                        await self.consider(event.event_id, event.data)
+                        await self._consider(event.event_id, event.data)
                         last = event.event_id
                     if last != saved and loop.time() - saved_at >= PROGRESS_EVERY_S:
                         await store.save_progress(self.pool, last)
@@ -131,6 +131,16 @@ class LinkageRunner:
             except DB_ERRORS as e:
                 log.warning("linkage runner paused (%s); resuming after event %s", e, last)
                 await asyncio.sleep(1)
+
+    async def _consider(self, event_id: int, alarm: dict[str, Any]) -> None:
+        """`consider`, retried (the caller resumes) while the database fails; any other failure is
+        logged and the event passed over, so that one odd event never stops linkage."""
+        try:
+            await self.consider(event_id, alarm)
+        except DB_ERRORS:
+            raise
+        except Exception:
+            log.exception("linkage: alarm event %d not handled", event_id)
 
     async def consider(self, event_id: int, alarm: dict[str, Any]) -> Action | None:
         """Plan and record (and send, when `auto`) the linkage one alarm event calls for."""
@@ -254,6 +264,9 @@ class LinkageRunner:
                 except DB_ERRORS as e:
                     log.warning("linkage: end of command %s not recorded yet (%s); retrying", result.cmd_id, e)
                     await asyncio.sleep(1)
+                except Exception:
+                    log.exception("linkage: end of command %s (%s) not recorded", result.cmd_id, result.state)
+                    break
 
     async def result(self, r: Result) -> None:
         """Record a command's end if it was a linkage command: on the alarm's timeline, and
