@@ -178,6 +178,31 @@ async def test_hot_charger_port_is_cut_off_and_a_refusing_valve_fails_at_once(se
         assert leak is not None and await entries(svc, leak["alarm_id"], "linkage_failed")
 
 
+async def test_a_restart_sends_nothing_twice_and_links_what_comes_next(settings: Settings) -> None:
+    valve = Actuator("g7", "gas")
+    async with linked(settings, [valve]) as svc:
+        await setup_unit(svc, "U7", {"gas_valve": "auto"}, devices=({"device_id": "g7", "kind": "gas"},))
+        await publish(settings, "gas", "g7", "alarm", {"gas_lel_pct": 30.0, "valve": "open"})
+        first = await wait_for(lambda: alarm_of(svc, "g7", "gas_leak"), 15)
+        await wait_for(lambda: entries(svc, first["alarm_id"], "linkage_acked"), 15)
+        h = svc.auth()
+        r = await svc.http.post(f"/api/v1/alarms/{first['alarm_id']}/resolve", headers=h,
+                                json={"classification": "test", "note": "drill"})
+        assert r.status_code == 200
+    async with linked(settings, [valve]) as svc:  # the runner replays the events since its saved place
+        await asyncio.sleep(3)
+        assert [c["cmd"] for c in valve.received] == ["valve_close"]
+        await publish(settings, "gas", "g7", "alarm", {"gas_lel_pct": 33.0, "valve": "open"})
+
+        async def second() -> dict[str, Any] | None:
+            alarm = await alarm_of(svc, "g7", "gas_leak")
+            return alarm if alarm is not None and alarm["alarm_id"] != first["alarm_id"] else None
+
+        alarm = await wait_for(second, 15)
+        await wait_for(lambda: entries(svc, alarm["alarm_id"], "linkage_acked"), 15)
+        assert [c["cmd"] for c in valve.received] == ["valve_close", "valve_close"]
+
+
 async def test_confirm_offers_and_an_operator_sends(settings: Settings) -> None:
     valve = Actuator("g4", "gas")
     async with linked(settings, [valve]) as svc:
