@@ -89,6 +89,7 @@ _REPORT, _ALARM, _TEST = int(Event.report), int(Event.alarm), int(Event.test)
 _SMOKE, _GAS, _ELECTRICAL, _UITD = (int(k) for k in (Kind.smoke, Kind.gas, Kind.electrical, Kind.uitd))
 _CO_GAS = METRICS["gas_type"].values.index("co") + 1  # `ReadingColumns.gas_type` of carbon monoxide
 _CO_CODE = ALARM_CODES.index("co")
+_PYROLYSIS_CODE = ALARM_CODES.index("pyrolysis")
 _CO_HIGH = int(A.co_high)
 _MAJOR, _CRITICAL = int(Severity.major), int(Severity.critical)
 _NONE, _VERIFY, _IMMEDIATE = int(Response.none), int(Response.verify), int(Response.immediate)
@@ -363,8 +364,11 @@ def electrical(r: Readings) -> list[Hits]:
     reported). A pyrolysis warning is critical at an index >= 80, or >= 50 after rising >= 20 since
     the device's previous sample at most 60 s earlier (`pyrolysis_severity`)."""
     rows = r.rows(_ELECTRICAL)
-    values = np.vstack([r.value(column)[rows] for _, column, _, _ in _ELECTRICAL_RULES])  # [limit, row]
-    limits = r.thresholds(_ELECTRICAL_LIMITS, rows)
+    # the pyrolysis limit only when a reading has an index or its alarm code (most batches have neither)
+    pyrolysis = (~np.isnan(r.value("pyrolysis_index")[rows])).any() or (r.alarm_code[rows] == _PYROLYSIS_CODE).any()
+    k = _PYROLYSIS + 1 if pyrolysis else _PYROLYSIS
+    values = np.vstack([r.value(column)[rows] for _, column, _, _ in _ELECTRICAL_RULES[:k]])  # [limit, row]
+    limits = r.thresholds(_ELECTRICAL_LIMITS[:k], rows)
     over = values >= limits
     cable = values[_CABLE]
     rise = np.full(rows.shape[0], np.nan)
@@ -379,7 +383,9 @@ def electrical(r: Readings) -> list[Hits]:
 
 def _electrical_hits(r: Readings, rows: np.ndarray, values: np.ndarray, limits: np.ndarray, rise: np.ndarray,
                      rising: np.ndarray) -> Hits:
-    """The electrical hits of the rows that exceed a limit or are an alarm, ordered by type, then row."""
+    """The electrical hits of the rows that exceed a limit or are an alarm, ordered by type, then row;
+    `values` and `limits` hold the first k limits of `_ELECTRICAL_RULES`."""
+    k = values.shape[0]
     by_value = values >= limits
     over = by_value.copy()
     over[_CABLE] |= rising
@@ -391,14 +397,14 @@ def _electrical_hits(r: Readings, rows: np.ndarray, values: np.ndarray, limits: 
     if device_alarm.any():
         ratio = values / limits
         blamed = np.argmax(np.where(np.isnan(ratio), -np.inf, ratio), axis=0)
-    blame = device_alarm & (blamed == _LIMIT_INDEX)
-    by_code = coded & (code_type == _ELECTRICAL_TYPE) & ~over
-    rule = np.where(blame, RULE["electrical.alarm"], np.where(by_code, _CODE_RULE, _ELECTRICAL_RULE))
+    blame = device_alarm & (blamed == _LIMIT_INDEX[:k])
+    by_code = coded & (code_type == _ELECTRICAL_TYPE[:k]) & ~over
+    rule = np.where(blame, RULE["electrical.alarm"], np.where(by_code, _CODE_RULE[:k], _ELECTRICAL_RULE[:k]))
     rule[_CABLE, rising & ~by_value[_CABLE]] = RULE["electrical.cable_rise"]
     fired = over | blame | by_code
     limit, at = np.nonzero(fired)
     hits = Hits.of(rows[at], _ELECTRICAL_TYPE[limit, 0], rule=rule[limit, at], rise=np.where(rising, rise, np.nan)[at])
-    if fired[_PYROLYSIS].any():
+    if k > _PYROLYSIS and fired[_PYROLYSIS].any():
         pyro = np.flatnonzero(limit == _PYROLYSIS)
         critical, by_rise = pyrolysis_severity(r, hits.row[pyro])
         hits.severity[pyro[critical]] = _CRITICAL
