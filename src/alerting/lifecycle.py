@@ -461,10 +461,11 @@ def _held_by(key: str, type_: str, devices: str, evidence: str) -> str:
    AND CASE WHEN {key} LIKE '{UNIT_KEY}%' THEN h.alarm_key = {key}
             AND EXISTS (SELECT 1 FROM jsonb_array_elements({evidence}::jsonb) e
                          WHERE e ->> 'device_id' = ANY(h.held_devices))
-            AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements({evidence}::jsonb) e
-                              JOIN alarms o ON o.alarm_key = '{DEVICE_KEY}' || (e ->> 'device_id')
-                             WHERE e ->> 'type' IN ({_FIRE_SQL}) AND o.type IN ({_FIRE_SQL})
-                               AND o.status IN ({_OPEN_SQL}))
+            AND NOT EXISTS (SELECT 1 FROM alarms o
+                             WHERE o.alarm_key = ANY(ARRAY(SELECT '{DEVICE_KEY}' || (e ->> 'device_id')
+                                                             FROM jsonb_array_elements({evidence}::jsonb) e
+                                                            WHERE e ->> 'type' IN ({_FIRE_SQL})))
+                               AND o.type IN ({_FIRE_SQL}) AND o.status IN ({_OPEN_SQL}))
        ELSE h.held_devices && {devices} END"""
 
 
