@@ -69,7 +69,7 @@ async function stage(plan, mark) {
 
 /** The floor-plan section of a unit's detail (one element, kept across redraws of the pane). */
 export function unitPlans(unitId, devices, { canAct, onError }) {
-  if (unitBox?.unitId !== unitId) {
+  if (unitBox?.unitId !== unitId || unitBox.devices !== devices) { // a unit (re)opened: read its plans again
     unitBox = { unitId, el: h("section", { class: "plans", testid: "floorplans" }), plans: null, floor: null };
     loadUnitPlans().catch(onError);
   }
