@@ -199,6 +199,11 @@ async def test_map_with_a_gcj02_tile_source_fetches_only_its_tiles(
         assert shifted[0] == pytest.approx([39.91640428, 116.41024450], abs=1e-7)  # the published reference
         assert shifted[1] == [48.85, 2.35]  # outside China: unchanged
         await tab.screenshot(path=artifacts / "map-desktop-gcj02-tiles.png")
+        # a fire raised while the map is open starts blinking without a reload
+        await expect(tab.locator("[data-testid='map-unit'].on-fire")).to_have_count(0)
+        await _publish_smoke_alarm(tiled, SMOKE, 30.0)
+        await expect(tab.locator("[data-testid='map-unit'].on-fire[data-unit-id='U-map-red']")).to_have_count(
+            1, timeout=15000)
         assert errors == [], errors
 
 
@@ -245,7 +250,14 @@ async def test_floor_plan_upload_drag_and_the_alarm_on_it(
         await tab.locator("[data-testid='unit-row'][data-unit-id='U-map-red'] button").click()
         plans = tab.get_by_test_id("floorplans")
         await expect(plans.get_by_test_id("plans-empty")).to_be_visible()
+        svg = tmp_path / "plan.svg"
+        svg.write_text('<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>')
         await plans.get_by_test_id("plan-floor-input").fill("3F")
+        await plans.get_by_test_id("plan-file").set_input_files(str(svg))
+        await plans.get_by_test_id("plan-upload-submit").click()
+        await expect(tab.get_by_test_id("toast")).to_contain_text("只接受完整的 PNG 或 JPEG 图片")  # the 422's reason
+        await expect(plans.get_by_test_id("plans-empty")).to_be_visible()
+        errors[:] = [e for e in errors if "422" not in e]  # the refused upload's own console line
         await plans.get_by_test_id("plan-file").set_input_files(str(plan_file))
         await plans.get_by_test_id("plan-upload-submit").click()
         image = plans.locator("[data-testid='plan-stage'] img")
@@ -281,6 +293,11 @@ async def test_floor_plan_upload_drag_and_the_alarm_on_it(
                                     "'device-place']")).to_have_text("1号楼 · 3F · 302 室")
         await where.scroll_into_view_if_needed()
         await tab.screenshot(path=artifacts / "floorplan-desktop-alarm.png")
+        await tab.get_by_test_id("lang-toggle").click()
+        await expect(where).to_contain_text("Where: plan of 3F")
+        await expect(blinking).to_have_attribute("aria-label", f"Alarming device {SMOKE}")
+        await tab.screenshot(path=artifacts / "floorplan-desktop-alarm-en.png")
+        await tab.get_by_test_id("lang-toggle").click()
         assert errors == [], errors
 
         phone_errors: list[str] = []

@@ -49,9 +49,8 @@ async function imageOf(plan) {
   return images.get(key);
 }
 
-/** A plan image with device markers; `mark(position)` gives a marker's class and label. */
-async function stage(plan, mark) {
-  const src = await imageOf(plan);
+/** A plan image (`src`, a data: URL) with device markers; `mark(position)` gives a marker's class and label. */
+function stage(plan, src, mark) {
   const el = h("div", { class: "plan-stage", testid: "plan-stage", "data-floor": plan.floor },
     h("img", { src, alt: t("plan.alt", { floor: floorName(plan.label) }), width: plan.width, height: plan.height, draggable: "false" }));
   for (const p of plan.positions) {
@@ -91,7 +90,8 @@ async function drawUnitPlans() {
   if (box.plans === null) return fill(box.el, h("h3", {}, t("plan.heading")), h("p", { class: "muted" }, t("app.loading")));
   const plan = box.plans.find((p) => p.floor === box.floor) ?? null;
   const names = new Map(box.devices.map((d) => [d.device_id, d]));
-  const canvas = plan ? await stage(plan, (p) => ({ cls: "placed", label: deviceLabel(names.get(p.device_id), p.device_id) })) : null;
+  const src = plan ? await imageOf(plan) : null;
+  const canvas = plan ? stage(plan, src, (p) => ({ cls: "placed", label: deviceLabel(names.get(p.device_id), p.device_id) })) : null;
   if (box !== unitBox) return;
   const placedIds = new Set(box.plans.flatMap((p) => p.positions.map((x) => x.device_id)));
   const loose = box.devices.filter((d) => !placedIds.has(d.device_id));
@@ -185,13 +185,15 @@ export function alarmPlan(alarm, ids, onError) {
   if (!unitId) return null;
   const key = `${alarm.alarm_id}|${ids.join(",")}`;
   if (alarmBox?.key !== key) {
-    alarmBox = { key, el: h("section", { class: "plans alarm-plan", testid: "alarm-plan", hidden: true }) };
-    drawAlarmPlan(alarmBox, unitId, alarm, ids).catch(onError);
+    alarmBox = { key, ids, plan: null, el: h("section", { class: "plans alarm-plan", testid: "alarm-plan", hidden: true }) };
+    loadAlarmPlan(alarmBox, unitId, alarm, ids).catch(onError);
+  } else if (alarmBox.plan) {
+    paintAlarmPlan(alarmBox); // a redraw (a language switch, too)
   }
   return alarmBox.el;
 }
 
-async function drawAlarmPlan(box, unitId, alarm, ids) {
+async function loadAlarmPlan(box, unitId, alarm, ids) {
   const plans = (await send("GET", plansPath(unitId))).items;
   let plan = plans.find((p) => p.positions.some((x) => ids.includes(x.device_id)));
   if (!plan) {
@@ -203,7 +205,14 @@ async function drawAlarmPlan(box, unitId, alarm, ids) {
     }
   }
   if (!plan) return;
-  const canvas = await stage(plan, (p) => (ids.includes(p.device_id)
+  box.src = await imageOf(plan);
+  box.plan = plan;
+  paintAlarmPlan(box);
+}
+
+function paintAlarmPlan(box) {
+  const { plan, ids } = box;
+  const canvas = stage(plan, box.src, (p) => (ids.includes(p.device_id)
     ? { cls: "alarming", label: t("plan.alarming", { id: p.device_id }) }
     : { cls: "quiet", label: p.device_id }));
   const placed = plan.positions.some((p) => ids.includes(p.device_id));
