@@ -413,7 +413,8 @@ class _Builder:
     def device(self, role: Role, unit: SimUnit, street_code: int, floors: int) -> SimDevice:
         rng = self.rng
         kind = ROLE_KIND[role]
-        gateway = unit.gateway_id is not None and kind in (Kind.electrical, Kind.water)
+        # electrical and water devices inside a building may hang off its gateway; outdoor hydrants are NB-IoT
+        gateway = unit.gateway_id is not None and kind in (Kind.electrical, Kind.water) and role != "hydrant"
         if kind is Kind.uitd:
             self.uitd_serial[street_code] += 1
             address = street_code * 1_000_000 + self.uitd_serial[street_code]

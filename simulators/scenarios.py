@@ -43,7 +43,7 @@ GAS_MAJOR_LEL, GAS_CRITICAL_LEL = 10.0, 25.0
 CABLE_HOT_C = 70.0
 LINKAGE_ACTOR = "linkage"
 SETTLE_S = 30  # quiet time at the end of every scenario
-POWER_CUT_MIN_DEVICES = 30
+POWER_CUT_MIN_DEVICES = 20
 _FIRE_TYPES = tuple(sorted(FIRE_CLASS))
 
 
@@ -269,8 +269,9 @@ def cast(fleet: SimFleet, seed: int) -> Cast:
         outage_cell = cell if n >= OUTAGE_MIN_DEVICES else None
     reserved = {d.unit_id for d in fleet.devices if outage_cell is not None and d.cell_id == outage_cell}
     outage_district = next((district_of(c.region) for c in fleet.cells if c.cell_id == outage_cell), None)
-    per_district = Counter(
-        district_of(u.region) for u in fleet.units if u.unit_id not in reserved for _ in u.device_ids
+    per_district = Counter(  # devices that re-register after the cut (uitds stay on backup power)
+        district_of(d.region) for d in fleet.units if d.unit_id not in reserved
+        for dev in fleet.devices_of(d.unit_id) if dev.kind is not Kind.uitd
     )
     candidates = [(n, d) for d, n in per_district.items() if d != outage_district]
     # the smallest district big enough for a re-registration burst, so the others keep units to cast
