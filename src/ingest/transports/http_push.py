@@ -26,17 +26,19 @@ from typing import Annotated, Any, Protocol, cast
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, Response
+from starlette.requests import ClientDisconnect
 
 from ingest.codecs.errors import DecodeError
 from ingest.codecs.profiles import ProfileRegistry
 from ingest.codecs.registry import PushPlatform, UnknownCodec, push_platform
 from ingest.delivery import deliver
 from ingest.metrics import IngestMetrics
-from ingest.notices import PlatformNotices, notice_bytes, route_notices
+from ingest.notices import PlatformNotices, Routed, notice_bytes, route_notices
 from ingest.pipeline import Clock, Pipeline
 
 router = APIRouter(prefix="/api/v1/ingest", tags=["ingest"])
 SOURCE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # the push_sources.name check
+NO_NOTICES = Routed()  # what a push without notices routes (most pushes: no call, nothing to build)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,11 +216,14 @@ async def _body(request: Request, limit: int) -> bytes:
         raise HTTPException(413, f"body over {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"body over {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(413, f"body over {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody to answer; nothing was accepted, the platform sends it again
+        raise HTTPException(400, "client disconnected before the body was complete") from None
     return b"".join(chunks)
 
 
@@ -255,7 +260,7 @@ async def push(source: str, request: Request) -> Response:
         raise HTTPException(422, f"nothing in the body is a report: {e.reason}") from None
     # a platform push is dead-lettered as sent; a generic array's element as its own text
     waits = await deliver(ctx.pipeline, ctx.metrics, result, transport=transport, source=origin, codec=codec, raw=body)
-    routed = await route_notices(
+    routed = NO_NOTICES if not result.notices else await route_notices(
         result.notices, d.devices, ctx.pipeline.fleet, received_ms=received_ms, platform=src.platform
     )
     if routed.heartbeats:
