@@ -21,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 from devices.locations import floor_key, parse_floor
 from devices.registry import Db
+
 MAX_BYTES = 5 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 
