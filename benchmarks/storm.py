@@ -3,7 +3,8 @@ with background telemetry, through MQTT and HTTP push, while a fire scenario pla
 
 A fresh database gets `--devices` registered devices (default 1,000,000, in 100,000 units) and a
 checkpoint: the `--outage` devices of the cell group (cells `OUT<n>`, 500 devices each, smoke
-detectors with a 60 s heartbeat) were last heard 9 minutes ago, every other device recently.
+detectors with an hourly heartbeat) were last heard 3 hours ago, every other device (daily
+heartbeat) recently. (A short heartbeat would send the group offline again during the drain.)
 `miaoxiang serve` starts in a subprocess (private Mosquitto with unbounded queues, this
 machine's PostgreSQL); its first sweeps declare the group offline and raise one
 `network_outage` alarm per cell. Then the storm: `--storm` single reports (default 200,000:
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -74,13 +76,13 @@ SELECT lpad((868120000000000 + d)::text, 15, '0'),
                         'gas','gas','gas','gas','electrical','electrical','electrical','water','uitd'])[1 + d % 20] END,
        'U' || (d % $2),
        CASE WHEN d < $4 THEN 'OUT' || (d / 500) ELSE upper(to_hex(d % 2000)) END,
-       CASE WHEN d < $4 THEN 60 ELSE 86400 END
+       CASE WHEN d < $4 THEN 3600 ELSE 86400 END
 FROM generate_series(0, $1 - 1) AS d;
 """
 STATE = """
 INSERT INTO device_state (device_id, last_seen, status, battery_pct, rsrp_dbm, last_values, flags)
 SELECT device_id,
-       CASE WHEN device_id::bigint - 868120000000000 < $1 THEN now() - interval '9 minutes' - random() * interval '30 s'
+       CASE WHEN device_id::bigint - 868120000000000 < $1 THEN now() - interval '3 hours' - random() * interval '30 s'
             ELSE now() - random() * interval '4 minutes' END,
        'online', 80, -95,
        jsonb_build_object('values', jsonb_build_object(
@@ -301,12 +303,16 @@ async def storm(args: argparse.Namespace, mqtt_url: str, root: str, base: str, p
         except TimeoutError:
             drain_s = None
         stored = await conn.fetchval("SELECT count(*) FROM readings") - readings_before
-        async with asyncio.timeout(30):
-            while any(d not in stream.first_seen for d in fire_sent):
-                await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):  # an alarm not streamed counts as missing
+            async with asyncio.timeout(30):
+                while any(d not in stream.first_seen for d in fire_sent):
+                    await asyncio.sleep(0.05)
         reader.cancel()
         cells = -(-args.outage // CELL_SIZE)
-        with_timeout = await wait_for(conn, CLEARED_OUTAGES, lambda n: n >= cells, 30) if drain_s else None
+        try:
+            with_timeout = await wait_for(conn, CLEARED_OUTAGES, lambda n: n >= cells, 60)
+        except TimeoutError:
+            with_timeout = None
         overview = (await http.get("/api/v1/stats/overview", headers=ADMIN)).json()
     fire_ms = percentiles([1000 * (stream.first_seen[d] - t) for d, t in fire_sent.items() if d in stream.first_seen])
     return {
@@ -323,6 +329,7 @@ async def storm(args: argparse.Namespace, mqtt_url: str, root: str, base: str, p
         "outage_alarms_open": await conn.fetchval(OPEN_OUTAGES),
         "outage_clear_wait_s": None if with_timeout is None else round(with_timeout, 1),
         "offline_devices_left": overview["offline"],
+        "fire_alarms_streamed": f"{sum(d in stream.first_seen for d in fire_sent)} of {len(fire_sent)}",
         "fire_alarm_publish_to_sse_ms": fire_ms,
         "service_rss_mb": round(rss_mb(pid), 1),
         "service_peak_rss_mb": round(rss_mb(pid, "VmHWM"), 1),
@@ -374,7 +381,8 @@ async def main() -> None:
                 stop(proc)
     finally:
         await drop_db(url)
-    fire_p99 = figures["fire_alarm_publish_to_sse_ms"].get("p99", float("inf"))
+    fire = figures["fire_alarm_publish_to_sse_ms"]
+    fire_p99 = fire.get("p99", float("inf")) if fire.get("n") == args.alarms else float("inf")
     result = {
         "benchmark": "storm",
         "devices": args.devices,
