@@ -1,7 +1,6 @@
 """`GET /api/v1/uitd/{device_id}/shielded`: the panel points a transmission device reports shielded
-(屏蔽, CONTRACT §4 status bit 3), kept by `devices.shielded` (the owner of `panel_shields`), whose
-`record` the composition root hands the readings the GB/T 26875 listener submits. Risk grading
-counts them per unit (docs/risk.md).
+(屏蔽, CONTRACT §4 status bit 3), kept by `devices.shielded` (the owner of `panel_shields`), to
+which the composition root hands the readings the GB/T 26875 listener submits. Risk grading counts them per unit (docs/risk.md).
 """
 
 from __future__ import annotations
@@ -13,9 +12,6 @@ from fastapi import APIRouter, HTTPException
 from alerting.api import Alarms
 from devices import registry, shielded
 from devices.auth import Viewer
-from devices.shielded import record
-
-__all__ = ["record", "router"]
 
 router = APIRouter(prefix="/api/v1", tags=["supervision"])
 

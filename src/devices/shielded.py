@@ -77,6 +77,11 @@ async def open_points(pool: asyncpg.Pool, device_id: str) -> list[asyncpg.Record
     )
 
 
+async def every_open_point(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    """Every point shielded now (`device_id`, `component`, `since`)."""
+    return await pool.fetch("SELECT device_id, component, since FROM panel_shields WHERE cleared_at IS NULL")
+
+
 async def points_per_unit(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, int]:
     """Unit id -> how many points of its devices are shielded now."""
     rows = await conn.fetch(

@@ -24,7 +24,6 @@ import asyncpg
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from alerting import shields
 from alerting.api import AlarmDeps
 from alerting.config import RuleConfig
 from alerting.core.correlator import Correlator
@@ -41,6 +40,7 @@ from alerting.service import AlarmService
 from alerting.workorders.api import WorkOrderDeps
 from alerting.workorders.notices import NoticeSender
 from alerting.workorders.sweep import Sweep
+from devices import shielded
 from devices.api import CommandGuard, DeviceDeps
 from devices.auth import AuthDeps
 from devices.clock import Clock
@@ -369,13 +369,13 @@ def _gb26875_server(
     settings: Settings, pipeline: Pipeline, clock: Clock, pool: asyncpg.Pool
 ) -> GB26875Server | None:
     """The GB/T 26875.3 listener feeding the pipeline; a frame is confirmed once durably written.
-    Shield changes of panel points are kept for supervision (`alerting.shields`) once written."""
+    Shield changes of panel points are kept for supervision (`devices.shielded`) once written."""
     if not settings.gb26875_enabled:
         return None
 
     async def submit(readings: list[Reading]) -> None:
         await (await pipeline.submit(readings, lane=lane_for(readings), transport="tcp", source="tcp:gb26875"))
-        await shields.record(pool, readings)
+        await shielded.record(pool, readings)
 
     async def dead_letter(raw: bytes, source: str, reason: str) -> None:
         await (await pipeline.dead_letter("tcp", source, reason, raw))

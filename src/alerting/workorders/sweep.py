@@ -24,7 +24,7 @@ from alerting.workorders.conditions import (
     healthy,
 )
 from alerting.workorders.model import default_due
-from devices import maintenance
+from devices import maintenance, shielded
 from devices.clock import Clock
 from devices.db_errors import UNAVAILABLE
 from devices.fleet import FLAPPING, LOW_BATTERY, OFFLINE, QUARANTINED, TAMPER, Fleet
@@ -42,8 +42,6 @@ SELECT d AS device_id, count(*) AS n
   FROM alarms a, unnest(a.device_ids) d
  WHERE a.classification = 'false_alarm' AND a.status = 'resolved' AND coalesce(a.resolved_at, a.last_seen) >= $1
  GROUP BY d HAVING count(*) >= $2"""
-# Points shielded now (`alerting.shields` keeps them from the panels' status reports).
-_SHIELDED = "SELECT device_id, component, since FROM panel_shields WHERE cleared_at IS NULL"
 
 
 @dataclass
@@ -116,7 +114,7 @@ class Sweep:
     async def _shielded(self) -> dict[str, tuple[datetime, str]]:
         """Each transmission device's longest-shielded point now: (since, point)."""
         out: dict[str, tuple[datetime, str]] = {}
-        for r in await self.pool.fetch(_SHIELDED):
+        for r in await shielded.every_open_point(self.pool):
             if r["device_id"] not in out or r["since"] < out[r["device_id"]][0]:
                 out[r["device_id"]] = (r["since"], r["component"])
         return out
