@@ -1,6 +1,7 @@
 """`GET /api/v1/uitd/{device_id}/shielded`: the panel points a transmission device reports shielded
 (屏蔽, CONTRACT §4 status bit 3), kept by `devices.shielded` (the owner of `panel_shields`), to
-which the composition root hands the readings the GB/T 26875 listener submits. Risk grading counts them per unit (docs/risk.md).
+which the composition root hands the readings the GB/T 26875 listener submits. Risk grading counts
+them per unit (docs/risk.md).
 """
 
 from __future__ import annotations
