@@ -3,6 +3,7 @@
 import { get } from "./api.js";
 import { chartableMetrics, readingsChart } from "./chart.js";
 import { fill, fmtShort, fmtTime, fmtValue, h } from "./dom.js";
+import { placeText } from "./evidence.js";
 import { knows, t, term } from "./i18n.js";
 
 const KINDS = ["smoke", "gas", "electrical", "uitd", "water"];
@@ -141,7 +142,7 @@ export function render() {
     ["devices.cell", d.cell_id ?? "—"],
     ["devices.heartbeat", d.heartbeat_s ? `${d.heartbeat_s} s` : "—"],
     ["devices.profile", d.profile ?? "—"],
-    ["devices.location", d.location ? fmtValue(d.location) : "—"],
+    ["devices.location", placeText(d.location) || "—"],
     ["devices.thresholds", kv(d.thresholds)],
     ["devices.maintenance", d.maintenance_until ? t("devices.maintenanceUntil", { until: fmtTime(d.maintenance_until),
       by: d.maintenance_by ?? "—", reason: d.maintenance_reason ?? "" }) : d.in_maintenance ? "✓" : "—"],

@@ -67,12 +67,17 @@ export function componentText(c) {
     address: c.address });
 }
 
-/** A device location (`{building, floor, room, ...}`) as `1号楼 · 3F · 302 室`. */
+/** A location (free text, or `{building, floor, room, text, ...}`) as `1号楼 · 3层 · 302`; coordinates left out. */
 export function placeText(location) {
+  if (typeof location === "string") return location;
   if (!location || typeof location !== "object") return "";
-  const order = ["building", "floor", "room", "area", "description", "note"];
+  const order = ["building", "floor", "room", "text", "area", "description", "note"];
   const keys = [...order.filter((k) => k in location), ...Object.keys(location).filter((k) => !order.includes(k)
     && !["lat", "lon", "latitude", "longitude"].includes(k))];
-  return keys.map((k) => location[k]).filter((v) => v !== null && v !== undefined && v !== "")
-    .map((v) => (typeof v === "object" ? JSON.stringify(v) : String(v))).join(" · ");
+  return keys.filter((k) => location[k] !== null && location[k] !== undefined && location[k] !== "")
+    .map((k) => {
+      const v = location[k];
+      if (k === "floor") return /^-?\d+$/.test(String(v)) ? t("place.floor", { floor: v }) : String(v);
+      return typeof v === "object" ? JSON.stringify(v) : String(v);
+    }).join(" · ");
 }

@@ -20,6 +20,8 @@ const STRINGS = {
   "app.forbidden": ["当前令牌无此权限", "Your token lacks the role for this"],
   "app.notFound": ["未找到", "Not found"],
 
+  "place.floor": ["{floor}层", "floor {floor}"],
+
   "login.heading": ["登录", "Log in"],
   "login.token": ["访问令牌", "API token"],
   "login.hint": ["使用管理员、值班员或查看者令牌。令牌只保存在本标签页中。",
