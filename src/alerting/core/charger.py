@@ -24,6 +24,8 @@ _MAJOR, _CRITICAL = int(Severity.major), int(Severity.critical)
 
 
 def charger(r: Readings) -> list[Hits]:
+    if not r.has_kind(_CHARGER):
+        return []
     rows = r.rows(_CHARGER)
     events = [
         Hits.of(r.events(int(Event.overtemp), _CHARGER), A.charger_overheat, rule=RULE["charger.overtemp"]),

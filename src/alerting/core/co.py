@@ -19,6 +19,8 @@ _GAS = int(Kind.gas)
 
 
 def co_high(r: Readings) -> list[Hits]:
+    if not r.co_possible:
+        return []
     rows = r.rows(_GAS)
     ppm = r.value("co_ppm")[rows]
     known = ~np.isnan(ppm)

@@ -188,9 +188,11 @@ class Readings:
             self.values["port"] = np.where(batch.port > 0, batch.port, np.nan)
         codes = batch.alarm_code
         self.alarm_code = np.zeros(n, np.int8) if codes is None else codes.astype(np.int8, copy=False)
-        self.gas_type = np.zeros(n, np.int8) if batch.gas_type is None else batch.gas_type
+        self.gas_type = None if batch.gas_type is None else batch.gas_type
         #: rows with an event other than heartbeat and report (few): alarms, clears, faults, ...
         self.attention = np.flatnonzero(self.valid & (batch.event > _REPORT))
+        self._rows: dict[int, np.ndarray] = {}
+        self._co_possible: bool | None = None
         self.attention_event = self.event[self.attention]  #: their events
         #: per row: an `alarm` or `test`, which the threshold rules take as an alarm whatever the values
         self.alarmish = np.zeros(n, bool)
@@ -223,7 +225,24 @@ class Readings:
 
     def rows(self, kind: int) -> np.ndarray:
         """Rows of this kind whose values the threshold rules look at."""
-        return np.flatnonzero(self._with_values & (self.kind == kind))
+        rows = self._rows.get(kind)
+        if rows is None:
+            rows = self._rows[kind] = np.flatnonzero(self._with_values & (self.kind == kind))
+        return rows
+
+    def has_kind(self, kind: int) -> bool:
+        """Whether the batch has a reading of this kind (any event)."""
+        return bool(self.rows(kind).size) or bool((self.kind[self.attention] == kind).any())
+
+    @property
+    def co_possible(self) -> bool:
+        """Whether a CO detector may be in the batch: a reading says so, or a device reported co_ppm before."""
+        if self._co_possible is None:
+            gas = self.rows(_GAS)
+            self._co_possible = (self.gas_type is not None or "co_ppm" in self.fleet.stored_values
+                                 or bool((self.alarm_code == _CO_CODE).any())
+                                 or not np.isnan(self.value("co_ppm")[np.concatenate([gas, self.attention])]).all())
+        return self._co_possible
 
     def events(self, event: int, kind: int) -> np.ndarray:
         """Rows with this event (not heartbeat or report) of devices of this kind, ascending."""
@@ -313,8 +332,11 @@ def smoke(r: Readings) -> list[Hits]:
 def is_co(r: Readings, rows: np.ndarray) -> np.ndarray:
     """Whether each gas row is of a CO detector: it says `gas_type` co, reports `co_ppm`, carries
     alarm code `co`, or the device has reported `co_ppm` before."""
+    if not r.co_possible:
+        return np.zeros(rows.shape[0], bool)
     slot = r.slot[rows]
-    return ((r.gas_type[rows] == _CO_GAS) | ~np.isnan(r.value("co_ppm")[rows]) | (r.alarm_code[rows] == _CO_CODE)
+    said = np.zeros(rows.shape[0], bool) if r.gas_type is None else r.gas_type[rows] == _CO_GAS
+    return (said | ~np.isnan(r.value("co_ppm")[rows]) | (r.alarm_code[rows] == _CO_CODE)
             | ~np.isnan(r.fleet.values["co_ppm"][slot]))
 
 
@@ -477,7 +499,7 @@ def event_clears(r: Readings, transient: np.ndarray, clear_rows: np.ndarray) -> 
     which, col = np.nonzero(_KIND_ALARM_TABLE[r.kind[clear_rows].astype(np.intp)] >= 0)
     types = _KIND_ALARM_TABLE[r.kind[clear_rows[which]].astype(np.intp), col]
     co = np.flatnonzero(types == _CO_HIGH)
-    if co.size:  # only a CO detector's clear is about co_high
+    if co.size:  # only a CO detector's clear is about co_high (is_co)
         keep = np.ones(which.shape[0], bool)
         keep[co] = is_co(r, clear_rows[which[co]])
         which, types = which[keep], types[keep]

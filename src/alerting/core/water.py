@@ -26,43 +26,60 @@ A = AlarmType
 _WATER, _UITD = int(Kind.water), int(Kind.uitd)
 #: Slack of a pressure drop: earlier samples come back from the fleet's float32 columns.
 DROP_SLACK_MPA = 1e-6
-_LIMITS = ("pressure_low_mpa", "pressure_high_mpa", "level_low_m", "flow_open_m3h", "tilt_max_deg")
+_EVENTS = np.zeros(256, bool)
+_EVENTS[[Event.hydrant_open, Event.impact]] = True
 
 
 def water(r: Readings) -> list[Hits]:
+    out: list[Hits] = []
     own = r.rows(_WATER)
+    if own.size:
+        out += _levels(r, own, panel_rows=False)
+        out += _drop(r, own)
     panel = r.rows(_UITD)
     if panel.size:  # only components that relay analog values
-        panel = panel[~np.isnan(r.value("pressure_mpa")[panel]) | ~np.isnan(r.value("level_m")[panel])]
-    out = [_levels(r, own, panel_rows=False), _levels(r, panel, panel_rows=True), _drop(r, own)]
-    out.append(Hits.of(r.events(int(Event.hydrant_open), _WATER), A.hydrant_open, rule=RULE["water.hydrant_open"]))
-    out.append(Hits.of(r.events(int(Event.impact), _WATER), A.hydrant_damaged, rule=RULE["water.impact"]))
+        panel = panel[~(np.isnan(r.value("pressure_mpa")[panel]) & np.isnan(r.value("level_m")[panel]))]
+        out += _levels(r, panel, panel_rows=True)
+    if _EVENTS[r.attention_event.astype(np.uint8)].any():
+        out.append(Hits.of(r.events(int(Event.hydrant_open), _WATER), A.hydrant_open, rule=RULE["water.hydrant_open"]))
+        out.append(Hits.of(r.events(int(Event.impact), _WATER), A.hydrant_damaged, rule=RULE["water.impact"]))
     return out
 
 
-def _levels(r: Readings, rows: np.ndarray, *, panel_rows: bool) -> Hits:
+def _levels(r: Readings, rows: np.ndarray, *, panel_rows: bool) -> list[Hits]:
     if rows.size == 0:
-        return Hits.of(rows, A.water_pressure_low)
-    pressure, level = r.value("pressure_mpa")[rows], r.value("level_m")[rows]
-    low_at, high_at, level_at, flow_at, tilt_at = r.thresholds(_LIMITS, rows)
-    low = pressure < low_at
-    parts = [
-        (low, A.water_pressure_low, RULE["water.pressure_low"]),
-        (pressure > high_at, A.water_pressure_high, RULE["water.pressure_high"]),
-        (level < level_at, A.water_level_low, RULE["water.level_low"]),
-    ]
+        return []
+    pressure = r.value("pressure_mpa")[rows]
+    low = pressure < r.threshold("pressure_low_mpa", rows)
+    parts = [(low, A.water_pressure_low, RULE["water.pressure_low"])]
+    if _on(r, "pressure_high_mpa"):
+        parts.append((pressure > r.threshold("pressure_high_mpa", rows), A.water_pressure_high,
+                      RULE["water.pressure_high"]))
+    if _on(r, "level_low_m"):
+        parts.append((r.value("level_m")[rows] < r.threshold("level_low_m", rows), A.water_level_low,
+                      RULE["water.level_low"]))
     if not panel_rows:
-        hydrant = (r.fleet.flags[r.slot[rows]] & HYDRANT) != 0
+        flow_at, tilt_at = r.thresholds(("flow_open_m3h", "tilt_max_deg"), rows)
         parts += [
             (r.alarmish[rows] & ~low, A.water_pressure_low, RULE["water.alarm"]),
-            (hydrant & (r.value("flow_m3h")[rows] > flow_at), A.hydrant_open, RULE["water.hydrant_flow"]),
+            (r.value("flow_m3h")[rows] > flow_at, A.hydrant_open, RULE["water.hydrant_flow"]),
             (r.value("tilt_deg")[rows] >= tilt_at, A.hydrant_damaged, RULE["water.hydrant_tilt"]),
         ]
-    fired = [(np.flatnonzero(mask), type_, rule) for mask, type_, rule in parts if mask.any()]
-    return Hits.concat([Hits.of(rows[at], type_, rule=rule) for at, type_, rule in fired])
+    out = []
+    for mask, type_, rule in parts:
+        if mask.any():
+            if rule == RULE["water.hydrant_flow"]:  # on a registered hydrant only
+                mask = mask & ((r.fleet.flags[r.slot[rows]] & HYDRANT) != 0)
+            out.append(Hits.of(rows[mask], type_, rule=rule))
+    return out
 
 
-def _drop(r: Readings, rows: np.ndarray) -> Hits:
+def _on(r: Readings, name: str) -> bool:
+    """Whether a threshold's rule can fire: it has a default, or some device sets it."""
+    return not np.isnan(r.defaults[name]) or r.fleet.overrides[name] > 0
+
+
+def _drop(r: Readings, rows: np.ndarray) -> list[Hits]:
     """water_pressure_drop of water devices' rows (never panel components')."""
     pressure = r.value("pressure_mpa")
     rows = rows[~np.isnan(pressure[rows])]
@@ -83,11 +100,11 @@ def _drop(r: Readings, rows: np.ndarray) -> Hits:
         mine = np.minimum(np.searchsorted(devices, slot), devices.shape[0] - 1)
         top = np.fmax(top, np.where(devices[mine] == slot, highest[mine], np.nan))
     maybe = top - pressure[rows] + DROP_SLACK_MPA >= least
+    if not maybe.any():
+        return []
     rows, least = rows[maybe], least[maybe]
-    if rows.size == 0:
-        return Hits.of(rows, A.water_pressure_drop)
     t = r.ts[rows]
     prev_ts, prev = r.sample_at_or_before("pressure_mpa", rows, t - 1)
     near = (prev_ts != NO_TIME) & (t - prev_ts <= int(c.pressure_drop_window_s * 1000))
     fell = near & (prev - r.value("pressure_mpa")[rows] + DROP_SLACK_MPA >= least)
-    return Hits.of(rows[fell], A.water_pressure_drop, rule=RULE["water.pressure_drop"])
+    return [Hits.of(rows[fell], A.water_pressure_drop, rule=RULE["water.pressure_drop"])]
