@@ -72,3 +72,33 @@ async def test_without_a_usable_snapshot_every_row_is_read_and_a_snapshot_follow
     third = service(pool)
     assert await third.load() == 1 and not third.snapshot_due
     assert fleet_query.snapshot(third.fleet, 0)["status"] == "alarm"
+
+
+async def test_checkpoint_writes_in_chunks_and_a_failed_chunk_leaves_the_rest_dirty(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    devices = [f"s{i}" for i in range(5)]
+    await registered(pool, *((d, "smoke") for d in devices))
+    svc = service(pool)
+    await svc.load()
+    f = svc.fleet
+    f.apply(readings(f, *((d, Kind.smoke, Event.heartbeat, {"battery_pct": 50 + i}) for i, d in enumerate(devices))))
+    monkeypatch.setattr("devices.service.CHECKPOINT_CHUNK", 2)
+    write, calls = svc._write_state, []
+
+    async def second_fails(rows: list[tuple[object, ...]]) -> None:
+        calls.append([r[0] for r in rows])
+        if len(calls) == 2:
+            raise asyncpg.PostgresConnectionError("gone")
+        await write(rows)
+
+    monkeypatch.setattr(svc, "_write_state", second_fails)
+    with pytest.raises(asyncpg.PostgresConnectionError):
+        await svc.checkpoint()
+    assert calls == [["s0", "s1"], ["s2", "s3"]]
+    assert sorted(f.device_ids[s] for s in f.take_dirty()) == ["s2", "s3", "s4"]  # the first chunk is written
+    f.mark_dirty([f.slot(d) for d in ("s2", "s3", "s4")])
+    monkeypatch.setattr(svc, "_write_state", write)
+    assert await svc.checkpoint() == 3
+    saved = await pool.fetch("SELECT device_id, battery_pct FROM device_state ORDER BY device_id")
+    assert [(r["device_id"], r["battery_pct"]) for r in saved] == [(d, 50 + i) for i, d in enumerate(devices)]
