@@ -214,6 +214,10 @@ class Readings:
         t = decimal32(self.fleet.thresholds[name][slot])
         return np.where(np.isnan(t), self.defaults[name], t)
 
+    def limit(self, name: str, rows: np.ndarray) -> np.ndarray | np.float64:
+        """`threshold`, as one number when no device overrides it (a comparison then needs no array)."""
+        return self.threshold(name, rows) if self.fleet.overrides[name] else self.defaults[name]
+
     def thresholds(self, names: tuple[str, ...], rows: np.ndarray) -> np.ndarray:
         """`threshold` of several names at once: [name, row]."""
         slot = self.slot[rows]

@@ -50,20 +50,19 @@ def _levels(r: Readings, rows: np.ndarray, *, panel_rows: bool) -> list[Hits]:
     if rows.size == 0:
         return []
     pressure = r.value("pressure_mpa")[rows]
-    low = pressure < r.threshold("pressure_low_mpa", rows)
+    low = pressure < r.limit("pressure_low_mpa", rows)
     parts = [(low, A.water_pressure_low, RULE["water.pressure_low"])]
     if _on(r, "pressure_high_mpa"):
-        parts.append((pressure > r.threshold("pressure_high_mpa", rows), A.water_pressure_high,
+        parts.append((pressure > r.limit("pressure_high_mpa", rows), A.water_pressure_high,
                       RULE["water.pressure_high"]))
     if _on(r, "level_low_m"):
-        parts.append((r.value("level_m")[rows] < r.threshold("level_low_m", rows), A.water_level_low,
+        parts.append((r.value("level_m")[rows] < r.limit("level_low_m", rows), A.water_level_low,
                       RULE["water.level_low"]))
     if not panel_rows:
-        flow_at, tilt_at = r.thresholds(("flow_open_m3h", "tilt_max_deg"), rows)
         parts += [
             (r.alarmish[rows] & ~low, A.water_pressure_low, RULE["water.alarm"]),
-            (r.value("flow_m3h")[rows] > flow_at, A.hydrant_open, RULE["water.hydrant_flow"]),
-            (r.value("tilt_deg")[rows] >= tilt_at, A.hydrant_damaged, RULE["water.hydrant_tilt"]),
+            (r.value("flow_m3h")[rows] > r.limit("flow_open_m3h", rows), A.hydrant_open, RULE["water.hydrant_flow"]),
+            (r.value("tilt_deg")[rows] >= r.limit("tilt_max_deg", rows), A.hydrant_damaged, RULE["water.hydrant_tilt"]),
         ]
     out = []
     for mask, type_, rule in parts:
@@ -84,7 +83,7 @@ def _drop(r: Readings, rows: np.ndarray) -> list[Hits]:
     pressure = r.value("pressure_mpa")
     rows = rows[~np.isnan(pressure[rows])]
     c = r.config
-    least = np.maximum(r.threshold("pressure_drop_mpa", rows), 2 * c.pressure_resolution_mpa)
+    least = np.maximum(r.limit("pressure_drop_mpa", rows), 2 * c.pressure_resolution_mpa)
     # a fall needs an earlier sample that high: at most the fleet's or the highest of the batch's
     slot = r.slot[rows]
     top = r.fleet.values["pressure_mpa"][slot].astype(np.float64)
@@ -102,7 +101,7 @@ def _drop(r: Readings, rows: np.ndarray) -> list[Hits]:
     maybe = top - pressure[rows] + DROP_SLACK_MPA >= least
     if not maybe.any():
         return []
-    rows, least = rows[maybe], least[maybe]
+    rows, least = rows[maybe], (least[maybe] if np.ndim(least) else least)
     t = r.ts[rows]
     prev_ts, prev = r.sample_at_or_before("pressure_mpa", rows, t - 1)
     near = (prev_ts != NO_TIME) & (t - prev_ts <= int(c.pressure_drop_window_s * 1000))
