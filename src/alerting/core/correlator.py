@@ -241,7 +241,7 @@ def _suppress(hits: Hits, code: np.ndarray) -> np.ndarray:
 def _battery(r: Readings) -> tuple[np.ndarray, np.ndarray]:
     """Rows where a device's battery becomes low by its `battery_pct` and rows where it recovers."""
     pct = r.value("battery_pct")
-    floor = r.threshold("battery_pct_min", EVERY_ROW)
+    floor = r.limit("battery_pct_min", EVERY_ROW)
     low_event = np.zeros(pct.shape[0], bool)
     low_event[r.with_event(Event.low_battery)] = True
     was_low = (r.fleet.flags[r.slot] & LOW_BATTERY) != 0
@@ -252,7 +252,8 @@ def _battery(r: Readings) -> tuple[np.ndarray, np.ndarray]:
     rows = r.rows_of(np.flatnonzero(disagree))
     slot, ts = r.slot[rows], r.ts[rows]
     late = ts < r.fleet.last_ts_ms[slot]
-    low, recovered = battery_changes(slot, ts, low_event[rows], pct[rows], floor[rows], late, was_low[rows])
+    floors = floor[rows] if isinstance(floor, np.ndarray) else np.full(rows.shape[0], floor)
+    low, recovered = battery_changes(slot, ts, low_event[rows], pct[rows], floors, late, was_low[rows])
     return rows[low], rows[recovered]
 
 

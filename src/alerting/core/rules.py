@@ -205,6 +205,10 @@ class Readings:
     def value(self, name: str) -> np.ndarray:
         return self.values.get(name, self._nan)
 
+    def has_values(self, name: str, rows: np.ndarray) -> bool:
+        """Whether any of `rows` reports `name`."""
+        return not np.isnan(self.value(name)[rows]).all()
+
     def threshold(self, name: str, rows: np.ndarray | slice) -> np.ndarray:
         """The device's threshold `name` for each row (its override, else the default); `rows` may be
         `EVERY_ROW`."""
@@ -214,7 +218,7 @@ class Readings:
         t = decimal32(self.fleet.thresholds[name][slot])
         return np.where(np.isnan(t), self.defaults[name], t)
 
-    def limit(self, name: str, rows: np.ndarray) -> np.ndarray | np.float64:
+    def limit(self, name: str, rows: np.ndarray | slice) -> np.ndarray | np.float64:
         """`threshold`, as one number when no device overrides it (a comparison then needs no array)."""
         return self.threshold(name, rows) if self.fleet.overrides[name] else self.defaults[name]
 

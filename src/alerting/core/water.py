@@ -37,7 +37,7 @@ def water(r: Readings) -> list[Hits]:
         out += _levels(r, own, panel_rows=False)
         out += _drop(r, own)
     panel = r.rows(_UITD)
-    if panel.size:  # only components that relay analog values
+    if panel.size and (r.has_values("pressure_mpa", panel) or r.has_values("level_m", panel)):
         panel = panel[~(np.isnan(r.value("pressure_mpa")[panel]) & np.isnan(r.value("level_m")[panel]))]
         out += _levels(r, panel, panel_rows=True)
     if _EVENTS[r.attention_event.astype(np.uint8)].any():
