@@ -162,6 +162,12 @@ class DeviceIn(BaseModel):
     hydrant: bool | None = Field(None, description="a water device that is a fire hydrant")
 
 
+def registry_view(svc: DeviceService, device: dict[str, Any]) -> dict[str, Any]:
+    """A device's registry data with its `effective_thresholds`: each threshold as it applies, its
+    own, else its profile's, else its unit's, else the default (null: the rule is off)."""
+    return {**device, "effective_thresholds": svc.effective_thresholds(device)}
+
+
 def live_state(svc: DeviceService, device_id: str) -> dict[str, Any]:
     """The fleet's live state of a device: status, times, battery, signal and last values."""
     slot = svc.fleet.slot(device_id)
@@ -224,7 +230,9 @@ async def register_device(body: DeviceIn, response: Response, principal: Operato
     if not outcome["created"]:
         response.status_code = 200
     device = await registry.get_device(svc.pool, spec.device_id)
-    return {**(device or {}), **live_state(svc, spec.device_id), "was_quarantined": outcome["was_quarantined"]}
+    assert device is not None  # registered just now
+    return {**registry_view(svc, device), **live_state(svc, spec.device_id),
+            "was_quarantined": outcome["was_quarantined"]}
 
 
 @router.post(
@@ -295,15 +303,17 @@ async def list_devices(
     )
     ids = [fleet.device_ids[s] for s in slots.tolist()]
     found = await registry.get_devices(svc.pool, ids)
-    items = [{**found.get(d, {"device_id": d}), **live_state(svc, d)} for d in ids]
+    items = [{**(registry_view(svc, found[d]) if d in found else {"device_id": d}), **live_state(svc, d)}
+             for d in ids]
     return _page(items, limit, lambda item: item["device_id"])
 
 
 @router.get("/devices/{device_id}")
 async def get_device(device_id: str, principal: Viewer, svc: Devices) -> dict[str, Any]:
-    """Registry data plus live state: status, last_seen, battery, signal, last values."""
+    """Registry data (with `effective_thresholds`) plus live state: status, last_seen, battery,
+    signal, last values."""
     device = await visible_device(svc, principal, device_id)
-    return {**device, **live_state(svc, device_id)}
+    return {**registry_view(svc, device), **live_state(svc, device_id)}
 
 
 class MaintenanceIn(BaseModel):
@@ -417,6 +427,9 @@ class UnitIn(BaseModel):
     industry: str = Field("other", description=f"one of {', '.join(INDUSTRIES)}")
     contacts: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_CONTACTS)
     location: dict[str, Any] | str | None = None
+    thresholds: dict[str, float] = Field(
+        default_factory=dict, description="rule thresholds for the unit's devices that neither set them "
+                                          "themselves nor have a profile that does (names in GET /api/v1/meta)")
 
 
 async def _colours(d: DeviceDeps, unit_ids: Sequence[str]) -> Mapping[str, str]:
@@ -443,7 +456,8 @@ async def _visible_unit(svc: DeviceService, principal: Principal, unit_id: str) 
 async def upsert_unit(
     body: UnitIn, response: Response, principal: Operator, d: Deps, svc: Devices, outbound: Outbound
 ) -> dict[str, Any]:
-    """Create a unit (201; `unit_id` generated when absent) or replace one (200)."""
+    """Create a unit (201; `unit_id` generated when absent) or replace one (200). Changed
+    `thresholds` apply at once to every device of the unit."""
     try:
         spec = UnitSpec.parse(body.model_dump(exclude_unset=True))
     except InvalidSpec as e:
@@ -459,7 +473,7 @@ async def upsert_unit(
     await _check_webhooks(spec, principal, outbound, svc)
     async with svc.pool.acquire() as conn:
         unit, created = await registry.upsert_unit(conn, spec)
-    svc.fleet.set_unit(unit["unit_id"], region=unit["region"], maintenance=unit["maintenance"])
+    await svc.unit_saved(unit)
     if not created:
         response.status_code = 200
     return unit_out(unit, await _colours(d, [unit["unit_id"]]))

@@ -28,7 +28,8 @@ from devices.clock import Clock
 from devices.db_errors import UNAVAILABLE
 from devices.fleet import NOTED_COMMANDS, Fleet
 from devices.kinds import Kind
-from devices.registry import InvalidSpec, full_thresholds, merge_thresholds, parse_thresholds
+from devices.registry import InvalidSpec, merge_thresholds, parse_thresholds
+from devices.thresholds import ThresholdLayers
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,8 @@ class CommandService:
         self.on_result: ResultHook | None = None
         #: told (device_id, cmd, sent_ms) of every `NOTED_COMMANDS` command sent; scale-out passes it on
         self.on_noted: Callable[[str, str, int], None] | None = None
+        #: the profile and unit layers a confirmed `set_thresholds` merges with (`DeviceService` shares its own)
+        self.layers = ThresholdLayers()
 
     async def load(self) -> int:
         """Resume following commands still `sent` (after a restart); answer how many."""
@@ -393,9 +396,11 @@ class CommandService:
         return changed is not None
 
     def _apply(
-        self, device_id: str, cmd: str, params: dict[str, Any], thresholds: dict[str, float] | None, now: int
+        self, device_id: str, cmd: str, params: dict[str, Any],
+        thresholds: tuple[dict[str, float], str | None, str | None] | None, now: int,
     ) -> None:
-        """A confirmed command's effect on the fleet (`thresholds`: the device's after the merge)."""
+        """A confirmed command's effect on the fleet (`thresholds`: the device's own after the merge,
+        its profile and its unit)."""
         slot = self.fleet.slot(device_id)
         if slot < 0:
             return
@@ -405,4 +410,4 @@ class CommandService:
             if self.on_muted is not None:
                 self.on_muted(device_id, until)
         elif thresholds is not None:
-            self.fleet.set_thresholds(slot, full_thresholds(thresholds))
+            self.layers.apply(self.fleet, device_id, *thresholds)

@@ -31,9 +31,9 @@ from devices.registry import (
     DeviceSpec,
     InvalidSpec,
     Registered,
-    full_thresholds,
     registered_from_row,
 )
+from devices.thresholds import ThresholdLayers
 
 Format = Literal["csv", "ndjson"]
 Progress = Callable[[str, int, int], None]
@@ -258,10 +258,12 @@ async def write_import(
 
 
 async def import_devices(
-    pool: asyncpg.Pool, fleet: Fleet, text: str, fmt: Format, *, progress: Progress | None = None
+    pool: asyncpg.Pool, fleet: Fleet, text: str, fmt: Format, *, progress: Progress | None = None,
+    layers: ThresholdLayers | None = None,
 ) -> ImportReport:
-    """Parse, write and load into the fleet; answer counts and rejected rows.
-    Raises `UnusableImport` when the body as a whole is unusable."""
+    """Parse, write and load into the fleet (thresholds merged with `layers`' profiles and units);
+    answer counts and rejected rows. Raises `UnusableImport` when the body as a whole is unusable."""
+    layers = layers or ThresholdLayers()
     started = time.perf_counter()
     report = ImportReport()
     parsed = await asyncio.to_thread(parse_import, text, fmt)  # pure and slow: off the event loop
@@ -278,7 +280,7 @@ async def import_devices(
         specs = {spec.device_id: spec for _, spec in parsed.specs}
         for i in range(0, len(registered), FLEET_CHUNK):
             chunk = registered[i : i + FLEET_CHUNK]
-            load_into_fleet(fleet, [(specs[r.device_id], r) for r in chunk])
+            load_into_fleet(fleet, [(specs[r.device_id], r) for r in chunk], layers)
             created = sum(r.created for r in chunk)
             report.created += created
             report.updated += len(chunk) - created
@@ -289,8 +291,9 @@ async def import_devices(
     return report
 
 
-def load_into_fleet(fleet: Fleet, registered: list[tuple[DeviceSpec, Registered]]) -> None:
-    """Mirror many registrations into the live fleet state in one vectorized load."""
+def load_into_fleet(fleet: Fleet, registered: list[tuple[DeviceSpec, Registered]], layers: ThresholdLayers) -> None:
+    """Mirror many registrations into the live fleet state in one vectorized load; thresholds are
+    set where the device, its profile or its unit has any, or where a re-registration may clear some."""
     fleet.bulk_load(
         [spec.device_id for spec, _ in registered],
         [spec.kind for spec, _ in registered],
@@ -303,17 +306,17 @@ def load_into_fleet(fleet: Fleet, registered: list[tuple[DeviceSpec, Registered]
         hydrant=[spec.hydrant for spec, _ in registered],
     )
     for spec, reg in registered:
-        if spec.thresholds or not reg.created:
-            fleet.set_thresholds(fleet.slot(spec.device_id), full_thresholds(spec.thresholds))
+        if spec.thresholds or not reg.created or layers.layered(spec.profile, spec.unit_id):
+            layers.apply(fleet, spec.device_id, spec.thresholds, spec.profile, spec.unit_id)
 
 
-def register_in_fleet(fleet: Fleet, spec: DeviceSpec, reg: Registered) -> int:
-    """Mirror a registration into the live fleet state; answer the slot."""
+def register_in_fleet(fleet: Fleet, spec: DeviceSpec, reg: Registered, layers: ThresholdLayers) -> int:
+    """Mirror a registration into the live fleet state (thresholds merged with `layers`); answer the slot."""
     slot = fleet.upsert(
         spec.device_id, spec.kind, unit_id=spec.unit_id, cell_id=spec.cell_id, heartbeat_s=spec.heartbeat_s,
         parent_id=reg.parent_id, maintenance=reg.maintenance, quarantined=False, hydrant=spec.hydrant,
     )
-    fleet.set_thresholds(slot, full_thresholds(spec.thresholds))
+    layers.apply(fleet, spec.device_id, spec.thresholds, spec.profile, spec.unit_id)
     return slot
 
 

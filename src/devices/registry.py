@@ -9,7 +9,6 @@ JSON columns travel as text (asyncpg's default codec), so values are dumped and 
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,11 +16,10 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from devices.catalogue import THRESHOLD_ALIASES
-from devices.fleet import THRESHOLD_NAMES
 from devices.kinds import DEVICE_ID_RE, Kind
 from devices.locations import InvalidLocation, parse_location
 from devices.scope import Scope, UnknownIndustry, industry
+from devices.thresholds import parse as parse_layer
 
 Db: TypeAlias = asyncpg.Pool | asyncpg.Connection
 MAX_REGION_LEVELS = 6
@@ -32,7 +30,7 @@ DEVICE_FIELDS = (
 #: A device's linkage setting (CONTRACT §10): follow the unit's policy, at most offer, never, or (a
 #: breaker, so an electrical device) trip automatically when the unit's policy says so too.
 LINKAGE_SETTINGS = ("unit", "confirm", "never", "auto")
-UNIT_FIELDS = ("unit_id", "name", "address", "region", "industry", "contacts", "location")
+UNIT_FIELDS = ("unit_id", "name", "address", "region", "industry", "contacts", "location", "thresholds")
 
 
 class InvalidSpec(ValueError):
@@ -115,25 +113,11 @@ def _json_field(fields: Mapping[str, Any], name: str) -> Any:
 
 
 def parse_thresholds(raw: Any) -> dict[str, float]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise InvalidSpec("thresholds must be an object of threshold name -> number")
-    out: dict[str, float] = {}
-    for k, v in raw.items():
-        k = THRESHOLD_ALIASES.get(k, k)
-        if k not in THRESHOLD_NAMES:
-            raise InvalidSpec(f"unknown threshold {k!r}; known: {', '.join(THRESHOLD_NAMES)}")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise InvalidSpec(f"threshold {k} must be a finite number")
-        out[k] = float(v)
-    return out
-
-
-def full_thresholds(thresholds: dict[str, float]) -> dict[str, float]:
-    """Every threshold name, NaN (the default) where `thresholds` sets none: what the fleet holds."""
-    given = {THRESHOLD_ALIASES.get(name, name): value for name, value in thresholds.items()}
-    return {name: float(given.get(name, math.nan)) for name in THRESHOLD_NAMES}
+    """A device's, unit's or command's thresholds by catalogue name (`devices.thresholds.parse`)."""
+    try:
+        return parse_layer(raw)
+    except ValueError as e:
+        raise InvalidSpec(str(e)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +226,7 @@ class UnitSpec:
     industry: str = "other"
     contacts: list[dict[str, Any]] = field(default_factory=list)
     location: Any = None
+    thresholds: dict[str, float] = field(default_factory=dict)  #: beneath its devices' and their profiles'
 
     @classmethod
     def parse(cls, fields: Mapping[str, Any]) -> UnitSpec:
@@ -266,6 +251,7 @@ class UnitSpec:
             industry=_industry(fields.get("industry")),
             contacts=contacts,
             location=location,
+            thresholds=parse_thresholds(_json_field(fields, "thresholds")),
         )
 
 
@@ -289,6 +275,7 @@ def unit_dict(r: asyncpg.Record) -> dict[str, Any]:
         "unit_id": r["unit_id"], "name": r["name"], "address": r["address"], "region": r["region"],
         "industry": r["industry"], "industry_detail": r["industry_detail"], "contacts": json.loads(r["contacts"]),
         "location": None if r["location"] is None else json.loads(r["location"]),
+        "thresholds": json.loads(r["thresholds"]),
         "maintenance": r["maintenance"], **maintenance_fields(r),
         "created_at": r["created_at"], "updated_at": r["updated_at"],
     }
@@ -305,15 +292,16 @@ async def upsert_unit(conn: asyncpg.Connection, spec: UnitSpec) -> tuple[dict[st
     async with conn.transaction():
         await ensure_regions(conn, [spec.region])
         row = await conn.fetchrow(
-            """INSERT INTO units (unit_id, name, address, region, industry, contacts, location)
-               VALUES ($1, $2, $3, $4, $5, $6, $7)
+            """INSERT INTO units (unit_id, name, address, region, industry, contacts, location, thresholds)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                ON CONFLICT (unit_id) DO UPDATE SET name = EXCLUDED.name, address = EXCLUDED.address,
                    region = EXCLUDED.region, industry = EXCLUDED.industry, contacts = EXCLUDED.contacts,
-                   location = EXCLUDED.location, updated_at = now()
+                   location = EXCLUDED.location, thresholds = EXCLUDED.thresholds, updated_at = now()
                RETURNING *, (xmax = 0) AS created""",
             spec.unit_id, spec.name, spec.address, spec.region, spec.industry,
             json.dumps(spec.contacts, ensure_ascii=False),
             None if spec.location is None else json.dumps(spec.location, ensure_ascii=False),
+            json.dumps(spec.thresholds),
         )
     return unit_dict(row), bool(row["created"])
 
@@ -343,7 +331,8 @@ async def scoped_unit_ids(db: Db, scope: Scope) -> list[str] | None:
 
 
 async def load_units(db: Db) -> list[asyncpg.Record]:
-    return await db.fetch("SELECT unit_id, region, maintenance FROM units ORDER BY unit_id")
+    """Every unit's id, region, maintenance flag and thresholds (JSON text), for the fleet."""
+    return await db.fetch("SELECT unit_id, region, maintenance, thresholds FROM units ORDER BY unit_id")
 
 
 # --- devices ---------------------------------------------------------------------------------
@@ -423,20 +412,31 @@ async def get_devices(db: Db, device_ids: list[str]) -> dict[str, dict[str, Any]
     return {r["device_id"]: device_dict(r) for r in rows}
 
 
-async def merge_thresholds(db: Db, device_id: str, thresholds: dict[str, float]) -> dict[str, float]:
-    """Merge thresholds into a device's; answer the device's thresholds after the merge."""
-    merged = await db.fetchval(
+async def merge_thresholds(
+    db: Db, device_id: str, thresholds: dict[str, float]
+) -> tuple[dict[str, float], str | None, str | None]:
+    """Merge thresholds into a device's; answer the device's own thresholds after the merge, its
+    profile and its unit (the layers beneath, `devices.thresholds`)."""
+    row = await db.fetchrow(
         "UPDATE devices SET thresholds = thresholds || $2::jsonb, updated_at = now() WHERE device_id = $1 "
-        "RETURNING thresholds",
+        "RETURNING thresholds, profile, unit_id",
         device_id, json.dumps(thresholds),
     )
-    return {} if merged is None else json.loads(merged)
+    return ({}, None, None) if row is None else (json.loads(row["thresholds"]), row["profile"], row["unit_id"])
+
+
+async def unit_devices(db: Db, unit_ids: list[str]) -> list[asyncpg.Record]:
+    """device_id, unit_id, own thresholds (JSON text) and profile of every device of these units."""
+    return await db.fetch(
+        "SELECT device_id, unit_id, thresholds, profile FROM devices WHERE unit_id = ANY($1::text[])", unit_ids
+    )
 
 
 @dataclass(slots=True)
 class DeviceColumns:
-    """Every registered device as parallel columns (None: absent), for `Fleet.bulk_load`, and the
-    threshold overrides (JSON text) of the few devices that have any."""
+    """Every registered device as parallel columns (None: absent), for `Fleet.bulk_load`, and of the
+    few devices with thresholds of their own or a profile that has some, their own (JSON text) and
+    their profile."""
 
     device_ids: list[str]
     kinds: list[str]
@@ -447,7 +447,7 @@ class DeviceColumns:
     maintenance: list[bool]
     quarantined: list[bool]
     hydrant: list[bool]
-    thresholds: dict[str, str]
+    thresholds: dict[str, tuple[str, str | None]]
 
 
 #: The registry as one row of arrays, in device_id order with components after their transmission
@@ -456,20 +456,21 @@ class DeviceColumns:
 DEVICE_COLUMNS_QUERY = """
 SELECT array_agg(device_id), array_agg(kind), array_agg(unit_id), array_agg(cell_id), array_agg(heartbeat_s),
        array_agg(parent_id), array_agg(maintenance), array_agg(quarantined), array_agg(hydrant),
-       array_agg(device_id) FILTER (WHERE thresholds <> '{}'),
-       array_agg(thresholds::text) FILTER (WHERE thresholds <> '{}')
+       array_agg(device_id) FILTER (WHERE thresholds <> '{}' OR profile = ANY($1::text[])),
+       array_agg(thresholds::text) FILTER (WHERE thresholds <> '{}' OR profile = ANY($1::text[])),
+       array_agg(profile) FILTER (WHERE thresholds <> '{}' OR profile = ANY($1::text[]))
 FROM (SELECT * FROM devices ORDER BY (parent_id IS NOT NULL), device_id) d"""
 
 
-async def load_devices(db: Db) -> DeviceColumns:
-    """Every device (`DeviceColumns`), for the fleet."""
-    row = await db.fetchrow(DEVICE_COLUMNS_QUERY)
+async def load_devices(db: Db, layered_profiles: Iterable[str] = ()) -> DeviceColumns:
+    """Every device (`DeviceColumns`), for the fleet; `layered_profiles`: the profiles with thresholds."""
+    row = await db.fetchrow(DEVICE_COLUMNS_QUERY, list(layered_profiles))
     assert row is not None  # an aggregate without GROUP BY answers one row
-    ids, kinds, units, cells, heartbeats, parents, maintenance, quarantined, hydrant, overridden, thresholds = (
+    ids, kinds, units, cells, heartbeats, parents, maintenance, quarantined, hydrant, layered, own, profiles = (
         list(c or ()) for c in row
     )
     return DeviceColumns(ids, kinds, units, cells, heartbeats, parents, maintenance, quarantined, hydrant,
-                         dict(zip(overridden, thresholds)))
+                         dict(zip(layered, zip(own, profiles))))
 
 
 # --- push sources and dead letters -------------------------------------------------------------

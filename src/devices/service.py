@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -35,7 +36,8 @@ from devices.clock import Clock
 from devices.commands import DB_ERRORS, CommandService, PlatformState
 from devices.fleet import FLAPPING, OFFLINE, Fleet
 from devices.importer import Format, ImportReport, Progress, import_devices, register_in_fleet
-from devices.registry import DeviceSpec, full_thresholds, load_devices, load_units, register_device
+from devices.registry import DeviceSpec, load_devices, load_units, register_device, unit_devices
+from devices.thresholds import ThresholdLayers, Thresholds, fleet_row, shown
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,11 @@ STATE_COLUMNS = ("device_id", "last_seen", "status", "battery_pct", "rsrp_dbm", 
 
 
 class DeviceService:
-    """Registry, fleet and commands together; what the devices API works with."""
+    """Registry, fleet and commands together; what the devices API works with.
+
+    `profile_thresholds` (profile name -> thresholds, from the composition root) and the units'
+    thresholds are the layers beneath each device's own (`devices.thresholds`); the fleet holds
+    the merge, which a confirmed `set_thresholds` command takes from the same layers."""
 
     def __init__(
         self,
@@ -56,6 +62,7 @@ class DeviceService:
         checkpoint_interval_s: float = 30.0,
         snapshot_interval_s: float = 600.0,
         tick_s: float = 1.0,
+        profile_thresholds: Mapping[str, Thresholds] | None = None,
     ) -> None:
         self.pool = pool
         self.fleet = fleet
@@ -65,6 +72,7 @@ class DeviceService:
         self.snapshot_interval_s = snapshot_interval_s
         self.tick_s = tick_s
         self.snapshot_due = True  # until a load finds a snapshot
+        self.layers = commands.layers = ThresholdLayers(profile_thresholds)
 
     async def load(self) -> int:
         """Fill the fleet from the registry and the last checkpoint; answer the number of devices."""
@@ -72,10 +80,11 @@ class DeviceService:
         # Queries at once: PostgreSQL builds the next result sets while this process decodes
         # the first (a million devices: 15.0 s to load one after the other on this machine).
         units, devices, (snapshot, state, values) = await asyncio.gather(
-            load_units(self.pool), load_devices(self.pool), self._saved_state()
+            load_units(self.pool), load_devices(self.pool, self.layers.profiles), self._saved_state()
         )
         for u in units:
             fleet.set_unit(u["unit_id"], region=u["region"], maintenance=u["maintenance"])
+            self.layers.set_unit(u["unit_id"], json.loads(u["thresholds"]))
         fleet.bulk_load(
             devices.device_ids,
             devices.kinds,
@@ -87,8 +96,7 @@ class DeviceService:
             quarantined=devices.quarantined,
             hydrant=devices.hydrant,
         )
-        for device_id, thresholds in devices.thresholds.items():
-            fleet.set_thresholds(fleet.slot(device_id), full_thresholds(json.loads(thresholds)))
+        self._load_thresholds(devices.thresholds)
         saved = 0 if snapshot is None else restore_snapshot(fleet, snapshot)
         rows = restore_state(fleet, state, values)  # written since the snapshot, or all without one
         del snapshot, state, values
@@ -98,6 +106,39 @@ class DeviceService:
         log.info("fleet loaded: %d devices, %d with saved state, %d commands awaiting an answer",
                  len(devices.device_ids), saved, resumed)
         return len(devices.device_ids)
+
+    def _load_thresholds(self, layered: dict[str, tuple[str, str | None]]) -> None:
+        """Effective thresholds into the fleet at load: of the devices with their own or a profile's
+        (`layered`: own as JSON text, profile), and of every other device of a unit that has some
+        (one row per unit)."""
+        fleet, layers = self.fleet, self.layers
+        for unit_id, thresholds in layers.units.items():
+            row = fleet_row(thresholds)
+            for slot in fleet.unit_slots(unit_id).tolist():
+                if fleet.device_ids[slot] not in layered:
+                    fleet.set_thresholds(slot, row)
+        units = fleet.units.names
+        for device_id, (own, profile) in layered.items():
+            slot = fleet.slot(device_id)
+            unit = int(fleet.unit[slot])
+            layers.apply(fleet, device_id, json.loads(own), profile, units[unit] if unit >= 0 else None)
+
+    async def unit_saved(self, unit: Mapping[str, Any]) -> int:
+        """A unit was created or replaced (`registry.upsert_unit`): its region and maintenance into
+        the fleet and, when its thresholds changed, every device of it re-set; answer how many."""
+        unit_id = unit["unit_id"]
+        self.fleet.set_unit(unit_id, region=unit["region"], maintenance=unit["maintenance"])
+        if not self.layers.set_unit(unit_id, unit["thresholds"]):
+            return 0
+        rows = await unit_devices(self.pool, [unit_id])
+        for r in rows:
+            self.layers.apply(self.fleet, r["device_id"], json.loads(r["thresholds"]), r["profile"], unit_id)
+        return len(rows)
+
+    def effective_thresholds(self, device: Mapping[str, Any]) -> dict[str, float | None]:
+        """Every threshold of a registered device (`registry.device_dict`) as it applies: its own,
+        else its profile's, else its unit's, else the default (None: the rule is off)."""
+        return shown(self.layers.of(device["thresholds"], device["profile"], device["unit_id"]))
 
     async def _saved_state(self) -> tuple[Snapshot | None, Any, list[Any]]:
         """The snapshot and the `device_state` rows written since it (every row without one)."""
@@ -180,11 +221,11 @@ class DeviceService:
         """Register one device in the registry and the fleet. Raises `KindConflict`, `UnknownUnit`."""
         async with self.pool.acquire() as conn:
             reg = await register_device(conn, spec)
-        register_in_fleet(self.fleet, spec, reg)
+        register_in_fleet(self.fleet, spec, reg, self.layers)
         return {"device_id": reg.device_id, "created": reg.created, "was_quarantined": reg.was_quarantined}
 
     async def import_devices(self, text: str, fmt: Format, progress: Progress | None = None) -> ImportReport:
-        return await import_devices(self.pool, self.fleet, text, fmt, progress=progress)
+        return await import_devices(self.pool, self.fleet, text, fmt, progress=progress, layers=self.layers)
 
     def on_platform_offline(self, device_id: str, at_ms: int) -> bool:
         """An NB-IoT platform says the device went offline at `at_ms`; False when it is not

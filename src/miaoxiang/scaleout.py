@@ -124,7 +124,8 @@ class ScaleOut:
         command deadlines: its fleet is the complete one."""
         jobs = [pipeline.run(), self.bus.run(), alarms.run(), maintenance]
         if self.uplink is not None:
-            jobs += [self.uplink.run(), follow_registry(pool, devices.fleet, self.settings.registry_refresh_s)]
+            jobs += [self.uplink.run(),
+                     follow_registry(pool, devices.fleet, self.settings.registry_refresh_s, devices.layers)]
         else:
             jobs += [devices.run(), self.control.publish_forever(self.bus, self.settings.topic(CONTROL_TOPIC))]
         return jobs

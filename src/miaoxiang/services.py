@@ -253,7 +253,9 @@ async def _build(
     commands = CommandService(
         pool, fleet, publish, topic_root=settings.topic(), clock=clock, timeout_s=settings.command_timeout_s
     )
-    devices = DeviceService(pool, fleet, commands, clock=clock, checkpoint_interval_s=settings.checkpoint_interval_s)
+    profiles = ProfileRegistry.load(settings.profiles_dir)
+    devices = DeviceService(pool, fleet, commands, clock=clock, checkpoint_interval_s=settings.checkpoint_interval_s,
+                            profile_thresholds=profiles.thresholds())
     loaded = await devices.load()
     log.info("fleet state loaded: %d devices", loaded)
     tune_gc()
@@ -295,7 +297,7 @@ async def _build(
         stack.callback(registry.unregister, collector)
         log.info("GB/T 26875.3 listener on %s:%d", settings.gb26875_host, gb26875.port)
     push = PushContext(
-        pipeline=pipeline, metrics=metrics, profiles=ProfileRegistry.load(settings.profiles_dir),
+        pipeline=pipeline, metrics=metrics, profiles=profiles,
         limiter=RateLimiter(), max_bytes=settings.push_max_bytes, unverified_per_min=settings.push_unverified_per_min,
     )
     subscriptions = None if settings.role == "worker" else Subscriptions(pool, push, devices, registry)

@@ -2,8 +2,9 @@
 
 A profile (one JSON file, see docs/profiles.md) names the product's kind, how each vendor
 property becomes a canonical metric (`scale`, `offset`, `negate`, `map`, `index`, `hex`) and
-rules deriving the event from property codes. `ProfileRegistry.load` reads the shipped
-directory and then an operator's, so an operator adds or overrides a profile without a release.
+rules deriving the event from property codes, and may carry rule `thresholds` for the product
+(beneath a device's own, above its unit's: `devices.thresholds`). `ProfileRegistry.load` reads the
+shipped directory and then an operator's, so an operator adds or overrides a profile without a release.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from devices.kinds import ALL_METRICS, ATTENTION_EVENTS, KIND_METRICS, NB_METRICS, Event, Kind
+from devices.thresholds import parse as parse_thresholds
 
 from .errors import DecodeError
 from .values import DEFAULT_RANGE, METRIC_TYPES, RANGES, check_extra, finite_float, show, validate_metric
@@ -207,6 +209,9 @@ class Profile(_Strict):
     #: Metrics every reading of the product carries (a CO detector's `gas_type` `co`); what a
     #: message itself says wins.
     fixed: dict[str, Any] = Field(default_factory=dict)
+    #: Rule thresholds of the product (catalogue names or aliases), for devices registered with this
+    #: profile that do not set them themselves; stored by catalogue name.
+    thresholds: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("kind", mode="before")
     @classmethod
@@ -217,6 +222,11 @@ class Profile(_Strict):
     @classmethod
     def _event_name(cls, v: Any) -> Any:
         return Event.parse(v) if isinstance(v, str) else v
+
+    @field_validator("thresholds", mode="before")
+    @classmethod
+    def _threshold_names(cls, v: Any) -> Any:
+        return parse_thresholds(v)
 
     @model_validator(mode="after")
     def _metrics_of_kind(self) -> Profile:
@@ -380,6 +390,10 @@ class ProfileRegistry:
 
     def get(self, name: str) -> Profile | None:
         return self._by_name.get(name)
+
+    def thresholds(self) -> dict[str, dict[str, float]]:
+        """Profile name -> its thresholds, of the profiles that have some (for `devices.service`)."""
+        return {p.name: dict(p.thresholds) for p in self if p.thresholds}
 
     def select(
         self, platform: Platform, *, name: str | None, product_id: str | None, props: Mapping[str, Any]
