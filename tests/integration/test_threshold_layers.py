@@ -5,13 +5,21 @@ wins over the unit's, a device's own over both, and changing the unit's re-appli
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import asyncpg
 import pytest
 
+from devices.commands import CommandService
+from devices.fleet import Fleet
+from devices.kinds import Kind
+from devices.registry import UnitSpec, upsert_unit
+from devices.registry_follow import refresh
+from devices.service import DeviceService
 from miaoxiang.settings import Settings
 from tests.service import RunningService, running_service, wait_for
 
@@ -116,3 +124,66 @@ async def test_unit_profile_and_device_thresholds_in_layers(settings: Settings, 
         await _report(settings, "w-later", 0.25, t0 + 60_000)
         alarm = await _raised_by(svc, "w-later")
         assert alarm["count"] == 1 and alarm["first_seen"] == alarm["last_seen"], alarm
+
+
+# --- the devices service's paths, on PostgreSQL without the whole app ------------------------------
+async def _publish(topic: str, payload: bytes) -> None:
+    """Downlink commands go nowhere: the test answers them itself."""
+
+
+def _service(pool: asyncpg.Pool, profiles: dict[str, dict[str, float]]) -> DeviceService:
+    fleet = Fleet()
+    commands = CommandService(pool, fleet, _publish, topic_root="mxtest/layers", clock=lambda: 0)
+    return DeviceService(pool, fleet, commands, clock=lambda: 0, profile_thresholds=profiles)
+
+
+def _low(svc: DeviceService, device_id: str) -> float:
+    """The pressure_low_mpa the fleet holds for a device (NaN: the default)."""
+    return float(svc.fleet.thresholds["pressure_low_mpa"][svc.fleet.slot(device_id)])
+
+
+async def _save_unit(pool: asyncpg.Pool, unit_id: str, thresholds: dict[str, float]) -> dict[str, Any]:
+    async with pool.acquire() as conn:
+        unit, _ = await upsert_unit(conn, UnitSpec.parse({"unit_id": unit_id, "name": unit_id,
+                                                          "thresholds": thresholds}))
+    return unit
+
+
+async def test_load_import_follow_and_command_take_the_layers(pool: asyncpg.Pool) -> None:
+    profiles = {PROFILE: {"pressure_low_mpa": 0.12}}
+    api = _service(pool, profiles)
+    await api.unit_saved(await _save_unit(pool, "U1", {"pressure_low_mpa": 0.2}))
+    await api.unit_saved(await _save_unit(pool, "U2", {}))
+    report = await api.import_devices("\n".join([
+        "device_id,kind,unit_id,profile,thresholds",
+        "i-unit,water,U1,,", f"i-profile,water,U1,{PROFILE},", 'i-own,water,U1,,"{""pressure_mpa_min"": 0.03}"',
+        f"i-bare,water,U2,{PROFILE}x,",
+    ]), "csv")
+    assert (report.created, report.rejected) == (4, 0), report.as_dict()
+    expected = {"i-unit": 0.2, "i-profile": 0.12, "i-own": 0.03}
+    assert {d: _low(api, d) for d in expected} == pytest.approx(expected)
+    assert math.isnan(_low(api, "i-bare"))  # an unknown profile and a unit without thresholds: the default
+
+    restarted = _service(pool, profiles)  # the load path: units, then devices with their layers
+    await restarted.load()
+    assert {d: _low(restarted, d) for d in expected} == pytest.approx(expected)
+    assert math.isnan(_low(restarted, "i-bare"))
+
+    worker = _service(pool, profiles)  # a scaled-out worker follows the registry
+    await worker.load()
+    since = await pool.fetchval("SELECT now()")
+    await api.unit_saved(await _save_unit(pool, "U1", {"pressure_low_mpa": 0.3}))
+    await api.unit_saved(await _save_unit(pool, "U2", {"pressure_low_mpa": 0.07}))
+    assert await refresh(pool, worker.fleet, since, worker.layers) == 0  # no device row changed ...
+    moved = {"i-unit": 0.3, "i-profile": 0.12, "i-own": 0.03, "i-bare": 0.07}
+    for svc in (api, worker):  # ... yet every device of the changed units is re-set
+        assert {d: _low(svc, d) for d in moved} == pytest.approx(moved)
+
+    # a confirmed set_thresholds on a device without its own: its value now wins over the unit's
+    cmd = await api.commands.send("i-unit", Kind.water, "set_thresholds",
+                                  {"thresholds": {"pressure_mpa_min": 0.04}}, timeout_s=60, actor="test")
+    assert _low(api, "i-unit") == pytest.approx(0.3)  # not before the device confirms it
+    await api.commands.on_ack("i-unit", {"cmd_id": cmd["cmd_id"], "ok": True})
+    assert _low(api, "i-unit") == pytest.approx(0.04)
+    await api.unit_saved(await _save_unit(pool, "U1", {"pressure_low_mpa": 0.5}))
+    assert _low(api, "i-unit") == pytest.approx(0.04) and _low(api, "i-profile") == pytest.approx(0.12)
