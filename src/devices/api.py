@@ -211,7 +211,7 @@ async def register_device(body: DeviceIn, response: Response, principal: Operato
     """Register a device (201) or re-register it (200). 409 if it exists with another kind.
     Registering a device that was auto-registered from its traffic ends its quarantine."""
     try:
-        spec = DeviceSpec.parse(body.model_dump(exclude_unset=True))
+        spec = DeviceSpec.parse(body.model_dump(exclude_unset=True), svc.layers.profiles)
     except InvalidSpec as e:
         raise HTTPException(422, str(e)) from None
     if principal.scoped:

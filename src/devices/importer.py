@@ -18,7 +18,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -200,8 +200,9 @@ def _ndjson_rows(text: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
         yield line, obj
 
 
-def parse_import(text: str, fmt: Format) -> ParsedImport:
-    """Validate every row; a device_id given twice is rejected at its repeat."""
+def parse_import(text: str, fmt: Format, profiles: Mapping[str, Mapping[str, float]] | None = None) -> ParsedImport:
+    """Validate every row (`profiles`: the profiles' thresholds, `DeviceSpec.parse`); a device_id
+    given twice is rejected at its repeat."""
     out = ParsedImport()
     first_line: dict[str, int] = {}
     rows = _csv_rows(text) if fmt == "csv" else _ndjson_rows(text)
@@ -212,7 +213,7 @@ def parse_import(text: str, fmt: Format) -> ParsedImport:
         raw_id = row.get("device_id")
         shown_id = raw_id.strip() if isinstance(raw_id, str) and raw_id.strip() else None
         try:
-            spec = DeviceSpec.parse(row)
+            spec = DeviceSpec.parse(row, profiles)
         except InvalidSpec as e:
             out.errors.append(RowError(line, shown_id, str(e)))
             continue
@@ -266,7 +267,7 @@ async def import_devices(
     layers = layers or ThresholdLayers()
     started = time.perf_counter()
     report = ImportReport()
-    parsed = await asyncio.to_thread(parse_import, text, fmt)  # pure and slow: off the event loop
+    parsed = await asyncio.to_thread(parse_import, text, fmt, layers.profiles)  # pure and slow: off the event loop
     report.errors = parsed.errors
     total = len(parsed.specs) + len(parsed.errors)
     if progress:

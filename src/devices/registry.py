@@ -136,8 +136,9 @@ class DeviceSpec:
     hydrant: bool = False
 
     @classmethod
-    def parse(cls, fields: Mapping[str, Any]) -> DeviceSpec:
-        """Validate a JSON object or a CSV row (strings); raise `InvalidSpec` naming the problem."""
+    def parse(cls, fields: Mapping[str, Any], profiles: Mapping[str, Mapping[str, float]] | None = None) -> DeviceSpec:
+        """Validate a JSON object or a CSV row (strings); raise `InvalidSpec` naming the problem.
+        `profiles`: the profiles' thresholds (a charger's `port_rated_a` may come from its profile)."""
         unknown = sorted(set(fields) - set(DEVICE_FIELDS))
         if unknown:
             raise InvalidSpec(f"unknown field {unknown[0]!r}")
@@ -162,9 +163,10 @@ class DeviceSpec:
                 raise InvalidSpec(f"heartbeat_s must be a whole number of seconds from 1 to {30 * 86_400}, got {hb!r}")
         location = _location(_json_field(fields, "location"))
         thresholds = parse_thresholds(_json_field(fields, "thresholds"))
-        if kind is Kind.charger and "port_rated_a" not in thresholds:
-            raise InvalidSpec("充电桩须在 thresholds 中给出端口额定电流 port_rated_a / "
-                              "a charger needs thresholds.port_rated_a (the ports' rated current, A)")
+        profile = _text(fields, "profile", max_len=100)
+        if kind is Kind.charger and "port_rated_a" not in {**(profiles or {}).get(profile or "", {}), **thresholds}:
+            raise InvalidSpec("充电桩须在 thresholds 或其 profile 中给出端口额定电流 port_rated_a / a charger needs "
+                              "port_rated_a (the ports' rated current, A) in thresholds or in its profile's")
         return cls(
             device_id=device_id,
             kind=kind,
@@ -172,7 +174,7 @@ class DeviceSpec:
             location=location,
             heartbeat_s=heartbeat,
             thresholds=thresholds,
-            profile=_text(fields, "profile", max_len=100),
+            profile=profile,
             cell_id=_text(fields, "cell_id", max_len=64),
             linkage=_linkage(fields.get("linkage"), kind),
             hydrant=_hydrant(fields.get("hydrant"), kind),

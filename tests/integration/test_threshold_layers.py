@@ -71,6 +71,9 @@ async def test_unit_profile_and_device_thresholds_in_layers(settings: Settings, 
     (profiles / f"{PROFILE}.json").write_text(json.dumps({
         "name": PROFILE, "description": "test hydrant", "kind": "water", "thresholds": {"pressure_low_mpa": 0.12},
     }))
+    (profiles / "mx-test-pile.json").write_text(json.dumps({
+        "name": "mx-test-pile", "description": "test pile", "kind": "charger", "thresholds": {"port_rated_a": 16},
+    }))
     settings = settings.model_copy(update={"profiles_dir": profiles})
     async with running_service(settings) as svc:
         r = await svc.http.post("/api/v1/units", headers=svc.auth(), json={
@@ -88,6 +91,14 @@ async def test_unit_profile_and_device_thresholds_in_layers(settings: Settings, 
         shown = {d: (await _effective(svc, d))["effective_thresholds"]["pressure_low_mpa"]
                  for d in ("w-unit", "w-own", "w-profile")}
         assert shown == {"w-unit": 0.2, "w-own": 0.03, "w-profile": 0.12}
+        # a charger's port_rated_a may come from its profile (a product's rated current)
+        pile = await svc.http.post("/api/v1/devices", headers=svc.auth(),
+                                   json={"device_id": "c1", "kind": "charger", "profile": "mx-test-pile"})
+        assert pile.status_code == 201, pile.text
+        assert pile.json()["thresholds"] == {} and pile.json()["effective_thresholds"]["port_rated_a"] == 16
+        bare = await svc.http.post("/api/v1/devices", headers=svc.auth(),
+                                   json={"device_id": "c2", "kind": "charger", "profile": PROFILE})
+        assert bare.status_code == 422 and "port_rated_a" in bare.text
         own = await _effective(svc, "w-own")
         assert own["thresholds"] == {"pressure_low_mpa": 0.03}
         assert own["effective_thresholds"]["pressure_drop_mpa"] == 0.05  # no layer sets it: the default
@@ -150,16 +161,18 @@ async def _save_unit(pool: asyncpg.Pool, unit_id: str, thresholds: dict[str, flo
 
 
 async def test_load_import_follow_and_command_take_the_layers(pool: asyncpg.Pool) -> None:
-    profiles = {PROFILE: {"pressure_low_mpa": 0.12}}
+    profiles = {PROFILE: {"pressure_low_mpa": 0.12}, "pile": {"port_rated_a": 10}}
     api = _service(pool, profiles)
     await api.unit_saved(await _save_unit(pool, "U1", {"pressure_low_mpa": 0.2}))
     await api.unit_saved(await _save_unit(pool, "U2", {}))
     report = await api.import_devices("\n".join([
         "device_id,kind,unit_id,profile,thresholds",
         "i-unit,water,U1,,", f"i-profile,water,U1,{PROFILE},", 'i-own,water,U1,,"{""pressure_mpa_min"": 0.03}"',
-        f"i-bare,water,U2,{PROFILE}x,",
+        f"i-bare,water,U2,{PROFILE}x,", "i-pile,charger,U2,pile,", "i-pile2,charger,U2,,",
     ]), "csv")
-    assert (report.created, report.rejected) == (4, 0), report.as_dict()
+    assert (report.created, report.rejected) == (5, 1), report.as_dict()
+    assert report.errors[0].device_id == "i-pile2" and "port_rated_a" in report.errors[0].reason
+    assert float(api.fleet.thresholds["port_rated_a"][api.fleet.slot("i-pile")]) == 10
     expected = {"i-unit": 0.2, "i-profile": 0.12, "i-own": 0.03}
     assert {d: _low(api, d) for d in expected} == pytest.approx(expected)
     assert math.isnan(_low(api, "i-bare"))  # an unknown profile and a unit without thresholds: the default
