@@ -353,7 +353,7 @@ def gas(r: Readings) -> list[Hits]:
     A CO detector's `alarm` is not a gas leak (see `co.co_high`)."""
     rows = r.rows(_GAS)
     lel = r.value("gas_lel_pct")[rows]
-    critical, major = lel >= r.thresholds(("gas_lel_critical_pct", "gas_lel_pct"), rows)
+    critical, major = lel >= r.limit("gas_lel_critical_pct", rows), lel >= r.limit("gas_lel_pct", rows)
     alarm = r.alarmish[rows]
     if alarm.any():
         alarm[alarm] = ~is_co(r, rows[alarm])
