@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
+import numpy as np
 import orjson
 
 from devices.checkpoint import (
@@ -112,11 +113,11 @@ class DeviceService:
         (`layered`: own as JSON text, profile), and of every other device of a unit that has some
         (one row per unit)."""
         fleet, layers = self.fleet, self.layers
-        for unit_id, thresholds in layers.units.items():
-            row = fleet_row(thresholds)
-            for slot in fleet.unit_slots(unit_id).tolist():
-                if fleet.device_ids[slot] not in layered:
-                    fleet.set_thresholds(slot, row)
+        rows = {fleet.units.get(unit_id): fleet_row(t) for unit_id, t in layers.units.items()}
+        unit = fleet.unit[: fleet.size]
+        for slot in np.flatnonzero(np.isin(unit, list(rows))).tolist():  # one pass, however many units
+            if fleet.device_ids[slot] not in layered:
+                fleet.set_thresholds(slot, rows[int(unit[slot])])
         units = fleet.units.names
         for device_id, (own, profile) in layered.items():
             slot = fleet.slot(device_id)
