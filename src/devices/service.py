@@ -114,14 +114,13 @@ class DeviceService:
         (one row per unit)."""
         fleet, layers = self.fleet, self.layers
         rows = {fleet.units.get(unit_id): fleet_row(t) for unit_id, t in layers.units.items()}
-        unit = fleet.unit[: fleet.size]
-        for slot in np.flatnonzero(np.isin(unit, list(rows))).tolist():  # one pass, however many units
+        unit_of = fleet.unit[: fleet.size]
+        for slot in np.flatnonzero(np.isin(unit_of, list(rows))).tolist():  # one pass, however many units
             if fleet.device_ids[slot] not in layered:
-                fleet.set_thresholds(slot, rows[int(unit[slot])])
+                fleet.set_thresholds(slot, rows[int(unit_of[slot])])
         units = fleet.units.names
         for device_id, (own, profile) in layered.items():
-            slot = fleet.slot(device_id)
-            unit = int(fleet.unit[slot])
+            unit = int(unit_of[fleet.slot(device_id)])
             layers.apply(fleet, device_id, json.loads(own), profile, units[unit] if unit >= 0 else None)
 
     async def unit_saved(self, unit: Mapping[str, Any]) -> int:
