@@ -32,7 +32,8 @@ from tests.service import RunningService, running_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-PUBLIC = re.compile(r"^/api/v1/ingest/push/")  # platforms authenticate by signature (CONTRACT §3)
+# platforms authenticate by signature (CONTRACT §3); the device catalogue holds no data (labels, units, codes)
+PUBLIC = re.compile(r"^/api/v1/(ingest/push/|meta$)")
 ADMIN_ONLY = {("GET", "/api/v1/push-sources"), ("POST", "/api/v1/push-sources"), ("GET", "/api/v1/dead-letters"),
               ("GET", "/api/v1/push-sources/{name}"), ("DELETE", "/api/v1/push-sources/{name}"),
               ("POST", "/api/v1/tokens"), ("GET", "/api/v1/escalation-contacts"),
