@@ -42,7 +42,7 @@ from devices.thresholds import ThresholdLayers, Thresholds, fleet_row, shown
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_CHUNK = 10_000  # rows per checkpoint transaction
+CHECKPOINT_CHUNK = 2_000  # rows per checkpoint transaction: about 7 ms of event loop each (200,000: 0.7 s)
 STATE_COLUMNS = ("device_id", "last_seen", "status", "battery_pct", "rsrp_dbm", "last_values", "flags", "updated_at")
 
 
