@@ -232,13 +232,14 @@ class ReferenceCorrelator:
                 self.rise(b, fleet, i, "port_temp_c") >= self.th(fleet, slot, "port_rise_c_per_min")
             over_rated = self.held_long(held["port_current"], b, i, self.config.overcurrent_hold_s)
             leak = val["residual_current_ma"]
-            warn = leak >= self.th(fleet, slot, "leakage_warn_ma")
+            critical = leak >= self.th(fleet, slot, "leakage_critical_ma")
+            warn = critical or leak >= self.th(fleet, slot, "leakage_warn_ma")
             if hot or rising or (alarmish and not (over_rated or warn)):
                 rule = "charger.port_temp" if hot else "charger.port_rise" if rising else "charger.alarm"
                 hits.append(Hit(i, A.charger_overheat, *DEFAULTS[A.charger_overheat], rule))
             if over_rated:
                 hits.append(Hit(i, A.charger_overcurrent, *DEFAULTS[A.charger_overcurrent], "charger.current"))
-            if leak >= self.th(fleet, slot, "leakage_critical_ma"):
+            if critical:
                 hits.append(Hit(i, A.charger_leakage, Severity.critical, Response.verify, "charger.leakage_critical"))
             elif warn:
                 hits.append(Hit(i, A.charger_leakage, Severity.major, Response.verify, "charger.leakage_warn"))

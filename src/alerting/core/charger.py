@@ -49,7 +49,8 @@ def charger(r: Readings) -> list[Hits]:
                                 int(r.config.overcurrent_hold_s * 1000))
     leak = r.value("residual_current_ma")[rows]
     critical_at, warn_at = r.thresholds(("leakage_critical_ma", "leakage_warn_ma"), rows)
-    critical, warn = leak >= critical_at, leak >= warn_at
+    critical = leak >= critical_at
+    warn = critical | (leak >= warn_at)  # a device may set its critical limit below its warning one
     unexplained = r.alarmish[rows] & ~(hot | rising | over | warn)
     overheat = np.flatnonzero(hot | rising | unexplained)
     leaking = np.flatnonzero(warn)
