@@ -359,8 +359,30 @@ async def main() -> None:
     print(json.dumps({
         "benchmark": "push_throughput", "cpus": os.cpu_count(), "rounds": args.rounds, "duration_s": args.duration,
         "loadavg_before": load_before, "loadavg_after": Path("/proc/loadavg").read_text().split()[:3],
-        **results,
+        **results, **goals(results),
     }, indent=2))
+
+
+#: Issue 21's goals for the push path, at 32 and at 128 connections.
+GOALS = {"service_vs_naive": 2.0, "service_vs_bare": 0.6, "p99_ms_at_32": 50.0, "every_200_committed": True}
+
+
+def goals(results: dict[str, Any]) -> dict[str, Any]:
+    """Whether each goal is met, per platform and number of connections (None: a target not measured)."""
+    met: dict[str, Any] = {}
+    for platform in SOURCES:
+        for connections, row in results.get(platform, {}).items():
+            service = row.get("service", {})
+            met[f"{platform}/{connections}"] = {
+                "service_vs_naive": None if "service_vs_naive" not in row
+                else row["service_vs_naive"] >= GOALS["service_vs_naive"],
+                "service_vs_bare": None if "service_vs_bare" not in row
+                else row["service_vs_bare"] >= GOALS["service_vs_bare"],
+                **({"p99_ms_at_32": service["latency_p99_ms"] <= GOALS["p99_ms_at_32"]}
+                   if connections == "32" and "latency_p99_ms" in service else {}),
+                "every_200_committed": all(ok <= committed for ok, committed in service.get("ok_vs_committed", [])),
+            }
+    return {"goals": GOALS, "goals_met": met}
 
 
 def summarise(rounds: list[dict[str, Any]], targets: list[str]) -> dict[str, Any]:
