@@ -9,10 +9,8 @@ told. A suppressed panel-component alarm shows its reason and links to its UITD.
 from __future__ import annotations
 
 import io
-import os
 import re
 import secrets
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ from miaoxiang.embedded import free_port
 from miaoxiang.settings import Settings
 from simulators.responders import links
 from simulators.webhook_sink import Delivery, WebhookSink
-from tests.e2e.test_console import CHROMIUM, CHROMIUM_ARGS, REGION, _log_in, _publish_smoke_alarm
+from tests.e2e.test_console import REGION, _log_in, _publish_smoke_alarm
 from tests.service import RunningService, running_service, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -38,20 +36,6 @@ UNIT = {"unit_id": "U-detail-1", "name": "南外街道幸福养老院", "address
 SMOKE = "868120300000091"
 UITD = "uitd-889"
 COMPONENT = f"{UITD}:1:1:131082"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        launched = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def _tab(browser: Any, errors: list[str], **context: Any) -> Any:

@@ -12,8 +12,6 @@ script or console errors; screenshots in test-artifacts/."""
 from __future__ import annotations
 
 import io
-import os
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from miaoxiang.settings import Settings
-from tests.e2e.test_console import ADMIN, CHROMIUM, CHROMIUM_ARGS, REGION, _publish_smoke_alarm
+from tests.e2e.test_console import ADMIN, REGION, _publish_smoke_alarm
 from tests.service import RunningService, running_service, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -40,20 +38,6 @@ UNITS = [
 SMOKE = "868120300000555"
 OTHER = "868120300000556"
 TILES = "https://webrd0{s}.tiles.test/appmaptile?x={x}&y={y}&z={z}&key={key}"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        launched = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def _tab(browser: Any, errors: list[str], requests: list[str], **context: Any) -> Any:
