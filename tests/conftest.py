@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, settings
 
 from miaoxiang.migrate import migrate
 from miaoxiang.settings import DEFAULT_MIGRATIONS_DIR, Settings
+from tests.service import fresh_database, service_settings
 
 # Property tests judge behaviour, not speed: on a 2-core machine shared with PostgreSQL and the
 # broker, example generation can be slow, and that must not fail a test.
@@ -63,27 +64,11 @@ def mqtt_url() -> Iterator[str]:
     loop.call_soon_threadsafe(loop.stop)
 
 
-def _with_db(url: str, db: str) -> str:
-    base, _, query = url.partition("?")
-    base = base.rsplit("/", 1)[0] + "/" + db
-    return base + ("?" + query if query else "")
-
-
 @pytest.fixture
 async def database_url(pg_admin_url: str) -> AsyncIterator[str]:
     """A fresh, empty database for one test, dropped afterwards."""
-    name = f"mxtest_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield _with_db(pg_admin_url, name)
-    admin = await asyncpg.connect(pg_admin_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database(pg_admin_url) as url:
+        yield url
 
 
 @pytest.fixture
@@ -104,18 +89,7 @@ def topic_prefix() -> str:
 @pytest.fixture
 def settings(database_url: str, mqtt_url: str, topic_prefix: str, tmp_path: Path) -> Settings:
     """Service settings pointing at this test's database, broker prefix and a private client id."""
-    return Settings(
-        database_url=database_url,
-        mqtt_url=mqtt_url,
-        topic_prefix=topic_prefix,
-        mqtt_client_id=f"mxtest-{uuid.uuid4().hex[:8]}",
-        admin_token="test-admin-token",
-        gb26875_port=0,
-        http_port=0,
-        data_dir=tmp_path,
-        batch_ms=5,
-        outbound_allow=["127.0.0.1"],  # test webhooks listen on loopback (CONTRACT §9)
-    )
+    return service_settings(database_url, mqtt_url, topic_prefix, tmp_path)
 
 
 @pytest.fixture

@@ -21,12 +21,11 @@ from datetime import datetime
 from typing import Any
 
 import aiomqtt
-import asyncpg
 import pytest
 import pytest_asyncio
 
 from miaoxiang.settings import Settings
-from tests.service import RunningService, running_service, wait_for
+from tests.service import RunningService, fresh_database, running_service, service_settings, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -197,29 +196,11 @@ async def stored(
 ) -> AsyncIterator[list[dict[str, Any]]]:
     """Every alarm one service stored for the module's cases (in a database of the module's own, as
     the `database_url` fixture makes one per test)."""
-    db = f"mxtest_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{db}"')
-    finally:
-        await admin.close()
-    base, _, query = pg_admin_url.partition("?")
-    settings = Settings(
-        database_url=base.rsplit("/", 1)[0] + "/" + db + ("?" + query if query else ""),
-        mqtt_url=mqtt_url, topic_prefix=f"mxtest/{uuid.uuid4().hex[:10]}",
-        mqtt_client_id=f"mxtest-{uuid.uuid4().hex[:8]}",
-        admin_token="test-admin-token", gb26875_port=0, http_port=0,
-        data_dir=tmp_path_factory.mktemp("v2rows"), batch_ms=5,
-    )
-    try:
+    async with fresh_database(pg_admin_url) as url:
+        settings = service_settings(url, mqtt_url, f"mxtest/{uuid.uuid4().hex[:10]}",
+                                    tmp_path_factory.mktemp("v2rows"))
         async with running_service(settings) as svc:
             yield await _play(svc, settings)
-    finally:
-        admin = await asyncpg.connect(pg_admin_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
